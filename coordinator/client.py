@@ -1,0 +1,119 @@
+"""A coordinator's connection to one site agent: deadlines on every call, errors made readable.
+
+Every failure becomes a :class:`SiteFailure` naming the site: ``transient`` for unreachable sites and
+expired deadlines (worth a retry or a restarted round), not transient for refusals and bad requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from engine.errors import ProtocolError, SiteFailure
+from engine.harmonise import VariantManifest
+from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from coordinator import serde
+from protos import site_agent_pb2 as pb
+from protos import site_agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger("coordinator")
+
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+MAX_MESSAGE_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class SiteEndpoint:
+    name: str
+    address: str
+
+
+class SiteClient:
+    """gRPC client for one site. ``timeout`` bounds each whole call (deadline), in seconds."""
+
+    def __init__(self, endpoint: SiteEndpoint, timeout: float = 3600.0, connect_timeout: float = 30.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._channel = grpc.insecure_channel(endpoint.address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ])
+        self._stub = pb_grpc.SiteAgentStub(self._channel)
+        self.bytes_received = 0
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _failure(self, error: grpc.RpcError, what: str) -> SiteFailure:
+        detail = serde.error_detail(error)
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        if detail is not None:
+            return SiteFailure(self.name, f"{what} refused: {detail.message}", kind=detail.kind,
+                               transient=code in TRANSIENT)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            message = f"unreachable at {self.endpoint.address} ({what})"
+        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            message = f"{what} did not finish before its deadline"
+        else:
+            message = f"{what} failed: {code.name}: {error.details() if hasattr(error, 'details') else error}"
+        return SiteFailure(self.name, message, kind=code.name, transient=code in TRANSIENT)
+
+    def wait_healthy(self, attempts: int = 5, backoff: float = 0.5) -> None:
+        """Health-check the site, retrying with exponential backoff on transient failures."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        delay = backoff
+        for attempt in range(1, attempts + 1):
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=self.connect_timeout,
+                                      wait_for_ready=attempt > 1)
+            except grpc.RpcError as error:
+                failure = self._failure(error, "health check")
+                if not failure.transient:
+                    raise failure from None
+                if attempt == attempts:
+                    raise SiteFailure(self.name, f"unreachable at {self.endpoint.address} "
+                                                 f"(no health-check answer after {attempts} attempts)",
+                                      kind=failure.kind, transient=True) from None
+                log.info("site %s not ready (attempt %d): retrying in %.1f s", self.name, attempt, delay)
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if response.status != health_pb2.HealthCheckResponse.SERVING:
+                raise SiteFailure(self.name, f"reports status {response.status} instead of SERVING")
+            return
+
+    def describe(self, study_id: str, cohort: CohortRequest) -> tuple[SiteDescription, VariantManifest]:
+        request = pb.DescribeRequest(study_id=study_id, cohort=serde.cohort_to_proto(cohort))
+        try:
+            responses = self._stub.Describe(request, timeout=self.connect_timeout * 4)
+            description, manifest = serde.description_from_responses(responses)
+        except grpc.RpcError as error:
+            raise self._failure(error, "describe") from None
+        except ProtocolError as error:
+            raise SiteFailure(self.name, f"sent a malformed description: {error}", kind="ProtocolError") from None
+        return description, manifest
+
+    def run_task(self, task: TaskSpec) -> Iterator[TaskProgress | ResultBlock | TaskDone]:
+        """Send ``task`` and yield the site's events; the call is cancelled if the caller stops early."""
+        call = self._stub.RunTask(serde.task_to_messages(task), timeout=self.timeout)
+        try:
+            for event in serde.events_from_protos(call):
+                if isinstance(event, ResultBlock):
+                    self.bytes_received += len(event.payload)
+                yield event
+        except grpc.RpcError as error:
+            raise self._failure(error, f"task round {task.round}") from None
+        except ProtocolError as error:
+            raise SiteFailure(self.name, f"sent a malformed result stream: {error}", kind="ProtocolError") from None
+        finally:
+            call.cancel()

@@ -1,0 +1,132 @@
+"""``fedgwas local``: one real site-agent process per genotype fileset, on loopback.
+
+Each site gets a directory ``OUT/sites/<bfile stem>/`` holding its config, its key pair (kept across
+runs, so a site's identity is stable), its own rows of the phenotype and covariate files (a site
+never sees another site's samples), and its log. Agents bind port 0 and report their address in a
+ready file; they are stopped when the study ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from coordinator.client import SiteEndpoint
+from engine.errors import InputError, StudyFailed
+from engine.plink_io import bfile_paths, read_fam
+from engine.tables import SampleTable, read_sample_table
+from site_agent.cli import init_site
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class LocalSite:
+    name: str
+    directory: Path
+    config: Path
+
+
+def site_names(bfiles: Sequence[Path]) -> list[str]:
+    """Site names from .bed stems, made unique with a numeric suffix when stems repeat."""
+    names: list[str] = []
+    for prefix in bfiles:
+        stem = Path(prefix).name
+        if stem.endswith((".bed", ".bim", ".fam")):
+            stem = stem[:-4]
+        name, k = stem, 2
+        while name in names:
+            name, k = f"{stem}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _rows_for_site(table: SampleTable, fam_path: Path) -> SampleTable:
+    fam = read_fam(fam_path)
+    if table.fid is None:
+        keep = np.isin(table.iid, fam.iid)
+    else:
+        keys = np.char.add(np.char.add(table.fid, "\x00"), table.iid)
+        keep = np.isin(keys, np.char.add(np.char.add(fam.fid, "\x00"), fam.iid))
+    return table.keep_rows(keep)
+
+
+def prepare_sites(bfiles: Sequence[Path], pheno: Path, covar: Path | None, out_dir: Path,
+                  allow_plaintext: bool, threads: int | None = None) -> list[LocalSite]:
+    """Create (or refresh) each site's directory, config and data subset; keys are kept if present."""
+    if len(bfiles) < 2:
+        raise InputError(f"a federated study needs at least two --bfile sites, got {len(bfiles)}")
+    for prefix in bfiles:
+        for path in bfile_paths(prefix):
+            if not path.exists():
+                raise InputError(f"--bfile {str(prefix)!r}: {str(path)!r} does not exist")
+    pheno_table = read_sample_table(pheno)
+    covar_table = None if covar is None else read_sample_table(covar)
+    sites = []
+    for name, prefix in zip(site_names(bfiles), bfiles):
+        directory = out_dir / "sites" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        fam_path = bfile_paths(prefix)[2]
+        _rows_for_site(pheno_table, fam_path).write(directory / "pheno.txt")
+        covar_path = None
+        if covar_table is not None:
+            covar_path = directory / "covar.txt"
+            _rows_for_site(covar_table, fam_path).write(covar_path)
+        config = init_site(name, str(bfile_paths(prefix)[0].with_suffix("")), str(directory / "pheno.txt"),
+                           None if covar_path is None else str(covar_path), directory, "127.0.0.1:0",
+                           allow_plaintext=allow_plaintext, threads=threads)
+        sites.append(LocalSite(name=name, directory=directory, config=config))
+    return sites
+
+
+@contextmanager
+def running_sites(sites: Sequence[LocalSite], start_timeout: float = 120.0) -> Iterator[list[SiteEndpoint]]:
+    """Start one ``fedgwas-site serve`` process per site; stop them all on exit."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, len(sites))))
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
+    processes: list[tuple[LocalSite, subprocess.Popen, Path]] = []
+    try:
+        for site in sites:
+            ready = site.directory / "ready.json"
+            ready.unlink(missing_ok=True)
+            log = open(site.directory / "agent.log", "ab")
+            command = [sys.executable, "-m", "site_agent", "serve", "--config", str(site.config),
+                       "--listen", "127.0.0.1:0", "--ready-file", str(ready)]
+            processes.append((site, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), ready))
+            log.close()
+        endpoints = []
+        deadline = time.monotonic() + start_timeout
+        for site, process, ready in processes:
+            while not ready.exists():
+                if process.poll() is not None:
+                    tail = (site.directory / "agent.log").read_text(errors="replace").strip().splitlines()[-3:]
+                    raise StudyFailed(f"site {site.name!r} agent exited with code {process.returncode}: "
+                                      + " | ".join(tail))
+                if time.monotonic() > deadline:
+                    raise StudyFailed(f"site {site.name!r} agent did not start within {start_timeout:.0f} s")
+                time.sleep(0.05)
+            endpoints.append(SiteEndpoint(site.name, json.loads(ready.read_text())["address"]))
+        yield endpoints
+    finally:
+        for _, process, _ in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process, _ in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,75 @@
+"""What a finished study reports about itself, besides the per-variant results.
+
+Filled in by the study runner, read by the result writers (GWAS-SSF metadata, HTML report) and written
+as ``<name>.<test>.summary.json`` so that tests and auditors can check what happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Privacy modes and how results label them.
+PRIVACY_LABELS = {
+    "secagg": "secure aggregation (pairwise-masked fixed-point sums; coordinator sees only the total)",
+    "plaintext": "PLAINTEXT - development only: the coordinator saw every site's statistics",
+}
+
+
+@dataclass(frozen=True)
+class SiteSummary:
+    """One site's part in a study: who, how many samples, whether its statistics were used."""
+
+    name: str
+    n_samples: int  # analysed samples after the phenotype/covariate filters
+    n_variants: int  # variants in the site's manifest
+    contributed: bool
+    failure: str = ""  # why it did not contribute, if it did not
+    bytes_sent: int = 0  # bytes the site streamed to the coordinator for the association rounds
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Study-level facts for the report and the GWAS-SSF metadata sidecar."""
+
+    study_id: str
+    test: str  # "linear"
+    phenotype: str
+    covariates: tuple[str, ...]
+    privacy: str  # key of PRIVACY_LABELS
+    sites: tuple[SiteSummary, ...]
+    n_variants_tested: int
+    variants_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    rounds: int = 1
+    wall_seconds: float = 0.0
+    software_version: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def privacy_label(self) -> str:
+        return PRIVACY_LABELS.get(self.privacy, self.privacy)
+
+    @property
+    def is_plaintext(self) -> bool:
+        return self.privacy == "plaintext"
+
+    @property
+    def n_samples(self) -> int:
+        """Samples analysed over the contributing sites."""
+        return sum(s.n_samples for s in self.sites if s.contributed)
+
+    @property
+    def contributing_sites(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sites if s.contributed)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["privacy_label"] = self.privacy_label
+        data["n_samples"] = self.n_samples
+        data["contributing_sites"] = list(self.contributing_sites)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(self.to_json() + "\n", encoding="utf-8")

@@ -1,0 +1,97 @@
+"""Selecting the analysed samples of one site, as PLINK 2 does.
+
+A sample is analysed when it is in the .fam and has a non-missing phenotype and every requested
+covariate; everyone else is dropped for the whole analysis. (Samples missing a genotype are dropped
+per variant later, by the statistics kernel.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from engine.errors import InputError
+from engine.plink_io import FamTable
+from engine.tables import SampleTable
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The analysed samples of one site and their phenotype and covariates.
+
+    ``sample_index`` holds rows of the .fam, ascending, shape ``(n,)``; ``phenotype`` ``(n,)``;
+    ``covariates`` ``(n, k)``.
+    """
+
+    sample_index: np.ndarray
+    phenotype: np.ndarray
+    covariates: np.ndarray
+    phenotype_name: str
+    covariate_names: tuple[str, ...]
+    n_in_fam: int
+    n_dropped: int
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.sample_index)
+
+    @property
+    def design(self) -> np.ndarray:
+        """Intercept plus covariates, shape ``(n, k + 1)``, float64, C-contiguous."""
+        return np.column_stack([np.ones(self.n_samples), self.covariates])
+
+
+def _sample_keys(fid: np.ndarray | None, iid: np.ndarray) -> np.ndarray:
+    return iid if fid is None else np.char.add(np.char.add(fid.astype(str), "\x00"), iid.astype(str))
+
+
+def _align(fam: FamTable, table: SampleTable, values: np.ndarray) -> np.ndarray:
+    """Values of ``table`` reordered to the .fam (NaN for samples the table does not list)."""
+    if table.fid is None and len(np.unique(fam.iid)) != len(fam.iid):
+        raise InputError(
+            f"{str(table.path)!r} is keyed by IID only but the .fam has repeated IIDs; add an FID column"
+        )
+    fam_keys = _sample_keys(None if table.fid is None else fam.fid, fam.iid)
+    table_keys = _sample_keys(table.fid, table.iid)
+    order = np.argsort(table_keys)
+    sorted_keys = table_keys[order]
+    where = np.searchsorted(sorted_keys, fam_keys)
+    where = np.clip(where, 0, max(len(sorted_keys) - 1, 0))
+    found = (sorted_keys[where] == fam_keys) if len(sorted_keys) else np.zeros(len(fam_keys), bool)
+    out = np.full(len(fam_keys), np.nan)
+    out[found] = values[order[where[found]]]
+    return out
+
+
+def build_cohort(
+    fam: FamTable,
+    pheno: SampleTable,
+    phenotype: str,
+    covar: SampleTable | None = None,
+    covariates: Sequence[str] = (),
+) -> Cohort:
+    """Analysed samples: in the .fam, with the phenotype and every covariate present.
+
+    Raises
+    ------
+    InputError
+        Unknown phenotype/covariate name, non-numeric values, covariates requested without a file.
+    """
+    if covariates and covar is None:
+        raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
+    y = _align(fam, pheno, pheno.numeric(phenotype))
+    columns = [_align(fam, covar, covar.numeric(name)) for name in covariates] if covar is not None else []
+    covariate_matrix = np.column_stack(columns) if columns else np.empty((len(fam), 0))
+    keep = np.isfinite(y) & np.all(np.isfinite(covariate_matrix), axis=1)
+    index = np.flatnonzero(keep)
+    return Cohort(
+        sample_index=index,
+        phenotype=y[index],
+        covariates=np.ascontiguousarray(covariate_matrix[index]),
+        phenotype_name=phenotype,
+        covariate_names=tuple(covariates),
+        n_in_fam=len(fam),
+        n_dropped=int(len(fam) - len(index)),
+    )

@@ -1,0 +1,51 @@
+"""Exception hierarchy shared by every fedgwas component.
+
+One root, :class:`FedGwasError`, so callers can tell a known domain failure from a bug. Subclasses
+also derive from the matching builtin where that fits (``InputError`` is a ``ValueError``), as tskit
+does, so generic code that catches builtins keeps working. Messages quote the offending file, field
+and value: they are shown to users as they are.
+"""
+
+from __future__ import annotations
+
+
+class FedGwasError(Exception):
+    """Root of all expected fedgwas failures (bad input, refused requests, failed sites)."""
+
+
+class InputError(FedGwasError, ValueError):
+    """A user-supplied file, field or value is missing, malformed or inconsistent."""
+
+
+class ConfigError(InputError):
+    """A TOML configuration (site or study) is invalid; the message names the key."""
+
+
+class HarmonisationError(FedGwasError, ValueError):
+    """Variant manifests cannot be matched across sites (e.g. nothing in common)."""
+
+
+class RingOverflowError(FedGwasError, OverflowError):
+    """A statistic does not fit the fixed-point ring; it is refused rather than wrapped."""
+
+
+class ProtocolError(FedGwasError, ValueError):
+    """A request or response violates the wire protocol (missing header, bad chunk, bad shape)."""
+
+
+class PrivacyError(FedGwasError):
+    """A requested privacy mode or key material is unavailable or inconsistent."""
+
+
+class SiteFailure(FedGwasError):
+    """A site could not be reached, failed, or refused a task (raised on the coordinator side)."""
+
+    def __init__(self, site: str, message: str, *, kind: str = "", transient: bool = False) -> None:
+        super().__init__(f"site {site!r}: {message}")
+        self.site = site
+        self.kind = kind
+        self.transient = transient
+
+
+class StudyFailed(FedGwasError):
+    """A study could not complete (too few sites left, or a site error the study does not tolerate)."""

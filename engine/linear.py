@@ -1,0 +1,251 @@
+"""Exact per-variant linear regression from additive sufficient statistics.
+
+Model for variant j, over the samples observed at j (PLINK 2's convention: a sample missing a
+genotype is left out of that variant's regression only)::
+
+    y = C b + g_j beta_j + e,    C = [1, covariates]  (n x K)
+
+With X = [C, g_j] (P = K + 1 predictors) the fit needs only X'X, X'y and y'y over the observed
+samples, and these are sums over samples, hence additive across sites. Per variant they are packed
+into one row of ``Q = P(P+1)/2 + P + 1`` float64 values (upper triangle of X'X row-major, X'y, y'y),
+so a block of variants is an ``(m, Q)`` array: 45 values per variant for 6 covariates, whatever the
+number of samples.
+
+The kernel needs one thin GEMM ``G' [C, y]``, one pass for ``g'g``, and a sparse correction that
+removes each missing call's contribution from the per-sample cross-products ``c c'``, ``c y``, ``y^2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy import sparse
+
+from engine.association import ERRCODE_OK, AssociationResult, VariantTable
+from engine.pvalues import t_test_neg_log10_p
+
+#: PLINK 2 --glm defaults: variance inflation factor and maximum predictor correlation.
+MAX_VIF = 50.0
+MAX_CORR = 0.999
+
+
+@dataclass(frozen=True)
+class LinearLayout:
+    """Column layout of packed statistics for ``n_design`` design columns (intercept included)."""
+
+    n_design: int  # K
+
+    @property
+    def n_predictors(self) -> int:  # P
+        return self.n_design + 1
+
+    @cached_property
+    def triu(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.triu_indices(self.n_predictors)
+
+    @property
+    def width(self) -> int:  # Q
+        p = self.n_predictors
+        return p * (p + 1) // 2 + p + 1
+
+    @property
+    def xty_slice(self) -> slice:
+        start = len(self.triu[0])
+        return slice(start, start + self.n_predictors)
+
+    @property
+    def yty_column(self) -> int:
+        return self.width - 1
+
+    def column(self, a: int, b: int) -> int:
+        """Packed column of X'X[a, b]."""
+        a, b = min(a, b), max(a, b)
+        rows, cols = self.triu
+        return int(np.flatnonzero((rows == a) & (cols == b))[0])
+
+    @cached_property
+    def design_triu_columns(self) -> np.ndarray:
+        """Packed columns of the C'C entries, in ``np.triu_indices(K)`` order."""
+        rows, cols = np.triu_indices(self.n_design)
+        return np.array([self.column(a, b) for a, b in zip(rows, cols)], dtype=np.int64)
+
+    def unpack(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X'X ``(m, P, P)`` symmetric, X'y ``(m, P)``, y'y ``(m,)``) from packed ``(m, Q)``."""
+        m, p = len(packed), self.n_predictors
+        rows, cols = self.triu
+        xtx = np.empty((m, p, p))
+        xtx[:, rows, cols] = packed[:, : len(rows)]
+        xtx[:, cols, rows] = packed[:, : len(rows)]
+        return xtx, packed[:, self.xty_slice], packed[:, self.yty_column]
+
+
+def sample_cross_products(design: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-sample ``[triu(c c'), c y, y^2]``, shape ``(n, K(K+1)/2 + K + 1)``.
+
+    Summed over samples these are the covariate-only parts of the statistics; summed over the
+    samples missing at a variant they are what that variant's regression must leave out.
+    """
+    rows, cols = np.triu_indices(design.shape[1])
+    return np.column_stack([design[:, rows] * design[:, cols], design * y[:, None], y * y])
+
+
+def block_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
+                     per_sample: np.ndarray | None = None) -> np.ndarray:
+    """Packed sufficient statistics of a block of variants at one site.
+
+    Parameters
+    ----------
+    genotypes
+        int8 ``(n, m)`` allele counts (0/1/2) of the effect allele, -127 for a missing call.
+    design
+        ``(n, K)`` intercept and covariates of the analysed samples (same rows as ``genotypes``).
+    y
+        ``(n,)`` phenotype.
+    per_sample
+        ``sample_cross_products(design, y)`` if already computed (it is the same for every block).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, Q)`` float64, layout of :class:`LinearLayout`.
+    """
+    layout = LinearLayout(design.shape[1])
+    k = layout.n_design
+    n, m = genotypes.shape
+    if per_sample is None:
+        per_sample = sample_cross_products(design, y)
+    dosage = genotypes.astype(np.float64)
+    np.maximum(dosage, 0.0, out=dosage)  # missing (-127) -> 0: drops out of every product with g
+    cross = dosage.T @ np.column_stack([design, y])  # (m, K+1): C'g and g'y
+    gg = np.einsum("ij,ij->j", dosage, dosage)
+    observed = np.broadcast_to(per_sample.sum(axis=0), (m, per_sample.shape[1])).copy()
+    missing_rows, missing_cols = np.nonzero(genotypes < 0)
+    if len(missing_rows):
+        indicator = sparse.csr_matrix(
+            (np.ones(len(missing_rows)), (missing_cols, missing_rows)), shape=(m, n)
+        )
+        observed -= indicator @ per_sample
+    n_triu_c = k * (k + 1) // 2
+    packed = np.empty((m, layout.width))
+    packed[:, layout.design_triu_columns] = observed[:, :n_triu_c]
+    for a in range(k):
+        packed[:, layout.column(a, k)] = cross[:, a]
+    packed[:, layout.column(k, k)] = gg
+    xty = layout.xty_slice
+    packed[:, xty.start: xty.start + k] = observed[:, n_triu_c: n_triu_c + k]
+    packed[:, xty.start + k] = cross[:, k]
+    packed[:, layout.yty_column] = observed[:, -1]
+    return packed
+
+
+def flip_effect_allele(packed: np.ndarray, flip: np.ndarray, n_design: int) -> np.ndarray:
+    """Statistics as if the other allele were counted (g -> 2 - g on observed samples) where ``flip``.
+
+    Exact, and done on the statistics rather than the genotypes: with ``1_obs`` the observed samples,
+    ``C'(2 - g) = 2 C'1_obs - C'g``, ``(2-g)'(2-g) = 4 n - 4 sum(g) + g'g``, ``(2-g)'y = 2 sum(y) - g'y``.
+    """
+    if not np.any(flip):
+        return packed
+    layout = LinearLayout(n_design)
+    k = n_design
+    out = packed.copy()
+    rows = out[flip]
+    n_obs = rows[:, layout.column(0, 0)]
+    sum_g = rows[:, layout.column(0, k)].copy()
+    gg = rows[:, layout.column(k, k)]
+    for a in range(k):
+        rows[:, layout.column(a, k)] = 2.0 * rows[:, layout.column(0, a)] - rows[:, layout.column(a, k)]
+    rows[:, layout.column(k, k)] = 4.0 * n_obs - 4.0 * sum_g + gg
+    xty = layout.xty_slice
+    rows[:, xty.start + k] = 2.0 * rows[:, xty.start] - rows[:, xty.start + k]
+    out[flip] = rows
+    return out
+
+
+@dataclass(frozen=True)
+class _Fit:
+    beta: np.ndarray
+    se: np.ndarray
+    t: np.ndarray
+    df: np.ndarray
+    errcode: np.ndarray
+
+
+def _fit(packed: np.ndarray, n_design: int) -> _Fit:
+    layout = LinearLayout(n_design)
+    k = n_design
+    xtx, xty, yty = layout.unpack(packed)
+    n = xtx[:, 0, 0]
+    a = xtx[:, :k, :k]
+    rhs = np.stack([xtx[:, :k, k], xty[:, :k]], axis=2)  # (m, K, 2): C'g, C'y
+    # Jacobi scaling keeps the solve well conditioned when covariates have very different scales.
+    diag = np.einsum("mii->mi", a)
+    scale = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
+    a_scaled = a * scale[:, :, None] * scale[:, None, :]
+    errcode = np.full(len(packed), ERRCODE_OK, dtype=object)
+    try:
+        solved = np.linalg.solve(a_scaled, rhs * scale[:, :, None]) * scale[:, :, None]
+    except np.linalg.LinAlgError:
+        solved = np.stack([np.linalg.lstsq(ai, ri, rcond=None)[0] for ai, ri in
+                           zip(a_scaled, rhs * scale[:, :, None])]) * scale[:, :, None]
+    w_g, w_y = solved[:, :, 0], solved[:, :, 1]
+    c_g, c_y = rhs[:, :, 0], rhs[:, :, 1]
+    s_gg = xtx[:, k, k] - np.einsum("mi,mi->m", c_g, w_g)  # residual g'g after covariates
+    s_gy = xty[:, k] - np.einsum("mi,mi->m", c_g, w_y)
+    s_yy = yty - np.einsum("mi,mi->m", c_y, w_y)
+    df = n - k - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = s_gy / s_gg
+        sigma2 = (s_yy - beta * s_gy) / df
+        se = np.sqrt(sigma2 / s_gg)
+        t = beta / se
+    # PLINK 2's checks, in its order: constant genotype, then collinearity with the covariates.
+    sum_g = xtx[:, 0, k]
+    centred_gg = xtx[:, k, k] - sum_g * sum_g / np.where(n > 0, n, 1.0)
+    constant = ~(centred_gg > 1e-8 * np.maximum(xtx[:, k, k], 1.0))
+    errcode[constant & (sum_g <= 0)] = "CONST_OMITTED_ALLELE"
+    errcode[constant & (sum_g > 0)] = "CONST_ALLELE"
+    sum_c = xtx[:, 0, :k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov_gc = c_g - sum_g[:, None] * sum_c / n[:, None]
+        var_c = np.einsum("mii->mi", a) - sum_c * sum_c / n[:, None]
+        corr = np.abs(cov_gc) / np.sqrt(var_c * centred_gg[:, None])
+        vif = centred_gg / s_gg
+    corr = np.where(var_c[:, :] > 1e-12 * np.maximum(np.einsum("mii->mi", a), 1.0), corr, 0.0)
+    ok = errcode == ERRCODE_OK
+    errcode[ok & (np.nanmax(corr, axis=1, initial=0.0) > MAX_CORR)] = "CORR_TOO_HIGH"
+    ok = errcode == ERRCODE_OK
+    errcode[ok & ~(vif <= MAX_VIF)] = "VIF_TOO_HIGH"
+    ok = errcode == ERRCODE_OK
+    errcode[ok & ~(df > 0)] = "DF_TOO_SMALL"
+    ok = errcode == ERRCODE_OK
+    errcode[ok & ~(np.isfinite(se) & (se > 0))] = "VIF_INFINITE"
+    bad = errcode != ERRCODE_OK
+    for array in (beta, se, t):
+        array[bad] = np.nan
+    return _Fit(beta=beta, se=se, t=t, df=df, errcode=errcode)
+
+
+def solve_linear(packed: np.ndarray, n_design: int, variants: VariantTable) -> AssociationResult:
+    """Per-variant OLS estimates from aggregated packed statistics ``(M, Q)``.
+
+    Returns beta, SE, t, two-sided p (as -log10), N and effect-allele count per variant, with
+    PLINK 2's ERRCODEs (and NaN estimates) for constant or collinear genotypes.
+    """
+    layout = LinearLayout(n_design)
+    if packed.shape != (len(variants), layout.width):
+        raise ValueError(f"packed statistics have shape {packed.shape}, expected {(len(variants), layout.width)}")
+    fit = _fit(packed, n_design)
+    return AssociationResult(
+        test="linear",
+        variants=variants,
+        beta=fit.beta,
+        se=fit.se,
+        stat=fit.t,
+        neg_log10_p=t_test_neg_log10_p(fit.t, fit.df),
+        n=np.rint(packed[:, layout.column(0, 0)]).astype(np.int64),
+        effect_allele_count=packed[:, layout.column(0, n_design)],
+        errcode=fit.errcode.astype(str),
+    )

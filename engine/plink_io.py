@@ -1,0 +1,152 @@
+"""Reading PLINK 1 binary filesets (.bed/.bim/.fam) in blocks of variants.
+
+The .fam and .bim are parsed once (they are small); genotypes are read per block of variants through
+bed-reader, so a site never holds an ``(n_samples, n_variants)`` matrix of a large dataset. Every
+structural problem (missing file, wrong column count, a .bed whose size does not match the .bim/.fam,
+a bad magic number) is an :class:`InputError` that names the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from bed_reader import open_bed
+
+from engine.errors import InputError
+from engine.harmonise import VariantManifest
+
+#: bed-reader's int8 code for a missing call.
+MISSING_INT8 = -127
+_BED_MAGIC = b"\x6c\x1b\x01"
+
+
+@dataclass(frozen=True)
+class FamTable:
+    """Sample identifiers from a .fam, shapes ``(n_samples,)``."""
+
+    fid: np.ndarray  # str
+    iid: np.ndarray  # str
+    sex: np.ndarray  # int8: 1 male, 2 female, 0 unknown
+
+    def __len__(self) -> int:
+        return len(self.iid)
+
+
+def bfile_paths(prefix: Path | str) -> tuple[Path, Path, Path]:
+    """(.bed, .bim, .fam) paths of a PLINK 1 prefix; a prefix given with an extension is accepted."""
+    prefix = Path(prefix)
+    if prefix.suffix in (".bed", ".bim", ".fam"):
+        prefix = prefix.with_suffix("")
+    return tuple(Path(f"{prefix}{ext}") for ext in (".bed", ".bim", ".fam"))  # type: ignore[return-value]
+
+
+def _read_columns(path: Path, n_columns: int, what: str) -> list[list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} file {str(path)!r}: {exc}") from exc
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    for number, row in enumerate(rows, start=1):
+        if len(row) != n_columns:
+            raise InputError(
+                f"{what} file {str(path)!r} line {number}: expected {n_columns} columns, found {len(row)}"
+            )
+    if not rows:
+        raise InputError(f"{what} file {str(path)!r} is empty")
+    return rows
+
+
+def read_fam(path: Path) -> FamTable:
+    """Parse a .fam (6 whitespace-separated columns: FID IID father mother sex phenotype)."""
+    rows = _read_columns(path, 6, ".fam")
+    columns = list(zip(*rows))
+    sex_text = np.array(columns[4])
+    sex = np.where(sex_text == "1", 1, np.where(sex_text == "2", 2, 0)).astype(np.int8)
+    return FamTable(fid=np.array(columns[0]), iid=np.array(columns[1]), sex=sex)
+
+
+def read_bim(path: Path) -> VariantManifest:
+    """Parse a .bim (CHROM ID CM POS ALLELE1 ALLELE2) into a manifest; allele1 is the counted allele."""
+    rows = _read_columns(path, 6, ".bim")
+    columns = list(zip(*rows))
+    try:
+        pos = np.array(columns[3], dtype=np.int64)
+    except ValueError:
+        bad = next(i for i, v in enumerate(columns[3], start=1) if not v.lstrip("-").isdigit())
+        raise InputError(f".bim file {str(path)!r} line {bad}: position {columns[3][bad - 1]!r} is not an integer") from None
+    return VariantManifest(
+        chrom=np.array(columns[0]),
+        pos=pos,
+        variant_id=np.array(columns[1]),
+        allele1=np.array(columns[4]),
+        allele2=np.array(columns[5]),
+    )
+
+
+class BedFile:
+    """A PLINK 1 fileset opened for block reads.
+
+    Parameters
+    ----------
+    prefix
+        Path prefix (``data/site1`` for ``data/site1.bed/.bim/.fam``).
+    num_threads
+        Threads bed-reader may use (None: its default).
+    """
+
+    def __init__(self, prefix: Path | str, num_threads: int | None = None) -> None:
+        self.bed_path, self.bim_path, self.fam_path = bfile_paths(prefix)
+        self.fam = read_fam(self.fam_path)
+        self.manifest = read_bim(self.bim_path)
+        self._check_bed()
+        self._num_threads = num_threads
+        self._bed = open_bed(
+            self.bed_path,
+            iid_count=len(self.fam),
+            sid_count=len(self.manifest.variant_id),
+            num_threads=num_threads,
+            properties={"iid": self.fam.iid, "sid": self.manifest.variant_id},
+        )
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.fam)
+
+    @property
+    def n_variants(self) -> int:
+        return len(self.manifest.variant_id)
+
+    def _check_bed(self) -> None:
+        if not self.bed_path.exists():
+            raise InputError(f".bed file {str(self.bed_path)!r} does not exist")
+        with open(self.bed_path, "rb") as handle:
+            magic = handle.read(3)
+        if magic != _BED_MAGIC:
+            raise InputError(
+                f".bed file {str(self.bed_path)!r} does not start with the PLINK 1 variant-major magic bytes "
+                f"6c 1b 01 (found {magic.hex(' ') or 'nothing'})"
+            )
+        expected = 3 + self.n_variants * ((self.n_samples + 3) // 4)
+        actual = self.bed_path.stat().st_size
+        if actual != expected:
+            raise InputError(
+                f".bed file {str(self.bed_path)!r} has {actual} bytes but {self.n_variants} variants in "
+                f"{self.bim_path.name} x {self.n_samples} samples in {self.fam_path.name} need {expected}: "
+                "the files do not belong together or the .bed is truncated"
+            )
+
+    def read_block(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None = None) -> np.ndarray:
+        """Genotypes as int8 counts of allele1 (bim column 5), -127 = missing.
+
+        Returns an array of shape ``(n_selected_samples, n_selected_variants)`` in Fortran order
+        (each variant's column contiguous, as the .bed stores it).
+        """
+        samples = slice(None) if sample_index is None else sample_index
+        return self._bed.read(index=np.s_[samples, variant_index], dtype="int8", order="F")
+
+    def close(self) -> None:
+        self._bed.__exit__(None, None, None)

@@ -1,0 +1,128 @@
+"""Transport-free descriptions of what a coordinator asks of a site.
+
+The coordinator builds these, the serde modules on each side turn them into protobuf messages and
+back, and the site's handlers execute them. Validation that does not need site data happens here,
+so a hostile or malformed request is refused before any computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import ProtocolError
+
+ANALYSES = ("linear",)
+PRIVACY_MODES = ("secagg", "plaintext")
+MAX_BLOCK_SIZE = 65_536
+
+
+@dataclass(frozen=True)
+class CohortRequest:
+    """Which phenotype and covariates define the analysed samples."""
+
+    phenotype: str
+    covariates: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.phenotype:
+            raise ProtocolError("cohort.phenotype is empty")
+        if len(set(self.covariates)) != len(self.covariates):
+            raise ProtocolError(f"cohort.covariates repeats a name: {list(self.covariates)}")
+        if self.phenotype in self.covariates:
+            raise ProtocolError(f"cohort.phenotype {self.phenotype!r} is also listed as a covariate")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One round of an association analysis at one site.
+
+    ``variant_index`` ``(M,)`` int64 gives, for each harmonised variant, its row in the site's own
+    manifest; ``flip`` ``(M,)`` bool marks variants where the site counts the other allele.
+    ``participants`` lists ``(site name, secure-aggregation public key)`` for every site of the round.
+    """
+
+    study_id: str
+    round: int
+    analysis: str
+    cohort: CohortRequest
+    privacy: str
+    participants: tuple[tuple[str, bytes], ...]
+    block_size: int
+    variant_index: np.ndarray
+    flip: np.ndarray
+    requester: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.study_id:
+            raise ProtocolError("task.study_id is empty")
+        if self.analysis not in ANALYSES:
+            raise ProtocolError(f"task.analysis {self.analysis!r} is not one of {list(ANALYSES)}")
+        if self.privacy not in PRIVACY_MODES:
+            raise ProtocolError(f"task.privacy {self.privacy!r} is not one of {list(PRIVACY_MODES)}")
+        if not 1 <= self.block_size <= MAX_BLOCK_SIZE:
+            raise ProtocolError(f"task.block_size {self.block_size} must be between 1 and {MAX_BLOCK_SIZE}")
+        if self.variant_index.ndim != 1 or self.flip.shape != self.variant_index.shape:
+            raise ProtocolError(
+                f"task arrays variant_index {self.variant_index.shape} and flip {self.flip.shape} must be 1-D and equal"
+            )
+        if len(self.variant_index) == 0:
+            raise ProtocolError("task selects no variants")
+        names = [name for name, _ in self.participants]
+        if len(set(names)) != len(names):
+            raise ProtocolError(f"task.participants repeats a site: {names}")
+
+    @property
+    def n_variants(self) -> int:
+        return len(self.variant_index)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_variants // self.block_size)
+
+    def block_bounds(self, block: int) -> tuple[int, int]:
+        start = block * self.block_size
+        return start, min(start + self.block_size, self.n_variants)
+
+
+@dataclass(frozen=True)
+class SiteDescription:
+    """What a site says about itself for a study (no individual-level data)."""
+
+    site_name: str
+    software_version: str
+    n_samples_total: int
+    n_samples_analysed: int
+    n_variants: int
+    secagg_public_key: bytes
+    privacy_modes: tuple[str, ...]
+    genotype_format: str = "plink1"
+
+
+@dataclass(frozen=True)
+class ResultBlock:
+    """One protected block of per-variant statistics, ``n_variants x width`` values."""
+
+    block: int
+    first_variant: int
+    n_variants: int
+    width: int
+    encoding: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    n_samples: int
+    n_blocks: int
+    n_design: int
+    compute_seconds: float
+    bytes_sent: int

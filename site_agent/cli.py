@@ -1,0 +1,144 @@
+"""``fedgwas-site``: the command site IT runs.
+
+Subcommands::
+
+    fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR]
+    fedgwas-site check --config site.toml
+    fedgwas-site serve --config site.toml [--listen HOST:PORT] [--ready-file PATH]
+
+Exit codes: 0 success, 2 bad input or configuration (one clear message, no traceback),
+1 unexpected internal error (with traceback, please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from engine import secagg
+from engine.errors import ConfigError, FedGwasError
+from engine.version import __version__
+from site_agent.config import load_site_config, render_site_config
+from site_agent.data import load_site_data
+from site_agent.server import make_server
+
+log = logging.getLogger("site_agent")
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedgwas-site",
+        description="Run a fedgwas site agent: it computes protected statistics on this site's data "
+                    "for approved coordinators; individual-level data never leave the site.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedgwas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="write a site config and generate this site's key pair")
+    init.add_argument("--name", required=True, help="site name, unique in the consortium")
+    init.add_argument("--bfile", required=True, help="PLINK 1 prefix of the genotype files")
+    init.add_argument("--pheno", required=True, help="phenotype file (#FID IID ... or #IID ...)")
+    init.add_argument("--covar", help="covariate file (same layout)")
+    init.add_argument("--dir", default=".", help="directory for site.toml and keys/ (default: .)")
+    init.add_argument("--listen", default="0.0.0.0:50051", help="address to serve on (default 0.0.0.0:50051)")
+    init.add_argument("--allow-plaintext", action="store_true",
+                      help="also accept plaintext tasks (development machines only)")
+
+    check = sub.add_parser("check", help="validate the config and the data files, then exit")
+    check.add_argument("--config", required=True, help="path to site.toml")
+
+    serve = sub.add_parser("serve", help="serve tasks until interrupted (SIGINT/SIGTERM)")
+    serve.add_argument("--config", required=True, help="path to site.toml")
+    serve.add_argument("--listen", help="override [site] listen, e.g. 127.0.0.1:0 for a free port")
+    serve.add_argument("--ready-file", help="write {\"address\": ...} as JSON here once serving")
+    return parser
+
+
+def init_site(name: str, bfile: str, pheno: str, covar: str | None, directory: Path, listen: str,
+              allow_plaintext: bool = False, threads: int | None = None) -> Path:
+    """Create ``directory/site.toml`` and ``directory/keys/secagg.key``; returns the config path.
+
+    An existing key is kept (so re-running never changes a site's identity); an existing config is
+    rewritten.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path = directory / "keys" / "secagg.key"
+    if not key_path.exists():
+        secagg.save_private_key(secagg.generate_private_key(), key_path)
+    modes = ("secagg", "plaintext") if allow_plaintext else ("secagg",)
+    config_path = directory / "site.toml"
+    config_path.write_text(render_site_config(
+        name=name, listen=listen, bfile=str(Path(bfile).resolve()), pheno=str(Path(pheno).resolve()),
+        covar=None if covar is None else str(Path(covar).resolve()),
+        secagg_private_key="keys/secagg.key", privacy_modes=modes, threads=threads,
+    ), encoding="utf-8")
+    return config_path
+
+
+def _check(config_path: str) -> int:
+    config = load_site_config(config_path)
+    data = load_site_data(config)
+    print(f"site {config.name!r}: config OK")
+    print(f"  genotypes: {data.genotypes.n_samples} samples x {data.genotypes.n_variants} variants ({config.bfile})")
+    print(f"  phenotypes: {', '.join(data.pheno.names)}")
+    if data.covar is not None:
+        print(f"  covariates: {', '.join(data.covar.names)}")
+    print(f"  privacy modes accepted: {', '.join(config.privacy_modes)}")
+    print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
+    return EXIT_OK
+
+
+def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
+    config = load_site_config(config_path)
+    data = load_site_data(config)
+    server, port = make_server(data, listen or config.listen)
+    server.start()
+    host = (listen or config.listen).rsplit(":", 1)[0]
+    address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
+    log.info("site %s serving on port %d (key %s)", config.name, port, secagg.fingerprint(data.secagg_public_key))
+    if ready_file:
+        tmp = Path(f"{ready_file}.tmp")
+        tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}), encoding="utf-8")
+        tmp.replace(ready_file)
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    stopped.wait()
+    server.stop(grace=5).wait()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "init":
+            path = init_site(args.name, args.bfile, args.pheno, args.covar, Path(args.dir), args.listen,
+                             args.allow_plaintext)
+            print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
+            return EXIT_OK
+        if args.command == "check":
+            return _check(args.config)
+        return _serve(args.config, args.listen, args.ready_file)
+    except (FedGwasError, ConfigError) as error:
+        print(f"fedgwas-site: error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

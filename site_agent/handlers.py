@@ -1,0 +1,107 @@
+"""What a site does for each request, independent of gRPC.
+
+Handlers take validated engine-level requests and yield engine-level events; the servicer only
+converts to and from protobuf. Every refusal happens before any genotype is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterator
+
+import numpy as np
+
+from engine.errors import InputError, PrivacyError, ProtocolError
+from engine.linear import block_statistics, flip_effect_allele, sample_cross_products
+from engine.protection import make_protector
+from engine.secagg import PairwiseMasker
+from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from engine.version import __version__
+from site_agent.data import SiteData
+
+log = logging.getLogger("site_agent")
+
+TaskEvent = TaskProgress | ResultBlock | TaskDone
+
+
+def describe(data: SiteData, cohort: CohortRequest) -> SiteDescription:
+    """The site's self-description for ``cohort`` (sizes only; the manifest is sent separately)."""
+    selected = data.cohort(cohort)
+    return SiteDescription(
+        site_name=data.name,
+        software_version=__version__,
+        n_samples_total=data.genotypes.n_samples,
+        n_samples_analysed=selected.n_samples,
+        n_variants=data.genotypes.n_variants,
+        secagg_public_key=data.secagg_public_key,
+        privacy_modes=data.config.privacy_modes,
+    )
+
+
+def _check_task(data: SiteData, task: TaskSpec) -> None:
+    if task.privacy not in data.config.privacy_modes:
+        raise PrivacyError(
+            f"site {data.name!r} does not accept privacy mode {task.privacy!r}; it accepts {list(data.config.privacy_modes)}"
+        )
+    names = [name for name, _ in task.participants]
+    if data.name not in names:
+        raise ProtocolError(f"site {data.name!r} is not among the task's participants {names}")
+    if len(names) < data.config.min_participants:
+        raise PrivacyError(
+            f"site {data.name!r} requires at least {data.config.min_participants} participating sites, "
+            f"the task lists {len(names)}"
+        )
+    index = task.variant_index
+    if index.min() < 0 or index.max() >= data.genotypes.n_variants:
+        raise ProtocolError(
+            f"task variant_index must lie in [0, {data.genotypes.n_variants}), got [{index.min()}, {index.max()}]"
+        )
+
+
+def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lambda: True) -> Iterator[TaskEvent]:
+    """Execute one round of ``task``: per block, statistics -> allele alignment -> protection.
+
+    Genotype reads for block b+1 overlap the arithmetic of block b (bed-reader releases the GIL).
+    Stops early, without error, if ``is_active`` turns False (the client went away or its deadline
+    passed).
+    """
+    _check_task(data, task)
+    cohort = data.cohort(task.cohort)
+    n_design = len(task.cohort.covariates) + 1
+    if cohort.n_samples == 0:
+        raise InputError(f"site {data.name!r} has no samples with phenotype {task.cohort.phenotype!r} and all covariates")
+    masker = None
+    if task.privacy == "secagg":
+        masker = PairwiseMasker(data.name, data.secagg_key, dict(task.participants))
+    protector = make_protector(task.privacy, masker=masker, study_id=task.study_id, round_=task.round)
+    design, y = cohort.design, cohort.phenotype
+    per_sample = sample_cross_products(design, y)
+    started = time.perf_counter()
+    bytes_sent = 0
+    yield TaskProgress("computing", 0, task.n_blocks)
+
+    def read(block: int) -> np.ndarray:
+        start, stop = task.block_bounds(block)
+        return data.genotypes.read_block(task.variant_index[start:stop], cohort.sample_index)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bed-prefetch") as pool:
+        pending: Future[np.ndarray] = pool.submit(read, 0)
+        for block in range(task.n_blocks):
+            genotypes = pending.result()
+            if block + 1 < task.n_blocks:
+                pending = pool.submit(read, block + 1)
+            if not is_active():
+                log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
+                return
+            start, stop = task.block_bounds(block)
+            stats = block_statistics(genotypes, design, y, per_sample)
+            stats = flip_effect_allele(stats, task.flip[start:stop], n_design)
+            payload = protector.protect(block, stats)
+            bytes_sent += len(payload)
+            yield ResultBlock(block, start, stop - start, stats.shape[1], protector.encoding, payload)
+    elapsed = time.perf_counter() - started
+    log.info("task %s round %d: %d variants in %d blocks, %.2f s", task.study_id, task.round,
+             task.n_variants, task.n_blocks, elapsed)
+    yield TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)

@@ -1,0 +1,121 @@
+"""Site side of the wire format: protobuf messages <-> engine dataclasses.
+
+Every field of an incoming request is validated here or in the engine dataclass it builds, so a
+malformed or hostile request becomes a :class:`ProtocolError` naming the field, before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from engine.errors import ProtocolError
+from engine.harmonise import VariantManifest
+from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from protos import site_agent_pb2 as pb
+
+CHUNK_BYTES = 1 << 20
+MANIFEST_CHUNK_VARIANTS = 20_000
+#: Input arrays a task may carry, with their dtype and item size.
+TASK_ARRAYS = {"variant_index": "<i8", "flip": "|u1"}
+MAX_NAME_LENGTH = 256
+
+
+def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
+    names = [message.phenotype, *message.covariates]
+    if any(len(n) > MAX_NAME_LENGTH for n in names):
+        raise ProtocolError(f"cohort names must be at most {MAX_NAME_LENGTH} characters")
+    return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates))
+
+
+def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
+    return pb.DescribeResponse(info=pb.SiteInfo(
+        site_name=description.site_name,
+        software_version=description.software_version,
+        n_samples_total=description.n_samples_total,
+        n_samples_analysed=description.n_samples_analysed,
+        n_variants=description.n_variants,
+        secagg_public_key=description.secagg_public_key,
+        privacy_modes=list(description.privacy_modes),
+        genotype_format=description.genotype_format,
+    ))
+
+
+def manifest_to_protos(manifest: VariantManifest, chunk_variants: int = 0) -> Iterator[pb.DescribeResponse]:
+    step = chunk_variants if 0 < chunk_variants <= MANIFEST_CHUNK_VARIANTS else MANIFEST_CHUNK_VARIANTS
+    for start in range(0, len(manifest.variant_id), step):
+        stop = start + step
+        yield pb.DescribeResponse(variants=pb.VariantChunk(
+            offset=start,
+            chrom=manifest.chrom[start:stop].tolist(),
+            pos=manifest.pos[start:stop].tolist(),
+            variant_id=manifest.variant_id[start:stop].tolist(),
+            allele1=manifest.allele1[start:stop].tolist(),
+            allele2=manifest.allele2[start:stop].tolist(),
+        ))
+
+
+def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
+    """Assemble a task from its header and array chunks, validating sizes and offsets."""
+    iterator = iter(messages)
+    first = next(iterator, None)
+    if first is None or first.WhichOneof("payload") != "header":
+        raise ProtocolError("a task stream must start with a TaskHeader")
+    header = first.header
+    n = header.n_variants
+    if not 0 < n <= 50_000_000:
+        raise ProtocolError(f"task.n_variants {n} is out of range")
+    buffers: dict[str, bytearray] = {}
+    for message in iterator:
+        if message.WhichOneof("payload") != "array":
+            raise ProtocolError("only ArrayChunk messages may follow the TaskHeader")
+        chunk = message.array
+        dtype = TASK_ARRAYS.get(chunk.name)
+        if dtype is None:
+            raise ProtocolError(f"unknown task array {chunk.name!r}; expected one of {sorted(TASK_ARRAYS)}")
+        if chunk.dtype != dtype:
+            raise ProtocolError(f"task array {chunk.name!r} has dtype {chunk.dtype!r}, expected {dtype!r}")
+        expected_total = n * np.dtype(dtype).itemsize
+        if chunk.total_bytes != expected_total:
+            raise ProtocolError(f"task array {chunk.name!r} declares {chunk.total_bytes} bytes, expected {expected_total}")
+        buffer = buffers.setdefault(chunk.name, bytearray())
+        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > expected_total:
+            raise ProtocolError(f"task array {chunk.name!r}: chunk at offset {chunk.offset} is out of sequence or too long")
+        buffer.extend(chunk.data)
+    for name, dtype in TASK_ARRAYS.items():
+        if len(buffers.get(name, b"")) != n * np.dtype(dtype).itemsize:
+            raise ProtocolError(f"task array {name!r} is missing or incomplete")
+    flip = np.frombuffer(bytes(buffers["flip"]), dtype="|u1")
+    if np.any(flip > 1):
+        raise ProtocolError("task array 'flip' must hold only 0 and 1")
+    return TaskSpec(
+        study_id=header.study_id,
+        round=header.round,
+        analysis=header.analysis,
+        cohort=cohort_from_proto(header.cohort),
+        privacy=header.privacy,
+        participants=tuple((p.site_name, bytes(p.secagg_public_key)) for p in header.participants),
+        block_size=header.block_size,
+        variant_index=np.frombuffer(bytes(buffers["variant_index"]), dtype="<i8").astype(np.int64),
+        flip=flip.astype(bool),
+        requester=header.requester,
+    )
+
+
+def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb.TaskEvent]:
+    """One engine event as wire messages; result blocks are split into chunks of at most 1 MiB."""
+    if isinstance(event, TaskProgress):
+        yield pb.TaskEvent(progress=pb.Progress(stage=event.stage, done=event.done, total=event.total))
+    elif isinstance(event, ResultBlock):
+        yield pb.TaskEvent(block=pb.BlockHeader(
+            block=event.block, first_variant=event.first_variant, n_variants=event.n_variants,
+            width=event.width, encoding=event.encoding, total_bytes=len(event.payload)))
+        view = memoryview(event.payload)
+        for offset in range(0, len(view), CHUNK_BYTES):
+            yield pb.TaskEvent(chunk=pb.BlockChunk(block=event.block, offset=offset,
+                                                   data=bytes(view[offset: offset + CHUNK_BYTES])))
+    else:
+        yield pb.TaskEvent(done=pb.TaskSummary(
+            n_samples=event.n_samples, n_blocks=event.n_blocks, n_design=event.n_design,
+            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent))

@@ -1,0 +1,40 @@
+"""Building and running the site agent's gRPC server (with the standard health service)."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from engine.errors import ConfigError
+from protos import site_agent_pb2_grpc as pb_grpc
+from site_agent.data import SiteData
+from site_agent.servicer import SiteAgentServicer
+
+SERVICE_NAME = "protos.site_agent.SiteAgent"
+MAX_MESSAGE_BYTES = 8 << 20  # chunks are <= 1 MiB; anything much larger is refused by gRPC
+
+
+def make_server(data: SiteData, address: str, max_workers: int = 4) -> tuple[grpc.Server, int]:
+    """A started-ready (not yet started) server bound to ``address``; returns ``(server, port)``.
+
+    ``address`` may use port 0 to bind a free port (tests, ``fedgwas local``).
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="site-rpc"),
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+    )
+    pb_grpc.add_SiteAgentServicer_to_server(SiteAgentServicer(data), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen on {address!r}: {exc}") from None
+    if port == 0:
+        raise ConfigError(f"cannot listen on {address!r} (address in use or invalid)")
+    return server, port

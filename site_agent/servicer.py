@@ -1,0 +1,77 @@
+"""The gRPC servicer: decode, call a handler, encode; map known domain errors with one table.
+
+A known domain error becomes a status with an :class:`ErrorDetail` in the trailing metadata. Anything
+else is a bug and surfaces as ``INTERNAL`` (the details stay in the site's log, not on the wire).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import grpc
+
+from engine.errors import (
+    ConfigError,
+    FedGwasError,
+    HarmonisationError,
+    InputError,
+    PrivacyError,
+    ProtocolError,
+    RingOverflowError,
+)
+from protos import site_agent_pb2 as pb
+from protos import site_agent_pb2_grpc as pb_grpc
+from site_agent import handlers, serde
+from site_agent.data import SiteData
+
+log = logging.getLogger("site_agent")
+
+ERROR_METADATA_KEY = "fedgwas-error-bin"
+
+#: Domain error -> gRPC status. Order matters: subclasses before their bases.
+STATUS_FOR_ERROR: tuple[tuple[type[FedGwasError], grpc.StatusCode], ...] = (
+    (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (HarmonisationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PrivacyError, grpc.StatusCode.PERMISSION_DENIED),
+    (RingOverflowError, grpc.StatusCode.OUT_OF_RANGE),
+)
+
+
+def _abort(context: grpc.ServicerContext, site: str, error: FedGwasError) -> None:
+    code = next((status for kind, status in STATUS_FOR_ERROR if isinstance(error, kind)), None)
+    if code is None:
+        raise error  # an unmapped domain error is a bug: let gRPC report INTERNAL
+    detail = pb.ErrorDetail(kind=type(error).__name__, message=str(error), site=site)
+    context.set_trailing_metadata(((ERROR_METADATA_KEY, detail.SerializeToString()),))
+    context.abort(code, str(error))
+
+
+class SiteAgentServicer(pb_grpc.SiteAgentServicer):
+    def __init__(self, data: SiteData) -> None:
+        self.data = data
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
+        try:
+            cohort = serde.cohort_from_proto(request.cohort)
+            description = handlers.describe(self.data, cohort)
+        except FedGwasError as error:
+            _abort(context, self.data.name, error)
+            return
+        log.info("describe for study %s: %d samples analysed", request.study_id, description.n_samples_analysed)
+        yield serde.description_to_proto(description)
+        yield from serde.manifest_to_protos(self.data.genotypes.manifest, request.manifest_chunk_variants)
+
+    def RunTask(self, request_iterator: Iterator[pb.TaskMessage],
+                context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
+        try:
+            task = serde.task_from_messages(request_iterator)
+            log.info("task %s round %d: %s, privacy %s, %d variants, %d participants", task.study_id,
+                     task.round, task.analysis, task.privacy, task.n_variants, len(task.participants))
+            for event in handlers.run_task(self.data, task, context.is_active):
+                yield from serde.event_to_protos(event)
+        except FedGwasError as error:
+            log.warning("task refused or failed: %s", error)
+            _abort(context, self.data.name, error)
