@@ -13,17 +13,23 @@ reached, so the study could not complete; 1 unexpected internal error (traceback
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+import threading
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from coordinator.local import prepare_sites, running_sites
-from coordinator.runner import StudyOutcome, run_study
 from coordinator.study import StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.tables import expand_names
 from engine.tasks import CohortRequest
 from engine.version import __version__
+
+if TYPE_CHECKING:
+    from coordinator.runner import StudyOutcome
 
 log = logging.getLogger("coordinator")
 
@@ -82,7 +88,13 @@ def _parser() -> argparse.ArgumentParser:
 def _local_study(args: argparse.Namespace, bfiles: list[Path], pheno: Path, covar: Path | None,
                  covariates: list[str], out: Path) -> StudyOutcome:
     sites = prepare_sites(bfiles, pheno, covar, out, allow_plaintext=args.privacy == "plaintext")
+    # The runner pulls in scipy and matplotlib: import it while the site processes start.
+    importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
+    importer.start()
     with running_sites(sites) as endpoints:
+        importer.join()
+        from coordinator.runner import run_study
+
         config = StudyConfig(
             study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", "linear"),
             cohort=CohortRequest(args.pheno_name, tuple(covariates)), privacy=args.privacy,
@@ -100,8 +112,12 @@ def _report(outcome: StudyOutcome) -> None:
           f"{summary.n_variants_tested} variants, {summary.n_samples} samples from "
           f"{len(summary.contributing_sites)} sites ({', '.join(summary.contributing_sites)})")
     print(f"privacy: {summary.privacy_label}")
-    if summary.variants_dropped:
-        print("variants dropped: " + ", ".join(f"{k} {v}" for k, v in summary.variants_dropped.items()))
+    dropped = {k: v for k, v in summary.variants_dropped.items() if v}
+    if dropped:
+        print("variants dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
+    for site in summary.sites:
+        if not site.contributed:
+            print(f"site {site.name} did not contribute: {site.failure}")
     print(f"results: {outcome.paths.tsv}")
     print(f"report:  {outcome.paths.report}")
 
@@ -129,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             config = load_study(args.study, Path(args.out) if args.out else None)
             if args.no_progress:
                 config = StudyConfig(**{**config.__dict__, "show_progress": False})
+            from coordinator.runner import run_study
+
             outcome = run_study(config)
         elif args.command == "local":
             covariates = expand_names(args.covar_name) if args.covar_name else []

@@ -61,7 +61,8 @@ class SiteClient:
             return SiteFailure(self.name, f"{what} refused: {detail.message}", kind=detail.kind,
                                transient=code in TRANSIENT)
         if code == grpc.StatusCode.UNAVAILABLE:
-            message = f"unreachable at {self.endpoint.address} ({what})"
+            details = error.details() if hasattr(error, "details") else ""
+            message = f"unreachable at {self.endpoint.address} ({what}): {details}"
         elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
             message = f"{what} did not finish before its deadline"
         else:

@@ -25,7 +25,7 @@ from coordinator.client import SiteEndpoint
 from engine.errors import InputError, StudyFailed
 from engine.plink_io import bfile_paths, read_fam
 from engine.tables import SampleTable, read_sample_table
-from site_agent.cli import init_site
+from site_agent.provision import init_site
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,10 @@ def prepare_sites(bfiles: Sequence[Path], pheno: Path, covar: Path | None, out_d
 
 @contextmanager
 def running_sites(sites: Sequence[LocalSite], start_timeout: float = 120.0) -> Iterator[list[SiteEndpoint]]:
-    """Start one ``fedgwas-site serve`` process per site; stop them all on exit."""
+    """Start one ``fedgwas-site serve`` process per site; stop them all on exit.
+
+    Yields the endpoints as soon as every agent has written its ready file.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
     threads = str(max(1, (os.cpu_count() or 1) // max(1, len(sites))))
@@ -124,9 +127,10 @@ def running_sites(sites: Sequence[LocalSite], start_timeout: float = 120.0) -> I
         for _, process, _ in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for _, process, _ in processes:
+        for _, process, ready in processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            ready.unlink(missing_ok=True)

@@ -26,7 +26,8 @@ from coordinator.summary import RunSummary, SiteSummary
 from engine.association import AssociationResult
 from engine.errors import SiteFailure, StudyFailed
 from engine.harmonise import Harmonisation, VariantManifest, harmonise
-from engine.linear import LinearLayout, solve_linear
+from engine.linear import LinearLayout
+from engine.linear_solve import solve_linear
 from engine.protection import BlockAggregator
 from engine.tasks import ResultBlock, SiteDescription, TaskDone, TaskSpec
 from engine.version import __version__

@@ -24,8 +24,9 @@ from pathlib import Path
 from engine import secagg
 from engine.errors import ConfigError, FedGwasError
 from engine.version import __version__
-from site_agent.config import load_site_config, render_site_config
+from site_agent.config import load_site_config
 from site_agent.data import load_site_data
+from site_agent.provision import init_site
 from site_agent.server import make_server
 
 log = logging.getLogger("site_agent")
@@ -61,27 +62,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="override [site] listen, e.g. 127.0.0.1:0 for a free port")
     serve.add_argument("--ready-file", help="write {\"address\": ...} as JSON here once serving")
     return parser
-
-
-def init_site(name: str, bfile: str, pheno: str, covar: str | None, directory: Path, listen: str,
-              allow_plaintext: bool = False, threads: int | None = None) -> Path:
-    """Create ``directory/site.toml`` and ``directory/keys/secagg.key``; returns the config path.
-
-    An existing key is kept (so re-running never changes a site's identity); an existing config is
-    rewritten.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    key_path = directory / "keys" / "secagg.key"
-    if not key_path.exists():
-        secagg.save_private_key(secagg.generate_private_key(), key_path)
-    modes = ("secagg", "plaintext") if allow_plaintext else ("secagg",)
-    config_path = directory / "site.toml"
-    config_path.write_text(render_site_config(
-        name=name, listen=listen, bfile=str(Path(bfile).resolve()), pheno=str(Path(pheno).resolve()),
-        covar=None if covar is None else str(Path(covar).resolve()),
-        secagg_private_key="keys/secagg.key", privacy_modes=modes, threads=threads,
-    ), encoding="utf-8")
-    return config_path
 
 
 def _check(config_path: str) -> int:

@@ -7,6 +7,7 @@ converts to and from protobuf. Every refusal happens before any genotype is read
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
@@ -102,6 +103,7 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
             bytes_sent += len(payload)
             yield ResultBlock(block, start, stop - start, stats.shape[1], protector.encoding, payload)
     elapsed = time.perf_counter() - started
-    log.info("task %s round %d: %d variants in %d blocks, %.2f s", task.study_id, task.round,
-             task.n_variants, task.n_blocks, elapsed)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,
+             task.round, task.n_variants, task.n_blocks, elapsed, peak_mib)
     yield TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)

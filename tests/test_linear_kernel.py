@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from engine.association import VariantTable
-from engine.linear import LinearLayout, block_statistics, flip_effect_allele, solve_linear
+from engine.linear import LinearLayout, block_statistics, flip_effect_allele
+from engine.linear_solve import solve_linear
 from engine.pvalues import t_test_neg_log10_p
 
 

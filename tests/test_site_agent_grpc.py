@@ -19,7 +19,7 @@ from engine.simulate import SimulationSpec, simulate_study
 from engine.tasks import CohortRequest, ResultBlock, TaskDone, TaskSpec
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
-from site_agent.cli import init_site
+from site_agent.provision import init_site
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
 from site_agent.server import make_server

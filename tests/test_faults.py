@@ -1,0 +1,131 @@
+"""Faults on purpose: a site that crashes mid-round, a site that hangs past its deadline.
+
+Sites are real gRPC servers on port 0 in this process; the faulty one wraps the real servicer and
+fails after streaming part of its result, as a crashed or hung process would look to the coordinator.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health, health_pb2_grpc
+
+from coordinator.client import SiteEndpoint
+from coordinator.runner import run_study
+from coordinator.study import StudyConfig
+from engine.errors import StudyFailed
+from engine.simulate import SimulationSpec, simulate_study
+from engine.tasks import CohortRequest
+from protos import site_agent_pb2 as pb
+from protos import site_agent_pb2_grpc as pb_grpc
+from site_agent.provision import init_site
+from site_agent.config import load_site_config
+from site_agent.data import load_site_data
+from site_agent.servicer import SiteAgentServicer
+
+COHORT = CohortRequest("QT", ("SEX_MALE", "AGE", "BMI"))
+
+
+class FaultyServicer(SiteAgentServicer):
+    """Streams two chunks of round 1, then crashes (UNAVAILABLE) or hangs (sleeps past the deadline)."""
+
+    def __init__(self, data, fault: str) -> None:
+        super().__init__(data)
+        self.fault = fault
+        self.rounds_seen: list[int] = []
+
+    def RunTask(self, request_iterator, context) -> Iterator[pb.TaskEvent]:
+        first = next(request_iterator)
+        self.rounds_seen.append(first.header.round)
+
+        def replay():
+            yield first
+            yield from request_iterator
+
+        chunks = 0
+        for message in super().RunTask(replay(), context):
+            yield message
+            chunks += message.WhichOneof("payload") == "chunk"
+            if chunks == 2:
+                if self.fault == "crash":
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "site process crashed")
+                time.sleep(10)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory):
+    return simulate_study(SimulationSpec(site_sizes=(120, 100, 90), n_variants=400, seed=5, write_pooled=False),
+                          tmp_path_factory.mktemp("sim"))
+
+
+def _serve(study, tmp: Path, index: int, fault: str | None):
+    name = f"site{index + 1}"
+    config = init_site(name, str(study.site_bfiles[index]), str(study.pheno_path), str(study.covar_path),
+                       tmp / name, "127.0.0.1:0")
+    data = load_site_data(load_site_config(config))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = FaultyServicer(data, fault) if fault else SiteAgentServicer(data)
+    pb_grpc.add_SiteAgentServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, servicer, SiteEndpoint(name, f"127.0.0.1:{port}")
+
+
+@pytest.fixture
+def sites(study, tmp_path: Path, request):
+    faults = request.param
+    served = [_serve(study, tmp_path, i, fault) for i, fault in enumerate(faults)]
+    yield served
+    for server, _, _ in served:
+        server.stop(grace=None)
+
+
+def _config(endpoints, out: Path, **changes) -> StudyConfig:
+    fields = dict(study_id="faults", glm="linear", cohort=COHORT, privacy="secagg", sites=tuple(endpoints),
+                  out_dir=out, block_size=50, show_progress=False, timeout_seconds=20)
+    fields.update(changes)
+    return StudyConfig(**fields)
+
+
+@pytest.mark.parametrize("sites", [(None, None, "crash")], indirect=True)
+def test_crashed_site_is_dropped_and_round_restarts_with_fresh_masks(sites, tmp_path: Path) -> None:
+    endpoints = [s[2] for s in sites]
+    outcome = run_study(_config(endpoints, tmp_path / "out", allow_dropout=True))
+    summary = outcome.summary
+    assert summary.rounds == 2
+    assert summary.contributing_sites == ("site1", "site2")
+    failed = summary.sites[2]
+    assert not failed.contributed and "crashed" in failed.failure
+    assert sites[2][1].rounds_seen == [1]  # the failed site is not asked again
+    # Nothing lost or double counted: equal to a clean two-site study.
+    clean = run_study(_config(endpoints[:2], tmp_path / "clean"))
+    np.testing.assert_allclose(outcome.result.beta, clean.result.beta, rtol=1e-10, equal_nan=True)
+    np.testing.assert_array_equal(outcome.result.n, clean.result.n)
+    assert summary.n_samples == clean.summary.n_samples
+
+
+@pytest.mark.parametrize("sites", [(None, None, "crash")], indirect=True)
+def test_crashed_site_fails_the_study_when_dropout_is_not_allowed(sites, tmp_path: Path) -> None:
+    with pytest.raises(StudyFailed, match="site 'site3'.*crashed.*does not allow dropping"):
+        run_study(_config([s[2] for s in sites], tmp_path / "out"))
+    assert not (tmp_path / "out" / "QT.linear.tsv.gz").exists()
+
+
+@pytest.mark.parametrize("sites", [(None, "hang", None)], indirect=True)
+def test_hung_site_past_its_deadline_is_dropped(sites, tmp_path: Path) -> None:
+    outcome = run_study(_config([s[2] for s in sites], tmp_path / "out", allow_dropout=True, timeout_seconds=3))
+    assert outcome.summary.contributing_sites == ("site1", "site3")
+    assert "deadline" in outcome.summary.sites[1].failure
+
+
+@pytest.mark.parametrize("sites", [(None, "crash")], indirect=True)
+def test_dropout_below_the_minimum_number_of_sites_fails(sites, tmp_path: Path) -> None:
+    with pytest.raises(StudyFailed, match="only 1 site\\(s\\) left, the study needs 2"):
+        run_study(_config([s[2] for s in sites], tmp_path / "out", allow_dropout=True))
