@@ -6,7 +6,8 @@ Subcommands::
     fedgwas local --bfile P1 --bfile P2 ...     one local site-agent process per --bfile
     fedgwas demo [--out DIR]                    simulate 3 cohorts and run a study on them
 
-Exit codes: 0 success; 2 bad input, configuration or usage; 3 a site failed, refused or could not be
+Exit codes: 0 success; 2 bad input, configuration or usage (including a request every failing site
+refused as invalid, e.g. a phenotype name no site has); 3 a site failed, refused or could not be
 reached, so the study could not complete; 1 unexpected internal error (traceback shown: a bug).
 """
 
@@ -24,7 +25,8 @@ from typing import TYPE_CHECKING
 from coordinator.local import prepare_sites, running_sites
 from coordinator.study import StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
-from engine.tables import expand_names
+from engine.plink_io import BedFile
+from engine.tables import expand_names, read_sample_table
 from engine.tasks import CohortRequest
 from engine.version import __version__
 
@@ -83,6 +85,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--privacy", choices=["secagg", "plaintext"], default="secagg", help="default secagg")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+def _check_local_inputs(bfiles: list[Path], pheno: Path, phenotype: str, covar: Path | None,
+                        covariates: list[str]) -> None:
+    """Validate the filesets and the requested columns before any site agent starts.
+
+    The agents would find the same problems, but only once started, and would report them as site
+    failures naming their private copies; here the message names the user's own file (exit 2).
+    """
+    for prefix in bfiles:
+        BedFile(prefix).close()
+    read_sample_table(pheno).numeric(phenotype)
+    if covar is not None:
+        table = read_sample_table(covar)
+        for name in covariates:
+            table.numeric(name)
 
 
 def _local_study(args: argparse.Namespace, bfiles: list[Path], pheno: Path, covar: Path | None,
@@ -152,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
             covariates = expand_names(args.covar_name) if args.covar_name else []
             if covariates and not args.covar:
                 raise InputError("--covar-name given without --covar")
-            outcome = _local_study(args, [Path(b) for b in args.bfile], Path(args.pheno),
-                                   Path(args.covar) if args.covar else None, covariates, Path(args.out))
+            bfiles, pheno = [Path(b) for b in args.bfile], Path(args.pheno)
+            covar = Path(args.covar) if args.covar else None
+            _check_local_inputs(bfiles, pheno, args.pheno_name, covar, covariates)
+            outcome = _local_study(args, bfiles, pheno, covar, covariates, Path(args.out))
         else:
             outcome = _demo(args)
     except (SiteFailure, StudyFailed) as error:
+        # A site refusing the request as invalid (say, a phenotype it does not have) is bad input.
         print(f"fedgwas: error: {error}", file=sys.stderr)
-        return EXIT_SITE
+        return EXIT_INPUT if error.bad_request else EXIT_SITE
     except (FedGwasError, ProtocolError) as error:
         print(f"fedgwas: error: {error}", file=sys.stderr)
         return EXIT_INPUT

@@ -34,12 +34,17 @@ class SiteEndpoint:
 
 
 class SiteClient:
-    """gRPC client for one site. ``timeout`` bounds each whole call (deadline), in seconds."""
+    """gRPC client for one site. ``timeout`` bounds each whole call (deadline), in seconds.
+
+    ``connect_timeout`` bounds the whole wait for a site to answer its health check (all retries
+    included); it never exceeds ``timeout``, so a study with a short deadline fails fast on a site
+    that is down.
+    """
 
     def __init__(self, endpoint: SiteEndpoint, timeout: float = 3600.0, connect_timeout: float = 30.0) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = min(connect_timeout, timeout)
         self._channel = grpc.insecure_channel(endpoint.address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -59,7 +64,7 @@ class SiteClient:
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         if detail is not None:
             return SiteFailure(self.name, f"{what} refused: {detail.message}", kind=detail.kind,
-                               transient=code in TRANSIENT)
+                               transient=code in TRANSIENT, refused=True)
         if code == grpc.StatusCode.UNAVAILABLE:
             details = error.details() if hasattr(error, "details") else ""
             message = f"unreachable at {self.endpoint.address} ({what}): {details}"
@@ -70,20 +75,25 @@ class SiteClient:
         return SiteFailure(self.name, message, kind=code.name, transient=code in TRANSIENT)
 
     def wait_healthy(self, attempts: int = 5, backoff: float = 0.5) -> None:
-        """Health-check the site, retrying with exponential backoff on transient failures."""
+        """Health-check the site, retrying with exponential backoff on transient failures.
+
+        All attempts together take at most ``connect_timeout`` seconds.
+        """
         stub = health_pb2_grpc.HealthStub(self._channel)
+        deadline = time.monotonic() + self.connect_timeout
         delay = backoff
         for attempt in range(1, attempts + 1):
+            remaining = deadline - time.monotonic()
             try:
-                response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=self.connect_timeout,
+                response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=max(remaining, 0.001),
                                       wait_for_ready=attempt > 1)
             except grpc.RpcError as error:
                 failure = self._failure(error, "health check")
                 if not failure.transient:
                     raise failure from None
-                if attempt == attempts:
-                    raise SiteFailure(self.name, f"unreachable at {self.endpoint.address} "
-                                                 f"(no health-check answer after {attempts} attempts)",
+                if attempt == attempts or time.monotonic() + delay >= deadline:
+                    raise SiteFailure(self.name, f"unreachable at {self.endpoint.address} (no health-check answer "
+                                                 f"within {self.connect_timeout:g} s, {attempt} attempt(s))",
                                       kind=failure.kind, transient=True) from None
                 log.info("site %s not ready (attempt %d): retrying in %.1f s", self.name, attempt, delay)
                 time.sleep(delay)

@@ -8,6 +8,8 @@ and value: they are shown to users as they are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FedGwasError(Exception):
     """Root of all expected fedgwas failures (bad input, refused requests, failed sites)."""
@@ -37,15 +39,42 @@ class PrivacyError(FedGwasError):
     """A requested privacy mode or key material is unavailable or inconsistent."""
 
 
-class SiteFailure(FedGwasError):
-    """A site could not be reached, failed, or refused a task (raised on the coordinator side)."""
+#: Kinds of site refusal that mean the request was invalid (e.g. a phenotype name no site has).
+BAD_REQUEST_KINDS = frozenset({"InputError", "ProtocolError"})
 
-    def __init__(self, site: str, message: str, *, kind: str = "", transient: bool = False) -> None:
+
+class SiteFailure(FedGwasError):
+    """A site could not be reached, failed, or refused a task (raised on the coordinator side).
+
+    ``kind`` is the site's error class name when the site itself refused the request (``refused``),
+    else a gRPC status name or ``ProtocolError`` for a reply the coordinator could not accept.
+    """
+
+    def __init__(self, site: str, message: str, *, kind: str = "", transient: bool = False,
+                 refused: bool = False) -> None:
         super().__init__(f"site {site!r}: {message}")
         self.site = site
         self.kind = kind
         self.transient = transient
+        self.refused = refused
+
+    @property
+    def bad_request(self) -> bool:
+        """True when the site refused the request itself as invalid (the user's input, not the site, is at fault)."""
+        return self.refused and self.kind in BAD_REQUEST_KINDS
 
 
 class StudyFailed(FedGwasError):
-    """A study could not complete (too few sites left, or a site error the study does not tolerate)."""
+    """A study could not complete (too few sites left, or a site error the study does not tolerate).
+
+    ``failures`` holds the site failures that caused it, when known.
+    """
+
+    def __init__(self, message: str, *, failures: Sequence[SiteFailure] = ()) -> None:
+        super().__init__(message)
+        self.failures = tuple(failures)
+
+    @property
+    def bad_request(self) -> bool:
+        """True when every site failure behind this is a site refusing the request as invalid."""
+        return bool(self.failures) and all(failure.bad_request for failure in self.failures)

@@ -111,18 +111,23 @@ def block_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
     n, m = genotypes.shape
     if per_sample is None:
         per_sample = sample_cross_products(design, y)
-    dosage = genotypes.astype(np.float64)
-    np.maximum(dosage, 0.0, out=dosage)  # missing (-127) -> 0: drops out of every product with g
-    cross = dosage.T @ np.column_stack([design, y])  # (m, K+1): C'g and g'y
-    gg = np.einsum("ij,ij->j", dosage, dosage)
-    observed = np.broadcast_to(per_sample.sum(axis=0), (m, per_sample.shape[1])).copy()
-    missing_rows, missing_cols = np.nonzero(genotypes < 0)
-    if len(missing_rows):
-        indicator = sparse.csr_matrix(
-            (np.ones(len(missing_rows)), (missing_cols, missing_rows)), shape=(m, n)
-        )
-        observed -= indicator @ per_sample
     n_triu_c = k * (k + 1) // 2
+    # Columns of per_sample that equal [C, y]: row 0 of triu(c c') is c (c_0 = 1), and c_0 y = y.
+    design_and_y = np.r_[np.arange(k), n_triu_c]
+    # Missing calls, found on the raw (Fortran, variant-major) memory: one pass over int8.
+    raw = np.asfortranarray(genotypes)
+    flat = np.flatnonzero(raw.ravel(order="F") < 0)
+    missing_sums = np.zeros((m, per_sample.shape[1]))
+    if len(flat):
+        indicator = sparse.csr_matrix((np.ones(len(flat)), (flat // n, flat % n)), shape=(m, n))
+        missing_sums = indicator @ per_sample
+    observed = per_sample.sum(axis=0) - missing_sums
+    # One thin GEMM on the raw codes (missing = -127), then add back 127 x each missing sample's row
+    # of [C, y], which the sparse product above already holds: cheaper than clamping a float copy.
+    dosage = raw.astype(np.float64)
+    w = per_sample[:, design_and_y]
+    cross = (w.T @ dosage).T + 127.0 * missing_sums[:, design_and_y]  # (m, K+1): C'g and g'y
+    gg = cross[:, 0] + 2.0 * np.count_nonzero(raw == 2, axis=0)  # g^2 = g + 2[g = 2] for g in {0,1,2}
     packed = np.empty((m, layout.width))
     packed[:, layout.design_triu_columns] = observed[:, :n_triu_c]
     for a in range(k):
