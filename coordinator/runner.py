@@ -49,7 +49,7 @@ class _RoundResult:
 
 
 def _describe_all(clients: Sequence[SiteClient], config: StudyConfig,
-                  pool: ThreadPoolExecutor) -> tuple[dict[str, tuple[SiteDescription, VariantManifest]], dict[str, str]]:
+                  pool: ThreadPoolExecutor) -> tuple[dict[str, tuple[SiteDescription, VariantManifest]], dict[str, SiteFailure]]:
     def one(client: SiteClient) -> tuple[SiteDescription, VariantManifest]:
         client.wait_healthy()
         description, manifest = client.describe(config.study_id, config.cohort)
@@ -61,12 +61,13 @@ def _describe_all(clients: Sequence[SiteClient], config: StudyConfig,
         return description, manifest
 
     futures = {client.name: pool.submit(one, client) for client in clients}
-    described, failed = {}, {}
+    described: dict[str, tuple[SiteDescription, VariantManifest]] = {}
+    failed: dict[str, SiteFailure] = {}
     for name, future in futures.items():
         try:
             described[name] = future.result()
         except SiteFailure as failure:
-            failed[name] = str(failure)
+            failed[name] = failure
     return described, failed
 
 
@@ -144,11 +145,11 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 try:
                     outcome = _run_round(live, tasks, layout.width, pool, lambda: progress.advance(bar))
                 except SiteFailure as failure:
-                    failures[failure.site] = str(failure)
+                    failures[failure.site] = failure
                     log.warning("round %d failed: %s", round_number, failure)
                     progress.remove_task(bar)
                     if not config.allow_dropout:
-                        raise StudyFailed(f"{failure} (the study does not allow dropping sites)") from None
+                        raise StudyFailed(f"{failure} (the study does not allow dropping sites)", failures=(failure,)) from None
                     index = [c.name for c in live].index(failure.site)
                     live = [c for c in live if c.name != failure.site]
                     harmonised = _drop_site(harmonised, index)
@@ -172,12 +173,13 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             client.close()
 
 
-def _check_enough(config: StudyConfig, live: dict, failures: dict[str, str], stage: str) -> None:
+def _check_enough(config: StudyConfig, live: dict, failures: dict[str, SiteFailure], stage: str) -> None:
+    reasons = "; ".join(str(f) for f in failures.values())
     if failures and not config.allow_dropout:
-        raise StudyFailed(f"while {stage}: " + "; ".join(failures.values()))
+        raise StudyFailed(f"while {stage}: {reasons}", failures=tuple(failures.values()))
     if len(live) < config.min_sites:
-        raise StudyFailed(f"while {stage}: only {len(live)} site(s) left, the study needs {config.min_sites}: "
-                          + "; ".join(failures.values()))
+        raise StudyFailed(f"while {stage}: only {len(live)} site(s) left, the study needs {config.min_sites}: {reasons}",
+                          failures=tuple(failures.values()))
 
 
 def _tasks_for(config: StudyConfig, harmonised: Harmonisation, live: Sequence[SiteClient],
@@ -200,13 +202,14 @@ def _drop_site(harmonised: Harmonisation, index: int) -> Harmonisation:
                          id_mismatches=harmonised.id_mismatches)
 
 
-def _site_summary(client: SiteClient, described: dict, failures: dict[str, str], outcome: _RoundResult) -> SiteSummary:
+def _site_summary(client: SiteClient, described: dict, failures: dict[str, SiteFailure],
+                  outcome: _RoundResult) -> SiteSummary:
     description = described.get(client.name, (None, None))[0]
     return SiteSummary(
         name=client.name,
         n_samples=description.n_samples_analysed if description else 0,
         n_variants=description.n_variants if description else 0,
         contributed=client.name in outcome.done,
-        failure=failures.get(client.name, ""),
+        failure=str(failures.get(client.name, "")),
         bytes_sent=client.bytes_received,
     )

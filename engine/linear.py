@@ -64,7 +64,7 @@ class LinearLayout:
     def design_triu_columns(self) -> np.ndarray:
         """Packed columns of the C'C entries, in ``np.triu_indices(K)`` order."""
         rows, cols = np.triu_indices(self.n_design)
-        return np.array([self.column(a, b) for a, b in zip(rows, cols)], dtype=np.int64)
+        return np.array([self.column(int(a), int(b)) for a, b in zip(rows, cols)], dtype=np.int64)
 
     def unpack(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(X'X ``(m, P, P)`` symmetric, X'y ``(m, P)``, y'y ``(m,)``) from packed ``(m, Q)``."""

@@ -24,7 +24,9 @@ ENCODINGS = {"secagg": "ring128-masked", "plaintext": "float64"}
 
 
 class Protector(Protocol):
-    encoding: str
+    @property
+    def encoding(self) -> str:
+        """Wire encoding name of the protected bytes (see ``ENCODINGS``)."""
 
     def protect(self, block: int, values: np.ndarray) -> bytes:
         """Wire bytes for ``values`` (float64, any shape) of result block ``block``."""

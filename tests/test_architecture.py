@@ -58,3 +58,8 @@ def test_protobuf_runtime_floor_covers_generated_code() -> None:
     as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731
     assert as_tuple(floor.group(1)) >= as_tuple(stamped.group(1))
     assert as_tuple(google.protobuf.__version__) >= as_tuple(stamped.group(1))
+
+
+def test_engine_is_mypy_clean() -> None:
+    completed = subprocess.run([sys.executable, "-m", "mypy", "engine"], cwd=ROOT, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout[-3000:]
