@@ -9,6 +9,7 @@ round number and therefore fresh masks; the result records which sites contribut
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -124,13 +125,24 @@ def _run_round(clients: Sequence[SiteClient], tasks: dict[str, TaskSpec], n_valu
 def run_study(config: StudyConfig) -> StudyOutcome:
     """Run ``config`` end to end and write the results; raises StudyFailed with a clear reason."""
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+    mark = [started]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - mark[0]
+        mark[0] = now
+        log.info("%s done in %.2f s", name, phases[name])
+
     clients = [SiteClient(endpoint, timeout=config.timeout_seconds) for endpoint in config.sites]
     pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(clients)), thread_name_prefix="coordinator")
     try:
         described, failures = _describe_all(clients, config, pool)
+        phase("describe")
         _check_enough(config, described, failures, "describing the sites")
         live = [c for c in clients if c.name in described]
         harmonised = harmonise([described[c.name][1] for c in live], [c.name for c in live], config.match_by)
+        phase("harmonise")
         log.info("harmonised %d variants across %d sites (dropped: %s)", len(harmonised.variants), len(live),
                  harmonised.dropped or "none")
         layout = LinearLayout(len(config.cohort.covariates) + 1)
@@ -154,7 +166,9 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                     live = [c for c in live if c.name != failure.site]
                     harmonised = _drop_site(harmonised, index)
                     _check_enough(config, {c.name: described[c.name] for c in live}, failures, f"round {round_number}")
+        phase("rounds")
         result = solve_linear(outcome.packed, layout.n_design, harmonised.variants)
+        phase("solve")
         summary = RunSummary(
             study_id=config.study_id, test=config.glm, phenotype=config.cohort.phenotype,
             covariates=config.cohort.covariates, privacy=config.privacy,
@@ -165,6 +179,9 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                         for _ in [0] if harmonised.id_mismatches),
         )
         paths = write_results(result, summary, config.out_dir, config.output_name)
+        phase("write")
+        summary = dataclasses.replace(summary, phase_seconds=dict(phases),
+                                      wall_seconds=time.perf_counter() - started)
         summary.write_json(config.out_dir / f"{config.output_name}.{config.glm}.summary.json")
         return StudyOutcome(result=result, summary=summary, paths=paths)
     finally:

@@ -44,6 +44,7 @@ class RunSummary:
     variants_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
     rounds: int = 1
     wall_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # describe, harmonise, rounds, solve, write
     software_version: str = ""
     notes: tuple[str, ...] = ()
 

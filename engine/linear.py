@@ -26,6 +26,10 @@ import numpy as np
 from scipy import sparse
 
 
+#: float64 values converted per GEMM chunk (~8 MiB: stays in cache between conversion and GEMM).
+_GEMM_CHUNK_VALUES = 1 << 20
+
+
 @dataclass(frozen=True)
 class LinearLayout:
     """Column layout of packed statistics for ``n_design`` design columns (intercept included)."""
@@ -114,19 +118,30 @@ def block_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
     n_triu_c = k * (k + 1) // 2
     # Columns of per_sample that equal [C, y]: row 0 of triu(c c') is c (c_0 = 1), and c_0 y = y.
     design_and_y = np.r_[np.arange(k), n_triu_c]
-    # Missing calls, found on the raw (Fortran, variant-major) memory: one pass over int8.
+    # Missing calls, found on the raw (Fortran, variant-major) memory: one pass over int8. The flat
+    # indices come out sorted by variant, so the CSR indicator (variants x samples) is built directly.
     raw = np.asfortranarray(genotypes)
     flat = np.flatnonzero(raw.ravel(order="F") < 0)
-    missing_sums = np.zeros((m, per_sample.shape[1]))
-    if len(flat):
-        indicator = sparse.csr_matrix((np.ones(len(flat)), (flat // n, flat % n)), shape=(m, n))
-        missing_sums = indicator @ per_sample
+    variant_of = flat // n
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(variant_of, minlength=m), out=indptr[1:])
+    indicator = sparse.csr_matrix((np.ones(len(flat)), flat - variant_of * n, indptr), shape=(m, n))
+    missing_sums = indicator @ per_sample
     observed = per_sample.sum(axis=0) - missing_sums
-    # One thin GEMM on the raw codes (missing = -127), then add back 127 x each missing sample's row
-    # of [C, y], which the sparse product above already holds: cheaper than clamping a float copy.
-    dosage = raw.astype(np.float64)
-    w = per_sample[:, design_and_y]
-    cross = (w.T @ dosage).T + 127.0 * missing_sums[:, design_and_y]  # (m, K+1): C'g and g'y
+    # Thin GEMM on the raw codes (missing = -127), converted to float64 a cache-sized chunk at a time
+    # into one reused buffer (a fresh (n, m) float64 copy costs more in page faults than the GEMM).
+    # Adding back 127 x each missing sample's row of [C, y] (already in the sparse product) is
+    # cheaper than clamping the missing codes to 0.
+    w_t = np.ascontiguousarray(per_sample[:, design_and_y].T)  # (K+1, n)
+    cross = np.empty((m, k + 1))
+    chunk = max(1, min(m, _GEMM_CHUNK_VALUES // max(n, 1)))
+    buffer = np.empty((n, chunk), order="F")
+    for start in range(0, m, chunk):
+        stop = min(start + chunk, m)
+        view = buffer[:, : stop - start]
+        np.copyto(view, raw[:, start:stop], casting="unsafe")
+        cross[start:stop] = (w_t @ view).T
+    cross += 127.0 * missing_sums[:, design_and_y]  # (m, K+1): C'g and g'y over observed samples
     gg = cross[:, 0] + 2.0 * np.count_nonzero(raw == 2, axis=0)  # g^2 = g + 2[g = 2] for g in {0,1,2}
     packed = np.empty((m, layout.width))
     packed[:, layout.design_triu_columns] = observed[:, :n_triu_c]

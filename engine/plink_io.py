@@ -42,48 +42,49 @@ def bfile_paths(prefix: Path | str) -> tuple[Path, Path, Path]:
     return tuple(Path(f"{prefix}{ext}") for ext in (".bed", ".bim", ".fam"))  # type: ignore[return-value]
 
 
-def _read_columns(path: Path, n_columns: int, what: str) -> list[list[str]]:
+def _read_columns(path: Path, n_columns: int, what: str) -> np.ndarray:
+    """Whitespace-separated table with exactly ``n_columns`` per line, shape ``(n_lines, n_columns)`` str."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{what} file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what} file {str(path)!r}: {exc}") from exc
-    rows = [line.split() for line in text.splitlines() if line.strip()]
-    for number, row in enumerate(rows, start=1):
-        if len(row) != n_columns:
-            raise InputError(
-                f"{what} file {str(path)!r} line {number}: expected {n_columns} columns, found {len(row)}"
-            )
-    if not rows:
+    tokens = text.split()
+    n_lines = sum(1 for line in text.splitlines() if line.strip())
+    if len(tokens) != n_lines * n_columns:  # find the offending line only when something is wrong
+        for number, line in enumerate((ln for ln in text.splitlines() if ln.strip()), start=1):
+            if len(line.split()) != n_columns:
+                raise InputError(
+                    f"{what} file {str(path)!r} line {number}: expected {n_columns} columns, found {len(line.split())}"
+                )
+    if not tokens:
         raise InputError(f"{what} file {str(path)!r} is empty")
-    return rows
+    return np.array(tokens, dtype=str).reshape(n_lines, n_columns)
 
 
 def read_fam(path: Path) -> FamTable:
     """Parse a .fam (6 whitespace-separated columns: FID IID father mother sex phenotype)."""
-    rows = _read_columns(path, 6, ".fam")
-    columns = list(zip(*rows))
-    sex_text = np.array(columns[4])
+    columns = _read_columns(path, 6, ".fam").T
+    sex_text = columns[4]
     sex = np.where(sex_text == "1", 1, np.where(sex_text == "2", 2, 0)).astype(np.int8)
-    return FamTable(fid=np.array(columns[0]), iid=np.array(columns[1]), sex=sex)
+    return FamTable(fid=columns[0].copy(), iid=columns[1].copy(), sex=sex)
 
 
 def read_bim(path: Path) -> VariantManifest:
     """Parse a .bim (CHROM ID CM POS ALLELE1 ALLELE2) into a manifest; allele1 is the counted allele."""
-    rows = _read_columns(path, 6, ".bim")
-    columns = list(zip(*rows))
+    columns = _read_columns(path, 6, ".bim").T
     try:
-        pos = np.array(columns[3], dtype=np.int64)
+        pos = columns[3].astype(np.int64)
     except ValueError:
         bad = next(i for i, v in enumerate(columns[3], start=1) if not v.lstrip("-").isdigit())
         raise InputError(f".bim file {str(path)!r} line {bad}: position {columns[3][bad - 1]!r} is not an integer") from None
     return VariantManifest(
-        chrom=np.array(columns[0]),
+        chrom=columns[0].copy(),
         pos=pos,
-        variant_id=np.array(columns[1]),
-        allele1=np.array(columns[4]),
-        allele2=np.array(columns[5]),
+        variant_id=columns[1].copy(),
+        allele1=columns[4].copy(),
+        allele2=columns[5].copy(),
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
@@ -64,7 +63,6 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
 def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lambda: True) -> Iterator[TaskEvent]:
     """Execute one round of ``task``: per block, statistics -> allele alignment -> protection.
 
-    Genotype reads for block b+1 overlap the arithmetic of block b (bed-reader releases the GIL).
     Stops early, without error, if ``is_active`` turns False (the client went away or its deadline
     passed).
     """
@@ -83,25 +81,18 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
     bytes_sent = 0
     yield TaskProgress("computing", 0, task.n_blocks)
 
-    def read(block: int) -> np.ndarray:
+    for block in range(task.n_blocks):
+        if not is_active():
+            log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
+            return
         start, stop = task.block_bounds(block)
-        return data.genotypes.read_block(task.variant_index[start:stop], cohort.sample_index)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bed-prefetch") as pool:
-        pending: Future[np.ndarray] = pool.submit(read, 0)
-        for block in range(task.n_blocks):
-            genotypes = pending.result()
-            if block + 1 < task.n_blocks:
-                pending = pool.submit(read, block + 1)
-            if not is_active():
-                log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
-                return
-            start, stop = task.block_bounds(block)
-            stats = block_statistics(genotypes, design, y, per_sample)
-            stats = flip_effect_allele(stats, task.flip[start:stop], n_design)
-            payload = protector.protect(block, stats)
-            bytes_sent += len(payload)
-            yield ResultBlock(block, start, stop - start, stats.shape[1], protector.encoding, payload)
+        # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
+        genotypes = data.genotypes.read_block(task.variant_index[start:stop], cohort.sample_index)
+        stats = block_statistics(genotypes, design, y, per_sample)
+        stats = flip_effect_allele(stats, task.flip[start:stop], n_design)
+        payload = protector.protect(block, stats)
+        bytes_sent += len(payload)
+        yield ResultBlock(block, start, stop - start, stats.shape[1], protector.encoding, payload)
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,
