@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from coordinator.local import prepare_sites, running_sites
 from coordinator.study import StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
-from engine.plink_io import BedFile
+from engine.plink_io import check_bfile
 from engine.tables import expand_names, read_sample_table
 from engine.tasks import CohortRequest
 from engine.version import __version__
@@ -95,7 +95,7 @@ def _check_local_inputs(bfiles: list[Path], pheno: Path, phenotype: str, covar: 
     failures naming their private copies; here the message names the user's own file (exit 2).
     """
     for prefix in bfiles:
-        BedFile(prefix).close()
+        check_bfile(prefix)
     read_sample_table(pheno).numeric(phenotype)
     if covar is not None:
         table = read_sample_table(covar)

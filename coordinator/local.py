@@ -115,9 +115,12 @@ def running_sites(sites: Sequence[LocalSite], start_timeout: float = 120.0) -> I
         for site, process, ready in processes:
             while not ready.exists():
                 if process.poll() is not None:
-                    tail = (site.directory / "agent.log").read_text(errors="replace").strip().splitlines()[-3:]
+                    tail = (site.directory / "agent.log").read_text(errors="replace").strip().splitlines()
+                    last = tail[-1] if tail else "(no output)"
+                    if process.returncode == 2:  # the agent refused its configuration or data
+                        raise InputError(f"site {site.name!r}: {last.removeprefix('fedgwas-site: error: ')}")
                     raise StudyFailed(f"site {site.name!r} agent exited with code {process.returncode}: "
-                                      + " | ".join(tail))
+                                      + " | ".join(tail[-3:]))
                 if time.monotonic() > deadline:
                     raise StudyFailed(f"site {site.name!r} agent did not start within {start_timeout:.0f} s")
                 time.sleep(0.05)

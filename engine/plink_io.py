@@ -88,6 +88,48 @@ def read_bim(path: Path) -> VariantManifest:
     )
 
 
+def _count_lines(path: Path, what: str) -> int:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{what} file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
+    return sum(1 for line in data.splitlines() if line.strip())
+
+
+def check_bed_size(bed_path: Path, n_samples: int, n_variants: int, fam_path: Path, bim_path: Path) -> None:
+    """Refuse a .bed that is missing, not variant-major PLINK 1, or whose size does not match."""
+    if not bed_path.exists():
+        raise InputError(f".bed file {str(bed_path)!r} does not exist")
+    with open(bed_path, "rb") as handle:
+        magic = handle.read(3)
+    if magic != _BED_MAGIC:
+        raise InputError(
+            f".bed file {str(bed_path)!r} does not start with the PLINK 1 variant-major magic bytes "
+            f"6c 1b 01 (found {magic.hex(' ') or 'nothing'})"
+        )
+    expected = 3 + n_variants * ((n_samples + 3) // 4)
+    actual = bed_path.stat().st_size
+    if actual != expected:
+        raise InputError(
+            f".bed file {str(bed_path)!r} has {actual} bytes but {n_variants} variants in "
+            f"{bim_path.name} x {n_samples} samples in {fam_path.name} need {expected}: "
+            "the files do not belong together or the .bed is truncated"
+        )
+
+
+def check_bfile(prefix: Path | str) -> None:
+    """Cheap structural check of a fileset (files exist, magic bytes, sizes agree) without parsing it.
+
+    Column-level problems are found when the fileset is opened (:class:`BedFile`).
+    """
+    bed_path, bim_path, fam_path = bfile_paths(prefix)
+    n_samples = _count_lines(fam_path, ".fam")
+    n_variants = _count_lines(bim_path, ".bim")
+    check_bed_size(bed_path, n_samples, n_variants, fam_path, bim_path)
+
+
 class BedFile:
     """A PLINK 1 fileset opened for block reads.
 
@@ -103,7 +145,7 @@ class BedFile:
         self.bed_path, self.bim_path, self.fam_path = bfile_paths(prefix)
         self.fam = read_fam(self.fam_path)
         self.manifest = read_bim(self.bim_path)
-        self._check_bed()
+        check_bed_size(self.bed_path, self.n_samples, self.n_variants, self.fam_path, self.bim_path)
         self._num_threads = num_threads
         self._bed = open_bed(
             self.bed_path,
@@ -120,25 +162,6 @@ class BedFile:
     @property
     def n_variants(self) -> int:
         return len(self.manifest.variant_id)
-
-    def _check_bed(self) -> None:
-        if not self.bed_path.exists():
-            raise InputError(f".bed file {str(self.bed_path)!r} does not exist")
-        with open(self.bed_path, "rb") as handle:
-            magic = handle.read(3)
-        if magic != _BED_MAGIC:
-            raise InputError(
-                f".bed file {str(self.bed_path)!r} does not start with the PLINK 1 variant-major magic bytes "
-                f"6c 1b 01 (found {magic.hex(' ') or 'nothing'})"
-            )
-        expected = 3 + self.n_variants * ((self.n_samples + 3) // 4)
-        actual = self.bed_path.stat().st_size
-        if actual != expected:
-            raise InputError(
-                f".bed file {str(self.bed_path)!r} has {actual} bytes but {self.n_variants} variants in "
-                f"{self.bim_path.name} x {self.n_samples} samples in {self.fam_path.name} need {expected}: "
-                "the files do not belong together or the .bed is truncated"
-            )
 
     def read_block(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None = None) -> np.ndarray:
         """Genotypes as int8 counts of allele1 (bim column 5), -127 = missing.
