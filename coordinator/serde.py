@@ -18,14 +18,16 @@ MAX_BLOCK_BYTES = 1 << 31
 
 
 def cohort_to_proto(cohort: CohortRequest) -> pb.CohortSpec:
-    return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates))
+    return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates),
+                         phenotype_coding=cohort.phenotype_coding)
 
 
 def _array_chunks(name: str, values: np.ndarray, dtype: str) -> Iterator[pb.TaskMessage]:
-    raw = np.ascontiguousarray(values, dtype=dtype).tobytes()
-    for offset in range(0, len(raw), CHUNK_BYTES):
+    array = np.ascontiguousarray(values, dtype=dtype)
+    raw = array.tobytes()
+    for offset in range(0, max(len(raw), 1), CHUNK_BYTES):
         yield pb.TaskMessage(array=pb.ArrayChunk(name=name, dtype=dtype, total_bytes=len(raw), offset=offset,
-                                                 data=raw[offset: offset + CHUNK_BYTES]))
+                                                 data=raw[offset: offset + CHUNK_BYTES], shape=array.shape))
 
 
 def task_to_messages(task: TaskSpec) -> Iterator[pb.TaskMessage]:
@@ -35,9 +37,12 @@ def task_to_messages(task: TaskSpec) -> Iterator[pb.TaskMessage]:
         cohort=cohort_to_proto(task.cohort), privacy=task.privacy,
         participants=[pb.Participant(site_name=n, secagg_public_key=k) for n, k in task.participants],
         block_size=task.block_size, n_variants=task.n_variants, requester=task.requester,
+        parameters=dict(task.parameters),
     ))
     yield from _array_chunks("variant_index", task.variant_index, "<i8")
     yield from _array_chunks("flip", task.flip.astype(np.uint8), "|u1")
+    for name, values in task.inputs.items():
+        yield from _array_chunks(name, values, values.dtype.newbyteorder("<").str)
 
 
 def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tuple[SiteDescription, VariantManifest]:

@@ -65,14 +65,42 @@ def _align(fam: FamTable, table: SampleTable, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def code_phenotype(values: np.ndarray, coding: str, where: str) -> np.ndarray:
+    """Phenotype values as analysed: unchanged for ``quantitative``; 0 control / 1 case otherwise.
+
+    ``case-control`` is PLINK's 1 = control, 2 = case with 0 (and -9/NA) missing; ``case-control-01``
+    is PLINK's ``--1``: 0 = control, 1 = case, -9/NA missing. Any other value is an error naming
+    ``where`` (file and column), never silently treated as missing.
+    """
+    if coding == "quantitative":
+        return values
+    if coding == "case-control":
+        values = np.where(values == 0, np.nan, values)
+        allowed, offset = (1.0, 2.0), 1.0
+    elif coding == "case-control-01":
+        allowed, offset = (0.0, 1.0), 0.0
+    else:
+        raise InputError(f"unknown phenotype coding {coding!r}")
+    present = np.isfinite(values)
+    bad = present & ~np.isin(values, allowed)
+    if np.any(bad):
+        example = values[np.flatnonzero(bad)[0]]
+        raise InputError(f"{where}: case/control value {example:g} is not one of {allowed[0]:g}/{allowed[1]:g} "
+                         f"(missing: {'0, ' if coding == 'case-control' else ''}-9 or NA"
+                         f"{'; use --1 for 0/1 coding' if coding == 'case-control' and example in (0.0, 1.0) else ''})")
+    return values - offset
+
+
 def build_cohort(
     fam: FamTable,
     pheno: SampleTable,
     phenotype: str,
     covar: SampleTable | None = None,
     covariates: Sequence[str] = (),
+    coding: str = "quantitative",
 ) -> Cohort:
-    """Analysed samples: in the .fam, with the phenotype and every covariate present.
+    """Analysed samples: in the .fam, with the phenotype (unless ``phenotype`` is empty) and every
+    covariate present. Without a phenotype, ``Cohort.phenotype`` is all zeros.
 
     Raises
     ------
@@ -81,7 +109,11 @@ def build_cohort(
     """
     if covariates and covar is None:
         raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
-    y = _align(fam, pheno, pheno.numeric(phenotype))
+    if phenotype:
+        raw = code_phenotype(pheno.numeric(phenotype), coding, f"{str(pheno.path)!r} column {phenotype!r}")
+        y = _align(fam, pheno, raw)
+    else:
+        y = np.zeros(len(fam))
     columns = [_align(fam, covar, covar.numeric(name)) for name in covariates] if covar is not None else []
     covariate_matrix = np.column_stack(columns) if columns else np.empty((len(fam), 0))
     keep = np.isfinite(y) & np.all(np.isfinite(covariate_matrix), axis=1)

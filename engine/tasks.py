@@ -7,27 +7,38 @@ so a hostile or malformed request is refused before any computation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
+from engine.analyses import check_inputs, get_analysis
 from engine.errors import ProtocolError
 
+#: Association models a study may request (each has a site analysis and a coordinator driver).
 ANALYSES = ("linear",)
+#: How a phenotype column is read (PLINK 2's conventions; see engine.cohort.code_phenotype).
+PHENOTYPE_CODINGS = ("quantitative", "case-control", "case-control-01")
+MAX_PARAMETERS = 32
 PRIVACY_MODES = ("secagg", "plaintext")
 MAX_BLOCK_SIZE = 65_536
 
 
 @dataclass(frozen=True)
 class CohortRequest:
-    """Which phenotype and covariates define the analysed samples."""
+    """Which phenotype and covariates define the analysed samples.
+
+    An empty ``phenotype`` selects every sample with the covariates (for analyses, such as QC, that
+    use no phenotype).
+    """
 
     phenotype: str
     covariates: tuple[str, ...] = ()
+    phenotype_coding: str = "quantitative"
 
     def __post_init__(self) -> None:
-        if not self.phenotype:
-            raise ProtocolError("cohort.phenotype is empty")
+        if self.phenotype_coding not in PHENOTYPE_CODINGS:
+            raise ProtocolError(f"cohort.phenotype_coding {self.phenotype_coding!r} is not one of {list(PHENOTYPE_CODINGS)}")
         if len(set(self.covariates)) != len(self.covariates):
             raise ProtocolError(f"cohort.covariates repeats a name: {list(self.covariates)}")
         if self.phenotype in self.covariates:
@@ -41,6 +52,7 @@ class TaskSpec:
     ``variant_index`` ``(M,)`` int64 gives, for each harmonised variant, its row in the site's own
     manifest; ``flip`` ``(M,)`` bool marks variants where the site counts the other allele.
     ``participants`` lists ``(site name, secure-aggregation public key)`` for every site of the round.
+    ``inputs`` holds the analysis's named input arrays (see :mod:`engine.analyses`).
     """
 
     study_id: str
@@ -53,12 +65,15 @@ class TaskSpec:
     variant_index: np.ndarray
     flip: np.ndarray
     requester: str = ""
+    inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    parameters: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.study_id:
             raise ProtocolError("task.study_id is empty")
-        if self.analysis not in ANALYSES:
-            raise ProtocolError(f"task.analysis {self.analysis!r} is not one of {list(ANALYSES)}")
+        analysis = get_analysis(self.analysis)
+        if analysis.needs_phenotype and not self.cohort.phenotype:
+            raise ProtocolError(f"analysis {self.analysis!r} needs cohort.phenotype")
         if self.privacy not in PRIVACY_MODES:
             raise ProtocolError(f"task.privacy {self.privacy!r} is not one of {list(PRIVACY_MODES)}")
         if not 1 <= self.block_size <= MAX_BLOCK_SIZE:
@@ -72,6 +87,9 @@ class TaskSpec:
         names = [name for name, _ in self.participants]
         if len(set(names)) != len(names):
             raise ProtocolError(f"task.participants repeats a site: {names}")
+        check_inputs(analysis, self.inputs, len(self.variant_index))
+        if len(self.parameters) > MAX_PARAMETERS or any(len(k) > 64 or len(v) > 1024 for k, v in self.parameters.items()):
+            raise ProtocolError(f"task.parameters: at most {MAX_PARAMETERS} entries, keys <= 64 and values <= 1024 characters")
 
     @property
     def n_variants(self) -> int:

@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CohortSpec(_message.Message):
-    __slots__ = ("phenotype", "covariates")
+    __slots__ = ("phenotype", "covariates", "phenotype_coding")
     PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     COVARIATES_FIELD_NUMBER: _ClassVar[int]
+    PHENOTYPE_CODING_FIELD_NUMBER: _ClassVar[int]
     phenotype: str
     covariates: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ...) -> None: ...
+    phenotype_coding: str
+    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ("study_id", "cohort", "manifest_chunk_variants")
@@ -77,7 +79,14 @@ class Participant(_message.Message):
     def __init__(self, site_name: _Optional[str] = ..., secagg_public_key: _Optional[bytes] = ...) -> None: ...
 
 class TaskHeader(_message.Message):
-    __slots__ = ("study_id", "round", "analysis", "cohort", "privacy", "participants", "block_size", "n_variants", "requester")
+    __slots__ = ("study_id", "round", "analysis", "cohort", "privacy", "participants", "block_size", "n_variants", "requester", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +96,7 @@ class TaskHeader(_message.Message):
     BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     N_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     round: int
     analysis: str
@@ -96,21 +106,24 @@ class TaskHeader(_message.Message):
     block_size: int
     n_variants: int
     requester: str
-    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., analysis: _Optional[str] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., privacy: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., block_size: _Optional[int] = ..., n_variants: _Optional[int] = ..., requester: _Optional[str] = ...) -> None: ...
+    parameters: _containers.ScalarMap[str, str]
+    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., analysis: _Optional[str] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., privacy: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., block_size: _Optional[int] = ..., n_variants: _Optional[int] = ..., requester: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ArrayChunk(_message.Message):
-    __slots__ = ("name", "dtype", "total_bytes", "offset", "data")
+    __slots__ = ("name", "dtype", "total_bytes", "offset", "data", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: str
     total_bytes: int
     offset: int
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., total_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., total_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
     __slots__ = ("header", "array")

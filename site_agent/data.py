@@ -45,7 +45,8 @@ class SiteData:
         with self._lock:
             if request not in self._cohorts:
                 self._cohorts[request] = build_cohort(
-                    self.genotypes.fam, self.pheno, request.phenotype, self.covar, request.covariates
+                    self.genotypes.fam, self.pheno, request.phenotype, self.covar, request.covariates,
+                    request.phenotype_coding,
                 )
             return self._cohorts[request]
 

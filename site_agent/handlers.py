@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from engine.errors import InputError, PrivacyError, ProtocolError
-from engine.linear import block_statistics, flip_effect_allele, sample_cross_products
+from engine.analyses import get_analysis
 from engine.protection import make_protector
 from engine.secagg import PairwiseMasker
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
@@ -61,12 +61,13 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
 
 
 def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lambda: True) -> Iterator[TaskEvent]:
-    """Execute one round of ``task``: per block, statistics -> allele alignment -> protection.
+    """Execute one round of ``task``: per block, the registered analysis, then protection.
 
     Stops early, without error, if ``is_active`` turns False (the client went away or its deadline
     passed).
     """
     _check_task(data, task)
+    analysis = get_analysis(task.analysis)
     cohort = data.cohort(task.cohort)
     n_design = len(task.cohort.covariates) + 1
     if cohort.n_samples == 0:
@@ -75,12 +76,11 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
     if task.privacy == "secagg":
         masker = PairwiseMasker(data.name, data.secagg_key, dict(task.participants))
     protector = make_protector(task.privacy, masker=masker, study_id=task.study_id, round_=task.round)
-    design, y = cohort.design, cohort.phenotype
-    per_sample = sample_cross_products(design, y)
+    state = analysis.prepare(cohort, task.inputs)
+    per_variant = {name: values for name, values in task.inputs.items() if analysis.inputs[name].per_variant}
     started = time.perf_counter()
     bytes_sent = 0
     yield TaskProgress("computing", 0, task.n_blocks)
-
     for block in range(task.n_blocks):
         if not is_active():
             log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
@@ -88,11 +88,11 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
         start, stop = task.block_bounds(block)
         # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
         genotypes = data.genotypes.read_block(task.variant_index[start:stop], cohort.sample_index)
-        stats = block_statistics(genotypes, design, y, per_sample)
-        stats = flip_effect_allele(stats, task.flip[start:stop], n_design)
-        payload = protector.protect(block, stats)
+        inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
+        values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
+        payload = protector.protect(block, values)
         bytes_sent += len(payload)
-        yield ResultBlock(block, start, stop - start, stats.shape[1], protector.encoding, payload)
+        yield ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,

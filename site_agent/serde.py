@@ -17,8 +17,10 @@ from protos import site_agent_pb2 as pb
 
 CHUNK_BYTES = 1 << 20
 MANIFEST_CHUNK_VARIANTS = 20_000
-#: Input arrays a task may carry, with their dtype and item size.
+#: Arrays every task carries, with their dtype; analyses may declare more (engine/analyses.py).
 TASK_ARRAYS = {"variant_index": "<i8", "flip": "|u1"}
+MAX_ARRAYS = 16
+MAX_ARRAY_ELEMENTS = 50_000_000
 MAX_NAME_LENGTH = 256
 
 
@@ -26,7 +28,8 @@ def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
     names = [message.phenotype, *message.covariates]
     if any(len(n) > MAX_NAME_LENGTH for n in names):
         raise ProtocolError(f"cohort names must be at most {MAX_NAME_LENGTH} characters")
-    return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates))
+    return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates),
+                         phenotype_coding=message.phenotype_coding or "quantitative")
 
 
 def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
@@ -56,37 +59,56 @@ def manifest_to_protos(manifest: VariantManifest, chunk_variants: int = 0) -> It
         ))
 
 
+def _array_from_chunks(name: str, chunks: list[pb.ArrayChunk]) -> np.ndarray:
+    first = chunks[0]
+    try:
+        dtype = np.dtype(first.dtype)
+    except TypeError:
+        raise ProtocolError(f"task array {name!r} has an unknown dtype {first.dtype!r}") from None
+    if dtype.kind not in "biuf" or dtype.byteorder == ">":
+        raise ProtocolError(f"task array {name!r}: dtype {first.dtype!r} is not a little-endian number type")
+    shape = tuple(int(d) for d in first.shape)
+    if len(shape) > 4 or any(d > MAX_ARRAY_ELEMENTS for d in shape):
+        raise ProtocolError(f"task array {name!r} has an unsupported shape {shape}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if expected > MAX_ARRAY_ELEMENTS * 8:
+        raise ProtocolError(f"task array {name!r} is too large ({expected} bytes)")
+    buffer = bytearray()
+    for chunk in chunks:
+        if chunk.dtype != first.dtype or tuple(chunk.shape) != tuple(first.shape) or chunk.total_bytes != expected:
+            raise ProtocolError(f"task array {name!r}: chunks disagree on dtype, shape or size")
+        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > expected:
+            raise ProtocolError(f"task array {name!r}: chunk at offset {chunk.offset} is out of sequence or too long")
+        buffer.extend(chunk.data)
+    if len(buffer) != expected:
+        raise ProtocolError(f"task array {name!r} is incomplete ({len(buffer)} of {expected} bytes)")
+    return np.frombuffer(bytes(buffer), dtype=dtype).reshape(shape)
+
+
 def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
-    """Assemble a task from its header and array chunks, validating sizes and offsets."""
+    """Assemble a task from its header and array chunks, validating sizes, offsets and inputs."""
     iterator = iter(messages)
     first = next(iterator, None)
     if first is None or first.WhichOneof("payload") != "header":
         raise ProtocolError("a task stream must start with a TaskHeader")
     header = first.header
     n = header.n_variants
-    if not 0 < n <= 50_000_000:
+    if not 0 < n <= MAX_ARRAY_ELEMENTS:
         raise ProtocolError(f"task.n_variants {n} is out of range")
-    buffers: dict[str, bytearray] = {}
+    chunks: dict[str, list[pb.ArrayChunk]] = {}
     for message in iterator:
         if message.WhichOneof("payload") != "array":
             raise ProtocolError("only ArrayChunk messages may follow the TaskHeader")
-        chunk = message.array
-        dtype = TASK_ARRAYS.get(chunk.name)
-        if dtype is None:
-            raise ProtocolError(f"unknown task array {chunk.name!r}; expected one of {sorted(TASK_ARRAYS)}")
-        if chunk.dtype != dtype:
-            raise ProtocolError(f"task array {chunk.name!r} has dtype {chunk.dtype!r}, expected {dtype!r}")
-        expected_total = n * np.dtype(dtype).itemsize
-        if chunk.total_bytes != expected_total:
-            raise ProtocolError(f"task array {chunk.name!r} declares {chunk.total_bytes} bytes, expected {expected_total}")
-        buffer = buffers.setdefault(chunk.name, bytearray())
-        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > expected_total:
-            raise ProtocolError(f"task array {chunk.name!r}: chunk at offset {chunk.offset} is out of sequence or too long")
-        buffer.extend(chunk.data)
+        if len(chunks) >= MAX_ARRAYS and message.array.name not in chunks:
+            raise ProtocolError(f"a task may carry at most {MAX_ARRAYS} arrays")
+        chunks.setdefault(message.array.name, []).append(message.array)
+    arrays = {name: _array_from_chunks(name, parts) for name, parts in chunks.items()}
     for name, dtype in TASK_ARRAYS.items():
-        if len(buffers.get(name, b"")) != n * np.dtype(dtype).itemsize:
-            raise ProtocolError(f"task array {name!r} is missing or incomplete")
-    flip = np.frombuffer(bytes(buffers["flip"]), dtype="|u1")
+        array = arrays.pop(name, None)
+        if array is None or array.shape != (n,) or array.dtype != np.dtype(dtype):
+            raise ProtocolError(f"task array {name!r} is missing or incomplete (need {n} values of {dtype})")
+        arrays[f"__{name}"] = array
+    flip = arrays.pop("__flip")
     if np.any(flip > 1):
         raise ProtocolError("task array 'flip' must hold only 0 and 1")
     return TaskSpec(
@@ -97,9 +119,11 @@ def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
         privacy=header.privacy,
         participants=tuple((p.site_name, bytes(p.secagg_public_key)) for p in header.participants),
         block_size=header.block_size,
-        variant_index=np.frombuffer(bytes(buffers["variant_index"]), dtype="<i8").astype(np.int64),
+        variant_index=arrays.pop("__variant_index").astype(np.int64),
         flip=flip.astype(bool),
         requester=header.requester,
+        inputs=arrays,
+        parameters=dict(header.parameters),
     )
 
 

@@ -118,10 +118,17 @@ def test_hostile_streams_are_invalid_argument(site) -> None:
     truncated = _raw_call(client, good[:-1])
     assert truncated.code() == grpc.StatusCode.INVALID_ARGUMENT and "missing or incomplete" in truncated.details()
     bad_flip = good[:-1] + [pb.TaskMessage(array=pb.ArrayChunk(name="flip", dtype="|u1", total_bytes=300,
-                                                                 offset=0, data=bytes([7]) * 300))]
+                                                                 offset=0, data=bytes([7]) * 300, shape=[300]))]
     assert "only 0 and 1" in _raw_call(client, bad_flip).details()
-    unknown = good + [pb.TaskMessage(array=pb.ArrayChunk(name="samples", dtype="<i8", total_bytes=8, data=b"0" * 8))]
-    assert "unknown task array 'samples'" in _raw_call(client, unknown).details()
+    unknown = good + [pb.TaskMessage(array=pb.ArrayChunk(name="samples", dtype="<i8", total_bytes=8, data=b"0" * 8,
+                                                         shape=[1]))]
+    assert "takes no input 'samples'" in _raw_call(client, unknown).details()
+    shapeless = good + [pb.TaskMessage(array=pb.ArrayChunk(name="beta", dtype="<f8", total_bytes=16, data=b"0" * 8,
+                                                           shape=[2]))]
+    assert "incomplete" in _raw_call(client, shapeless).details()
+    big_endian = good + [pb.TaskMessage(array=pb.ArrayChunk(name="beta", dtype=">f8", total_bytes=8, data=b"0" * 8,
+                                                            shape=[1]))]
+    assert "not a little-endian number type" in _raw_call(client, big_endian).details()
     header = pb.TaskMessage()
     header.CopyFrom(good[0])
     header.header.analysis = "delete_everything"

@@ -1,0 +1,173 @@
+"""Executing rounds across sites: dispatch, streaming aggregation, dropout restarts.
+
+An analysis driver asks the :class:`RoundExecutor` for "the total over all sites of analysis A on
+these harmonised variants with these inputs"; the executor sends one task per live site, folds each
+site's protected blocks into per-block aggregators as they arrive (so the coordinator never holds a
+site's statistics in the clear), and returns the float64 totals. If a site fails and the study allows
+dropout, the round is re-run without it under a new round number (fresh masks); otherwise the
+failure ends the study. Every dispatched round, restarts included, gets a unique number.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from rich.progress import Progress
+
+from coordinator.client import SiteClient
+from coordinator.study import StudyConfig
+from engine.errors import SiteFailure, StudyFailed
+from engine.harmonise import Harmonisation
+from engine.protection import BlockAggregator
+from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskSpec
+
+log = logging.getLogger("coordinator")
+
+
+@dataclass
+class RoundExecutor:
+    """Runs rounds for one study over the sites that are still live."""
+
+    config: StudyConfig
+    clients: list[SiteClient]  # live sites, study order
+    descriptions: dict[str, SiteDescription]
+    harmonised: Harmonisation
+    pool: ThreadPoolExecutor
+    progress: Progress
+    failures: dict[str, SiteFailure] = field(default_factory=dict)
+    rounds: int = 0
+    last_done: dict[str, TaskDone] = field(default_factory=dict)
+
+    @property
+    def live_sites(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.clients)
+
+    def run(self, analysis: str, width: int, *, cohort: CohortRequest | None = None,
+            variants: np.ndarray | None = None, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Aggregated output ``(len(variants), width)`` of ``analysis`` over all live sites.
+
+        ``variants`` are indices into the harmonised variant table (default: all); per-variant
+        ``inputs`` are given in the same order.
+        """
+        selected = np.arange(len(self.harmonised.variants)) if variants is None else np.asarray(variants)
+        while True:
+            self.rounds += 1
+            tasks = self._tasks(analysis, cohort or self.config.cohort, selected, dict(inputs or {}))
+            bar = self.progress.add_task(f"round {self.rounds} ({analysis}): {len(self.clients)} sites",
+                                         total=next(iter(tasks.values())).n_blocks * len(self.clients))
+            try:
+                return self._dispatch(tasks, width, lambda: self.progress.advance(bar))
+            except SiteFailure as failure:
+                self.failures[failure.site] = failure
+                log.warning("round %d failed: %s", self.rounds, failure)
+                if not self.config.allow_dropout:
+                    raise StudyFailed(f"{failure} (the study does not allow dropping sites)", failures=(failure,)) from None
+                index = self.live_sites.index(failure.site)
+                self.clients = [c for c in self.clients if c.name != failure.site]
+                self.harmonised = Harmonisation(
+                    variants=self.harmonised.variants,
+                    alignments=tuple(a for i, a in enumerate(self.harmonised.alignments) if i != index),
+                    dropped=self.harmonised.dropped, id_mismatches=self.harmonised.id_mismatches)
+                self.require_enough(f"round {self.rounds}")
+            finally:
+                self.progress.remove_task(bar)
+
+    def require_enough(self, stage: str) -> None:
+        require_enough(self.config, len(self.clients), self.failures, stage)
+
+    def _tasks(self, analysis: str, cohort: CohortRequest, selected: np.ndarray,
+               inputs: dict[str, np.ndarray]) -> dict[str, TaskSpec]:
+        participants = tuple((c.name, self.descriptions[c.name].secagg_public_key) for c in self.clients)
+        return {
+            client.name: TaskSpec(
+                study_id=self.config.study_id, round=self.rounds, analysis=analysis, cohort=cohort,
+                privacy=self.config.privacy, participants=participants, block_size=self.config.block_size,
+                variant_index=alignment.index[selected], flip=alignment.flip[selected],
+                requester=self.config.requester, inputs=inputs,
+            )
+            for client, alignment in zip(self.clients, self.harmonised.alignments)
+        }
+
+    def _dispatch(self, tasks: dict[str, TaskSpec], width: int, on_block: Callable[[], None]) -> np.ndarray:
+        """One round at every live site; raises the first SiteFailure (the others are abandoned)."""
+        first = next(iter(tasks.values()))
+        aggregators = {b: BlockAggregator(first.privacy, len(self.clients),
+                                          (first.block_bounds(b)[1] - first.block_bounds(b)[0]) * width)
+                       for b in range(first.n_blocks)}
+        totals = np.empty((first.n_variants, width))
+        lock = threading.Lock()
+        abort = threading.Event()
+        done: dict[str, TaskDone] = {}
+
+        def consume(client: SiteClient) -> None:
+            task = tasks[client.name]
+            for event in client.run_task(task):
+                if abort.is_set():
+                    return
+                if isinstance(event, ResultBlock):
+                    bounds = task.block_bounds(event.block) if 0 <= event.block < task.n_blocks else (-1, -1)
+                    if (event.first_variant, event.first_variant + event.n_variants) != bounds or event.width != width:
+                        raise SiteFailure(client.name, f"sent block {event.block} with an unexpected shape",
+                                          kind="ProtocolError")
+                    with lock:
+                        aggregator = aggregators[event.block]
+                        aggregator.add(client.name, event.encoding, event.payload)
+                        if aggregator.complete:
+                            totals[bounds[0]:bounds[1]] = aggregator.total().reshape(-1, width)
+                            del aggregators[event.block]
+                    on_block()
+                elif isinstance(event, TaskDone):
+                    done[client.name] = event
+            if client.name not in done:
+                raise SiteFailure(client.name, "ended the task stream without a summary", kind="ProtocolError")
+
+        futures = [self.pool.submit(consume, client) for client in self.clients]
+        try:
+            for future in futures:
+                future.result()
+        except Exception:
+            abort.set()
+            raise
+        if aggregators:
+            raise StudyFailed(f"blocks {sorted(aggregators)[:5]} were not received from every site")
+        self.last_done = done
+        return totals
+
+
+def require_enough(config: StudyConfig, n_live: int, failures: Mapping[str, SiteFailure], stage: str) -> None:
+    """Fail the study if a site failure is not tolerated or too few sites are left."""
+    reasons = "; ".join(str(f) for f in failures.values())
+    if failures and not config.allow_dropout:
+        raise StudyFailed(f"while {stage}: {reasons}", failures=tuple(failures.values()))
+    if n_live < config.min_sites:
+        raise StudyFailed(f"while {stage}: only {n_live} site(s) left, the study needs {config.min_sites}: "
+                          f"{reasons}", failures=tuple(failures.values()))
+
+
+def describe_sites(clients: Sequence[SiteClient], config: StudyConfig, pool: ThreadPoolExecutor,
+                   cohort: CohortRequest) -> tuple[dict, dict[str, SiteFailure]]:
+    """Health-check and describe every site concurrently: ({name: (description, manifest)}, failures)."""
+
+    def one(client: SiteClient):
+        client.wait_healthy()
+        description, manifest = client.describe(config.study_id, cohort)
+        if description.site_name != client.name:
+            raise SiteFailure(client.name, f"answers as {description.site_name!r}: check the address in the study")
+        if config.privacy not in description.privacy_modes:
+            raise SiteFailure(client.name, f"does not accept privacy mode {config.privacy!r} "
+                                           f"(accepts {list(description.privacy_modes)})", kind="PrivacyError")
+        return description, manifest
+
+    futures = {client.name: pool.submit(one, client) for client in clients}
+    described, failed = {}, {}
+    for name, future in futures.items():
+        try:
+            described[name] = future.result()
+        except SiteFailure as failure:
+            failed[name] = failure
+    return described, failed

@@ -1,0 +1,123 @@
+"""Site-side analyses, registered by name: what a site computes for each block of variants.
+
+A new statistic is added in one place: a class with the :class:`SiteAnalysis` shape, registered in
+:data:`REGISTRY`. The site agent runs any registered analysis the same way (read a block of the
+requested variants for the cohort's samples, compute, protect, stream), the wire protocol carries
+its inputs as named arrays, and the coordinator's driver for it (``coordinator/drivers.py``) turns
+aggregated totals into results. Every output is a float64 array ``(m, width)`` of per-variant values
+that are *sums over samples*, so that they can be aggregated under any privacy mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from engine.cohort import Cohort
+from engine.errors import ProtocolError
+from engine.linear import LinearLayout, block_statistics, flip_effect_allele, sample_cross_products
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """An input array an analysis accepts: wire dtype, and its shape after the variant axis.
+
+    ``per_variant`` arrays have one row per task variant (sliced per block for the kernel);
+    ``trailing`` gives the remaining dimensions, ``None`` where any length is allowed.
+    """
+
+    dtype: str
+    per_variant: bool = True
+    trailing: tuple[int | None, ...] = ()
+
+
+class SiteAnalysis(Protocol):
+    """Per-block computation at a site (see the module docstring)."""
+
+    name: str
+    needs_phenotype: bool
+    inputs: Mapping[str, InputSpec]
+
+    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> Any:
+        """Per-task state computed once from the cohort (e.g. per-sample cross-products)."""
+
+    def width(self, state: Any) -> int:
+        """Values per variant in the output."""
+
+    def block(self, state: Any, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Output ``(m, width)`` float64 for int8 genotypes ``(n, m)`` (-127 missing).
+
+        ``flip`` ``(m,)`` marks variants whose counted allele is the study's other allele;
+        ``inputs`` holds the per-variant inputs sliced to this block.
+        """
+
+
+def flip_genotypes(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Allele counts of the other allele (2 - g, missing kept) in the flipped columns; a new array."""
+    if not np.any(flip):
+        return genotypes
+    out = np.array(genotypes, order="F", copy=True)
+    columns = out[:, flip]
+    out[:, flip] = np.where(columns >= 0, 2 - columns, columns)
+    return out
+
+
+@dataclass(frozen=True)
+class _LinearState:
+    design: np.ndarray
+    y: np.ndarray
+    per_sample: np.ndarray
+
+
+class LinearAnalysis:
+    """Sufficient statistics of per-variant OLS with covariates (:mod:`engine.linear`)."""
+
+    name = "linear"
+    needs_phenotype = True
+    inputs: Mapping[str, InputSpec] = {}
+
+    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LinearState:
+        design = cohort.design
+        return _LinearState(design, cohort.phenotype, sample_cross_products(design, cohort.phenotype))
+
+    def width(self, state: _LinearState) -> int:
+        return LinearLayout(state.design.shape[1]).width
+
+    def block(self, state: _LinearState, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        stats = block_statistics(genotypes, state.design, state.y, state.per_sample)
+        return flip_effect_allele(stats, flip, state.design.shape[1])
+
+
+REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in (LinearAnalysis(),)}
+
+
+def get_analysis(name: str) -> SiteAnalysis:
+    """The registered analysis ``name``; a ProtocolError naming the known ones otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ProtocolError(f"task.analysis {name!r} is not one of {sorted(REGISTRY)}") from None
+
+
+def check_inputs(analysis: SiteAnalysis, inputs: Mapping[str, np.ndarray], n_variants: int) -> None:
+    """Refuse inputs that the analysis does not declare, or with the wrong dtype or shape."""
+    unknown = sorted(set(inputs) - set(analysis.inputs))
+    if unknown:
+        raise ProtocolError(f"analysis {analysis.name!r} takes no input {unknown[0]!r}; it takes {sorted(analysis.inputs)}")
+    for name, spec in analysis.inputs.items():
+        if name not in inputs:
+            raise ProtocolError(f"analysis {analysis.name!r} needs input {name!r}")
+        array = inputs[name]
+        if array.dtype != np.dtype(spec.dtype):
+            raise ProtocolError(f"input {name!r} has dtype {array.dtype.str!r}, expected {spec.dtype!r}")
+        shape = array.shape[1:] if spec.per_variant else array.shape
+        if spec.per_variant and (array.ndim == 0 or array.shape[0] != n_variants):
+            raise ProtocolError(f"input {name!r} must have one row per task variant ({n_variants}), got {array.shape}")
+        if len(shape) != len(spec.trailing) or any(e is not None and e != a for e, a in zip(spec.trailing, shape)):
+            raise ProtocolError(f"input {name!r} has shape {array.shape}, expected (..., {spec.trailing})")
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise ProtocolError(f"input {name!r} holds non-finite values")
