@@ -22,7 +22,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from coordinator.local import prepare_sites, running_sites
+from coordinator.local import SiteInput, prepare_sites, running_sites
 from coordinator.study import StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.plink_io import check_bfile
@@ -36,6 +36,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("coordinator")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_SITE = 0, 1, 2, 3
+
+
+class _SiteInputAction(argparse.Action):
+    """Collects --bfile/--pfile/--vcf in command-line order as (format, path) pairs."""
+
+    FORMATS = {"--bfile": "plink1", "--pfile": "pgen", "--vcf": "vcf"}
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        inputs = list(getattr(namespace, self.dest, None) or [])
+        inputs.append((self.FORMATS[option_string or "--bfile"], Path(str(values))))
+        setattr(namespace, self.dest, inputs)
 
 
 def _add_study_options(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     local = sub.add_parser("local", help="start one local site agent per --bfile and run a study on them")
-    local.add_argument("--bfile", action="append", required=True, help="PLINK 1 prefix of one site (repeat)")
+    local.add_argument("--bfile", action=_SiteInputAction, dest="site_inputs", metavar="PREFIX",
+                       help="PLINK 1 prefix (.bed/.bim/.fam) of one site (repeat, one per site)")
+    local.add_argument("--pfile", action=_SiteInputAction, dest="site_inputs", metavar="PREFIX",
+                       help="PLINK 2 prefix (.pgen/.pvar/.psam) of one site (repeatable; may mix with --bfile)")
+    local.add_argument("--vcf", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
+                       help="VCF/BCF of one site, imported once into the site's cache (repeatable)")
     local.add_argument("--pheno", required=True, help="phenotype file; each site receives only its own rows")
     local.add_argument("--pheno-name", required=True, help="phenotype column")
     local.add_argument("--covar", help="covariate file; each site receives only its own rows")
@@ -87,15 +104,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_local_inputs(bfiles: list[Path], pheno: Path, phenotype: str, covar: Path | None,
+def _check_local_inputs(inputs: list[SiteInput], pheno: Path, phenotype: str, covar: Path | None,
                         covariates: list[str]) -> None:
     """Validate the filesets and the requested columns before any site agent starts.
 
     The agents would find the same problems, but only once started, and would report them as site
     failures naming their private copies; here the message names the user's own file (exit 2).
     """
-    for prefix in bfiles:
-        check_bfile(prefix)
+    for fmt, path in inputs:
+        if fmt == "plink1":
+            check_bfile(path)
+        elif fmt == "pgen":
+            for ext in (".pgen", ".pvar", ".psam"):
+                if not Path(f"{path}{ext}").exists():
+                    raise InputError(f"--pfile {str(path)!r}: {str(path)}{ext!r} does not exist")
+        elif not path.exists():
+            raise InputError(f"--vcf {str(path)!r} does not exist")
     read_sample_table(pheno).numeric(phenotype)
     if covar is not None:
         table = read_sample_table(covar)
@@ -103,9 +127,9 @@ def _check_local_inputs(bfiles: list[Path], pheno: Path, phenotype: str, covar: 
             table.numeric(name)
 
 
-def _local_study(args: argparse.Namespace, bfiles: list[Path], pheno: Path, covar: Path | None,
+def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path, covar: Path | None,
                  covariates: list[str], out: Path) -> StudyOutcome:
-    sites = prepare_sites(bfiles, pheno, covar, out, allow_plaintext=args.privacy == "plaintext")
+    sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext")
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
     importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
     importer.start()
@@ -150,7 +174,7 @@ def _demo(args: argparse.Namespace) -> StudyOutcome:
     study = simulate_study(spec, out / "data")
     args.pheno_name = "QT"
     args.study_id = "demo"
-    return _local_study(args, list(study.site_bfiles), study.pheno_path, study.covar_path,
+    return _local_study(args, [("plink1", b) for b in study.site_bfiles], study.pheno_path, study.covar_path,
                         list(study.covariate_names), out)
 
 
@@ -170,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             covariates = expand_names(args.covar_name) if args.covar_name else []
             if covariates and not args.covar:
                 raise InputError("--covar-name given without --covar")
-            bfiles, pheno = [Path(b) for b in args.bfile], Path(args.pheno)
+            if not args.site_inputs:
+                raise InputError("fedgwas local needs one --bfile, --pfile or --vcf per site")
+            inputs, pheno = list(args.site_inputs), Path(args.pheno)
             covar = Path(args.covar) if args.covar else None
-            _check_local_inputs(bfiles, pheno, args.pheno_name, covar, covariates)
-            outcome = _local_study(args, bfiles, pheno, covar, covariates, Path(args.out))
+            _check_local_inputs(inputs, pheno, args.pheno_name, covar, covariates)
+            outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out))
         else:
             outcome = _demo(args)
     except (SiteFailure, StudyFailed) as error:

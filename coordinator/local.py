@@ -23,7 +23,8 @@ import numpy as np
 
 from coordinator.client import SiteEndpoint
 from engine.errors import InputError, StudyFailed
-from engine.plink_io import bfile_paths, read_fam
+from engine.genotype_sources import sample_ids
+from engine.plink_io import FamTable, bfile_paths
 from engine.tables import SampleTable, read_sample_table
 from site_agent.provision import init_site
 
@@ -37,13 +38,18 @@ class LocalSite:
     config: Path
 
 
-def site_names(bfiles: Sequence[Path]) -> list[str]:
-    """Site names from .bed stems, made unique with a numeric suffix when stems repeat."""
+#: Genotype inputs of one local site: (format, path), format as in engine.genotype_sources.FORMATS.
+SiteInput = tuple[str, Path]
+
+
+def site_names(paths: Sequence[Path]) -> list[str]:
+    """Site names from file stems (``cohort`` for cohort.bed, cohort.pgen or cohort.vcf.gz), made
+    unique with a numeric suffix when stems repeat."""
     names: list[str] = []
-    for prefix in bfiles:
+    for prefix in paths:
         stem = Path(prefix).name
-        if stem.endswith((".bed", ".bim", ".fam")):
-            stem = stem[:-4]
+        for suffix in (".bed", ".bim", ".fam", ".pgen", ".pvar", ".psam", ".bcf", ".gz", ".vcf"):
+            stem = stem.removesuffix(suffix)
         name, k = stem, 2
         while name in names:
             name, k = f"{stem}-{k}", k + 1
@@ -51,8 +57,12 @@ def site_names(bfiles: Sequence[Path]) -> list[str]:
     return names
 
 
-def _rows_for_site(table: SampleTable, fam_path: Path) -> SampleTable:
-    fam = read_fam(fam_path)
+def _rows_for_site(table: SampleTable, fam: FamTable, iid_only: bool = False) -> SampleTable:
+    """The rows of ``table`` for the samples of ``fam``; keyed by IID alone when ``iid_only`` (VCF
+    samples have no family IDs), in which case the written table has no FID column."""
+    if iid_only:
+        rows = table.keep_rows(np.isin(table.iid, fam.iid))
+        return SampleTable(path=rows.path, fid=None, iid=rows.iid, columns=rows.columns)
     if table.fid is None:
         keep = np.isin(table.iid, fam.iid)
     else:
@@ -61,30 +71,28 @@ def _rows_for_site(table: SampleTable, fam_path: Path) -> SampleTable:
     return table.keep_rows(keep)
 
 
-def prepare_sites(bfiles: Sequence[Path], pheno: Path, covar: Path | None, out_dir: Path,
+def prepare_sites(inputs: Sequence[SiteInput], pheno: Path, covar: Path | None, out_dir: Path,
                   allow_plaintext: bool, threads: int | None = None) -> list[LocalSite]:
     """Create (or refresh) each site's directory, config and data subset; keys are kept if present."""
-    if len(bfiles) < 2:
-        raise InputError(f"a federated study needs at least two --bfile sites, got {len(bfiles)}")
-    for prefix in bfiles:
-        for path in bfile_paths(prefix):
-            if not path.exists():
-                raise InputError(f"--bfile {str(prefix)!r}: {str(path)!r} does not exist")
+    if len(inputs) < 2:
+        raise InputError(f"a federated study needs at least two sites (--bfile/--pfile/--vcf), got {len(inputs)}")
     pheno_table = read_sample_table(pheno)
     covar_table = None if covar is None else read_sample_table(covar)
     sites = []
-    for name, prefix in zip(site_names(bfiles), bfiles):
+    for name, (fmt, path) in zip(site_names([p for _, p in inputs]), inputs):
         directory = out_dir / "sites" / name
         directory.mkdir(parents=True, exist_ok=True)
-        fam_path = bfile_paths(prefix)[2]
-        _rows_for_site(pheno_table, fam_path).write(directory / "pheno.txt")
+        fam = sample_ids(fmt, Path(path))
+        iid_only = fmt == "vcf"
+        _rows_for_site(pheno_table, fam, iid_only).write(directory / "pheno.txt")
         covar_path = None
         if covar_table is not None:
             covar_path = directory / "covar.txt"
-            _rows_for_site(covar_table, fam_path).write(covar_path)
-        config = init_site(name, str(bfile_paths(prefix)[0].with_suffix("")), str(directory / "pheno.txt"),
+            _rows_for_site(covar_table, fam, iid_only).write(covar_path)
+        genotypes = bfile_paths(path)[0].with_suffix("") if fmt == "plink1" else Path(path)
+        config = init_site(name, str(genotypes), str(directory / "pheno.txt"),
                            None if covar_path is None else str(covar_path), directory, "127.0.0.1:0",
-                           allow_plaintext=allow_plaintext, threads=threads)
+                           allow_plaintext=allow_plaintext, threads=threads, genotype_format=fmt)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

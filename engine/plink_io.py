@@ -131,7 +131,7 @@ def check_bfile(prefix: Path | str) -> None:
 
 
 class BedFile:
-    """A PLINK 1 fileset opened for block reads.
+    """A PLINK 1 fileset opened for block reads (allele1 = .bim column 5 is counted).
 
     Parameters
     ----------
@@ -140,6 +140,8 @@ class BedFile:
     num_threads
         Threads bed-reader may use (None: its default).
     """
+
+    genotype_format = "plink1"
 
     def __init__(self, prefix: Path | str, num_threads: int | None = None) -> None:
         self.bed_path, self.bim_path, self.fam_path = bfile_paths(prefix)

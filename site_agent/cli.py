@@ -24,7 +24,7 @@ from pathlib import Path
 from engine import secagg
 from engine.errors import ConfigError, FedGwasError
 from engine.version import __version__
-from site_agent.config import load_site_config
+from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
 from site_agent.provision import init_site
 from site_agent.server import make_server
@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="write a site config and generate this site's key pair")
     init.add_argument("--name", required=True, help="site name, unique in the consortium")
-    init.add_argument("--bfile", required=True, help="PLINK 1 prefix of the genotype files")
+    genotypes = init.add_mutually_exclusive_group(required=True)
+    genotypes.add_argument("--bfile", help="PLINK 1 prefix (.bed/.bim/.fam)")
+    genotypes.add_argument("--pfile", help="PLINK 2 prefix (.pgen/.pvar/.psam)")
+    genotypes.add_argument("--vcf", help="VCF or BCF file (imported once into a cache next to site.toml)")
     init.add_argument("--pheno", required=True, help="phenotype file (#FID IID ... or #IID ...)")
     init.add_argument("--covar", help="covariate file (same layout)")
     init.add_argument("--dir", default=".", help="directory for site.toml and keys/ (default: .)")
@@ -68,7 +71,11 @@ def _check(config_path: str) -> int:
     config = load_site_config(config_path)
     data = load_site_data(config)
     print(f"site {config.name!r}: config OK")
-    print(f"  genotypes: {data.genotypes.n_samples} samples x {data.genotypes.n_variants} variants ({config.bfile})")
+    print(f"  genotypes ({config.genotype_format}): {data.genotypes.n_samples} samples x "
+          f"{data.genotypes.n_variants} variants ({config.genotypes})")
+    skipped = getattr(data.genotypes, "multiallelic_skipped", 0)
+    if skipped:
+        print(f"  multi-allelic variants skipped: {skipped}")
     print(f"  phenotypes: {', '.join(data.pheno.names)}")
     if data.covar is not None:
         print(f"  covariates: {', '.join(data.covar.names)}")
@@ -108,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "init":
-            path = init_site(args.name, args.bfile, args.pheno, args.covar, Path(args.dir), args.listen,
-                             args.allow_plaintext)
+            fmt, genotypes_path = next((f, getattr(args, k)) for k, f in GENOTYPE_KEYS.items() if getattr(args, k))
+            path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
+                             args.allow_plaintext, genotype_format=fmt)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             return EXIT_OK
         if args.command == "check":

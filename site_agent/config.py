@@ -7,7 +7,8 @@ Example (``fedgwas-site init`` writes one)::
     listen = "0.0.0.0:50051"
 
     [data]
-    bfile = "/data/gwas/cohort"        # PLINK 1 prefix (.bed/.bim/.fam)
+    bfile = "/data/gwas/cohort"        # PLINK 1 prefix (.bed/.bim/.fam); or pfile = PLINK 2 prefix
+                                       # (.pgen/.pvar/.psam); or vcf = a .vcf, .vcf.gz or .bcf file
     pheno = "/data/gwas/pheno.txt"
     covar = "/data/gwas/covar.txt"     # optional
 
@@ -34,13 +35,18 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.tasks import PRIVACY_MODES
 
+#: [data] key -> genotype format.
+GENOTYPE_KEYS = {"bfile": "plink1", "pfile": "pgen", "vcf": "vcf"}
+FORMAT_KEYS = {fmt: key for key, fmt in GENOTYPE_KEYS.items()}
+
 
 @dataclass(frozen=True)
 class SiteConfig:
     path: Path
     name: str
     listen: str
-    bfile: Path
+    genotypes: Path  # PLINK 1 or PLINK 2 prefix, or VCF/BCF file
+    genotype_format: str  # "plink1" | "pgen" | "vcf"
     pheno: Path
     covar: Path | None
     secagg_private_key: Path
@@ -100,11 +106,15 @@ def load_site_config(path: Path | str) -> SiteConfig:
     threads = _get(compute, "compute", "threads", int, path, required=False)
     if threads is not None and threads < 1:
         raise ConfigError(f"{str(path)!r}: [compute] threads must be >= 1, got {threads}")
+    given = [key for key in GENOTYPE_KEYS if key in data]
+    if len(given) != 1:
+        raise ConfigError(f"{str(path)!r}: [data] needs exactly one of {', '.join(GENOTYPE_KEYS)}; found {given or 'none'}")
     return SiteConfig(
         path=path,
         name=name,
         listen=_get(site, "site", "listen", str, path),
-        bfile=resolve(_get(data, "data", "bfile", str, path)),  # type: ignore[arg-type]
+        genotypes=resolve(_get(data, "data", given[0], str, path)),  # type: ignore[arg-type]
+        genotype_format=GENOTYPE_KEYS[given[0]],
         pheno=resolve(_get(data, "data", "pheno", str, path)),  # type: ignore[arg-type]
         covar=resolve(_get(data, "data", "covar", str, path, required=False)),
         secagg_private_key=resolve(_get(keys, "keys", "secagg_private_key", str, path)),  # type: ignore[arg-type]
@@ -114,16 +124,16 @@ def load_site_config(path: Path | str) -> SiteConfig:
     )
 
 
-def render_site_config(*, name: str, listen: str, bfile: str, pheno: str, covar: str | None,
+def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, covar: str | None,
                        secagg_private_key: str, privacy_modes: tuple[str, ...] = ("secagg",),
-                       threads: int | None = None) -> str:
+                       threads: int | None = None, genotype_format: str = "plink1") -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes)."""
 
     def q(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = ["[site]", f"name = {q(name)}", f"listen = {q(listen)}", "", "[data]",
-             f"bfile = {q(bfile)}", f"pheno = {q(pheno)}"]
+             f"{FORMAT_KEYS[genotype_format]} = {q(genotypes)}", f"pheno = {q(pheno)}"]
     if covar is not None:
         lines.append(f"covar = {q(covar)}")
     lines += ["", "[keys]", f"secagg_private_key = {q(secagg_private_key)}", "", "[policy]",

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from engine import secagg
 from engine.cohort import Cohort, build_cohort
-from engine.plink_io import BedFile
+from engine.genotype_sources import GenotypeSource, open_genotypes
 from engine.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.config import SiteConfig
@@ -23,7 +23,7 @@ from site_agent.config import SiteConfig
 @dataclass
 class SiteData:
     config: SiteConfig
-    genotypes: BedFile
+    genotypes: GenotypeSource
     pheno: SampleTable
     covar: SampleTable | None
     secagg_key: X25519PrivateKey
@@ -55,7 +55,8 @@ def load_site_data(config: SiteConfig) -> SiteData:
     """Open and validate everything the config points to (raises InputError naming the file)."""
     return SiteData(
         config=config,
-        genotypes=BedFile(config.bfile, num_threads=config.threads),
+        genotypes=open_genotypes(config.genotype_format, config.genotypes, config.path.parent / "cache",
+                                 num_threads=config.threads),
         pheno=read_sample_table(config.pheno),
         covar=None if config.covar is None else read_sample_table(config.covar),
         secagg_key=secagg.load_private_key(config.secagg_private_key),

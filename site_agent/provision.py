@@ -8,9 +8,11 @@ from engine import secagg
 from site_agent.config import render_site_config
 
 
-def init_site(name: str, bfile: str, pheno: str, covar: str | None, directory: Path, listen: str,
-              allow_plaintext: bool = False, threads: int | None = None) -> Path:
+def init_site(name: str, genotypes: str, pheno: str, covar: str | None, directory: Path, listen: str,
+              allow_plaintext: bool = False, threads: int | None = None, genotype_format: str = "plink1") -> Path:
     """Create ``directory/site.toml`` and ``directory/keys/secagg.key``; returns the config path.
+
+    ``genotypes`` is a PLINK 1 or PLINK 2 prefix or a VCF/BCF file, per ``genotype_format``.
 
     An existing key is kept (so re-running never changes a site's identity); an existing config is
     rewritten.
@@ -22,7 +24,8 @@ def init_site(name: str, bfile: str, pheno: str, covar: str | None, directory: P
     modes = ("secagg", "plaintext") if allow_plaintext else ("secagg",)
     config_path = directory / "site.toml"
     config_path.write_text(render_site_config(
-        name=name, listen=listen, bfile=str(Path(bfile).resolve()), pheno=str(Path(pheno).resolve()),
+        name=name, listen=listen, genotypes=str(Path(genotypes).resolve()), genotype_format=genotype_format,
+        pheno=str(Path(pheno).resolve()),
         covar=None if covar is None else str(Path(covar).resolve()),
         secagg_private_key="keys/secagg.key", privacy_modes=modes, threads=threads,
     ), encoding="utf-8")
