@@ -116,6 +116,7 @@ class SiteDescription:
     secagg_public_key: bytes
     privacy_modes: tuple[str, ...]
     genotype_format: str = "plink1"
+    budget: Mapping[str, float] = field(default_factory=dict)  # DP budget state, see SiteInfo.budget
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ class DescribeRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., manifest_chunk_variants: _Optional[int] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
-    __slots__ = ("site_name", "software_version", "n_samples_total", "n_samples_analysed", "n_variants", "secagg_public_key", "privacy_modes", "genotype_format")
+    __slots__ = ("site_name", "software_version", "n_samples_total", "n_samples_analysed", "n_variants", "secagg_public_key", "privacy_modes", "genotype_format", "budget")
+    class BudgetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     SITE_NAME_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     N_SAMPLES_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +43,7 @@ class SiteInfo(_message.Message):
     SECAGG_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_MODES_FIELD_NUMBER: _ClassVar[int]
     GENOTYPE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     site_name: str
     software_version: str
     n_samples_total: int
@@ -44,7 +52,8 @@ class SiteInfo(_message.Message):
     secagg_public_key: bytes
     privacy_modes: _containers.RepeatedScalarFieldContainer[str]
     genotype_format: str
-    def __init__(self, site_name: _Optional[str] = ..., software_version: _Optional[str] = ..., n_samples_total: _Optional[int] = ..., n_samples_analysed: _Optional[int] = ..., n_variants: _Optional[int] = ..., secagg_public_key: _Optional[bytes] = ..., privacy_modes: _Optional[_Iterable[str]] = ..., genotype_format: _Optional[str] = ...) -> None: ...
+    budget: _containers.ScalarMap[str, float]
+    def __init__(self, site_name: _Optional[str] = ..., software_version: _Optional[str] = ..., n_samples_total: _Optional[int] = ..., n_samples_analysed: _Optional[int] = ..., n_variants: _Optional[int] = ..., secagg_public_key: _Optional[bytes] = ..., privacy_modes: _Optional[_Iterable[str]] = ..., genotype_format: _Optional[str] = ..., budget: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class VariantChunk(_message.Message):
     __slots__ = ("offset", "chrom", "pos", "variant_id", "allele1", "allele2")

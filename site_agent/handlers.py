@@ -37,6 +37,7 @@ def describe(data: SiteData, cohort: CohortRequest) -> SiteDescription:
         n_variants=data.genotypes.n_variants,
         secagg_public_key=data.secagg_public_key,
         privacy_modes=data.config.privacy_modes,
+        genotype_format=data.genotypes.genotype_format,
     )
 
 

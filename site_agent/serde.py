@@ -42,6 +42,7 @@ def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
         secagg_public_key=description.secagg_public_key,
         privacy_modes=list(description.privacy_modes),
         genotype_format=description.genotype_format,
+        budget=dict(description.budget),
     ))
 
 
