@@ -6,25 +6,41 @@ file and the causal variants with their effects. Same :class:`SimulationSpec` ->
 
 Model
 -----
-* Population structure (Balding-Nichols): ancestral allele1 frequency ``p ~ U(0.05, 0.95)``; each
-  population's frequency ``~ Beta(p (1 - F) / F, (1 - p)(1 - F) / F)`` clipped to [0.001, 0.999].
-  Site ``k`` (0-based) draws most of its samples from population ``k % n_populations`` and the rest
-  from a random mixture; every sample belongs to one population.
-* Genotypes: Binomial(2, f) at the sample's population frequency, drawn by inverse CDF from one
-  32-bit uniform per call (same law as the sum of two Bernoulli draws, half the random numbers);
-  missing calls (-127) injected independently at the site's rate (exact Bernoulli, via geometric gaps).
-* Covariates: SEX_MALE, AGE (20-70, 0.5 % NA rounded up), BMI, SMOKER, ANC1 (noisy ancestry score).
-* ``QT = G b + shift + 0.2 SEX_MALE + 0.01 (AGE - 45) + e``, ``Var(G b) = heritability`` on the
-  simulated causal genotypes (missing calls at the column mean), ``Var(e) = 1 - heritability``.
-  Population mean shifts act through the ancestry score: ``shift = 0.25 ANC1 - mean_k(G b)``, where
-  ``ANC1 = axis[k] + N(0, 0.5^2)`` (populations at evenly spaced points of [-1, 1]) and
-  ``mean_k(G b)`` is the mean genetic value of the sample's population ``k``. So population ``k``'s
-  phenotype mean is ``0.25 axis[k]``: unadjusted scans are inflated by stratification, while ANC1
-  carries all of it and scans adjusted for ANC1 are calibrated. (Without the ``- mean_k(G b)`` term
-  the causal variants' own frequency differences would leave a population signal no single
-  covariate could absorb.) ``b`` is therefore a within-population effect.
+* Ancestry (two-way admixture on a line): two source populations A and B, each drawn
+  Balding-Nichols from an ancestral allele1 frequency ``p ~ U(0.05, 0.95)``:
+  ``f_A, f_B ~ Beta(p (1 - F) / F, (1 - p)(1 - F) / F)`` independently (``F = fst``), clipped to
+  [0.001, 0.999]. A sample with B-ancestry share ``q`` has allele1 frequency
+  ``f(q) = (1 - q) f_A + q f_B``. ``q`` lives on the grid ``0, 1/200, ..., 1`` and is written exactly
+  as ``ANC1 = 2 q - 1`` (in [-1, 1], a multiple of 0.01).
+* Sampling clusters ("populations"): a sample of population ``k`` has
+  ``q ~ Beta(30 c_k, 30 (1 - c_k))`` rounded to the grid, with centres ``c_k`` evenly spaced over
+  [0.1, 0.9] (0.5 for a single population). A sample of site ``k`` (0-based) comes from population
+  ``k % n_populations`` with probability 0.75, else from a population drawn with the site's random
+  (flat Dirichlet) mixture weights.
+* Genotypes: Binomial(2, f(q)) at the sample's ancestry, drawn by inverse CDF from one 32-bit
+  uniform per call (same law as the sum of two Bernoulli draws, half the random numbers); missing
+  calls (-127) injected independently at the site's rate (exact Bernoulli, via geometric gaps).
+* Covariates: SEX_MALE, AGE (uniform 20-70, one decimal, 0.5 % NA rounded up), BMI, SMOKER, ANC1.
+* ``QT = 0.25 ANC1 + 0.2 SEX_MALE + 0.01 (AGE - 45) + D + e``, where
+  ``D = sum_j b_j (g_j - 2 f_j(q))`` over the causal variants ``j`` (a missing call adds 0) is the
+  genetic value minus its expectation at the sample's ancestry, so ``b`` is a within-ancestry effect.
+  ``b`` is scaled so that ``Var(G b) = heritability`` over all samples (missing calls at the column
+  mean; ``Var(D)`` is a little smaller, as it leaves out what ancestry explains) and
+  ``e ~ N(0, 1 - heritability)``, independent of everything else.
   ``BT``: the same liability with fresh noise; the top ``case_fraction`` are cases (2), others 1.
   0.5 % (rounded up; none below 10 samples) of each phenotype is NA, drawn independently.
+
+Why this is calibrated: the expected genotype of every variant, ``2 f(q)``, and the phenotype's
+ancestry effect ``0.25 ANC1`` are both *linear in ANC1*, and ``E[D | ANC1] = 0``. A scan adjusted for
+ANC1 (with an intercept) therefore removes all of the ancestry-driven covariance, and what is left of
+each genotype is independent across samples and of the phenotype residual: lambda_GC ~ 1 on
+non-causal variants, in every simulated study. Unadjusted scans see ancestry move both allele
+frequencies and the phenotype mean, so they are inflated (stratification). An earlier model used
+discrete Balding-Nichols populations and ``ANC1 = axis[k] + N(0, 0.5^2)``: one covariate cannot span
+the population contrasts of the genotypes (3 populations give 2), so the *realised* population means
+of the noise ``e`` (one chi-square draw per study, whatever its size) were shared by every variant
+and moved that study's lambda_GC by an amount proportional to F_ST and to the draw: 1.27 for
+3 x 2000 samples at seed 7, 0.97-1.06 at other seeds.
 
 Genotypes are generated, packed and written one block of variants at a time, so memory is
 ``O(n_samples * block_size)``, never ``O(n_samples * n_variants)``.
@@ -52,7 +68,10 @@ DEFAULT_MISSING_RATES: tuple[float, ...] = (0.005, 0.01, 0.02)
 _NA = "NA"
 _NA_RATE = 0.005  # share of NA values in AGE, QT and BT
 _MAIN_POPULATION_SHARE = 0.75  # share of a site's samples from its own population
-_ANCESTRY_EFFECT = 0.25  # phenotype change per unit of ANC1 (populations sit at -1..1 on its axis)
+_ANCESTRY_EFFECT = 0.25  # phenotype change per unit of ANC1 (ANC1 = 2 q - 1 spans [-1, 1])
+_ANCESTRY_STEPS = 200  # B-ancestry share q lives on the grid 0, 1/200, ..., 1 (ANC1 step 0.01)
+_CLUSTER_CENTRES = (0.1, 0.9)  # range of the populations' mean q
+_CLUSTER_CONCENTRATION = 30.0  # q ~ Beta(30 c_k, 30 (1 - c_k)) within population k
 _CHROMOSOME_LENGTH = 100_000_000  # approximate span of each simulated chromosome, bp
 _ALLELES = np.array(["A", "C", "G", "T"])
 _STREAMS = ("samples", "variants", "genotypes", "missing", "phenotypes")
@@ -77,9 +96,10 @@ class SimulationSpec:
     n_variants
         Number of variants (shared by all sites, same order).
     n_populations
-        Number of Balding-Nichols populations.
+        Number of sampling clusters ("populations") along the ancestry axis ANC1.
     fst
-        Wright's F_ST between each population and the ancestral population, in (0, 1).
+        Wright's F_ST between each of the two source populations (ANC1 = -1 and +1) and the
+        ancestral population, in (0, 1).
     n_causal
         Causal variants for both phenotypes (0 requires ``heritability == 0``).
     heritability
@@ -188,13 +208,14 @@ class SimulatedStudy:
 class _Samples:
     """Per-sample truth, shapes ``(n_samples,)`` in site order."""
 
-    population: np.ndarray  # int64
+    population: np.ndarray  # int64, sampling cluster 0..n_populations-1
+    ancestry_level: np.ndarray  # int64, q * _ANCESTRY_STEPS in 0.._ANCESTRY_STEPS (q: B-ancestry share)
     sex_male: np.ndarray  # int8 0/1
     age: np.ndarray  # float64, true value (also used when written as NA)
     age_missing: np.ndarray  # bool
     bmi: np.ndarray  # float64
     smoker: np.ndarray  # int8 0/1
-    anc1: np.ndarray  # float64
+    anc1: np.ndarray  # float64, 2 q - 1 (exactly the value written)
 
 
 @dataclass(frozen=True)
@@ -206,7 +227,7 @@ class _Variants:
     variant_id: np.ndarray  # str
     allele1: np.ndarray  # str, the counted allele
     allele2: np.ndarray  # str
-    population_freq: np.ndarray  # float64, (n_variants, n_populations), allele1 frequency
+    source_freq: np.ndarray  # float64, (n_variants, 2), allele1 frequency in source populations A, B
     causal_index: np.ndarray  # int64, (n_causal,), sorted
     causal_raw_effect: np.ndarray  # float64, (n_causal,), before scaling to the heritability
 
@@ -230,15 +251,19 @@ def _simulate_samples(spec: SimulationSpec, rng: np.random.Generator) -> _Sample
         populations.append(rng.choice(n_pop, size=size, p=mixture))
     population = np.concatenate(populations)
     n = len(population)
-    ancestry_axis = np.linspace(-1.0, 1.0, n_pop) if n_pop > 1 else np.zeros(1)
+    centre = np.linspace(*_CLUSTER_CENTRES, n_pop) if n_pop > 1 else np.full(1, 0.5)
+    share = rng.beta(_CLUSTER_CONCENTRATION * centre[population], _CLUSTER_CONCENTRATION * (1 - centre[population]))
+    level = np.rint(share * _ANCESTRY_STEPS).astype(np.int64)
+    half = _ANCESTRY_STEPS // 2
     return _Samples(
         population=population,
+        ancestry_level=level,
         sex_male=(rng.random(n) < 0.5).astype(np.int8),
         age=np.round(rng.uniform(20.0, 70.0, n), 1),
         age_missing=_na_mask(rng, n),
         bmi=np.round(rng.normal(27.0, 4.0, n), 1),
         smoker=(rng.random(n) < 0.2).astype(np.int8),
-        anc1=np.round(ancestry_axis[population] + rng.normal(0.0, 0.5, n), 4),
+        anc1=(level - half) / half,  # the double nearest the two-decimal value written
     )
 
 
@@ -256,7 +281,7 @@ def _simulate_variants(spec: SimulationSpec, rng: np.random.Generator) -> _Varia
     allele2 = (allele1 + rng.integers(1, 4, m)) % 4
     ancestral = rng.uniform(0.05, 0.95, m)[:, None]
     scale = (1 - spec.fst) / spec.fst
-    freq = rng.beta(ancestral * scale, (1 - ancestral) * scale, size=(m, spec.n_populations))
+    freq = rng.beta(ancestral * scale, (1 - ancestral) * scale, size=(m, 2))
     causal = np.sort(rng.choice(m, size=spec.n_causal, replace=False))
     return _Variants(
         chrom=chrom,
@@ -264,7 +289,7 @@ def _simulate_variants(spec: SimulationSpec, rng: np.random.Generator) -> _Varia
         variant_id=np.char.add("rs", rs_number.astype(str)),
         allele1=_ALLELES[allele1],
         allele2=_ALLELES[allele2],
-        population_freq=np.clip(freq, 0.001, 0.999),
+        source_freq=np.clip(freq, 0.001, 0.999),
         causal_index=causal.astype(np.int64),
         causal_raw_effect=rng.normal(0.0, 1.0, spec.n_causal),
     )
@@ -291,10 +316,21 @@ def _uniform_u32(bits: np.random.BitGenerator, shape: tuple[int, int]) -> np.nda
     return bits.random_raw((size + 1) // 2).view(np.uint32)[:size].reshape(shape)
 
 
+def _ancestry_freq(source_freq: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Allele1 frequency ``(1 - q) f_A + q f_B`` at ``q = levels / _ANCESTRY_STEPS``.
+
+    ``source_freq`` has shape ``(m, 2)`` (columns A, B) and ``levels`` ``(g,)``; returns ``(g, m)``,
+    C order.
+    """
+    share = (levels / _ANCESTRY_STEPS)[:, None]
+    freq: np.ndarray = source_freq[:, 0] + share * (source_freq[:, 1] - source_freq[:, 0])
+    return freq
+
+
 def _genotype_block(
     freq: np.ndarray,
-    population_rows: Sequence[np.ndarray],
-    population_bits: Sequence[np.random.BitGenerator],
+    group_rows: Sequence[np.ndarray],
+    group_bits: Sequence[np.random.BitGenerator],
     n_samples: int,
 ) -> np.ndarray:
     """Draw genotypes (count of allele1) for one block of variants.
@@ -302,11 +338,12 @@ def _genotype_block(
     Parameters
     ----------
     freq
-        Allele1 frequency per population, float64, shape ``(m, n_populations)``.
-    population_rows
-        Row indices of each population's samples, shapes ``(n_k,)``.
-    population_bits
-        One bit generator per population (its raw stream is stable across numpy versions).
+        Allele1 frequency of each group of samples (an ancestry level), float64, C order, shape
+        ``(n_groups, m)``.
+    group_rows
+        Row indices of each group's samples, shapes ``(n_g,)``.
+    group_bits
+        One bit generator per group (its raw stream is stable across numpy versions).
 
     Returns
     -------
@@ -320,15 +357,14 @@ def _genotype_block(
     2^-32 (finer than float32's 2^-24), with half the random words of two Bernoulli draws.
     """
     scale = 2.0**32
+    # (n_groups, m), C order: each group's thresholds are one contiguous row
     at_least_one = np.minimum(np.floor((1.0 - (1.0 - freq) ** 2) * scale), scale - 1).astype(np.uint32)
     two = np.floor(freq * freq * scale).astype(np.uint32)
-    block = np.empty((n_samples, freq.shape[0]), dtype=np.int8)
-    for k, (rows, bits) in enumerate(zip(population_rows, population_bits)):  # per population
-        if rows.size == 0:
-            continue
-        uniform = _uniform_u32(bits, (rows.size, freq.shape[0]))
-        counts = np.less(uniform, at_least_one[:, k]).view(np.int8)
-        counts += np.less(uniform, two[:, k]).view(np.int8)
+    block = np.empty((n_samples, freq.shape[1]), dtype=np.int8)
+    for k, (rows, bits) in enumerate(zip(group_rows, group_bits)):  # per ancestry level, not per sample
+        uniform = _uniform_u32(bits, (rows.size, freq.shape[1]))
+        counts = np.less(uniform, at_least_one[k]).view(np.int8)
+        counts += np.less(uniform, two[k]).view(np.int8)
         block[rows] = counts
     return block
 
@@ -336,7 +372,7 @@ def _genotype_block(
 def _write_genotypes(
     spec: SimulationSpec,
     variants: _Variants,
-    population: np.ndarray,
+    ancestry_level: np.ndarray,
     bed_paths: list[Path],
     pooled_bed: Path | None,
     seeds: dict[str, np.random.SeedSequence],
@@ -344,8 +380,11 @@ def _write_genotypes(
     """Generate and write every block; return the causal genotype columns, (n_samples, n_causal) int8."""
     n = spec.n_samples
     bounds = np.concatenate([[0], np.cumsum(spec.site_sizes)])
-    population_rows = [np.flatnonzero(population == k) for k in range(spec.n_populations)]
-    population_bits = [np.random.PCG64(s) for s in seeds["genotypes"].spawn(spec.n_populations)]
+    levels, counts = np.unique(ancestry_level, return_counts=True)
+    order = np.argsort(ancestry_level, kind="stable")
+    group_rows = np.split(order, np.cumsum(counts)[:-1])  # rows of each ancestry level present
+    level_seeds = seeds["genotypes"].spawn(_ANCESTRY_STEPS + 1)  # one stream per level, used or not
+    group_bits = [np.random.PCG64(level_seeds[level]) for level in levels]
     site_rngs = [np.random.default_rng(s) for s in seeds["missing"].spawn(spec.n_sites)]
     rates = spec.site_missing_rates
     causal = np.empty((n, spec.n_causal), dtype=np.int8)
@@ -355,7 +394,8 @@ def _write_genotypes(
     try:
         for start in range(0, spec.n_variants, spec.block_size):
             stop = min(start + spec.block_size, spec.n_variants)
-            block = _genotype_block(variants.population_freq[start:stop], population_rows, population_bits, n)
+            freq = _ancestry_freq(variants.source_freq[start:stop], levels)
+            block = _genotype_block(freq, group_rows, group_bits, n)
             flat = block.reshape(-1)  # a view: block is C-contiguous and each site's rows are contiguous
             for site in range(spec.n_sites):
                 hits = _missing_positions(site_rngs[site], spec.site_sizes[site] * (stop - start), rates[site])
@@ -371,8 +411,8 @@ def _write_genotypes(
     return causal
 
 
-def _scaled_effects(causal: np.ndarray, raw_effect: np.ndarray, heritability: float) -> tuple[np.ndarray, np.ndarray]:
-    """Effects with ``Var(G b) = heritability`` on these genotypes; returns (effects, centred G b)."""
+def _scaled_effects(causal: np.ndarray, raw_effect: np.ndarray, heritability: float) -> np.ndarray:
+    """Effects ``b``, shape ``(n_causal,)``, with ``Var(G b) = heritability`` on these genotypes."""
     dosage = causal.astype(np.float64)
     missing = causal == MISSING_INT8
     dosage[missing] = np.nan
@@ -381,31 +421,29 @@ def _scaled_effects(causal: np.ndarray, raw_effect: np.ndarray, heritability: fl
     genetic = dosage @ raw_effect
     variance = float(genetic.var()) if genetic.size else 0.0
     factor = np.sqrt(heritability / variance) if variance > 0 else 0.0
-    effects = raw_effect * factor
-    genetic = genetic * factor
-    return effects, genetic - genetic.mean()
+    effects: np.ndarray = raw_effect * factor
+    return effects
 
 
-def _population_shift(genetic: np.ndarray, samples: _Samples, n_populations: int) -> np.ndarray:
-    """Per-sample population mean shift, shape ``(n_samples,)``: ``0.25 ANC1 - mean_k(G b)``.
+def _genetic_deviation(causal: np.ndarray, effects: np.ndarray, variants: _Variants, samples: _Samples) -> np.ndarray:
+    """``D = sum_j b_j (g_j - 2 f_j(q))``, shape ``(n_samples,)``: genetic value minus its expectation.
 
-    Replaces each population's mean genetic value by a shift carried by ANC1 alone, so that ANC1 is
-    the only confounder (see the module docstring).
+    ``causal`` is int8 ``(n_samples, n_causal)``; a missing call adds 0. ``E[D | ANC1] = 0``, so the
+    causal variants' own ancestry differences add no ancestry signal beyond ``0.25 ANC1``.
     """
-    counts = np.bincount(samples.population, minlength=n_populations)
-    total = np.bincount(samples.population, weights=genetic, minlength=n_populations)
-    genetic_mean: np.ndarray = total / np.maximum(counts, 1)
-    shift: np.ndarray = _ANCESTRY_EFFECT * samples.anc1 - genetic_mean[samples.population]
-    return shift
+    expected = 2.0 * _ancestry_freq(variants.source_freq[variants.causal_index], samples.ancestry_level)
+    deviation = np.where(causal == MISSING_INT8, 0.0, causal - expected)
+    genetic: np.ndarray = deviation @ effects
+    return genetic
 
 
 def _phenotypes(
-    spec: SimulationSpec, samples: _Samples, genetic: np.ndarray, rng: np.random.Generator
+    spec: SimulationSpec, samples: _Samples, genetic_deviation: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """QT and BT as text columns, shapes ``(n_samples,)`` (``NA`` where missing; BT 2 case, 1 control)."""
     n = spec.n_samples
-    mean = genetic + _population_shift(genetic, samples, spec.n_populations)
-    mean += 0.2 * samples.sex_male + 0.01 * (samples.age - 45.0)
+    mean = _ANCESTRY_EFFECT * samples.anc1 + 0.2 * samples.sex_male + 0.01 * (samples.age - 45.0)
+    mean += genetic_deviation
     noise_sd = np.sqrt(1.0 - spec.heritability)
     qt = mean + rng.normal(0.0, noise_sd, n)
     liability = mean + rng.normal(0.0, noise_sd, n)
@@ -484,13 +522,14 @@ def simulate_study(spec: SimulationSpec, out_dir: Path) -> SimulatedStudy:
     causal = _write_genotypes(
         spec,
         variants,
-        samples.population,
+        samples.ancestry_level,
         [p.with_suffix(".bed") for p in study.site_bfiles],
         study.pooled_bfile.with_suffix(".bed") if study.pooled_bfile is not None else None,
         seeds,
     )
-    effects, genetic = _scaled_effects(causal, variants.causal_raw_effect, spec.heritability)
-    qt, bt = _phenotypes(spec, samples, genetic, np.random.default_rng(seeds["phenotypes"]))
+    effects = _scaled_effects(causal, variants.causal_raw_effect, spec.heritability)
+    deviation = _genetic_deviation(causal, effects, variants, samples)
+    qt, bt = _phenotypes(spec, samples, deviation, np.random.default_rng(seeds["phenotypes"]))
 
     _write_table(study.pheno_path, ("#FID", "IID") + PHENOTYPE_NAMES, [fid, iid, qt, bt])
     covariates = [

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bed_reader import open_bed
+from scipy import stats
 
 from engine.bed_writer import BED_MAGIC, BedWriter, pack_genotypes, write_bim, write_fam
 from engine.errors import InputError
@@ -291,14 +292,26 @@ def test_causal_effects_give_the_requested_heritability(study: SimulatedStudy, p
     assert genetic.var() == pytest.approx(SPEC.heritability, rel=1e-6)
 
 
-def plink2_glm_qt(study: SimulatedStudy, out: Path, *covariates: str) -> dict[str, np.ndarray]:
+def plink2_glm(study: SimulatedStudy, out: Path, pheno: Path, name: str, *covariates: str) -> dict[str, np.ndarray]:
+    """PLINK 2 linear scan of phenotype ``name`` in ``pheno`` on the pooled fileset."""
     assert study.pooled_bfile is not None
-    covar = ["--covar", str(study.covar_path), "--covar-name", *covariates, "--glm", "omit-ref", "hide-covar"]
+    covar = ["--covar", str(study.covar_path), "--covar-name", *covariates, "--covar-variance-standardize"]
     run_plink2(
-        "--bfile", str(study.pooled_bfile), "--pheno", str(study.pheno_path), "--pheno-name", "QT",
-        *(covar if covariates else ["--glm", "omit-ref", "allow-no-covars"]), "--out", str(out),
+        "--bfile", str(study.pooled_bfile), "--pheno", str(pheno), "--pheno-name", name,
+        *(covar + ["--glm", "omit-ref", "hide-covar"] if covariates else ["--glm", "omit-ref", "allow-no-covars"]),
+        "--out", str(out),
     )  # fmt: skip
-    return read_plink_table(Path(f"{out}.QT.glm.linear"))
+    return read_plink_table(Path(f"{out}.{name}.glm.linear"))
+
+
+def plink2_glm_qt(study: SimulatedStudy, out: Path, *covariates: str) -> dict[str, np.ndarray]:
+    return plink2_glm(study, out, study.pheno_path, "QT", *covariates)
+
+
+def genomic_inflation(p: np.ndarray) -> float:
+    """lambda_GC = median chi-square(1 df) of the P-values / its null median (NA P-values skipped)."""
+    chi2 = stats.chi2.isf(p[np.isfinite(p)], 1)
+    return float(np.median(chi2) / stats.chi2.ppf(0.5, 1))
 
 
 @needs_plink2
@@ -321,6 +334,59 @@ def test_plink2_finds_the_causal_variants(study: SimulatedStudy, tmp_path: Path)
     unadjusted = plink2_glm_qt(study, tmp_path / "unadjusted")
     null_unadjusted = unadjusted["P"].astype(float)[~np.isin(unadjusted["ID"], list(causal))]
     assert np.mean(null_unadjusted < 0.01) > 2 * max(float(np.mean(null < 0.01)), 0.01)  # stratification
+
+
+# A moderate study per seed. lambda_GC is a median over independent null variants, so its standard
+# error is ~2.3 / sqrt(n_variants): 0.03 here, and [0.9, 1.1] is a band of over 3 standard errors.
+CALIBRATION_SPEC = SimulationSpec(site_sizes=(800, 800, 800), n_variants=6000, n_chromosomes=3)
+ALL_COVARIATES = list(COVARIATE_NAMES)
+
+
+@pytest.fixture(scope="module", params=[7, 2026], ids=lambda seed: f"seed{seed}")
+def calibration_study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SimulatedStudy:
+    return simulate_study(replace(CALIBRATION_SPEC, seed=request.param), tmp_path_factory.mktemp("calibration"))
+
+
+def p_values(table: dict[str, np.ndarray]) -> np.ndarray:
+    return np.array([np.nan if value == "NA" else float(value) for value in table["P"]])
+
+
+def null_p_values(study: SimulatedStudy, table: dict[str, np.ndarray]) -> np.ndarray:
+    """P-values of the non-causal variants."""
+    _, rows = read_table(study.causal_path)
+    return p_values(table)[~np.isin(table["ID"], [variant for variant, _ in rows])]
+
+
+@needs_plink2
+def test_covariate_adjusted_qt_scan_is_calibrated_and_unadjusted_is_stratified(
+    calibration_study: SimulatedStudy, tmp_path: Path
+) -> None:
+    study = calibration_study
+    adjusted = genomic_inflation(null_p_values(study, plink2_glm_qt(study, tmp_path / "adj", *ALL_COVARIATES)))
+    unadjusted = genomic_inflation(null_p_values(study, plink2_glm_qt(study, tmp_path / "raw")))
+    assert 0.9 <= adjusted <= 1.1, adjusted
+    assert unadjusted > 1.4, unadjusted  # ancestry moves allele frequencies and the QT mean
+
+
+@needs_plink2
+def test_covariates_carry_all_of_the_sites_genetic_differences(
+    calibration_study: SimulatedStudy, tmp_path: Path
+) -> None:
+    """A site indicator as phenotype: adjusted for the covariates, no variant may tell the sites apart.
+
+    Sites differ in ancestry, and ANC1 must carry all of it. This fails for every seed when the
+    genotypes keep population structure that the covariates cannot span (the earlier model of
+    discrete populations with a noisy ANC1 gave lambda_GC 24-33 here), which is what made the QT scan
+    of a single study miscalibrated whenever the noise happened to differ between populations.
+    """
+    study = calibration_study
+    _, rows = read_table(study.pheno_path)
+    site = tmp_path / "site.txt"  # 20 for site 1, 10 elsewhere (not 1/2: PLINK would read a case/control)
+    site.write_text("#FID\tIID\tSITE1\n" + "".join(f"{r[0]}\t{r[1]}\t{20 if r[0] == 'site1' else 10}\n" for r in rows))
+    adjusted = genomic_inflation(p_values(plink2_glm(study, tmp_path / "adj", site, "SITE1", *ALL_COVARIATES)))
+    unadjusted = genomic_inflation(p_values(plink2_glm(study, tmp_path / "raw", site, "SITE1")))
+    assert 0.9 <= adjusted <= 1.1, adjusted
+    assert unadjusted > 5, unadjusted
 
 
 @needs_plink2
