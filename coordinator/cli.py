@@ -4,7 +4,14 @@ Subcommands::
 
     fedgwas run STUDY.toml [--out DIR]          sites already running somewhere
     fedgwas local --bfile P1 --bfile P2 ...     one local site-agent process per --bfile
+                  [--pheno F --pheno-name Y --glm linear|logistic|firth [--1] | --assoc]
+                                                                      association, and/or
+                  [--freq] [--hardy] [--missing] [--geno-counts]      QC reports (PLINK 2 formats)
+                  [--maf F] [--geno F] [--hwe P]                      filters before association
     fedgwas demo [--out DIR]                    simulate 3 cohorts and run a study on them
+    fedgwas keys he --out DIR                   CKKS keys of a key holder (--privacy he)
+    fedgwas keyholder serve --keys DIR          run the key holder (see coordinator/key_holder_cli.py)
+    fedgwas audit cross-check --coordinator-log LOG --ledger L1 ...   (see coordinator/audit_cli.py)
 
 Exit codes: 0 success; 2 bad input, configuration or usage (including a request every failing site
 refused as invalid, e.g. a phenotype name no site has); 3 a site failed, refused or could not be
@@ -22,12 +29,14 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from coordinator.local import SiteInput, prepare_sites, running_sites
-from coordinator.study import StudyConfig, load_study
+from coordinator import audit_cli, dp_options, key_holder_cli
+from coordinator.local import SiteInput, prepare_key_holder, prepare_sites, running_key_holder, running_sites
+from coordinator.study import QcSettings, StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.plink_io import check_bfile
+from engine.cohort import code_phenotype
 from engine.tables import expand_names, read_sample_table
-from engine.tasks import CohortRequest
+from engine.tasks import CASE_CONTROL_MODELS, CohortRequest
 from engine.version import __version__
 
 if TYPE_CHECKING:
@@ -51,8 +60,9 @@ class _SiteInputAction(argparse.Action):
 
 
 def _add_study_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--privacy", choices=["secagg", "plaintext"], default="secagg",
-                        help="how statistics are protected (default secagg; plaintext is for development only)")
+    parser.add_argument("--privacy", choices=["secagg", "he", "plaintext"], default="secagg",
+                        help="how statistics are protected (default secagg; he: CKKS encryption with a separate "
+                             "key-holder process; plaintext is for development only)")
     parser.add_argument("--block-size", type=int, default=8192, help="variants per result block (default 8192)")
     parser.add_argument("--match-by", choices=["position", "id"], default="position",
                         help="match variants across sites by chromosome+position+alleles (default) or ID+alleles")
@@ -62,6 +72,58 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="deadline of each task, seconds (default 3600)")
     parser.add_argument("--study-id", default="local-study", help="study identifier (binds the masks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _threshold(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _add_qc_options(parser: argparse.ArgumentParser) -> None:
+    qc = parser.add_argument_group(
+        "QC and the allelic test",
+        "Pooled over every sample of every site, exact against PLINK on the pooled data. Reports are "
+        "written as OUT/fedgwas.<ext> in PLINK 2's formats; per-sample missingness stays at the sites.")
+    qc.add_argument("--freq", nargs="?", const="alt", choices=["alt", "counts"],
+                    help="ALT allele frequencies (.afreq), or counts (.acount) with 'counts'")
+    qc.add_argument("--hardy", nargs="?", const="p", choices=["p", "midp"],
+                    help="Hardy-Weinberg exact test report (.hardy); 'midp' for the mid-p variant")
+    qc.add_argument("--missing", action="store_true", help="variant missingness report (.vmiss)")
+    qc.add_argument("--geno-counts", action="store_true", help="genotype counts report (.gcount)")
+    qc.add_argument("--maf", nargs="?", const=0.01, type=_threshold, metavar="FREQ",
+                    help="drop variants with minor allele frequency below FREQ (default 0.01) before association")
+    qc.add_argument("--geno", nargs="?", const=0.1, type=_threshold, metavar="RATE",
+                    help="drop variants with a missing call rate above RATE (default 0.1) before association")
+    qc.add_argument("--hwe", nargs="+", metavar=("P", "midp"),
+                    help="drop variants with Hardy-Weinberg exact test p below P ('midp': mid-p) before association")
+    qc.add_argument("--assoc", action="store_true",
+                    help="PLINK 1.9's allelic chi-square test of a case/control phenotype (OUT/NAME.assoc)")
+
+
+def _qc_settings(args: argparse.Namespace) -> QcSettings:
+    """QC reports and filters requested on the command line (see :func:`_add_qc_options`)."""
+    outputs = []
+    if args.freq:
+        outputs.append("freq-counts" if args.freq == "counts" else "freq")
+    if args.hardy:
+        outputs.append("hardy")
+    if args.missing:
+        outputs.append("missing")
+    if args.geno_counts:
+        outputs.append("geno-counts")
+    hwe, hwe_midp = None, False
+    if args.hwe:
+        if len(args.hwe) > 2 or (len(args.hwe) == 2 and args.hwe[1] != "midp"):
+            raise InputError(f"--hwe takes a p-value threshold and optionally 'midp', got {' '.join(args.hwe)!r}")
+        try:
+            hwe = float(args.hwe[0])
+        except ValueError:
+            raise InputError(f"--hwe threshold {args.hwe[0]!r} is not a number") from None
+        hwe_midp = len(args.hwe) == 2
+    return QcSettings(outputs=tuple(outputs), maf=args.maf, geno=args.geno, hwe=hwe, hwe_midp=hwe_midp,
+                      hardy_midp=args.hardy == "midp")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,11 +147,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="PLINK 2 prefix (.pgen/.pvar/.psam) of one site (repeatable; may mix with --bfile)")
     local.add_argument("--vcf", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
                        help="VCF/BCF of one site, imported once into the site's cache (repeatable)")
-    local.add_argument("--pheno", required=True, help="phenotype file; each site receives only its own rows")
-    local.add_argument("--pheno-name", required=True, help="phenotype column")
+    local.add_argument("--pheno", help="phenotype file; each site receives only its own rows")
+    local.add_argument("--pheno-name", help="phenotype column (needed by --glm and --assoc)")
     local.add_argument("--covar", help="covariate file; each site receives only its own rows")
     local.add_argument("--covar-name", default="", help="covariates, e.g. SEX_MALE,AGE,PC1-PC4")
-    local.add_argument("--glm", choices=["linear"], default="linear", help="association model (default linear)")
+    local.add_argument("--1", dest="case_control_01", action="store_true",
+                       help="case/control phenotype coded 0 = control, 1 = case (PLINK's --1; default 1/2)")
+    local.add_argument("--glm", choices=["linear", "logistic", "firth"], default=None,
+                       help="association model (default linear when a phenotype is given and nothing else is asked)")
+    _add_qc_options(local)
+    dp_options.add_options(local)
     local.add_argument("--out", required=True, help="output directory")
     _add_study_options(local)
 
@@ -99,13 +166,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--variants", type=int, default=20000, help="variants (default 20000)")
     demo.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
-    demo.add_argument("--privacy", choices=["secagg", "plaintext"], default="secagg", help="default secagg")
+    demo.add_argument("--privacy", choices=["secagg", "he", "plaintext"], default="secagg", help="default secagg")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    key_holder_cli.add_commands(sub)
+    audit_cli.add_commands(sub)
     return parser
 
 
-def _check_local_inputs(inputs: list[SiteInput], pheno: Path, phenotype: str, covar: Path | None,
-                        covariates: list[str]) -> None:
+def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: str, covar: Path | None,
+                        covariates: list[str], case_control: bool = False, coding: str = "case-control") -> None:
     """Validate the filesets and the requested columns before any site agent starts.
 
     The agents would find the same problems, but only once started, and would report them as site
@@ -120,39 +189,55 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path, phenotype: str, co
                     raise InputError(f"--pfile {str(path)!r}: {str(path)}{ext!r} does not exist")
         elif not path.exists():
             raise InputError(f"--vcf {str(path)!r} does not exist")
-    read_sample_table(pheno).numeric(phenotype)
+    if pheno is not None:
+        table = read_sample_table(pheno)
+        values = table.numeric(phenotype)
+        if case_control:
+            code_phenotype(values, coding, f"{str(pheno)!r} column {phenotype!r}")
     if covar is not None:
         table = read_sample_table(covar)
         for name in covariates:
             table.numeric(name)
 
 
-def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path, covar: Path | None,
-                 covariates: list[str], out: Path) -> StudyOutcome:
-    sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext")
+def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path | None, covar: Path | None,
+                 covariates: list[str], out: Path, qc: QcSettings | None = None) -> StudyOutcome:
+    dp_request, budget = dp_options.request_from_args(args), dp_options.site_budget_from_args(args)
+    extract = dp_options.read_extract(args.extract) if getattr(args, "extract", None) else None
+    holder = prepare_key_holder(out) if args.privacy == "he" else None
+    sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
+                          he_context_sha256=holder.fingerprint if holder else None, budget=budget)
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
     importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
     importer.start()
-    with running_sites(sites) as endpoints:
+    with running_key_holder(holder) as key_holder, running_sites(sites) as endpoints:
         importer.join()
         from coordinator.runner import run_study
 
         config = StudyConfig(
-            study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", "linear"),
-            cohort=CohortRequest(args.pheno_name, tuple(covariates)), privacy=args.privacy,
+            study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", None) or "",
+            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args)),
+            privacy=args.privacy,
             sites=tuple(endpoints), out_dir=out, match_by=getattr(args, "match_by", "position"),
             block_size=getattr(args, "block_size", 8192), allow_dropout=getattr(args, "allow_dropout", False),
             min_sites=getattr(args, "min_sites", 2), timeout_seconds=getattr(args, "timeout", 3600.0),
             requester="fedgwas-local", show_progress=not args.no_progress,
+            key_holder=key_holder.address() if key_holder else "",
+            qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
         )
         return run_study(config)
 
 
 def _report(outcome: StudyOutcome) -> None:
     summary = outcome.summary
-    print(f"study {summary.study_id}: {summary.test} regression of {summary.phenotype} on "
-          f"{summary.n_variants_tested} variants, {summary.n_samples} samples from "
-          f"{len(summary.contributing_sites)} sites ({', '.join(summary.contributing_sites)})")
+    if outcome.result is not None:
+        what = f"{summary.test} regression of {summary.phenotype}"
+    elif summary.test == "assoc":
+        what = f"allelic test of {summary.phenotype}"
+    else:
+        what = "QC"
+    print(f"study {summary.study_id}: {what} on {summary.n_variants_tested} variants, {summary.n_samples} samples "
+          f"from {len(summary.contributing_sites)} sites ({', '.join(summary.contributing_sites)})")
     print(f"privacy: {summary.privacy_label}")
     dropped = {k: v for k, v in summary.variants_dropped.items() if v}
     if dropped:
@@ -160,8 +245,42 @@ def _report(outcome: StudyOutcome) -> None:
     for site in summary.sites:
         if not site.contributed:
             print(f"site {site.name} did not contribute: {site.failure}")
-    print(f"results: {outcome.paths.tsv}")
-    print(f"report:  {outcome.paths.report}")
+    for name, path in outcome.files.items():
+        print(f"{name + ':':<12} {path}")
+    if outcome.paths is not None:
+        print(f"results: {outcome.paths.tsv}")
+        print(f"report:  {outcome.paths.report}")
+
+
+def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
+    """Check what a ``local`` run is asked to do; sets ``args.glm`` to linear when a phenotype is
+    given and nothing else is requested (the behaviour before QC existed)."""
+    qc = _qc_settings(args)
+    if bool(args.pheno) != bool(args.pheno_name):
+        raise InputError("--pheno and --pheno-name go together")
+    if args.glm is None and not args.assoc and not qc.outputs:
+        if not args.pheno_name:
+            raise InputError("nothing to do: give --pheno/--pheno-name with --glm or --assoc, and/or QC reports "
+                             "(--freq, --hardy, --missing, --geno-counts)")
+        args.glm = "linear"
+    if (args.glm or args.assoc) and not args.pheno_name:
+        raise InputError("--glm and --assoc need --pheno and --pheno-name")
+    if args.pheno_name and not (args.glm or args.assoc):
+        raise InputError(f"--pheno-name {args.pheno_name} is only used by an association test (--glm or --assoc)")
+    if covariates and not args.glm:
+        raise InputError("--covar-name is only used by --glm")
+    return qc
+
+
+def _phenotype_coding(args: argparse.Namespace) -> str:
+    """How the phenotype is read: case/control (1/2, or 0/1 with ``--1``) for logistic and Firth
+    regression (and ``--1`` for the allelic test alone), quantitative otherwise."""
+    case_control = getattr(args, "glm", None) in CASE_CONTROL_MODELS
+    if getattr(args, "case_control_01", False):
+        if not (case_control or (getattr(args, "assoc", False) and not getattr(args, "glm", None))):
+            raise InputError("--1 (0/1 case/control coding) applies to --glm logistic, --glm firth and --assoc")
+        return "case-control-01"
+    return "case-control" if case_control else "quantitative"
 
 
 def _demo(args: argparse.Namespace) -> StudyOutcome:
@@ -174,6 +293,7 @@ def _demo(args: argparse.Namespace) -> StudyOutcome:
     study = simulate_study(spec, out / "data")
     args.pheno_name = "QT"
     args.study_id = "demo"
+    args.glm = "linear"
     return _local_study(args, [("plink1", b) for b in study.site_bfiles], study.pheno_path, study.covar_path,
                         list(study.covariate_names), out)
 
@@ -182,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in key_holder_cli.COMMANDS:
+        return key_holder_cli.run(args)
     try:
+        if args.command in audit_cli.COMMANDS:
+            return audit_cli.run(args)
         if args.command == "run":
             config = load_study(args.study, Path(args.out) if args.out else None)
             if args.no_progress:
@@ -196,10 +320,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError("--covar-name given without --covar")
             if not args.site_inputs:
                 raise InputError("fedgwas local needs one --bfile, --pfile or --vcf per site")
-            inputs, pheno = list(args.site_inputs), Path(args.pheno)
+            qc = _local_plan(args, covariates)
+            inputs = list(args.site_inputs)
+            pheno = Path(args.pheno) if args.pheno else None
             covar = Path(args.covar) if args.covar else None
-            _check_local_inputs(inputs, pheno, args.pheno_name, covar, covariates)
-            outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out))
+            coding = _phenotype_coding(args)
+            _check_local_inputs(inputs, pheno, args.pheno_name, covar, covariates,
+                                case_control=args.assoc or coding != "quantitative",
+                                coding="case-control" if coding == "quantitative" else coding)
+            outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out), qc)
         else:
             outcome = _demo(args)
     except (SiteFailure, StudyFailed) as error:

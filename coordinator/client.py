@@ -63,8 +63,9 @@ class SiteClient:
         detail = serde.error_detail(error)
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         if detail is not None:
+            # A spent privacy budget (RESOURCE_EXHAUSTED) does not come back by retrying.
             return SiteFailure(self.name, f"{what} refused: {detail.message}", kind=detail.kind,
-                               transient=code in TRANSIENT, refused=True)
+                               transient=code in TRANSIENT and detail.kind != "BudgetExceededError", refused=True)
         if code == grpc.StatusCode.UNAVAILABLE:
             details = error.details() if hasattr(error, "details") else ""
             message = f"unreachable at {self.endpoint.address} ({what}): {details}"

@@ -7,12 +7,19 @@ analysis in :mod:`engine.analyses` and a driver registered here.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
+
+import numpy as np
 
 from coordinator.rounds import RoundExecutor
 from engine.association import AssociationResult
+from engine.errors import InputError
 from engine.linear import LinearLayout
 from engine.linear_solve import solve_linear
+from engine.logistic_solve import BinaryTraitFit
+
+log = logging.getLogger("coordinator")
 
 
 def run_linear(executor: RoundExecutor) -> AssociationResult:
@@ -22,4 +29,65 @@ def run_linear(executor: RoundExecutor) -> AssociationResult:
     return solve_linear(totals, layout.n_design, executor.harmonised.variants)
 
 
-DRIVERS: dict[str, Callable[[RoundExecutor], AssociationResult]] = {"linear": run_linear}
+def run_logistic(executor: RoundExecutor) -> AssociationResult:
+    """Logistic regression with PLINK 2's firth-fallback (see :mod:`engine.logistic_solve`)."""
+    return _run_case_control(executor, always_firth=False)
+
+
+def run_firth(executor: RoundExecutor) -> AssociationResult:
+    """Firth-penalised logistic regression for every variant (PLINK 2's ``--glm firth``)."""
+    return _run_case_control(executor, always_firth=True)
+
+
+class _SitesChanged(Exception):
+    """A site dropped out during an iterative fit: its earlier rounds no longer match the cohort."""
+
+
+def _run_case_control(executor: RoundExecutor, always_firth: bool) -> AssociationResult:
+    """Round 0 is the ``linear`` analysis of the 0/1 phenotype; then Newton/Firth rounds until every
+    variant is decided. If a site drops out (``allow_dropout``), the fit restarts without it."""
+    cohort = executor.config.cohort
+    if cohort.phenotype_coding == "quantitative":
+        raise InputError(f"--glm {'firth' if always_firth else 'logistic'} needs a case/control phenotype: "
+                         f"{cohort.phenotype!r} is read as quantitative")
+    while True:
+        sites = executor.live_sites
+        try:
+            return _fit_case_control(executor, always_firth, sites)
+        except _SitesChanged:
+            log.warning("sites changed from %s to %s during the fit: restarting it", sites, executor.live_sites)
+
+
+def _fit_case_control(executor: RoundExecutor, always_firth: bool, sites: tuple[str, ...]) -> AssociationResult:
+    cohort = executor.config.cohort
+    layout = LinearLayout(len(cohort.covariates) + 1)
+    linear = executor.run("linear", layout.width)
+    if executor.live_sites != sites:
+        raise _SitesChanged
+    _log_round(executor, "linear", len(linear))
+    n = linear[:, layout.column(0, 0)]
+    cases = linear[:, layout.xty_slice.start]
+    if len(n) and (not np.max(cases) > 0 or not np.max(n - cases) > 0):
+        hint = ("; with 1/2 coding 0 means missing: for a 0/1 column use --1 (study file: case_control = \"0/1\")"
+                if cohort.phenotype_coding == "case-control" else "")
+        raise InputError(f"phenotype {cohort.phenotype!r} has no {'cases' if not np.max(cases) > 0 else 'controls'} "
+                         f"among the analysed samples of the {len(sites)} sites: logistic regression needs both{hint}")
+    fit = BinaryTraitFit(linear, layout.n_design, always_firth=always_firth)
+    while requests := fit.requests():
+        for request in requests:
+            totals = executor.run(request.analysis, request.width, variants=request.variants,
+                                  inputs={"coef": request.coef})
+            if executor.live_sites != sites:
+                raise _SitesChanged
+            fit.update(request, totals)
+            _log_round(executor, request.analysis, len(request.variants))
+    return fit.result(executor.harmonised.variants)
+
+
+def _log_round(executor: RoundExecutor, analysis: str, n_variants: int) -> None:
+    log.info("round %d (%s): %d variants, bytes per site %s", executor.rounds, analysis, n_variants,
+             {name: done.bytes_sent for name, done in sorted(executor.last_done.items())})
+
+
+DRIVERS: dict[str, Callable[[RoundExecutor], AssociationResult]] = {
+    "linear": run_linear, "logistic": run_logistic, "firth": run_firth}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -19,11 +20,14 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from rich.progress import Progress
 
+from coordinator.audit_log import CoordinatorLog, audited_events
 from coordinator.client import SiteClient
+from coordinator.dp_plan import DpSession
+from coordinator.privacy_session import PrivacySession
 from coordinator.study import StudyConfig
+from engine.audit import REQUEST_ID_KEY
 from engine.errors import SiteFailure, StudyFailed
 from engine.harmonise import Harmonisation
-from engine.protection import BlockAggregator
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskSpec
 
 log = logging.getLogger("coordinator")
@@ -42,6 +46,9 @@ class RoundExecutor:
     failures: dict[str, SiteFailure] = field(default_factory=dict)
     rounds: int = 0
     last_done: dict[str, TaskDone] = field(default_factory=dict)
+    privacy: PrivacySession | None = None  # opened on the first round (for "he": key holder connection)
+    dp: DpSession | None = None  # DP studies: task options, preview and budget pre-check per round
+    audit: CoordinatorLog | None = None  # what was requested and received (coordinator/audit_log.py)
 
     @property
     def live_sites(self) -> tuple[str, ...]:
@@ -58,10 +65,13 @@ class RoundExecutor:
         while True:
             self.rounds += 1
             tasks = self._tasks(analysis, cohort or self.config.cohort, selected, dict(inputs or {}))
+            if self.dp is not None:  # the analyst sees the preview, then every site checks its budget
+                self.dp.before_round(self.clients, tasks)
             bar = self.progress.add_task(f"round {self.rounds} ({analysis}): {len(self.clients)} sites",
                                          total=next(iter(tasks.values())).n_blocks * len(self.clients))
             try:
-                return self._dispatch(tasks, width, lambda: self.progress.advance(bar))
+                totals = self._dispatch(tasks, width, lambda: self.progress.advance(bar))
+                return totals if self.dp is None else self.dp.after_round(analysis, totals)
             except SiteFailure as failure:
                 self.failures[failure.site] = failure
                 log.warning("round %d failed: %s", self.rounds, failure)
@@ -80,15 +90,22 @@ class RoundExecutor:
     def require_enough(self, stage: str) -> None:
         require_enough(self.config, len(self.clients), self.failures, stage)
 
+    def _privacy(self) -> PrivacySession:
+        if self.privacy is None:
+            self.privacy = PrivacySession(self.config)
+        return self.privacy
+
     def _tasks(self, analysis: str, cohort: CohortRequest, selected: np.ndarray,
                inputs: dict[str, np.ndarray]) -> dict[str, TaskSpec]:
         participants = tuple((c.name, self.descriptions[c.name].secagg_public_key) for c in self.clients)
+        parameters = {REQUEST_ID_KEY: uuid.uuid4().hex, **(self.dp.parameters() if self.dp is not None else {})}
         return {
             client.name: TaskSpec(
                 study_id=self.config.study_id, round=self.rounds, analysis=analysis, cohort=cohort,
                 privacy=self.config.privacy, participants=participants, block_size=self.config.block_size,
                 variant_index=alignment.index[selected], flip=alignment.flip[selected],
-                requester=self.config.requester, inputs=inputs,
+                requester=self.config.requester, inputs=inputs, privacy_material=self._privacy().task_material(),
+                parameters=parameters,
             )
             for client, alignment in zip(self.clients, self.harmonised.alignments)
         }
@@ -96,9 +113,7 @@ class RoundExecutor:
     def _dispatch(self, tasks: dict[str, TaskSpec], width: int, on_block: Callable[[], None]) -> np.ndarray:
         """One round at every live site; raises the first SiteFailure (the others are abandoned)."""
         first = next(iter(tasks.values()))
-        aggregators = {b: BlockAggregator(first.privacy, len(self.clients),
-                                          (first.block_bounds(b)[1] - first.block_bounds(b)[0]) * width)
-                       for b in range(first.n_blocks)}
+        aggregators = self._privacy().aggregators(first, width)
         totals = np.empty((first.n_variants, width))
         lock = threading.Lock()
         abort = threading.Event()
@@ -106,7 +121,7 @@ class RoundExecutor:
 
         def consume(client: SiteClient) -> None:
             task = tasks[client.name]
-            for event in client.run_task(task):
+            for event in audited_events(self.audit, client.name, task, client.run_task(task)):
                 if abort.is_set():
                     return
                 if isinstance(event, ResultBlock):
@@ -117,9 +132,11 @@ class RoundExecutor:
                     with lock:
                         aggregator = aggregators[event.block]
                         aggregator.add(client.name, event.encoding, event.payload)
-                        if aggregator.complete:
-                            totals[bounds[0]:bounds[1]] = aggregator.total().reshape(-1, width)
+                        finished = aggregator.complete  # true for exactly one thread per block
+                        if finished:
                             del aggregators[event.block]
+                    if finished:  # outside the lock: under "he" this asks the key holder
+                        totals[bounds[0]:bounds[1]] = aggregator.total().reshape(-1, width)
                     on_block()
                 elif isinstance(event, TaskDone):
                     done[client.name] = event

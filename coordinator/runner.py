@@ -1,8 +1,13 @@
-"""Running a study: describe the sites, harmonise variants, run the model's rounds, solve, write.
+"""Running a study: describe the sites, harmonise variants, QC, filter, association, write.
 
 Rounds go through :class:`coordinator.rounds.RoundExecutor` (concurrent dispatch, streaming
-aggregation under the study's privacy mode, dropout restarts with fresh masks); the model's driver
-(:mod:`coordinator.drivers`) decides which rounds to run and solves from the totals.
+aggregation under the study's privacy mode, dropout restarts with fresh masks). The phases:
+
+1. QC (:mod:`coordinator.qc`), when the study asks for QC reports, filters or the allelic test:
+   one round of genotype counts over every sample; reports written; ``--geno``/``--hwe``/``--maf``
+   evaluated and the harmonised variant set restricted to the variants that pass;
+2. the allelic test (``assoc``), one more round of counts split by case/control status;
+3. the model's driver (:mod:`coordinator.drivers`), which decides which rounds to run and solves.
 """
 
 from __future__ import annotations
@@ -11,18 +16,23 @@ import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from coordinator.audit_log import LOG_NAME, CoordinatorLog
 from coordinator.client import SiteClient
+from coordinator.dp_options import restrict_to_ids
+from coordinator.dp_plan import DpSession
 from coordinator.drivers import DRIVERS
+from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.results import ResultPaths, write_results
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
 from engine.association import AssociationResult
-from engine.errors import StudyFailed
+from engine.errors import InputError, StudyFailed
 from engine.harmonise import harmonise
 from engine.version import __version__
 
@@ -31,9 +41,13 @@ log = logging.getLogger("coordinator")
 
 @dataclass(frozen=True)
 class StudyOutcome:
-    result: AssociationResult
+    """What a study produced: the regression result and its files (if a model was run), the run
+    summary, and the QC and allelic-test files by output name (``freq``, ``hardy``, ``assoc``...)."""
+
+    result: AssociationResult | None
     summary: RunSummary
-    paths: ResultPaths
+    paths: ResultPaths | None
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 class _PhaseTimer:
@@ -53,9 +67,11 @@ class _PhaseTimer:
 def run_study(config: StudyConfig) -> StudyOutcome:
     """Run ``config`` end to end and write the results; raises StudyFailed with a clear reason."""
     phase = _PhaseTimer()
-    driver = DRIVERS.get(config.glm)
-    if driver is None:
-        raise StudyFailed(f"no driver for model {config.glm!r}")
+    driver = None
+    if config.glm:
+        driver = DRIVERS.get(config.glm)
+        if driver is None:
+            raise StudyFailed(f"no driver for model {config.glm!r}")
     clients = [SiteClient(endpoint, timeout=config.timeout_seconds) for endpoint in config.sites]
     pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(clients)), thread_name_prefix="coordinator")
     try:
@@ -64,35 +80,78 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         live = [c for c in clients if c.name in described]
         require_enough(config, len(live), failures, "describing the sites")
         harmonised = harmonise([described[c.name][1] for c in live], [c.name for c in live], config.match_by)
+        if config.extract is not None:
+            harmonised = restrict_to_ids(harmonised, config.extract)
         log.info("harmonised %d variants across %d sites (dropped: %s)", len(harmonised.variants), len(live),
                  harmonised.dropped or "none")
         phase("harmonise")
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+        qc: QcOutcome | None = None
+        files: dict[str, Path] = {}
+        result = None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=True, disable=not config.show_progress) as progress:
             executor = RoundExecutor(config=config, clients=live,
                                      descriptions={n: d for n, (d, _) in described.items()},
                                      harmonised=harmonised, pool=pool, progress=progress, failures=failures)
-            result = driver(executor)
-        phase("rounds and solve")
+            executor.audit = CoordinatorLog(config.out_dir / LOG_NAME)
+            if config.dp is not None:
+                executor.dp = DpSession(config.dp, executor.descriptions, config.privacy, pool,
+                                        announce=lambda text: progress.console.print(text, highlight=False, markup=False,
+                                                                              soft_wrap=True),
+                                        log=executor.audit)
+            if config.qc.active or config.assoc:
+                qc = run_qc(executor, config.qc, config.out_dir)
+                files.update(qc.files)
+                if qc.filter is not None:
+                    if not qc.keep.any() and (config.assoc or driver is not None):
+                        raise InputError(f"no variant passes the QC filters {config.qc.filters} "
+                                         f"(dropped: {qc.filter.dropped}): nothing left to test")
+                    executor.harmonised = restrict(executor.harmonised, qc.keep)
+                phase("qc")
+            if config.assoc and qc is not None:
+                _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
+                phase("allelic test")
+            if driver is not None:
+                result = driver(executor)
+                phase("rounds and solve")
         summary = RunSummary(
-            study_id=config.study_id, test=config.glm, phenotype=config.cohort.phenotype,
+            study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
             covariates=config.cohort.covariates, privacy=config.privacy,
             sites=tuple(_site_summary(c, described, executor) for c in clients),
-            n_variants_tested=len(result.variants), variants_dropped=dict(harmonised.dropped),
-            rounds=executor.rounds, software_version=__version__,
-            notes=tuple(f"{harmonised.id_mismatches} variants matched on position and alleles have different IDs"
-                        for _ in [0] if harmonised.id_mismatches),
+            n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
+            variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {})},
+            rounds=executor.rounds, software_version=__version__, notes=_notes(config, harmonised.id_mismatches, qc),
         )
-        paths = write_results(result, summary, config.out_dir, config.output_name)
-        phase("write")
+        if executor.dp is not None:
+            summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())
+        paths = None
+        if result is not None:
+            paths = write_results(result, summary, config.out_dir, config.output_name)
+            phase("write")
         summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
                                       wall_seconds=time.perf_counter() - phase.started)
-        summary.write_json(config.out_dir / f"{config.output_name}.{config.glm}.summary.json")
-        return StudyOutcome(result=result, summary=summary, paths=paths)
+        summary.write_json(config.out_dir / f"{config.output_name}.{config.test_name}.summary.json")
+        return StudyOutcome(result=result, summary=summary, paths=paths, files=files)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         for client in clients:
             client.close()
+
+
+def _notes(config: StudyConfig, id_mismatches: int, qc: QcOutcome | None) -> tuple[str, ...]:
+    notes = []
+    if id_mismatches:
+        notes.append(f"{id_mismatches} variants matched on position and alleles have different IDs")
+    if qc is not None and qc.filter is not None:
+        flags = " ".join(f"--{name} {value:g}" for name, value in config.qc.filters.items())
+        midp = " (HWE mid-p)" if config.qc.hwe_midp and config.qc.hwe is not None else ""
+        notes.append(f"QC filters before association, PLINK 2 semantics over all samples: {flags}{midp}; "
+                     f"{int(qc.keep.sum())} of {len(qc.keep)} variants kept")
+    if qc is not None and qc.files:
+        notes.append("QC reports (pooled per-variant counts only; per-sample missingness stays at each site): "
+                     + ", ".join(path.name for path in qc.files.values()))
+    return tuple(notes)
 
 
 def _site_summary(client: SiteClient, described: dict, executor: RoundExecutor) -> SiteSummary:

@@ -43,6 +43,8 @@ def task_to_messages(task: TaskSpec) -> Iterator[pb.TaskMessage]:
     yield from _array_chunks("flip", task.flip.astype(np.uint8), "|u1")
     for name, values in task.inputs.items():
         yield from _array_chunks(name, values, values.dtype.newbyteorder("<").str)
+    for name, material in task.privacy_material.items():  # e.g. the public CKKS context ("he")
+        yield from _array_chunks(f"privacy:{name}", np.frombuffer(material, dtype=np.uint8), "|u1")
 
 
 def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tuple[SiteDescription, VariantManifest]:

@@ -7,16 +7,34 @@ A study TOML (see docs/study-example.toml)::
     requester = "analyst@consortium.example"
 
     [analysis]
-    glm = "linear"
+    glm = "linear"               # or "logistic" (PLINK 2's firth-fallback) or "firth"
     phenotype = "QT"
+    case_control = "1/2"         # logistic/firth/assoc: 1 = control, 2 = case; "0/1" is PLINK's --1
     covariates = ["SEX_MALE", "AGE", "PC1-PC4"]
     match_by = "position"        # or "id"
     block_size = 8192
+    extract = "ids.txt"          # optional: only these variant IDs (PLINK's --extract)
+
+    assoc = false                # PLINK 1.9's allelic test (case/control phenotype)
+
+    [qc]                         # optional: PLINK 2 QC reports and filters, over all samples
+    outputs = ["freq", "hardy", "missing", "geno-counts"]   # also "freq-counts"
+    maf = 0.01                   # filters applied before association (PLINK 2's --maf/--geno/--hwe)
+    geno = 0.02
+    hwe = 1e-6
+    hwe_midp = false
+    hardy_midp = false
 
     [privacy]
-    mode = "secagg"              # or "plaintext" (development only)
+    mode = "secagg"              # or "he" (needs key_holder) or "plaintext" (development only)
+    key_holder = "10.0.0.9:50060"  # only with mode = "he": `fedgwas keyholder serve` address
     allow_dropout = false        # restart a round without a failed site?
     min_sites = 2
+
+    [dp]                         # optional: differentially private releases (coordinator/dp_options.py)
+    epsilon = 1.0
+    delta = 1e-6
+    bounds = { QT = [-3, 3], SEX_MALE = [0, 1], AGE = [20, 80] }
 
     [network]
     timeout_seconds = 3600
@@ -33,16 +51,56 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coordinator.client import SiteEndpoint
+from coordinator.dp_options import read_extract, request_from_toml
+from engine.dp_release import DpRequest, check_dp_study
 from engine.errors import ConfigError
 from engine.tables import expand_names
-from engine.tasks import ANALYSES, PRIVACY_MODES, CohortRequest
+from engine.tasks import ANALYSES, CASE_CONTROL_MODELS, PRIVACY_MODES, CohortRequest
 
 _STUDY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+#: QC reports a study may request (PLINK 2's --freq, --freq counts, --hardy, --missing, --geno-counts).
+QC_OUTPUTS = ("freq", "freq-counts", "hardy", "missing", "geno-counts")
+#: File-name stem of the QC reports (they do not depend on a phenotype), as PLINK 2 writes plink2.afreq.
+QC_OUTPUT_NAME = "fedgwas"
+
+
+@dataclass(frozen=True)
+class QcSettings:
+    """QC reports to write and PLINK 2 filters to apply before association (``None``: no filter).
+
+    Reports and filters use every sample of every site, without phenotype or covariates.
+    """
+
+    outputs: tuple[str, ...] = ()
+    maf: float | None = None
+    geno: float | None = None
+    hwe: float | None = None
+    hwe_midp: bool = False
+    hardy_midp: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [o for o in self.outputs if o not in QC_OUTPUTS]
+        if unknown or len(set(self.outputs)) != len(self.outputs):
+            raise ConfigError(f"qc: outputs {list(self.outputs)} must be distinct names from {list(QC_OUTPUTS)}")
+        for name, value, upper in (("maf", self.maf, 0.5), ("geno", self.geno, 1.0), ("hwe", self.hwe, 1.0)):
+            if value is not None and not 0.0 <= value <= upper:
+                raise ConfigError(f"qc: {name} = {value!r} must be between 0 and {upper:g}")
+
+    @property
+    def filters(self) -> dict[str, float]:
+        """The requested filters in PLINK 2's order (geno, hwe, maf) and their thresholds."""
+        return {name: value for name, value in (("geno", self.geno), ("hwe", self.hwe), ("maf", self.maf))
+                if value is not None}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.outputs or self.filters)
 
 
 @dataclass(frozen=True)
@@ -60,15 +118,30 @@ class StudyConfig:
     timeout_seconds: float = 3600.0
     requester: str = ""
     show_progress: bool = True
+    key_holder: str = ""  # address of the key holder (privacy mode "he" only)
+    qc: QcSettings = field(default_factory=QcSettings)
+    assoc: bool = False  # PLINK 1.9's allelic test on the case/control phenotype
+    dp: DpRequest | None = None  # differential privacy for every release of the study (docs/privacy.md)
+    extract: tuple[str, ...] | None = None  # PLINK's --extract: only these variant IDs
 
     def __post_init__(self) -> None:
         where = "study"
         if not _STUDY_ID.match(self.study_id):
             raise ConfigError(f"{where}: id {self.study_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
-        if self.glm not in ANALYSES:
+        if self.glm and self.glm not in ANALYSES:
             raise ConfigError(f"{where}: analysis glm {self.glm!r} is not one of {list(ANALYSES)}")
+        if self.glm and (self.glm in CASE_CONTROL_MODELS) == (self.cohort.phenotype_coding == "quantitative"):
+            raise ConfigError(f"{where}: glm {self.glm!r} cannot read phenotype {self.cohort.phenotype!r} as "
+                              f"{self.cohort.phenotype_coding}")
+        if not (self.glm or self.assoc or self.qc.outputs):
+            raise ConfigError(f"{where}: nothing to do: request an association test (glm, assoc) and/or QC outputs")
+        if (self.glm or self.assoc) and not self.cohort.phenotype:
+            raise ConfigError(f"{where}: the association test needs a phenotype")
         if self.privacy not in PRIVACY_MODES:
             raise ConfigError(f"{where}: privacy mode {self.privacy!r} is not one of {list(PRIVACY_MODES)}")
+        if (self.privacy == "he") != bool(self.key_holder):
+            raise ConfigError(f"{where}: privacy mode 'he' needs the key holder's address ([privacy] key_holder), "
+                              f"and only mode 'he' takes one (mode {self.privacy!r}, key_holder {self.key_holder!r})")
         if self.match_by not in ("position", "id"):
             raise ConfigError(f"{where}: match_by {self.match_by!r} must be 'position' or 'id'")
         if len(self.sites) < 2:
@@ -82,10 +155,18 @@ class StudyConfig:
             raise ConfigError(f"{where}: block_size {self.block_size} must be between 1 and 65536")
         if self.timeout_seconds <= 0:
             raise ConfigError(f"{where}: timeout_seconds must be positive")
+        if self.dp is not None:
+            check_dp_study(self.dp, self.glm, self.cohort)
 
     @property
     def output_name(self) -> str:
-        return self.cohort.phenotype
+        """Stem of the association files (the phenotype), or of the QC files in a QC-only study."""
+        return self.cohort.phenotype or QC_OUTPUT_NAME
+
+    @property
+    def test_name(self) -> str:
+        """What the run summary is named after: the model, else ``assoc``, else ``qc``."""
+        return self.glm or ("assoc" if self.assoc else "qc")
 
 
 def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -97,6 +178,33 @@ def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
     return value
+
+
+def _qc_settings(table: Any, name: str) -> QcSettings:
+    """The ``[qc]`` table: ``outputs`` (list of QC_OUTPUTS), ``maf``/``geno``/``hwe``, midp flags."""
+    where = f"{name} [qc]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: [qc] must be a table")
+    known = {"outputs", "maf", "geno", "hwe", "hwe_midp", "hardy_midp"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected {sorted(known)}")
+    outputs = _typed(table, "outputs", list, where, [])
+    if any(not isinstance(o, str) for o in outputs):
+        raise ConfigError(f"{where}: outputs = {outputs!r} must be a list of strings")
+
+    def threshold(key: str) -> float | None:
+        value = _typed(table, key, (int, float), where, None)
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
+        return None if value is None else float(value)
+
+    try:
+        return QcSettings(outputs=tuple(outputs), maf=threshold("maf"), geno=threshold("geno"), hwe=threshold("hwe"),
+                          hwe_midp=_typed(table, "hwe_midp", bool, where, False),
+                          hardy_midp=_typed(table, "hardy_midp", bool, where, False))
+    except ConfigError as error:
+        raise ConfigError(f"{name}: {error}") from None
 
 
 def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
@@ -123,21 +231,43 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     )
     covariates = _typed(analysis, "covariates", (list, str), f"{name} [analysis]", [])
     output_dir = out_dir or (path.parent / _typed(tables["output"], "dir", str, f"{name} [output]", "results"))
+    qc = _qc_settings(raw.get("qc", {}), name)
+    assoc = _typed(analysis, "assoc", bool, f"{name} [analysis]", False)
+    # Without an explicit glm: linear regression when a phenotype is named (or the file has no [qc]
+    # table, as study files had before QC), nothing when only the allelic test or QC is asked for.
+    default_glm = "" if assoc or ("qc" in raw and "phenotype" not in analysis) else "linear"
+    glm = _typed(analysis, "glm", str, f"{name} [analysis]", default_glm)
+    glm = "" if glm == "none" else glm
+    phenotype = _typed(analysis, "phenotype", str, f"{name} [analysis]", ... if (glm or assoc) else "")
+    case_control = _typed(analysis, "case_control", str, f"{name} [analysis]", "1/2")
+    if case_control not in ("1/2", "0/1"):
+        raise ConfigError(f"{name} [analysis]: case_control = {case_control!r} must be \"1/2\" or \"0/1\"")
+    if glm in CASE_CONTROL_MODELS or (assoc and not glm and case_control == "0/1"):
+        coding = "case-control-01" if case_control == "0/1" else "case-control"
+    elif case_control == "0/1":
+        raise ConfigError(f"{name} [analysis]: case_control applies to glm \"logistic\", \"firth\" and assoc")
+    else:
+        coding = "quantitative"
+    extract = _typed(analysis, "extract", str, f"{name} [analysis]", "")
     try:
         return StudyConfig(
             study_id=_typed(study, "id", str, f"{name} [study]"),
             requester=_typed(study, "requester", str, f"{name} [study]", ""),
-            glm=_typed(analysis, "glm", str, f"{name} [analysis]", "linear"),
-            cohort=CohortRequest(_typed(analysis, "phenotype", str, f"{name} [analysis]"),
-                                 tuple(expand_names(covariates))),
+            glm=glm,
+            assoc=assoc,
+            qc=qc,
+            cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding),
             match_by=_typed(analysis, "match_by", str, f"{name} [analysis]", "position"),
             block_size=_typed(analysis, "block_size", int, f"{name} [analysis]", 8192),
             privacy=_typed(privacy, "mode", str, f"{name} [privacy]", "secagg"),
             allow_dropout=_typed(privacy, "allow_dropout", bool, f"{name} [privacy]", False),
+            key_holder=_typed(privacy, "key_holder", str, f"{name} [privacy]", ""),
             min_sites=_typed(privacy, "min_sites", int, f"{name} [privacy]", 2),
             timeout_seconds=float(_typed(tables["network"], "timeout_seconds", (int, float), f"{name} [network]", 3600)),
             sites=sites,
             out_dir=Path(output_dir),
+            dp=request_from_toml(raw.get("dp"), name),
+            extract=read_extract(path.parent / extract) if extract else None,
         )
     except ConfigError as error:
         raise ConfigError(f"{name}: {error}") from None

@@ -15,6 +15,7 @@ from pathlib import Path
 PRIVACY_LABELS = {
     "secagg": "secure aggregation (pairwise-masked fixed-point sums; coordinator sees only the total)",
     "plaintext": "PLAINTEXT - development only: the coordinator saw every site's statistics",
+    "he": "homomorphic encryption (CKKS; the coordinator summed ciphertexts, a separate key holder decrypted only the total)",
 }
 
 

@@ -18,6 +18,9 @@ import numpy as np
 from engine.cohort import Cohort
 from engine.errors import ProtocolError
 from engine.linear import LinearLayout, block_statistics, flip_effect_allele, sample_cross_products
+from engine.logistic import (DesignProducts, LogisticLayout, covariate_statistics, design_products,
+                             logistic_statistics)
+from engine.qc import QcAnalysis
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,83 @@ class LinearAnalysis:
         return flip_effect_allele(stats, flip, state.design.shape[1])
 
 
-REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in (LinearAnalysis(),)}
+@dataclass(frozen=True)
+class _LogisticState:
+    design: np.ndarray
+    y: np.ndarray
+    products: DesignProducts
+
+
+class LogisticAnalysis:
+    """Newton round of per-variant logistic regression at given coefficients (:mod:`engine.logistic`).
+
+    Input ``coef`` ``(m, K + 1)``: each variant's covariate coefficients, then its genotype
+    coefficient (for the study's effect allele). Output: ``X'WX`` (upper triangle) and ``X'(y - p)``.
+    """
+
+    name = "logistic"
+    needs_phenotype = True
+    firth = False
+    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
+
+    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LogisticState:
+        design = cohort.design
+        if inputs["coef"].shape[1] != design.shape[1] + 1:
+            raise ProtocolError(f"input 'coef' has {inputs['coef'].shape[1]} columns, the model has "
+                                f"{design.shape[1] + 1} coefficients (intercept, covariates, genotype)")
+        if not np.all((cohort.phenotype == 0) | (cohort.phenotype == 1)):
+            raise ProtocolError(f"analysis {self.name!r} needs a case/control phenotype coding")
+        return _LogisticState(design, cohort.phenotype, design_products(design, self.firth))
+
+    def width(self, state: _LogisticState) -> int:
+        return LogisticLayout(state.design.shape[1], self.firth).width
+
+    def block(self, state: _LogisticState, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return logistic_statistics(flip_genotypes(genotypes, flip), state.design, state.y, inputs["coef"],
+                                   firth=self.firth, products=state.products)
+
+
+class FirthAnalysis(LogisticAnalysis):
+    """Firth round: the logistic statistics plus log-likelihood and third moments (:mod:`engine.logistic`)."""
+
+    name = "firth"
+    firth = True
+
+
+class CovariateFitAnalysis:
+    """The covariate-only logistic model over the whole cohort, at given coefficients.
+
+    PLINK 2 fits it once per phenotype: if the covariates alone separate cases from controls, every
+    variant is fitted by Firth regression. Input ``coef`` ``(m, K)`` (one row per requested variant,
+    usually one; the genotypes are not used). Output: the Firth statistics of
+    :func:`engine.logistic.covariate_statistics`.
+    """
+
+    name = "covariate_fit"
+    needs_phenotype = True
+    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
+
+    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LogisticState:
+        design = cohort.design
+        if inputs["coef"].shape[1] != design.shape[1]:
+            raise ProtocolError(f"input 'coef' has {inputs['coef'].shape[1]} columns, the covariate-only model "
+                                f"has {design.shape[1]} coefficients (intercept, covariates)")
+        if not np.all((cohort.phenotype == 0) | (cohort.phenotype == 1)):
+            raise ProtocolError(f"analysis {self.name!r} needs a case/control phenotype coding")
+        return _LogisticState(design, cohort.phenotype, design_products(design, True))
+
+    def width(self, state: _LogisticState) -> int:
+        return LogisticLayout(state.design.shape[1] - 1, True).width
+
+    def block(self, state: _LogisticState, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return covariate_statistics(state.design, state.y, inputs["coef"], state.products)
+
+
+REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in
+                                   (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), FirthAnalysis(),
+                                    CovariateFitAnalysis())}
 
 
 def get_analysis(name: str) -> SiteAnalysis:

@@ -55,6 +55,8 @@ class AssociationResult:
     ``neg_log10_p`` carries the p-value as -log10(p) so that p-values below the float64 range
     (1e-308) are still exact; ``p_value`` is derived from it. ``stat`` is the test statistic (t for
     linear regression, z for logistic). ``errcode`` is PLINK 2's ERRCODE vocabulary (``.`` = ok).
+    ``firth`` (case/control tests only, else ``None``) marks the variants fitted by Firth regression
+    (PLINK 2's ``FIRTH?`` column); for those tests ``beta`` is the log odds ratio.
     """
 
     test: str  # "linear", "logistic", ...
@@ -66,12 +68,21 @@ class AssociationResult:
     n: np.ndarray  # int64, observations used per variant
     effect_allele_count: np.ndarray  # float64 (counts, may be fractional for dosages later)
     errcode: np.ndarray  # str
+    firth: np.ndarray | None = None  # bool, logistic/Firth only
 
     def __post_init__(self) -> None:
         m = len(self.variants)
         for name in ("beta", "se", "stat", "neg_log10_p", "n", "effect_allele_count", "errcode"):
             if len(getattr(self, name)) != m:
                 raise ValueError(f"AssociationResult.{name} has {len(getattr(self, name))} rows, expected {m}")
+        if self.firth is not None and len(self.firth) != m:
+            raise ValueError(f"AssociationResult.firth has {len(self.firth)} rows, expected {m}")
+
+    @property
+    def odds_ratio(self) -> np.ndarray:
+        """``exp(beta)``: the odds ratio per effect allele for a case/control test."""
+        with np.errstate(over="ignore"):
+            return np.exp(self.beta)
 
     @property
     def p_value(self) -> np.ndarray:

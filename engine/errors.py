@@ -39,6 +39,11 @@ class PrivacyError(FedGwasError):
     """A requested privacy mode or key material is unavailable or inconsistent."""
 
 
+class BudgetExceededError(PrivacyError):
+    """A site refused a release that would exceed its differential-privacy budget (nothing was
+    computed); the message says what the request needs and what budget remains."""
+
+
 #: Kinds of site refusal that mean the request was invalid (e.g. a phenotype name no site has).
 BAD_REQUEST_KINDS = frozenset({"InputError", "ProtocolError"})
 

@@ -40,10 +40,13 @@ class MaskContext:
     round: int
     block: int
     participants: tuple[str, ...]  # sorted site names of this round
+    purpose: str = ""  # "" for value masks; another label derives an independent stream (e.g. "he-tags")
 
     def info(self, pair: tuple[str, str]) -> bytes:
         fields = [PROTOCOL_LABEL, self.study_id.encode(), str(self.round).encode(), str(self.block).encode(),
                   b",".join(p.encode() for p in self.participants), pair[0].encode(), pair[1].encode()]
+        if self.purpose:
+            fields.append(self.purpose.encode())
         return b"\x1f".join(fields)
 
 
@@ -131,6 +134,25 @@ class PairwiseMasker:
             stream = self._stream(pair_key, context.info(pair), len(elements))
             masked = ring.add(masked, stream) if self.own_name < name else ring.subtract(masked, stream)
         return masked
+
+
+    def zero_sum_tags(self, study_id: str, round_: int, block: int, n: int, bits: int) -> np.ndarray:
+        """``n`` integers in ``[0, 2^bits)`` (uint64) whose sum over all participants is a multiple of 2^bits.
+
+        They are the low ``bits`` of this site's net pairwise mask on an independent stream
+        (``purpose="he-tags"``): the masks cancel mod 2^128 over every participant, hence mod 2^bits,
+        and over any smaller set the sum is uniformly random. Homomorphic-encryption mode puts them in
+        each ciphertext so that the key holder can tell a complete aggregate from a partial one.
+        """
+        if not 1 <= bits <= 64:
+            raise ValueError(f"bits must be between 1 and 64, got {bits}")
+        context = MaskContext(study_id, round_, block, self.participants, purpose="he-tags")
+        net = np.zeros((n, 2), dtype=np.uint64)
+        for name, pair_key in self._pair_keys.items():
+            pair = (min(self.own_name, name), max(self.own_name, name))
+            stream = self._stream(pair_key, context.info(pair), n)
+            net = ring.add(net, stream) if self.own_name < name else ring.subtract(net, stream)
+        return net[:, 0] & np.uint64((1 << bits) - 1)
 
 
 def unmask_sum(masked: Sequence[np.ndarray]) -> np.ndarray:

@@ -16,11 +16,17 @@ from engine.analyses import check_inputs, get_analysis
 from engine.errors import ProtocolError
 
 #: Association models a study may request (each has a site analysis and a coordinator driver).
-ANALYSES = ("linear",)
+ANALYSES = ("linear", "logistic", "firth")
+#: Models of a case/control phenotype (the cohort must use a case-control phenotype coding).
+CASE_CONTROL_MODELS = ("logistic", "firth")
 #: How a phenotype column is read (PLINK 2's conventions; see engine.cohort.code_phenotype).
 PHENOTYPE_CODINGS = ("quantitative", "case-control", "case-control-01")
 MAX_PARAMETERS = 32
-PRIVACY_MODES = ("secagg", "plaintext")
+PRIVACY_MODES = ("secagg", "plaintext", "he")
+#: Privacy-level material a task of each mode carries besides the analysis inputs (checked by the site:
+#: ``he_context`` is the key holder's serialised public CKKS context, verified against the site's pin).
+PRIVACY_MATERIAL: Mapping[str, tuple[str, ...]] = {"he": ("he_context",)}
+MAX_PRIVACY_MATERIAL_BYTES = 16 << 20
 MAX_BLOCK_SIZE = 65_536
 
 
@@ -52,7 +58,9 @@ class TaskSpec:
     ``variant_index`` ``(M,)`` int64 gives, for each harmonised variant, its row in the site's own
     manifest; ``flip`` ``(M,)`` bool marks variants where the site counts the other allele.
     ``participants`` lists ``(site name, secure-aggregation public key)`` for every site of the round.
-    ``inputs`` holds the analysis's named input arrays (see :mod:`engine.analyses`).
+    ``inputs`` holds the analysis's named input arrays (see :mod:`engine.analyses`);
+    ``privacy_material`` the privacy mode's own inputs (:data:`PRIVACY_MATERIAL`), kept apart from
+    them so that every analysis runs under every mode unchanged.
     """
 
     study_id: str
@@ -67,6 +75,7 @@ class TaskSpec:
     requester: str = ""
     inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     parameters: Mapping[str, str] = field(default_factory=dict)
+    privacy_material: Mapping[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.study_id:
@@ -76,6 +85,12 @@ class TaskSpec:
             raise ProtocolError(f"analysis {self.analysis!r} needs cohort.phenotype")
         if self.privacy not in PRIVACY_MODES:
             raise ProtocolError(f"task.privacy {self.privacy!r} is not one of {list(PRIVACY_MODES)}")
+        needed = PRIVACY_MATERIAL.get(self.privacy, ())
+        if sorted(self.privacy_material) != sorted(needed):
+            raise ProtocolError(f"task.privacy {self.privacy!r} takes privacy material {list(needed)}, "
+                                f"got {sorted(self.privacy_material)}")
+        if any(len(v) > MAX_PRIVACY_MATERIAL_BYTES for v in self.privacy_material.values()):
+            raise ProtocolError(f"task privacy material is larger than {MAX_PRIVACY_MATERIAL_BYTES} bytes")
         if not 1 <= self.block_size <= MAX_BLOCK_SIZE:
             raise ProtocolError(f"task.block_size {self.block_size} must be between 1 and {MAX_BLOCK_SIZE}")
         if self.variant_index.ndim != 1 or self.flip.shape != self.variant_index.shape:

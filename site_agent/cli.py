@@ -2,12 +2,15 @@
 
 Subcommands::
 
-    fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR]
+    fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR] [--he-context FILE]
     fedgwas-site check --config site.toml
     fedgwas-site serve --config site.toml [--listen HOST:PORT] [--ready-file PATH]
+    fedgwas-site audit verify LEDGER [--head HASH]          (see site_agent/audit_cli.py)
+    fedgwas-site audit report LEDGER [--json] [--png FILE]
 
 Exit codes: 0 success, 2 bad input or configuration (one clear message, no traceback),
-1 unexpected internal error (with traceback, please report it).
+1 unexpected internal error (with traceback, please report it), 4 (audit verify) the ledger failed
+verification.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from pathlib import Path
 from engine import secagg
 from engine.errors import ConfigError, FedGwasError
 from engine.version import __version__
+from site_agent import audit_cli
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import init_site
+from site_agent.provision import he_context_pin, init_site
 from site_agent.server import make_server
 
 log = logging.getLogger("site_agent")
@@ -56,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--listen", default="0.0.0.0:50051", help="address to serve on (default 0.0.0.0:50051)")
     init.add_argument("--allow-plaintext", action="store_true",
                       help="also accept plaintext tasks (development machines only)")
+    init.add_argument("--he-context", metavar="FILE",
+                      help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
+                           "its SHA-256 and accept --privacy he tasks encrypted under it")
 
     check = sub.add_parser("check", help="validate the config and the data files, then exit")
     check.add_argument("--config", required=True, help="path to site.toml")
@@ -64,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="path to site.toml")
     serve.add_argument("--listen", help="override [site] listen, e.g. 127.0.0.1:0 for a free port")
     serve.add_argument("--ready-file", help="write {\"address\": ...} as JSON here once serving")
+    audit_cli.add_commands(sub)
     return parser
 
 
@@ -81,6 +89,8 @@ def _check(config_path: str) -> int:
         print(f"  covariates: {', '.join(data.covar.names)}")
     print(f"  privacy modes accepted: {', '.join(config.privacy_modes)}")
     print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
+    if config.he_context_sha256:
+        print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
     return EXIT_OK
 
 
@@ -116,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "init":
             fmt, genotypes_path = next((f, getattr(args, k)) for k, f in GENOTYPE_KEYS.items() if getattr(args, k))
+            pin = he_context_pin(Path(args.he_context)) if args.he_context else None
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
-                             args.allow_plaintext, genotype_format=fmt)
+                             args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             return EXIT_OK
         if args.command == "check":
             return _check(args.config)
+        if args.command == "audit":
+            return audit_cli.run(args)
         return _serve(args.config, args.listen, args.ready_file)
     except (FedGwasError, ConfigError) as error:
         print(f"fedgwas-site: error: {error}", file=sys.stderr)

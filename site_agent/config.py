@@ -14,19 +14,31 @@ Example (``fedgwas-site init`` writes one)::
 
     [keys]
     secagg_private_key = "keys/secagg.key"
+    he_context_sha256 = "..."          # only with "he": the key holder's public-context fingerprint
 
     [policy]
-    privacy_modes = ["secagg"]         # add "plaintext" only on development machines
+    privacy_modes = ["secagg"]         # add "plaintext" only on development machines; "he" needs the pin
     min_participants = 2
 
     [compute]
     threads = 2
+
+    [budget]                           # optional: differential-privacy budget of this dataset
+    epsilon = 4.0                      # total over every DP release (zCDP accounting, see docs/privacy.md)
+    delta = 1e-6
+    study_epsilon = 2.0                # optional cap per study; requester_epsilon: per requester
+    require_dp = false                 # true: refuse every release without DP noise
+
+    [audit]
+    ledger = "ledger.sqlite"           # hash-chained record of every task (default: next to this file)
+    dataset = "cohort-2024"            # label of the dataset the budget belongs to (default: site name)
 
 Relative paths are resolved against the directory of the config file. Errors name the key.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +46,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.tasks import PRIVACY_MODES
+from site_agent.budget import BudgetPolicy, policy_from_toml, render_policy
 
 #: [data] key -> genotype format.
 GENOTYPE_KEYS = {"bfile": "plink1", "pfile": "pgen", "vcf": "vcf"}
@@ -53,6 +66,10 @@ class SiteConfig:
     privacy_modes: tuple[str, ...] = ("secagg",)
     min_participants: int = 2
     threads: int | None = None
+    he_context_sha256: str | None = None  # pinned key-holder context (SHA-256 hex), for privacy mode "he"
+    budget: BudgetPolicy | None = None  # [budget]: DP budget (None: DP releases are refused)
+    ledger: Path | None = None  # [audit] ledger (load_site_config fills in the default)
+    dataset: str = ""  # [audit] dataset label (default: the site name)
 
 
 def _get(table: dict[str, Any], section: str, key: str, kind: type, path: Path, required: bool = True) -> Any:
@@ -83,13 +100,14 @@ def load_site_config(path: Path | str) -> SiteConfig:
         raise ConfigError(f"site config {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"site config {str(path)!r} is not valid TOML: {exc}") from None
-    known = {"site", "data", "keys", "policy", "compute"}
+    known = {"site", "data", "keys", "policy", "compute", "budget", "audit"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{str(path)!r}: unknown section(s) {unknown}; expected {sorted(known)}")
     base = path.parent
     site, data, keys = (_section(raw, s, path) for s in ("site", "data", "keys"))
     policy, compute = _section(raw, "policy", path), _section(raw, "compute", path)
+    audit = _section(raw, "audit", path)
 
     def resolve(value: str | None) -> Path | None:
         return None if value is None else (base / value).resolve()
@@ -103,6 +121,12 @@ def load_site_config(path: Path | str) -> SiteConfig:
     min_participants = _get(policy, "policy", "min_participants", int, path, required=False)
     if min_participants is not None and min_participants < 2:
         raise ConfigError(f"{str(path)!r}: [policy] min_participants must be >= 2, got {min_participants}")
+    he_pin = _get(keys, "keys", "he_context_sha256", str, path, required=False)
+    if he_pin is not None and not re.fullmatch(r"[0-9a-f]{64}", he_pin):
+        raise ConfigError(f"{str(path)!r}: [keys] he_context_sha256 must be 64 lowercase hex digits (a SHA-256), got {he_pin!r}")
+    if "he" in modes and he_pin is None:
+        raise ConfigError(f"{str(path)!r}: [policy] privacy_modes lists \"he\" but [keys] he_context_sha256 is missing; "
+                          "pin the key holder's context with: fedgwas-site init --he-context FILE")
     threads = _get(compute, "compute", "threads", int, path, required=False)
     if threads is not None and threads < 1:
         raise ConfigError(f"{str(path)!r}: [compute] threads must be >= 1, got {threads}")
@@ -121,12 +145,17 @@ def load_site_config(path: Path | str) -> SiteConfig:
         privacy_modes=tuple(modes),
         min_participants=min_participants or 2,
         threads=threads,
+        he_context_sha256=he_pin,
+        budget=policy_from_toml(raw.get("budget"), repr(str(path))),
+        ledger=resolve(_get(audit, "audit", "ledger", str, path, required=False) or "ledger.sqlite"),
+        dataset=_get(audit, "audit", "dataset", str, path, required=False) or name,
     )
 
 
 def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, covar: str | None,
                        secagg_private_key: str, privacy_modes: tuple[str, ...] = ("secagg",),
-                       threads: int | None = None, genotype_format: str = "plink1") -> str:
+                       threads: int | None = None, genotype_format: str = "plink1",
+                       he_context_sha256: str | None = None, budget: BudgetPolicy | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes)."""
 
     def q(value: str) -> str:
@@ -136,8 +165,12 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
              f"{FORMAT_KEYS[genotype_format]} = {q(genotypes)}", f"pheno = {q(pheno)}"]
     if covar is not None:
         lines.append(f"covar = {q(covar)}")
-    lines += ["", "[keys]", f"secagg_private_key = {q(secagg_private_key)}", "", "[policy]",
+    lines += ["", "[keys]", f"secagg_private_key = {q(secagg_private_key)}"]
+    if he_context_sha256 is not None:
+        lines.append(f"he_context_sha256 = {q(he_context_sha256)}")
+    lines += ["", "[policy]",
               "privacy_modes = [" + ", ".join(q(m) for m in privacy_modes) + "]", "min_participants = 2"]
     if threads is not None:
         lines += ["", "[compute]", f"threads = {threads}"]
+    lines += render_policy(budget)
     return "\n".join(lines) + "\n"

@@ -14,10 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from engine import secagg
 from engine.cohort import Cohort, build_cohort
+from engine.errors import ConfigError
 from engine.genotype_sources import GenotypeSource, open_genotypes
 from engine.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.config import SiteConfig
+from site_agent.ledger import Ledger, verify
 
 
 @dataclass
@@ -27,6 +29,7 @@ class SiteData:
     pheno: SampleTable
     covar: SampleTable | None
     secagg_key: X25519PrivateKey
+    ledger: Ledger  # every task is recorded here (site_agent/ledger.py)
 
     def __post_init__(self) -> None:
         self._cohorts: dict[CohortRequest, Cohort] = {}
@@ -52,7 +55,17 @@ class SiteData:
 
 
 def load_site_data(config: SiteConfig) -> SiteData:
-    """Open and validate everything the config points to (raises InputError naming the file)."""
+    """Open and validate everything the config points to (raises InputError naming the file).
+
+    The ledger's hash chain is verified first: a site whose ledger was tampered with refuses to start,
+    since its record of spent privacy budget can no longer be trusted.
+    """
+    assert config.ledger is not None  # load_site_config always sets it
+    ledger = Ledger(config.ledger, config.name, config.dataset)
+    check = verify(ledger.entries())
+    if not check.ok:
+        raise ConfigError(f"ledger {str(config.ledger)!r} failed verification: {check.problem}; investigate with "
+                          f"`fedgwas-site audit verify {config.ledger}` before serving")
     return SiteData(
         config=config,
         genotypes=open_genotypes(config.genotype_format, config.genotypes, config.path.parent / "cache",
@@ -60,4 +73,5 @@ def load_site_data(config: SiteConfig) -> SiteData:
         pheno=read_sample_table(config.pheno),
         covar=None if config.covar is None else read_sample_table(config.covar),
         secagg_key=secagg.load_private_key(config.secagg_private_key),
+        ledger=ledger,
     )

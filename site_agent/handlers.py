@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 
-from engine.errors import InputError, PrivacyError, ProtocolError
-from engine.analyses import get_analysis
+from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
+from engine.analyses import SiteAnalysis, get_analysis
+from engine.cohort import Cohort
 from engine.protection import make_protector
 from engine.secagg import PairwiseMasker
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from engine.protection import Protector
 from engine.version import __version__
+from site_agent import budget, release
 from site_agent.data import SiteData
 
 log = logging.getLogger("site_agent")
@@ -26,8 +29,9 @@ log = logging.getLogger("site_agent")
 TaskEvent = TaskProgress | ResultBlock | TaskDone
 
 
-def describe(data: SiteData, cohort: CohortRequest) -> SiteDescription:
-    """The site's self-description for ``cohort`` (sizes only; the manifest is sent separately)."""
+def describe(data: SiteData, cohort: CohortRequest, study_id: str = "", requester: str | None = None) -> SiteDescription:
+    """The site's self-description for ``cohort`` (sizes only; the manifest is sent separately),
+    with the DP budget that remains for ``study_id`` (and ``requester``, when known)."""
     selected = data.cohort(cohort)
     return SiteDescription(
         site_name=data.name,
@@ -38,6 +42,7 @@ def describe(data: SiteData, cohort: CohortRequest) -> SiteDescription:
         secagg_public_key=data.secagg_public_key,
         privacy_modes=data.config.privacy_modes,
         genotype_format=data.genotypes.genotype_format,
+        budget=budget.remaining(data.ledger, data.config.budget, study=study_id, requester=requester),
     )
 
 
@@ -61,22 +66,62 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
         )
 
 
-def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lambda: True) -> Iterator[TaskEvent]:
-    """Execute one round of ``task``: per block, the registered analysis, then protection.
+def _protector(data: SiteData, task: TaskSpec) -> Protector:
+    """The task's protector; for "he", only under the key holder's context that this site pinned."""
+    masker = None
+    if task.privacy in ("secagg", "he"):  # HE uses the pairwise keys for its zero-sum tags
+        masker = PairwiseMasker(data.name, data.secagg_key, dict(task.participants))
+    he_context = None
+    if task.privacy == "he":
+        from engine.he import PublicContext  # imports tenseal: only for HE tasks
 
+        pinned = data.config.he_context_sha256
+        if pinned is None:
+            raise PrivacyError(f"site {data.name!r} has no pinned key-holder context ([keys] he_context_sha256)")
+        he_context = PublicContext(task.privacy_material["he_context"], expected_sha256=pinned)
+    return make_protector(task.privacy, masker=masker, study_id=task.study_id, round_=task.round,
+                          he_context=he_context)
+
+
+def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lambda: True,
+             requester: str | None = None) -> Iterator[TaskEvent]:
+    """Execute one round of ``task``: per block, the registered analysis, DP noise, then protection.
+
+    Every task is recorded in the site's ledger (site_agent/release.py): refused, or charged against
+    the DP budget (durably, before any genotype is read) and then released or aborted. ``requester``
+    is the authenticated identity when the transport provides one, else ``task.requester``.
     Stops early, without error, if ``is_active`` turns False (the client went away or its deadline
     passed).
     """
-    _check_task(data, task)
-    analysis = get_analysis(task.analysis)
-    cohort = data.cohort(task.cohort)
+    requester = task.requester if requester is None else requester
+    try:
+        _check_task(data, task)
+        analysis = get_analysis(task.analysis)
+        cohort = data.cohort(task.cohort)
+        n_design = len(task.cohort.covariates) + 1
+        if cohort.n_samples == 0:
+            raise InputError(f"site {data.name!r} has no samples with phenotype {task.cohort.phenotype!r} and all covariates")
+        protector = _protector(data, task)
+        dp_plan = release.plan(task)
+    except FedGwasError as error:
+        release.record_refusal(data, task, requester, error)
+        raise
+    guard = release.admit(data, task, dp_plan, cohort.n_samples, requester)
+    if guard.check_only:
+        yield TaskDone(0, 0, n_design, 0.0, 0)
+        return
+    with guard:  # leaving it before released() records the task as aborted
+        done = yield from _compute(data, task, analysis, guard.clip(cohort), protector, guard, is_active)
+        if done is None:
+            return
+        guard.released()
+    yield done
+
+
+def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Cohort, protector: Protector,
+             guard: release.ReleaseGuard, is_active: Callable[[], bool]) -> Generator[TaskEvent, None, TaskDone | None]:
+    """Blocks of the analysis, noised and protected; returns the summary (``None`` if cancelled)."""
     n_design = len(task.cohort.covariates) + 1
-    if cohort.n_samples == 0:
-        raise InputError(f"site {data.name!r} has no samples with phenotype {task.cohort.phenotype!r} and all covariates")
-    masker = None
-    if task.privacy == "secagg":
-        masker = PairwiseMasker(data.name, data.secagg_key, dict(task.participants))
-    protector = make_protector(task.privacy, masker=masker, study_id=task.study_id, round_=task.round)
     state = analysis.prepare(cohort, task.inputs)
     per_variant = {name: values for name, values in task.inputs.items() if analysis.inputs[name].per_variant}
     started = time.perf_counter()
@@ -85,17 +130,19 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
     for block in range(task.n_blocks):
         if not is_active():
             log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
-            return
+            return None
         start, stop = task.block_bounds(block)
         # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
         genotypes = data.genotypes.read_block(task.variant_index[start:stop], cohort.sample_index)
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
-        values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
+        values = guard.noise(analysis.block(state, genotypes, task.flip[start:stop], inputs))
         payload = protector.protect(block, values)
         bytes_sent += len(payload)
-        yield ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
+        result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
+        guard.sent(result)
+        yield result
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,
              task.round, task.n_variants, task.n_blocks, elapsed, peak_mib)
-    yield TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)
+    return TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)

@@ -19,6 +19,9 @@ CHUNK_BYTES = 1 << 20
 MANIFEST_CHUNK_VARIANTS = 20_000
 #: Arrays every task carries, with their dtype; analyses may declare more (engine/analyses.py).
 TASK_ARRAYS = {"variant_index": "<i8", "flip": "|u1"}
+#: Arrays named ``privacy:<name>`` carry the privacy mode's material (engine.tasks.PRIVACY_MATERIAL),
+#: as 1-D bytes; they never reach the analysis, whose inputs are checked against its declaration.
+PRIVACY_ARRAY_PREFIX = "privacy:"
 MAX_ARRAYS = 16
 MAX_ARRAY_ELEMENTS = 50_000_000
 MAX_NAME_LENGTH = 256
@@ -110,6 +113,12 @@ def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
             raise ProtocolError(f"task array {name!r} is missing or incomplete (need {n} values of {dtype})")
         arrays[f"__{name}"] = array
     flip = arrays.pop("__flip")
+    privacy_material = {}
+    for name in [n for n in arrays if n.startswith(PRIVACY_ARRAY_PREFIX)]:
+        array = arrays.pop(name)
+        if array.dtype != np.uint8 or array.ndim != 1:
+            raise ProtocolError(f"task array {name!r} must be 1-D bytes (dtype |u1), got {array.dtype.str} {array.shape}")
+        privacy_material[name.removeprefix(PRIVACY_ARRAY_PREFIX)] = array.tobytes()
     if np.any(flip > 1):
         raise ProtocolError("task array 'flip' must hold only 0 and 1")
     return TaskSpec(
@@ -125,6 +134,7 @@ def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
         requester=header.requester,
         inputs=arrays,
         parameters=dict(header.parameters),
+        privacy_material=privacy_material,
     )
 
 

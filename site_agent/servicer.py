@@ -12,6 +12,7 @@ from typing import Iterator
 import grpc
 
 from engine.errors import (
+    BudgetExceededError,
     ConfigError,
     FedGwasError,
     HarmonisationError,
@@ -22,6 +23,7 @@ from engine.errors import (
 )
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
+from engine.tasks import TaskSpec
 from site_agent import handlers, serde
 from site_agent.data import SiteData
 
@@ -35,6 +37,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[FedGwasError], grpc.StatusCode], ...] = (
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
     (InputError, grpc.StatusCode.INVALID_ARGUMENT),
     (HarmonisationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PrivacyError, grpc.StatusCode.PERMISSION_DENIED),
     (RingOverflowError, grpc.StatusCode.OUT_OF_RANGE),
 )
@@ -49,6 +52,16 @@ def _abort(context: grpc.ServicerContext, site: str, error: FedGwasError) -> Non
     context.abort(code, str(error))
 
 
+def requester_identity(context: grpc.ServicerContext, task: TaskSpec | None = None) -> str | None:
+    """Who is asking, for budgets and the ledger: the hook for authenticated identities.
+
+    Until mutual TLS is in place (``context.auth_context()`` will then name the peer's certificate),
+    the identity is what the task header claims (``TaskHeader.requester``), and unknown (``None``)
+    for Describe, which carries no requester.
+    """
+    return None if task is None else task.requester
+
+
 class SiteAgentServicer(pb_grpc.SiteAgentServicer):
     def __init__(self, data: SiteData) -> None:
         self.data = data
@@ -56,7 +69,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
         try:
             cohort = serde.cohort_from_proto(request.cohort)
-            description = handlers.describe(self.data, cohort)
+            description = handlers.describe(self.data, cohort, request.study_id, requester_identity(context))
         except FedGwasError as error:
             _abort(context, self.data.name, error)
             return
@@ -70,7 +83,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
             task = serde.task_from_messages(request_iterator)
             log.info("task %s round %d: %s, privacy %s, %d variants, %d participants", task.study_id,
                      task.round, task.analysis, task.privacy, task.n_variants, len(task.participants))
-            for event in handlers.run_task(self.data, task, context.is_active):
+            for event in handlers.run_task(self.data, task, context.is_active, requester_identity(context, task)):
                 yield from serde.event_to_protos(event)
         except FedGwasError as error:
             log.warning("task refused or failed: %s", error)

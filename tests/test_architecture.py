@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import google.protobuf
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,19 +41,24 @@ def test_sensitive_libraries_are_imported_by_one_module_each() -> None:
     assert all(len(v) <= 1 for v in users.values()), users
 
 
-def test_generated_protobuf_code_is_up_to_date(tmp_path: Path) -> None:
+PROTOS = ("site_agent", "key_holder")
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_generated_protobuf_code_is_up_to_date(proto: str, tmp_path: Path) -> None:
     (tmp_path / "protos").mkdir()
-    (tmp_path / "protos" / "site_agent.proto").write_text((ROOT / "protos" / "site_agent.proto").read_text())
+    (tmp_path / "protos" / f"{proto}.proto").write_text((ROOT / "protos" / f"{proto}.proto").read_text())
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "--python_out=.", "--grpc_python_out=.",
-                    "--pyi_out=.", "protos/site_agent.proto"], cwd=tmp_path, check=True)
-    for name in ("site_agent_pb2.py", "site_agent_pb2_grpc.py", "site_agent_pb2.pyi"):
+                    "--pyi_out=.", f"protos/{proto}.proto"], cwd=tmp_path, check=True)
+    for name in (f"{proto}_pb2.py", f"{proto}_pb2_grpc.py", f"{proto}_pb2.pyi"):
         assert (tmp_path / "protos" / name).read_text() == (ROOT / "protos" / name).read_text(), (
-            f"protos/{name} is stale: regenerate with the command at the top of protos/site_agent.proto"
+            f"protos/{name} is stale: regenerate with the command at the top of protos/{proto}.proto"
         )
 
 
-def test_protobuf_runtime_floor_covers_generated_code() -> None:
-    stamped = re.search(r"Protobuf Python Version: ([\d.]+)", (ROOT / "protos" / "site_agent_pb2.py").read_text())
+@pytest.mark.parametrize("proto", PROTOS)
+def test_protobuf_runtime_floor_covers_generated_code(proto: str) -> None:
+    stamped = re.search(r"Protobuf Python Version: ([\d.]+)", (ROOT / "protos" / f"{proto}_pb2.py").read_text())
     floor = re.search(r'"protobuf>=([\d.]+)"', (ROOT / "pyproject.toml").read_text())
     assert stamped and floor
     as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731

@@ -118,4 +118,6 @@ def test_block_aggregator_checks_encoding_duplicates_and_sizes() -> None:
     with pytest.raises(PrivacyError, match="no masker"):
         make_protector("secagg")
     with pytest.raises(PrivacyError, match="not implemented"):
-        make_protector("he")
+        make_protector("rot13")
+    with pytest.raises(PrivacyError, match="homomorphic encryption requested but the key holder's public context"):
+        make_protector("he", masker=secagg.PairwiseMasker(names[0], keys[0], peers))

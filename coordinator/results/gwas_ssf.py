@@ -2,7 +2,8 @@
 
 The data file has the mandatory GWAS-SSF columns in their defined order, then ``variant_id`` and ``n``
 (encouraged), then fedgwas extras ``test_statistic`` and ``errcode`` (the format allows extra columns
-after the mandatory ones). Missing values are ``#NA``.
+after the mandatory ones); case/control tests add ``odds_ratio`` and ``firth`` (``Y`` where Firth
+regression was used, as PLINK 2's ``FIRTH?``). Missing values are ``#NA``.
 
 p-values are written from ``neg_log10_p``, never from a float64 p, so a p of ``1e-400`` is written as
 ``1e-400`` rather than ``0``. Formatting is column-wise (one ``map`` per column, one join per block of
@@ -50,7 +51,10 @@ COLUMNS = (
     "errcode",
 )
 
-_FLOAT_COLUMNS = ("beta", "standard_error", "effect_allele_frequency", "p_value", "test_statistic")
+#: Extra columns of case/control results (logistic or Firth regression), after :data:`COLUMNS`.
+CASE_CONTROL_COLUMNS = ("odds_ratio", "firth")
+
+_FLOAT_COLUMNS = ("beta", "standard_error", "effect_allele_frequency", "p_value", "test_statistic", "odds_ratio")
 _INT_COLUMNS = ("base_pair_location", "n")
 
 #: Above this -log10(p), float64 10**-x loses precision (and below 1e-308 underflows), so the
@@ -223,6 +227,8 @@ def _block_lines(result: AssociationResult, start: int, stop: int) -> str:
         _float_strings(result.stat[rows]),
         _text_strings(result.errcode[rows], "errcode", first_row=start),
     ]
+    if result.firth is not None:
+        columns += [_float_strings(result.odds_ratio[rows]), np.where(result.firth[rows], "Y", "N").tolist()]
     return "".join(["\t".join(fields) + "\n" for fields in zip(*columns)])
 
 
@@ -261,7 +267,8 @@ def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel
                                                    compresslevel=compresslevel, mtime=0) as gz, \
                 ThreadPoolExecutor(max_workers=1) as compressor:
             # zlib releases the GIL: block k is compressed while block k+1 is formatted.
-            pending = compressor.submit(gz.write, ("\t".join(COLUMNS) + "\n").encode("utf-8"))
+            header = COLUMNS + (CASE_CONTROL_COLUMNS if result.firth is not None else ())
+            pending = compressor.submit(gz.write, ("\t".join(header) + "\n").encode("utf-8"))
             for start in range(0, n_rows, _BLOCK_ROWS):
                 data = _block_lines(result, start, min(start + _BLOCK_ROWS, n_rows)).encode("utf-8")
                 pending.result()

@@ -1,0 +1,132 @@
+"""The coordinator's connection to the key holder: public context, round registration, decryption.
+
+Every call has a deadline. A failure is a :class:`~engine.errors.StudyFailed` naming the key holder
+(not a site failure: no site is at fault, and a refused aggregate must not trigger a dropout restart).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coordinator.key_holder import RoundRegistration
+from engine.errors import StudyFailed
+from engine.he import context_fingerprint
+from protos import key_holder_pb2 as pb
+from protos import key_holder_pb2_grpc as pb_grpc
+
+log = logging.getLogger("coordinator")
+
+ERROR_METADATA_KEY = "fedgwas-error-bin"
+CHUNK_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 8 << 20
+
+
+class KeyHolderClient:
+    """gRPC client of one key holder; ``timeout`` bounds each call, ``connect_timeout`` the health wait."""
+
+    def __init__(self, address: str, timeout: float = 3600.0, connect_timeout: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.connect_timeout = min(connect_timeout, timeout)
+        self._channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ])
+        self._stub = pb_grpc.KeyHolderStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _failure(self, error: grpc.RpcError, what: str) -> StudyFailed:
+        trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+        for key, value in trailing or ():
+            if key == ERROR_METADATA_KEY:
+                detail = pb.ErrorDetail()
+                detail.ParseFromString(value)
+                return StudyFailed(f"the key holder refused {what}: {detail.message}")
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return StudyFailed(f"the key holder is unreachable at {self.address} ({what})")
+        details = error.details() if hasattr(error, "details") else str(error)
+        return StudyFailed(f"the key holder failed {what}: {code.name}: {details}")
+
+    def wait_healthy(self) -> None:
+        """Wait (up to ``connect_timeout``) for the key holder to answer its health check."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        deadline = time.monotonic() + self.connect_timeout
+        try:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=""), wait_for_ready=True,
+                                  timeout=max(deadline - time.monotonic(), 0.001))
+        except grpc.RpcError as error:
+            raise self._failure(error, "the health check") from None
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise StudyFailed(f"the key holder at {self.address} is not serving (status {response.status})")
+
+    def public_context(self) -> bytes:
+        """The serialised public context, checked against the SHA-256 the key holder announces."""
+        buffer, announced = bytearray(), ""
+        try:
+            for chunk in self._stub.GetPublicContext(pb.ContextRequest(), timeout=self.connect_timeout * 4):
+                if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > chunk.total_bytes:
+                    raise StudyFailed("the key holder sent its context out of sequence")
+                buffer.extend(chunk.data)
+                announced = chunk.sha256
+        except grpc.RpcError as error:
+            raise self._failure(error, "to send its public context") from None
+        data = bytes(buffer)
+        if not data or context_fingerprint(data) != announced:
+            raise StudyFailed("the key holder's public context does not match the fingerprint it announced")
+        return data
+
+    def register_round(self, registration: RoundRegistration) -> None:
+        request = pb.RoundRegistration(
+            study_id=registration.study_id, round=registration.round, participants=list(registration.participants),
+            block_values=list(registration.block_values), encoding=registration.encoding,
+            context_sha256=registration.context_sha256, requester=registration.requester)
+        try:
+            self._stub.RegisterRound(request, timeout=self.connect_timeout * 4)
+        except grpc.RpcError as error:
+            raise self._failure(error, f"to register round {registration.round}") from None
+
+    def decrypt(self, study_id: str, round_: int, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
+        """Released totals ``(n_values,)`` float64 of one block's aggregate ciphertext."""
+
+        def messages() -> Iterator[pb.AggregateMessage]:
+            yield pb.AggregateMessage(header=pb.AggregateHeader(
+                study_id=study_id, round=round_, block=block, n_values=n_values, total_bytes=len(ciphertext)))
+            view = memoryview(ciphertext)
+            for offset in range(0, len(view), CHUNK_BYTES):
+                chunk = pb.AggregateChunk(offset=offset, data=bytes(view[offset: offset + CHUNK_BYTES]))
+                yield pb.AggregateMessage(chunk=chunk)
+
+        totals = np.empty(n_values, dtype=np.float64)
+        filled = 0
+        what = f"block {block} of round {round_}"
+        try:
+            for chunk in self._stub.DecryptAggregate(messages(), timeout=self.timeout):
+                values = np.frombuffer(chunk.data, dtype="<f8")
+                if chunk.total_values != n_values or chunk.offset != filled or filled + len(values) > n_values:
+                    raise StudyFailed(f"the key holder's totals for {what} are out of sequence")
+                totals[filled: filled + len(values)] = values
+                filled += len(values)
+        except grpc.RpcError as error:
+            raise self._failure(error, what) from None
+        if filled != n_values:
+            raise StudyFailed(f"the key holder returned {filled} of {n_values} totals for {what}")
+        return totals
+
+
+class RoundDecryptor:
+    """An :class:`engine.protection.AggregateDecryptor` for one registered round of one study."""
+
+    def __init__(self, client: KeyHolderClient, study_id: str, round_: int) -> None:
+        self.client, self.study_id, self.round = client, study_id, round_
+
+    def decrypt(self, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
+        return self.client.decrypt(self.study_id, self.round, block, n_values, ciphertext)

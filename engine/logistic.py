@@ -1,0 +1,321 @@
+"""Per-variant logistic and Firth regression statistics at one site, given the current coefficients.
+
+Model for variant j over the samples observed at j (PLINK 2's complete-case rule)::
+
+    logit P(y = 1) = C b_j + g_j beta_j,    C = [1, covariates]  (n x K),  x_i = [c_i, g_ij]  (P = K + 1)
+
+The coordinator runs Newton's method for every variant at once: each iteration is a round in which
+it sends each variant's coefficients ``[b_j, beta_j]`` and every site returns, per variant, sums over
+its samples that add up across sites:
+
+- the Fisher information ``X'WX`` (upper triangle, ``W = diag(p (1 - p))``) and the score ``X'(y - p)``;
+- for Firth's penalised likelihood also the log-likelihood ``sum y log p + (1 - y) log(1 - p)`` and the
+  third moments ``T_abc = sum_i p_i (1 - p_i) (1/2 - p_i) x_ia x_ib x_ic`` (unique ``a <= b <= c``).
+
+Firth's modified score ``U*_a = sum_i x_ia (y_i - p_i + h_i (1/2 - p_i))`` needs the hat diagonal
+``h_i = w_i x_i' (X'WX)^-1 x_i`` of the *pooled* information matrix, which no site knows. But
+``sum_i x_ia w_i (1/2 - p_i) x_i' A x_i = sum_bc T_abc A_bc`` for any matrix ``A``, so the coordinator
+gets ``U*`` exactly from the summed ``T`` and its own ``(X'WX)^-1``, in the same round.
+
+The genotype enters as the allele count of the study's effect allele (flipped by the caller where a
+site stores the other allele). All work is vectorised over blocks of variants: one GEMM for the
+linear predictors, elementwise ``exp`` over a cache-sized ``(n, chunk)`` panel, and thin GEMMs of the
+per-sample covariate products against the weight panels. The coordinator's solver is
+:mod:`engine.logistic_solve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import combinations_with_replacement
+
+import numpy as np
+
+#: float64 values per elementwise panel (~2 MiB: several panels stay in cache together).
+_PANEL_VALUES = 1 << 18
+#: Linear predictors are clipped to this magnitude before ``exp`` (p is then 0 or 1 to double precision).
+_ETA_LIMIT = 700.0
+
+
+@dataclass(frozen=True)
+class LogisticLayout:
+    """Column layout of the per-variant statistics for ``n_design`` design columns (intercept included).
+
+    Columns: upper triangle of ``X'WX`` (row-major, ``np.triu_indices(P)``), then ``X'(y - p)`` (P);
+    with ``firth`` also the log-likelihood (1) and the third moments (``P(P+1)(P+2)/6``, in
+    ``combinations_with_replacement(range(P), 3)`` order). The genotype is predictor ``P - 1``.
+    """
+
+    n_design: int  # K
+    firth: bool = False
+
+    @property
+    def n_predictors(self) -> int:  # P
+        return self.n_design + 1
+
+    @cached_property
+    def triu(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.triu_indices(self.n_predictors)
+
+    @property
+    def n_info(self) -> int:
+        p = self.n_predictors
+        return p * (p + 1) // 2
+
+    @property
+    def grad_slice(self) -> slice:
+        return slice(self.n_info, self.n_info + self.n_predictors)
+
+    @property
+    def loglik_column(self) -> int:
+        if not self.firth:
+            raise ValueError("only the Firth layout carries a log-likelihood")
+        return self.n_info + self.n_predictors
+
+    @cached_property
+    def triples(self) -> np.ndarray:
+        """Unique index triples ``a <= b <= c`` of the third moments, shape ``(n_triples, 3)``."""
+        return np.array(list(combinations_with_replacement(range(self.n_predictors), 3)), dtype=np.int64)
+
+    @property
+    def tensor_slice(self) -> slice:
+        start = self.loglik_column + 1
+        return slice(start, start + len(self.triples))
+
+    @property
+    def width(self) -> int:
+        return self.tensor_slice.stop if self.firth else self.n_info + self.n_predictors
+
+    @cached_property
+    def triple_of(self) -> np.ndarray:
+        """``(P, P, P)`` index of each ordered triple's unique column (for expanding the symmetric tensor)."""
+        p = self.n_predictors
+        out = np.empty((p, p, p), dtype=np.int64)
+        for column, triple in enumerate(self.triples.tolist()):
+            for a, b, c in {(x, y, z) for x in triple for y in triple for z in triple
+                            if sorted((x, y, z)) == triple}:
+                out[a, b, c] = column
+        return out
+
+    def unpack_info(self, packed: np.ndarray) -> np.ndarray:
+        """Symmetric ``X'WX``, shape ``(m, P, P)``, from packed rows ``(m, width)``."""
+        p = self.n_predictors
+        rows, cols = self.triu
+        info = np.empty((len(packed), p, p))
+        info[:, rows, cols] = packed[:, : self.n_info]
+        info[:, cols, rows] = packed[:, : self.n_info]
+        return info
+
+    def unpack_tensor(self, packed: np.ndarray) -> np.ndarray:
+        """Symmetric third moments ``(m, P, P, P)`` from packed Firth rows."""
+        unique = packed[:, self.tensor_slice]
+        return unique[:, self.triple_of]
+
+    @cached_property
+    def _sources(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each info column: (number of genotype factors, index into the covariate-product columns)."""
+        k = self.n_design
+        design_pairs = {pair: i for i, pair in enumerate(zip(*(x.tolist() for x in np.triu_indices(k))))}
+        genotype_count, source = [], []
+        for a, b in zip(self.triu[0].tolist(), self.triu[1].tolist()):
+            count = (a == k) + (b == k)
+            genotype_count.append(count)
+            source.append(design_pairs[(a, b)] if count == 0 else (a if count == 1 else 0))
+        return np.array(genotype_count), np.array(source)
+
+    @cached_property
+    def _triple_sources(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each third-moment column: (number of genotype factors, index into that product family)."""
+        k = self.n_design
+        pairs = {pair: i for i, pair in enumerate(zip(*(x.tolist() for x in np.triu_indices(k))))}
+        design_triples = {tuple(t): i for i, t in enumerate(combinations_with_replacement(range(k), 3))}
+        counts, source = [], []
+        for triple in self.triples.tolist():
+            count = triple.count(k)
+            rest = tuple(x for x in triple if x != k)
+            counts.append(count)
+            source.append(design_triples[rest] if count == 0 else pairs[rest] if count == 1
+                          else rest[0] if count == 2 else 0)
+        return np.array(counts), np.array(source)
+
+
+@dataclass(frozen=True)
+class DesignProducts:
+    """Per-sample products of design columns, computed once per task.
+
+    ``pairs`` ``(n, K(K+1)/2)``: ``c_a c_b`` for ``np.triu_indices(K)``; ``triples``
+    ``(n, K(K+1)(K+2)/6)`` (Firth only, else ``None``): ``c_a c_b c_c`` for
+    ``combinations_with_replacement(range(K), 3)``.
+    """
+
+    pairs: np.ndarray
+    triples: np.ndarray | None
+
+
+def design_products(design: np.ndarray, firth: bool) -> DesignProducts:
+    """Products of the design columns needed by :func:`logistic_statistics` (see :class:`DesignProducts`)."""
+    k = design.shape[1]
+    rows, cols = np.triu_indices(k)
+    pairs = np.ascontiguousarray(design[:, rows] * design[:, cols])
+    triples = None
+    if firth:
+        index = np.array(list(combinations_with_replacement(range(k), 3)), dtype=np.int64)
+        triples = np.ascontiguousarray(design[:, index[:, 0]] * design[:, index[:, 1]] * design[:, index[:, 2]])
+    return DesignProducts(pairs, triples)
+
+
+def logistic_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray, *,
+                        firth: bool = False, products: DesignProducts | None = None) -> np.ndarray:
+    """Per-variant sums over this site's samples at the given coefficients.
+
+    Parameters
+    ----------
+    genotypes
+        int8 ``(n, m)`` counts (0/1/2) of the study's effect allele, negative for a missing call.
+    design
+        ``(n, K)`` intercept and covariates of the analysed samples.
+    y
+        ``(n,)`` phenotype, 0 = control, 1 = case.
+    coef
+        ``(m, P)`` coefficients per variant: ``K`` design coefficients, then the genotype's.
+    firth
+        Also return the log-likelihood and the third moments (see the module docstring).
+    products
+        ``design_products(design, firth)`` if already computed (it is the same for every block).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, LogisticLayout(K, firth).width)`` float64.
+    """
+    n, m = genotypes.shape
+    k = design.shape[1]
+    layout = LogisticLayout(k, firth)
+    if coef.shape != (m, k + 1):
+        raise ValueError(f"coef has shape {coef.shape}, expected {(m, k + 1)}")
+    if products is None or (firth and products.triples is None):
+        products = design_products(design, firth)
+    out = np.empty((m, layout.width))
+    raw = np.asfortranarray(genotypes).T  # (m, n) C-contiguous view: variant-major
+    chunk = max(8, min(m, _PANEL_VALUES // max(n, 1)))
+    work = _Workspace(chunk, n)
+    for start in range(0, m, chunk):
+        stop = min(start + chunk, m)
+        out[start:stop] = _panel(raw[start:stop], design, y, coef[start:stop], layout, products, work)
+    return out
+
+
+def covariate_statistics(design: np.ndarray, y: np.ndarray, coef: np.ndarray,
+                         products: DesignProducts | None = None) -> np.ndarray:
+    """Statistics of the covariate-only model over all of this site's samples, per coefficient row.
+
+    Used for PLINK 2's check that the covariates alone do not separate cases from controls.
+
+    Parameters
+    ----------
+    design
+        ``(n, K)`` intercept and covariates.
+    y
+        ``(n,)`` phenotype, 0/1.
+    coef
+        ``(m, K)`` coefficient vectors to evaluate (usually one).
+    products
+        ``design_products(design, firth=True)`` if already computed.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, LogisticLayout(K - 1, firth=True).width)``: the design's last column takes the place of
+        the genotype in the layout.
+    """
+    k = design.shape[1]
+    if coef.ndim != 2 or coef.shape[1] != k:
+        raise ValueError(f"coef has shape {coef.shape}, expected (m, {k})")
+    if products is None or products.triples is None:
+        products = design_products(design, firth=True)
+    layout = LogisticLayout(k - 1, firth=True)
+    eta = np.clip(design @ coef.T, -_ETA_LIMIT, _ETA_LIMIT)  # (n, m)
+    z = np.exp(-eta)
+    p = 1.0 / (1.0 + z)
+    w = z * p * p
+    out = np.empty((coef.shape[0], layout.width))
+    out[:, : layout.n_info] = (products.pairs.T @ w).T
+    out[:, layout.grad_slice] = ((y[:, None] - p).T @ design)
+    out[:, layout.loglik_column] = -(np.log(1.0 + z) + (1.0 - y)[:, None] * eta).sum(axis=0)
+    triples = products.triples
+    assert triples is not None
+    out[:, layout.tensor_slice] = (triples.T @ (w * (0.5 - p))).T
+    return out
+
+
+class _Workspace:
+    """Panel buffers ``(chunk, n)`` reused across panels (fresh multi-MiB arrays cost page faults)."""
+
+    def __init__(self, chunk: int, n: int) -> None:
+        self.g = np.empty((chunk, n))
+        self.eta = np.empty((chunk, n))
+        self.z = np.empty((chunk, n))
+        self.p = np.empty((chunk, n))
+        self.w = np.empty((chunk, n))
+        self.stacked = np.empty((2 * chunk, n))  # [w g; y - p]
+
+    def views(self, c: int) -> tuple[np.ndarray, ...]:
+        return (self.g[:c], self.eta[:c], self.z[:c], self.p[:c], self.w[:c], self.stacked[: 2 * c])
+
+
+def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray, layout: LogisticLayout,
+           products: DesignProducts, work: _Workspace) -> np.ndarray:
+    """Statistics of one cache-sized panel of ``c`` variants (rows of ``raw``, ``(c, n)``), ``(c, width)``."""
+    k = layout.n_design
+    c = raw.shape[0]
+    g, eta, z, p, w, stacked = work.views(c)
+    np.copyto(g, raw, casting="unsafe")
+    missing = np.flatnonzero(raw < 0)
+    g.reshape(-1)[missing] = 0.0
+    np.matmul(coef[:, :k], design.T, out=eta)  # (c, n) linear predictors
+    np.multiply(g, coef[:, k: k + 1], out=z)
+    eta += z
+    np.clip(eta, -_ETA_LIMIT, _ETA_LIMIT, out=eta)
+    np.negative(eta, out=z)
+    np.exp(z, out=z)  # p = 1 / (1 + z) and 1 - p = z p (accurate when p is close to 1)
+    np.add(z, 1.0, out=p)
+    np.divide(1.0, p, out=p)
+    np.multiply(z, p, out=w)
+    w *= p
+    w.reshape(-1)[missing] = 0.0
+    wg, r = stacked[:c], stacked[c:]
+    np.multiply(w, g, out=wg)
+    np.subtract(y, p, out=r)
+    r.reshape(-1)[missing] = 0.0
+    out = np.empty((c, layout.width))
+    counts, source = layout._sources
+    cc = w @ products.pairs  # (c, K(K+1)/2)
+    cg_r = stacked @ design  # (2c, K): C'(w g) then C'(y - p)
+    gg = np.einsum("ij,ij->i", wg, g)
+    for family, values in ((0, cc), (1, cg_r[:c])):
+        columns = np.flatnonzero(counts == family)
+        out[:, columns] = values[:, source[columns]]
+    out[:, np.flatnonzero(counts == 2)] = gg[:, None]
+    grad = layout.grad_slice
+    out[:, grad.start: grad.start + k] = cg_r[c:]
+    out[:, grad.start + k] = np.einsum("ij,ij->i", r, g)
+    if layout.firth:
+        # log-likelihood: log p = -log(1 + z); log(1 - p) = -eta - log(1 + z)
+        ll = np.log(p)
+        np.negative(ll, out=ll)
+        ll += (1.0 - y) * eta
+        ll.reshape(-1)[missing] = 0.0
+        out[:, layout.loglik_column] = -ll.sum(axis=1)
+        u = w * (0.5 - p)  # zero where missing, as w is
+        ug = u * g
+        ugg = ug * g
+        assert products.triples is not None
+        families = (u @ products.triples, ug @ products.pairs, ugg @ design,
+                    np.einsum("ij,ij->i", ugg, g)[:, None])
+        t_counts, t_source = layout._triple_sources
+        tensor = layout.tensor_slice
+        for family, values in enumerate(families):
+            columns = np.flatnonzero(t_counts == family)
+            out[:, tensor.start + columns] = values[:, t_source[columns]]
+    return out

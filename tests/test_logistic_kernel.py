@@ -1,0 +1,236 @@
+"""The logistic/Firth kernel and solver against naive per-variant numpy oracles kept here.
+
+The oracles fit each variant on its own (complete cases only) with textbook Newton-Raphson for the
+logistic MLE and logistf-style penalised Newton with step halving for Firth's estimate, iterated to
+machine precision. The federated solver stops by PLINK 2's rules, so estimates agree to ~1e-6 SE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from engine.analyses import REGISTRY, flip_genotypes
+from engine.association import VariantTable
+from engine.cohort import Cohort
+from engine.errors import InputError, ProtocolError
+from engine.linear import block_statistics
+from engine.logistic import LogisticLayout, covariate_statistics, design_products, logistic_statistics
+from engine.logistic_solve import BinaryTraitFit
+from engine.pvalues import z_test_neg_log10_p
+
+
+def _variants(m: int) -> VariantTable:
+    ids = np.array([f"v{i}" for i in range(m)])
+    return VariantTable(np.full(m, "1"), np.arange(1, m + 1), ids, np.full(m, "A"), np.full(m, "G"))
+
+
+def _complete(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, j: int):
+    keep = genotypes[:, j] >= 0
+    return np.column_stack([design[keep], genotypes[keep, j]]).astype(float), y[keep]
+
+
+def naive_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic MLE by Newton-Raphson to machine precision: (coefficients, covariance)."""
+    b = np.zeros(x.shape[1])
+    for _ in range(100):
+        step = np.linalg.solve(_information(x, b), x.T @ (y - expit(x @ b)))
+        b += step
+        if np.abs(step).max() < 1e-13:
+            break
+    return b, np.linalg.inv(_information(x, b))
+
+
+def _information(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+    eta = x @ b
+    return x.T @ (x * (expit(eta) * expit(-eta))[:, None])
+
+
+def naive_firth(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Firth's penalised MLE (logistf: modified score, Fisher-information steps, step halving)."""
+
+    def penalised(b: np.ndarray) -> float:
+        eta = x @ b
+        loglik = -np.sum(np.where(y == 1, np.logaddexp(0, -eta), np.logaddexp(0, eta)))
+        return float(loglik + 0.5 * np.linalg.slogdet(_information(x, b))[1])
+
+    b = np.zeros(x.shape[1])
+    for _ in range(500):
+        eta = x @ b
+        p, w = expit(eta), expit(eta) * expit(-eta)
+        cov = np.linalg.inv(_information(x, b))
+        h = w * np.einsum("ia,ab,ib->i", x, cov, x)
+        step = cov @ (x.T @ (y - p + h * (0.5 - p)))
+        step *= min(1.0, 5.0 / np.abs(step).max())
+        current = penalised(b)
+        for _ in range(30):
+            if penalised(b + step) >= current - 1e-12:
+                break
+            step /= 2
+        b += step
+        if np.abs(step).max() < 1e-12:
+            break
+    return b, np.linalg.inv(_information(x, b))
+
+
+def simulate(rng: np.random.Generator, n: int = 600, m: int = 40, missing: float = 0.03):
+    """Common variants, a causal one, rare ones, and separated ones (see the comments)."""
+    freqs = rng.uniform(0.05, 0.5, size=m)
+    genotypes = rng.binomial(2, freqs, size=(n, m)).astype(np.int8)
+    covariates = np.column_stack([rng.normal(45, 12, n), rng.integers(0, 2, n), rng.normal(0, 1, n)])
+    design = np.column_stack([np.ones(n), covariates])
+    liability = 0.8 * genotypes[:, 0] + 0.02 * (covariates[:, 0] - 45) + 0.5 * covariates[:, 2]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(liability - 1.0)))).astype(float)
+    cases, controls = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    genotypes[:, 1] = 0
+    genotypes[rng.choice(cases, 3, replace=False), 1] = 1  # carriers are all cases: zero-cell, Firth
+    genotypes[:, 2] = 0
+    genotypes[rng.choice(controls, 2, replace=False), 2] = 1  # carriers are all controls
+    genotypes[:, 3] = 0
+    genotypes[np.r_[cases[:2], controls[:2]], 3] = 1  # rare, in cases and controls: logistic
+    genotypes[:, 4] = 0
+    genotypes[rng.choice(cases, 5, replace=False), 4] = 2  # homozygous carriers, all cases
+    genotypes[:, 5] = 1  # constant: CONST_OMITTED_ALLELE
+    # Complete separation by genotype 6 and the binary covariate together (cases: g + 2 sex >= 3),
+    # with both alleles among cases and controls: logistic regression diverges, PLINK uses Firth.
+    y_sep = (genotypes[:, 6] + 2 * covariates[:, 1] >= 3).astype(float)
+    genotypes[rng.random((n, m)) < missing] = -127
+    genotypes[:, 5] = 1
+    return np.asfortranarray(genotypes), design, y, y_sep
+
+
+def fit(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, *, always_firth: bool = False,
+        sites: int = 1):
+    """The federated solver, with each round's statistics summed over ``sites`` sample splits."""
+    splits = np.array_split(np.arange(len(y)), sites)
+
+    def totals(kernel, **kwargs):
+        return sum(kernel(np.asfortranarray(genotypes[rows]), design[rows], y[rows], **kwargs) for rows in splits)
+
+    solver = BinaryTraitFit(totals(block_statistics), design.shape[1], always_firth=always_firth)
+    rounds = 0
+    while requests := solver.requests():
+        for request in requests:
+            rounds += 1
+            if request.analysis == "covariate_fit":
+                solver.update(request, totals(lambda g, d, yy: covariate_statistics(d, yy, request.coef)))
+                continue
+            solver.update(request, totals(lambda g, d, yy: logistic_statistics(
+                g[:, request.variants], d, yy, request.coef, firth=request.analysis == "firth")))
+    return solver.result(_variants(genotypes.shape[1])), rounds
+
+
+def test_kernel_matches_naive_sums_and_is_additive() -> None:
+    rng = np.random.default_rng(11)
+    genotypes, design, y, _ = simulate(rng, n=300, m=12)
+    coef = rng.normal(scale=0.3, size=(12, design.shape[1] + 1))
+    coef[:, 1] *= 0.05  # AGE is in years
+    layout = LogisticLayout(design.shape[1], firth=True)
+    packed = logistic_statistics(genotypes, design, y, coef, firth=True)
+    for j in range(genotypes.shape[1]):
+        x, yj = _complete(genotypes, design, y, j)
+        p = 1 / (1 + np.exp(-x @ coef[j]))
+        w = p * (1 - p)
+        np.testing.assert_allclose(layout.unpack_info(packed[j:j + 1])[0], x.T @ (x * w[:, None]), rtol=1e-10)
+        np.testing.assert_allclose(packed[j, layout.grad_slice], x.T @ (yj - p), rtol=1e-9, atol=1e-9)
+        loglik = np.sum(yj * np.log(p) + (1 - yj) * np.log1p(-p))
+        assert packed[j, layout.loglik_column] == pytest.approx(loglik, rel=1e-12)
+        np.testing.assert_allclose(layout.unpack_tensor(packed[j:j + 1])[0],
+                                   np.einsum("i,ia,ib,ic->abc", w * (0.5 - p), x, x, x), rtol=1e-9, atol=1e-9)
+    halves = [logistic_statistics(np.asfortranarray(genotypes[rows]), design[rows], y[rows], coef, firth=True)
+              for rows in (slice(0, 140), slice(140, None))]
+    np.testing.assert_allclose(halves[0] + halves[1], packed, rtol=1e-12, atol=1e-9)
+    plain = logistic_statistics(genotypes, design, y, coef)
+    np.testing.assert_allclose(plain, packed[:, : LogisticLayout(design.shape[1]).width])
+
+
+def test_site_analysis_flips_to_the_study_allele_and_checks_inputs() -> None:
+    rng = np.random.default_rng(3)
+    genotypes, design, y, _ = simulate(rng, n=200, m=8)
+    coef = rng.normal(scale=0.2, size=(8, design.shape[1] + 1))
+    flip = np.zeros(8, dtype=bool)
+    flip[[1, 4, 6]] = True
+    cohort = Cohort(np.arange(200), y, design[:, 1:], "BT", ("A", "B", "C"), 200, 0)
+    for name in ("logistic", "firth"):
+        analysis = REGISTRY[name]
+        state = analysis.prepare(cohort, {"coef": coef})
+        stored = flip_genotypes(genotypes, flip)  # how a site holding the other allele stores them
+        out = analysis.block(state, stored, flip, {"coef": coef})
+        np.testing.assert_allclose(out, logistic_statistics(genotypes, design, y, coef, firth=name == "firth"))
+        with pytest.raises(ProtocolError, match="columns"):
+            analysis.prepare(cohort, {"coef": coef[:, :3]})
+    quantitative = Cohort(np.arange(200), y + 0.5, design[:, 1:], "QT", ("A", "B", "C"), 200, 0)
+    with pytest.raises(ProtocolError, match="case/control"):
+        REGISTRY["logistic"].prepare(quantitative, {"coef": coef})
+
+
+@pytest.mark.parametrize("sites", [1, 3])
+def test_logistic_with_firth_fallback_matches_naive_fits(sites: int) -> None:
+    rng = np.random.default_rng(2026)
+    genotypes, design, y, y_sep = simulate(rng)
+    result, rounds = fit(genotypes, design, y, sites=sites)
+    assert result.test == "logistic"
+    assert result.errcode[5] == "CONST_OMITTED_ALLELE" and np.isnan(result.beta[5])
+    assert list(np.flatnonzero(result.firth)) == [1, 2, 4], "zero-cell variants go straight to Firth"
+    for j in range(genotypes.shape[1]):
+        if j == 5:
+            continue
+        x, yj = _complete(genotypes, design, y, j)
+        coef, cov = (naive_firth if result.firth[j] else naive_logistic)(x, yj)
+        se = np.sqrt(cov[-1, -1])
+        assert result.n[j] == len(yj)
+        assert abs(result.beta[j] - coef[-1]) < 1e-5 * se, j
+        assert result.se[j] == pytest.approx(se, rel=1e-4), j
+        assert result.neg_log10_p[j] == pytest.approx(z_test_neg_log10_p(np.array([coef[-1] / se]))[0], abs=2e-4)
+    assert result.neg_log10_p[0] > 3, "the causal variant"
+    assert rounds <= 30
+
+
+def test_covariates_that_separate_the_phenotype_mean_firth_for_every_variant() -> None:
+    rng = np.random.default_rng(2026)
+    genotypes, design, _, y_sep = simulate(rng, missing=0.0)
+    result, _ = fit(genotypes, design, y_sep, sites=2)
+    assert np.all(result.firth[result.errcode != "CONST_OMITTED_ALLELE"]), "PLINK's separation_found"
+    for j in (0, 3, 7):
+        x, yj = _complete(genotypes, design, y_sep, j)
+        coef, cov = naive_firth(x, yj)
+        assert abs(result.beta[j] - coef[-1]) < 1e-3 * np.sqrt(cov[-1, -1])
+        assert result.se[j] == pytest.approx(np.sqrt(cov[-1, -1]), rel=1e-3)
+
+
+def test_covariate_only_firth_failure_is_refused() -> None:
+    rng = np.random.default_rng(1)
+    n = 200
+    x = np.r_[np.zeros(n // 2), np.ones(n // 2)]
+    design = np.column_stack([np.ones(n), x, x])  # separating and collinear: no Firth fit either
+    y = x.copy()
+    genotypes = np.asfortranarray(rng.binomial(2, 0.3, size=(n, 3)).astype(np.int8))
+    with pytest.raises(InputError, match="covariate-only Firth regression converges"):
+        fit(genotypes, design, y)
+
+
+def test_forced_firth_matches_naive_firth() -> None:
+    rng = np.random.default_rng(7)
+    genotypes, design, y, _ = simulate(rng, n=400, m=16)
+    result, _ = fit(genotypes, design, y, always_firth=True, sites=2)
+    assert result.test == "firth"
+    for j in range(genotypes.shape[1]):
+        if j == 5:
+            assert result.errcode[j] == "CONST_OMITTED_ALLELE" and not result.firth[j]
+            continue
+        assert result.firth[j]
+        x, yj = _complete(genotypes, design, y, j)
+        coef, cov = naive_firth(x, yj)
+        se = np.sqrt(cov[-1, -1])
+        assert abs(result.beta[j] - coef[-1]) < 1e-4 * se, j
+        assert result.se[j] == pytest.approx(se, rel=1e-4), j
+
+
+def test_design_products_layout() -> None:
+    design = np.random.default_rng(0).normal(size=(5, 3))
+    products = design_products(design, firth=True)
+    assert products.pairs.shape == (5, 6) and products.triples is not None and products.triples.shape == (5, 10)
+    layout = LogisticLayout(3, firth=True)
+    assert layout.width == 10 + 4 + 1 + 20
+    assert layout.triple_of[1, 3, 0] == layout.triple_of[0, 1, 3] == layout.triple_of[3, 0, 1]
