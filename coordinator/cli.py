@@ -8,6 +8,7 @@ Subcommands::
                                                                       association, and/or
                   [--freq] [--hardy] [--missing] [--geno-counts]      QC reports (PLINK 2 formats)
                   [--maf F] [--geno F] [--hwe P]                      filters before association
+                  [--indep-pairwise W S R2] [--pca [K] [approx]]      LD pruning, PCA (PCs as covariates)
     fedgwas demo [--out DIR]                    simulate 3 cohorts and run a study on them
     fedgwas keys he --out DIR                   CKKS keys of a key holder (--privacy he)
     fedgwas keyholder serve --keys DIR          run the key holder (see coordinator/key_holder_cli.py)
@@ -29,12 +30,14 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from coordinator import audit_cli, dp_options, key_holder_cli
-from coordinator.local import SiteInput, prepare_key_holder, prepare_sites, running_key_holder, running_sites
+from coordinator import audit_cli, dp_options, key_holder_cli, structure_cli
+from coordinator.local import LOCAL_COORDINATOR, SiteInput, local_pki, prepare_key_holder, prepare_sites, \
+    running_key_holder, running_sites, site_names
 from coordinator.study import QcSettings, StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.plink_io import check_bfile
 from engine.cohort import code_phenotype
+from engine.consent import DataUse
 from engine.tables import expand_names, read_sample_table
 from engine.tasks import CASE_CONTROL_MODELS, CohortRequest
 from engine.version import __version__
@@ -72,6 +75,30 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="deadline of each task, seconds (default 3600)")
     parser.add_argument("--study-id", default="local-study", help="study identifier (binds the masks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--insecure-transport", action="store_true",
+                        help="plaintext gRPC between the local processes (development only; results are labelled). "
+                             "Default: mutual TLS with a development CA kept in OUT/tls/")
+
+
+def _add_consent_options(parser: argparse.ArgumentParser) -> None:
+    consent = parser.add_argument_group(
+        "consent (GA4GH DUO)", "Each site includes only the participants whose consent covers the study's "
+                               "declared data use (docs/consent.md).")
+    consent.add_argument("--consent", metavar="FILE",
+                         help="#FID IID DUO table (GRU, HMB, DS:MONDO:..., NONE; modifiers as HMB;NPU); each site "
+                              "receives only its own rows, and a participant without a row is excluded")
+    consent.add_argument("--purpose", metavar="CODE",
+                         help="the study's data use: GRU, HMB (health/medical/biomedical), POA or DS:<term>")
+    consent.add_argument("--commercial", action="store_true", help="the study is a commercial (for-profit) use")
+
+
+def _data_use(args: argparse.Namespace) -> DataUse | None:
+    purpose = getattr(args, "purpose", None)
+    if getattr(args, "consent", None) and not purpose:
+        raise InputError("--consent needs --purpose (the study's data use, e.g. HMB)")
+    if getattr(args, "commercial", False) and not purpose:
+        raise InputError("--commercial needs --purpose")
+    return DataUse(purpose.upper(), getattr(args, "commercial", False)) if purpose else None
 
 
 def _threshold(text: str) -> float:
@@ -156,7 +183,9 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--glm", choices=["linear", "logistic", "firth"], default=None,
                        help="association model (default linear when a phenotype is given and nothing else is asked)")
     _add_qc_options(local)
+    structure_cli.add_options(local)
     dp_options.add_options(local)
+    _add_consent_options(local)
     local.add_argument("--out", required=True, help="output directory")
     _add_study_options(local)
 
@@ -204,26 +233,35 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
                  covariates: list[str], out: Path, qc: QcSettings | None = None) -> StudyOutcome:
     dp_request, budget = dp_options.request_from_args(args), dp_options.site_budget_from_args(args)
     extract = dp_options.read_extract(args.extract) if getattr(args, "extract", None) else None
+    data_use = _data_use(args)
+    ld_prune, pca = structure_cli.settings_from_args(args)
     holder = prepare_key_holder(out) if args.privacy == "he" else None
+    pki = None if getattr(args, "insecure_transport", False) else \
+        local_pki(out, site_names([path for _, path in inputs]))
+    consent = Path(args.consent) if getattr(args, "consent", None) else None
     sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
-                          he_context_sha256=holder.fingerprint if holder else None, budget=budget)
+                          he_context_sha256=holder.fingerprint if holder else None, budget=budget,
+                          tls=pki, consent=consent)
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
     importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
     importer.start()
-    with running_key_holder(holder) as key_holder, running_sites(sites) as endpoints:
+    tls_dir = None if pki is None else out / "tls"
+    with running_key_holder(holder, tls_dir=tls_dir) as key_holder, running_sites(sites) as endpoints:
         importer.join()
         from coordinator.runner import run_study
 
         config = StudyConfig(
             study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", None) or "",
-            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args)),
+            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args), data_use),
             privacy=args.privacy,
             sites=tuple(endpoints), out_dir=out, match_by=getattr(args, "match_by", "position"),
             block_size=getattr(args, "block_size", 8192), allow_dropout=getattr(args, "allow_dropout", False),
             min_sites=getattr(args, "min_sites", 2), timeout_seconds=getattr(args, "timeout", 3600.0),
-            requester="fedgwas-local", show_progress=not args.no_progress,
+            requester=LOCAL_COORDINATOR, show_progress=not args.no_progress,
+            tls=None if pki is None else pki[LOCAL_COORDINATOR],
             key_holder=key_holder.address() if key_holder else "",
             qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
+            ld_prune=ld_prune, pca=pca,
         )
         return run_study(config)
 
@@ -258,10 +296,11 @@ def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
     qc = _qc_settings(args)
     if bool(args.pheno) != bool(args.pheno_name):
         raise InputError("--pheno and --pheno-name go together")
-    if args.glm is None and not args.assoc and not qc.outputs:
+    structure = args.pca is not None or args.indep_pairwise is not None
+    if args.glm is None and not args.assoc and not qc.outputs and not (structure and not args.pheno_name):
         if not args.pheno_name:
             raise InputError("nothing to do: give --pheno/--pheno-name with --glm or --assoc, and/or QC reports "
-                             "(--freq, --hardy, --missing, --geno-counts)")
+                             "(--freq, --hardy, --missing, --geno-counts), --indep-pairwise or --pca")
         args.glm = "linear"
     if (args.glm or args.assoc) and not args.pheno_name:
         raise InputError("--glm and --assoc need --pheno and --pheno-name")
@@ -316,8 +355,11 @@ def main(argv: list[str] | None = None) -> int:
             outcome = run_study(config)
         elif args.command == "local":
             covariates = expand_names(args.covar_name) if args.covar_name else []
-            if covariates and not args.covar:
-                raise InputError("--covar-name given without --covar")
+            pca = structure_cli.pca_settings(args.pca)
+            from_covar = [name for name in covariates if pca is None or name not in pca.covariate_names]
+            if from_covar and not args.covar:
+                raise InputError("--covar-name given without --covar" + (f" ({', '.join(from_covar)} do not come "
+                                                                         f"from --pca)" if pca else ""))
             if not args.site_inputs:
                 raise InputError("fedgwas local needs one --bfile, --pfile or --vcf per site")
             qc = _local_plan(args, covariates)
@@ -325,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             pheno = Path(args.pheno) if args.pheno else None
             covar = Path(args.covar) if args.covar else None
             coding = _phenotype_coding(args)
-            _check_local_inputs(inputs, pheno, args.pheno_name, covar, covariates,
+            _check_local_inputs(inputs, pheno, args.pheno_name, covar, from_covar,
                                 case_control=args.assoc or coding != "quantitative",
                                 coding="case-control" if coding == "quantitative" else coding)
             outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out), qc)

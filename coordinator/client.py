@@ -20,6 +20,8 @@ from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, 
 from coordinator import serde
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
+from site_agent.pki import TlsFiles
+from site_agent.tls import channel
 
 log = logging.getLogger("coordinator")
 
@@ -39,13 +41,17 @@ class SiteClient:
     ``connect_timeout`` bounds the whole wait for a site to answer its health check (all retries
     included); it never exceeds ``timeout``, so a study with a short deadline fails fast on a site
     that is down.
+
+    ``tls`` is the coordinator's certificate, key and consortium CA: the channel is mutual TLS and the
+    site's certificate must name ``endpoint.name``. None (explicitly insecure studies only) is plaintext.
     """
 
-    def __init__(self, endpoint: SiteEndpoint, timeout: float = 3600.0, connect_timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: SiteEndpoint, timeout: float = 3600.0, connect_timeout: float = 30.0,
+                 tls: TlsFiles | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
-        self._channel = grpc.insecure_channel(endpoint.address, options=[
+        self._channel = channel(endpoint.address, tls, endpoint.name, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ])

@@ -19,6 +19,8 @@ from engine.errors import StudyFailed
 from engine.he import context_fingerprint
 from protos import key_holder_pb2 as pb
 from protos import key_holder_pb2_grpc as pb_grpc
+from site_agent.pki import TlsFiles
+from site_agent.tls import channel
 
 log = logging.getLogger("coordinator")
 
@@ -30,11 +32,13 @@ MAX_MESSAGE_BYTES = 8 << 20
 class KeyHolderClient:
     """gRPC client of one key holder; ``timeout`` bounds each call, ``connect_timeout`` the health wait."""
 
-    def __init__(self, address: str, timeout: float = 3600.0, connect_timeout: float = 30.0) -> None:
+    def __init__(self, address: str, timeout: float = 3600.0, connect_timeout: float = 30.0,
+                 tls: TlsFiles | None = None, server_name: str = "keyholder") -> None:
+        """``tls``: mutual TLS with the key holder, whose certificate must name ``server_name``."""
         self.address = address
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
-        self._channel = grpc.insecure_channel(address, options=[
+        self._channel = channel(address, tls, server_name, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ])

@@ -25,6 +25,8 @@ from coordinator.key_holder import KeyHolder, RoundRegistration, load_key_files
 from engine.errors import ConfigError, FedGwasError, InputError, PrivacyError, ProtocolError, RingOverflowError
 from protos import key_holder_pb2 as pb
 from protos import key_holder_pb2_grpc as pb_grpc
+from site_agent.pki import TlsFiles
+from site_agent.tls import server_credentials
 
 log = logging.getLogger("coordinator.key_holder")
 
@@ -120,8 +122,13 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
         yield from totals_to_protos(totals)
 
 
-def make_server(holder: KeyHolder, address: str, max_workers: int = 4) -> tuple[grpc.Server, int]:
-    """A server (not yet started) bound to ``address`` (port 0: a free port); returns ``(server, port)``."""
+def make_server(holder: KeyHolder, address: str, max_workers: int = 4,
+                tls: TlsFiles | None = None) -> tuple[grpc.Server, int]:
+    """A server (not yet started) bound to ``address`` (port 0: a free port); returns ``(server, port)``.
+
+    With ``tls`` the port serves mutual TLS only (clients need a certificate from the same CA);
+    without, plaintext (``--insecure``, development only).
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="key-holder-rpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -133,7 +140,10 @@ def make_server(holder: KeyHolder, address: str, max_workers: int = 4) -> tuple[
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(tls))
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {address!r}: {exc}") from None
     if port == 0:
@@ -141,11 +151,12 @@ def make_server(holder: KeyHolder, address: str, max_workers: int = 4) -> tuple[
     return server, port
 
 
-def serve(keys: Path, listen: str, ready_file: str | None, min_participants: int = 2) -> None:
+def serve(keys: Path, listen: str, ready_file: str | None, min_participants: int = 2,
+          tls: TlsFiles | None = None) -> None:
     """Serve until SIGTERM/SIGINT; writes ``{"address", "pid", "sha256"}`` to ``ready_file`` once up."""
     context, public = load_key_files(keys)
     holder = KeyHolder(context, public, min_participants=min_participants)
-    server, port = make_server(holder, listen)
+    server, port = make_server(holder, listen, tls=tls)
     server.start()
     host = listen.rsplit(":", 1)[0]
     address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"

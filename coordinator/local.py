@@ -27,6 +27,7 @@ from engine.genotype_sources import sample_ids
 from engine.plink_io import FamTable, bfile_paths
 from engine.tables import SampleTable, read_sample_table
 from site_agent.budget import BudgetPolicy
+from site_agent.pki import TlsFiles, dev_pki
 from site_agent.provision import init_site
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,16 @@ class LocalSite:
     name: str
     directory: Path
     config: Path
+
+
+#: The coordinator's certificate name in local runs (the requester every local site sees) and the key holder's.
+LOCAL_COORDINATOR, LOCAL_KEY_HOLDER = "fedgwas-local", "keyholder"
+
+
+def local_pki(out_dir: Path, site_names_: Sequence[str]) -> dict[str, TlsFiles]:
+    """A development CA in ``OUT/tls/`` (created once, then reused) with certificates for every local
+    site, the coordinator (:data:`LOCAL_COORDINATOR`) and the key holder."""
+    return dev_pki(out_dir / "tls", [*site_names_, LOCAL_COORDINATOR, LOCAL_KEY_HOLDER])
 
 
 #: Genotype inputs of one local site: (format, path), format as in engine.genotype_sources.FORMATS.
@@ -84,7 +95,8 @@ def _placeholder_pheno(fam: FamTable, iid_only: bool) -> SampleTable:
 
 def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path | None, out_dir: Path,
                   allow_plaintext: bool, threads: int | None = None,
-                  he_context_sha256: str | None = None, budget: BudgetPolicy | None = None) -> list[LocalSite]:
+                  he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
+                  tls: dict[str, TlsFiles] | None = None, consent: Path | None = None) -> list[LocalSite]:
     """Create (or refresh) each site's directory, config and data subset; keys are kept if present.
 
     ``he_context_sha256`` pins the local key holder's public context in every site's config (mode "he").
@@ -93,11 +105,16 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
 
     ``budget`` is every site's DP budget (written to its config on every run); what each site has
     spent stays in its ledger, ``OUT/sites/<name>/ledger.sqlite``, so budgets accumulate across runs.
+
+    ``tls`` maps each site name to its certificate (:func:`local_pki`); None configures plaintext
+    agents (``[tls] insecure = true``). ``consent`` is a ``#FID IID DUO`` table: each site receives its
+    own rows only (participants it does not list are excluded by the site).
     """
     if len(inputs) < 2:
         raise InputError(f"a federated study needs at least two sites (--bfile/--pfile/--vcf), got {len(inputs)}")
     pheno_table = None if pheno is None else read_sample_table(pheno)
     covar_table = None if covar is None else read_sample_table(covar)
+    consent_table = None if consent is None else read_sample_table(consent)
     sites = []
     for name, (fmt, path) in zip(site_names([p for _, p in inputs]), inputs):
         directory = out_dir / "sites" / name
@@ -111,11 +128,17 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
         if covar_table is not None:
             covar_path = directory / "covar.txt"
             _rows_for_site(covar_table, fam, iid_only).write(covar_path)
+        consent_path = None
+        if consent_table is not None:
+            consent_path = directory / "consent.txt"
+            _rows_for_site(consent_table, fam, iid_only).write(consent_path)
         genotypes = bfile_paths(path)[0].with_suffix("") if fmt == "plink1" else Path(path)
         config = init_site(name, str(genotypes), str(directory / "pheno.txt"),
                            None if covar_path is None else str(covar_path), directory, "127.0.0.1:0",
                            allow_plaintext=allow_plaintext, threads=threads, genotype_format=fmt,
-                           he_context_sha256=he_context_sha256, budget=budget)
+                           he_context_sha256=he_context_sha256, budget=budget,
+                           tls=None if tls is None else tls[name],
+                           consent=None if consent_path is None else str(consent_path))
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 
@@ -227,8 +250,12 @@ class KeyHolderProcess:
 
 
 @contextmanager
-def running_key_holder(holder: LocalKeyHolder | None, start_timeout: float = 120.0) -> Iterator[KeyHolderProcess | None]:
-    """Start the key holder as its own process (``None``: no key holder, yields ``None``); stop it on exit."""
+def running_key_holder(holder: LocalKeyHolder | None, start_timeout: float = 120.0,
+                       tls_dir: Path | None = None) -> Iterator[KeyHolderProcess | None]:
+    """Start the key holder as its own process (``None``: no key holder, yields ``None``); stop it on exit.
+
+    ``tls_dir`` holds its certificate (:func:`local_pki`); None serves plaintext (``--insecure``).
+    """
     if holder is None:
         yield None
         return
@@ -237,7 +264,8 @@ def running_key_holder(holder: LocalKeyHolder | None, start_timeout: float = 120
     ready = holder.directory / "ready.json"
     ready.unlink(missing_ok=True)
     command = [sys.executable, "-m", "coordinator", "keyholder", "serve", "--keys", str(holder.directory),
-               "--listen", "127.0.0.1:0", "--ready-file", str(ready)]
+               "--listen", "127.0.0.1:0", "--ready-file", str(ready),
+               *(["--insecure"] if tls_dir is None else ["--tls-dir", str(tls_dir), "--tls-name", LOCAL_KEY_HOLDER])]
     with open(holder.directory / "keyholder.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

@@ -39,7 +39,8 @@ class PrivacySession:
             from coordinator.key_holder_client import KeyHolderClient  # pulls in engine.he (tenseal)
             from engine.he import PublicContext
 
-            client = KeyHolderClient(config.key_holder, timeout=config.timeout_seconds)
+            client = KeyHolderClient(config.key_holder, timeout=config.timeout_seconds, tls=config.tls,
+                                     server_name=config.key_holder_name)
             weakref.finalize(self, client.close)
             self._client = client
             client.wait_healthy()

@@ -10,6 +10,7 @@ failure ends the study. Every dispatched round, restarts included, gets a unique
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid
@@ -49,22 +50,25 @@ class RoundExecutor:
     privacy: PrivacySession | None = None  # opened on the first round (for "he": key holder connection)
     dp: DpSession | None = None  # DP studies: task options, preview and budget pre-check per round
     audit: CoordinatorLog | None = None  # what was requested and received (coordinator/audit_log.py)
+    parameters: dict[str, str] = field(default_factory=dict)  # sent with every later task (e.g. pca.covariates)
 
     @property
     def live_sites(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.clients)
 
     def run(self, analysis: str, width: int, *, cohort: CohortRequest | None = None,
-            variants: np.ndarray | None = None, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+            variants: np.ndarray | None = None, inputs: Mapping[str, np.ndarray] | None = None,
+            parameters: Mapping[str, str] | None = None) -> np.ndarray:
         """Aggregated output ``(len(variants), width)`` of ``analysis`` over all live sites.
 
         ``variants`` are indices into the harmonised variant table (default: all); per-variant
-        ``inputs`` are given in the same order.
+        ``inputs`` are given in the same order; ``parameters`` go into this round's task header.
         """
         selected = np.arange(len(self.harmonised.variants)) if variants is None else np.asarray(variants)
         while True:
             self.rounds += 1
-            tasks = self._tasks(analysis, cohort or self.config.cohort, selected, dict(inputs or {}))
+            tasks = self._tasks(analysis, cohort or self.config.cohort, selected, dict(inputs or {}),
+                                dict(parameters or {}))
             if self.dp is not None:  # the analyst sees the preview, then every site checks its budget
                 self.dp.before_round(self.clients, tasks)
             bar = self.progress.add_task(f"round {self.rounds} ({analysis}): {len(self.clients)} sites",
@@ -96,9 +100,12 @@ class RoundExecutor:
         return self.privacy
 
     def _tasks(self, analysis: str, cohort: CohortRequest, selected: np.ndarray,
-               inputs: dict[str, np.ndarray]) -> dict[str, TaskSpec]:
+               inputs: dict[str, np.ndarray], extra: dict[str, str] | None = None) -> dict[str, TaskSpec]:
         participants = tuple((c.name, self.descriptions[c.name].secagg_public_key) for c in self.clients)
-        parameters = {REQUEST_ID_KEY: uuid.uuid4().hex, **(self.dp.parameters() if self.dp is not None else {})}
+        if cohort.data_use is None:  # every cohort of the study (QC, allelic test...) declares its data use
+            cohort = dataclasses.replace(cohort, data_use=self.config.cohort.data_use)
+        parameters = {REQUEST_ID_KEY: uuid.uuid4().hex, **self.parameters, **(extra or {}),
+                      **(self.dp.parameters() if self.dp is not None else {})}
         return {
             client.name: TaskSpec(
                 study_id=self.config.study_id, round=self.rounds, analysis=analysis, cohort=cohort,

@@ -6,8 +6,10 @@ aggregation under the study's privacy mode, dropout restarts with fresh masks). 
 1. QC (:mod:`coordinator.qc`), when the study asks for QC reports, filters or the allelic test:
    one round of genotype counts over every sample; reports written; ``--geno``/``--hwe``/``--maf``
    evaluated and the harmonised variant set restricted to the variants that pass;
-2. the allelic test (``assoc``), one more round of counts split by case/control status;
-3. the model's driver (:mod:`coordinator.drivers`), which decides which rounds to run and solves.
+2. LD pruning and PCA (:mod:`coordinator.structure`), when asked for: the PCs then serve as
+   covariates ``PC1..PCk`` of the association, each site using its own rows;
+3. the allelic test (``assoc``), one more round of counts split by case/control status;
+4. the model's driver (:mod:`coordinator.drivers`), which decides which rounds to run and solves.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from coordinator.dp_options import restrict_to_ids
 from coordinator.dp_plan import DpSession
 from coordinator.drivers import DRIVERS
 from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
+from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
 from coordinator.study import StudyConfig
@@ -72,10 +75,10 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         driver = DRIVERS.get(config.glm)
         if driver is None:
             raise StudyFailed(f"no driver for model {config.glm!r}")
-    clients = [SiteClient(endpoint, timeout=config.timeout_seconds) for endpoint in config.sites]
+    clients = [SiteClient(endpoint, timeout=config.timeout_seconds, tls=config.tls) for endpoint in config.sites]
     pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(clients)), thread_name_prefix="coordinator")
     try:
-        described, failures = describe_sites(clients, config, pool, config.cohort)
+        described, failures = describe_sites(clients, config, pool, config.describe_cohort)
         phase("describe")
         live = [c for c in clients if c.name in described]
         require_enough(config, len(live), failures, "describing the sites")
@@ -87,6 +90,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         phase("harmonise")
         config.out_dir.mkdir(parents=True, exist_ok=True)
         qc: QcOutcome | None = None
+        structure: StructureOutcome | None = None
         files: dict[str, Path] = {}
         result = None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -109,6 +113,10 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                                          f"(dropped: {qc.filter.dropped}): nothing left to test")
                     executor.harmonised = restrict(executor.harmonised, qc.keep)
                 phase("qc")
+            if config.ld_prune is not None or config.pca is not None:  # before association: PCs as covariates
+                structure = run_structure(executor, config, qc.counts.take(qc.keep) if qc is not None else None)
+                files.update(structure.files)
+                phase("population structure")
             if config.assoc and qc is not None:
                 _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
                 phase("allelic test")
@@ -121,7 +129,9 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             sites=tuple(_site_summary(c, described, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
             variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {})},
-            rounds=executor.rounds, software_version=__version__, notes=_notes(config, harmonised.id_mismatches, qc),
+            rounds=executor.rounds, software_version=__version__,
+            notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ()),
+            insecure_transport=config.tls is None,
         )
         if executor.dp is not None:
             summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())

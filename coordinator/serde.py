@@ -18,8 +18,10 @@ MAX_BLOCK_BYTES = 1 << 31
 
 
 def cohort_to_proto(cohort: CohortRequest) -> pb.CohortSpec:
+    data_use = None if cohort.data_use is None else \
+        pb.DataUse(purpose=cohort.data_use.purpose, commercial=cohort.data_use.commercial)
     return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates),
-                         phenotype_coding=cohort.phenotype_coding)
+                         phenotype_coding=cohort.phenotype_coding, data_use=data_use)
 
 
 def _array_chunks(name: str, values: np.ndarray, dtype: str) -> Iterator[pb.TaskMessage]:

@@ -17,6 +17,15 @@ A study TOML (see docs/study-example.toml)::
 
     assoc = false                # PLINK 1.9's allelic test (case/control phenotype)
 
+    [ld_prune]                   # optional: PLINK 2's --indep-pairwise, pooled; selects the PCA's variants
+    window = 50                  # variants (or kb with window_kb = true)
+    step = 5
+    r2 = 0.2
+
+    [pca]                        # optional: federated PCA (PLINK 2's --pca); covariates PC1..PCk then
+    components = 10              # come from it, each site using its own rows
+    approx = false               # true: PLINK 2's --pca approx budget (2k vectors, k + 1 rounds)
+
     [qc]                         # optional: PLINK 2 QC reports and filters, over all samples
     outputs = ["freq", "hardy", "missing", "geno-counts"]   # also "freq-counts"
     maf = 0.01                   # filters applied before association (PLINK 2's --maf/--geno/--hwe)
@@ -39,6 +48,17 @@ A study TOML (see docs/study-example.toml)::
     [network]
     timeout_seconds = 3600
 
+    [tls]                        # mutual TLS with every site and the key holder (or: insecure = true)
+    ca = "tls/ca.pem"            # the consortium CA
+    cert = "tls/analyst.pem"     # the coordinator's certificate: its CN is the requester the sites see
+    key = "tls/analyst.key"
+    key_holder_name = "keyholder"  # the name in the key holder's certificate
+    # without [tls]: plaintext channels, which TLS sites refuse; results are labelled insecure
+
+    The study's data use (docs/consent.md) goes in [study]: ``purpose = "HMB"`` (GA4GH DUO: GRU, HMB,
+    POA or DS:<term>) and ``commercial = false``; sites with a consent table include only the
+    participants whose consent covers it.
+
     [output]
     dir = "results"
 
@@ -49,6 +69,7 @@ A study TOML (see docs/study-example.toml)::
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -58,7 +79,10 @@ from typing import Any
 from coordinator.client import SiteEndpoint
 from coordinator.dp_options import read_extract, request_from_toml
 from engine.dp_release import DpRequest, check_dp_study
-from engine.errors import ConfigError
+from engine.consent import DataUse
+from engine.errors import ConfigError, FedGwasError
+from engine.ld_prune import PruneSettings
+from site_agent.pki import TlsFiles
 from engine.tables import expand_names
 from engine.tasks import ANALYSES, CASE_CONTROL_MODELS, PRIVACY_MODES, CohortRequest
 
@@ -104,6 +128,34 @@ class QcSettings:
 
 
 @dataclass(frozen=True)
+class PcaSettings:
+    """``--pca``: how many components, PLINK's ``approx`` budget or iteration to convergence
+    (``tolerance`` on the relative residual, at most ``max_rounds``), Krylov block size, start seed."""
+
+    components: int = 10
+    approx: bool = False
+    tolerance: float = 1e-3
+    max_rounds: int | None = None
+    block: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.components <= 100:
+            raise ConfigError(f"pca: components = {self.components} must be between 1 and 100")
+        if not 0.0 < self.tolerance < 1.0:
+            raise ConfigError(f"pca: tolerance = {self.tolerance} must be in (0, 1)")
+        if self.max_rounds is not None and self.max_rounds < 1:
+            raise ConfigError(f"pca: max_rounds = {self.max_rounds} must be at least 1")
+        if self.block is not None and not self.components <= self.block <= 1024:
+            raise ConfigError(f"pca: block = {self.block} must be between components and 1024")
+
+    @property
+    def covariate_names(self) -> tuple[str, ...]:
+        """The covariates this PCA provides: ``PC1..PCk``."""
+        return tuple(f"PC{i + 1}" for i in range(self.components))
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     study_id: str
     glm: str
@@ -123,6 +175,10 @@ class StudyConfig:
     assoc: bool = False  # PLINK 1.9's allelic test on the case/control phenotype
     dp: DpRequest | None = None  # differential privacy for every release of the study (docs/privacy.md)
     extract: tuple[str, ...] | None = None  # PLINK's --extract: only these variant IDs
+    ld_prune: PruneSettings | None = None  # --indep-pairwise before the PCA (selects its variants)
+    pca: PcaSettings | None = None  # federated PCA; covariates PC1..PCk then come from it
+    tls: TlsFiles | None = None  # mutual TLS material; None: plaintext channels (development only, labelled)
+    key_holder_name: str = "keyholder"  # the name the key holder's certificate must carry
 
     def __post_init__(self) -> None:
         where = "study"
@@ -133,8 +189,11 @@ class StudyConfig:
         if self.glm and (self.glm in CASE_CONTROL_MODELS) == (self.cohort.phenotype_coding == "quantitative"):
             raise ConfigError(f"{where}: glm {self.glm!r} cannot read phenotype {self.cohort.phenotype!r} as "
                               f"{self.cohort.phenotype_coding}")
-        if not (self.glm or self.assoc or self.qc.outputs):
-            raise ConfigError(f"{where}: nothing to do: request an association test (glm, assoc) and/or QC outputs")
+        if not (self.glm or self.assoc or self.qc.outputs or self.pca or self.ld_prune):
+            raise ConfigError(f"{where}: nothing to do: request an association test (glm, assoc), QC outputs, "
+                              f"LD pruning and/or a PCA")
+        if self.dp is not None and (self.pca or self.ld_prune):
+            raise ConfigError(f"{where}: differential privacy is not available for LD pruning or PCA yet")
         if (self.glm or self.assoc) and not self.cohort.phenotype:
             raise ConfigError(f"{where}: the association test needs a phenotype")
         if self.privacy not in PRIVACY_MODES:
@@ -166,7 +225,22 @@ class StudyConfig:
     @property
     def test_name(self) -> str:
         """What the run summary is named after: the model, else ``assoc``, else ``qc``."""
-        return self.glm or ("assoc" if self.assoc else "qc")
+        if self.glm or self.assoc or self.qc.active or not (self.pca or self.ld_prune):
+            return self.glm or ("assoc" if self.assoc else "qc")
+        return "pca" if self.pca else "prune"
+
+    @property
+    def pca_covariates(self) -> tuple[str, ...]:
+        """Covariates taken from the study's PCA (``PC1..PCk``), not from the sites' covariate files."""
+        names = set(self.pca.covariate_names) if self.pca is not None else set()
+        return tuple(name for name in self.cohort.covariates if name in names)
+
+    @property
+    def describe_cohort(self) -> CohortRequest:
+        """The cohort sites describe before the study starts: without the PCA's covariates, which
+        exist only once the PCA has run (every sample gets scores, so the sample count is the same)."""
+        kept = tuple(name for name in self.cohort.covariates if name not in self.pca_covariates)
+        return dataclasses.replace(self.cohort, covariates=kept)
 
 
 def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -207,6 +281,45 @@ def _qc_settings(table: Any, name: str) -> QcSettings:
         raise ConfigError(f"{name}: {error}") from None
 
 
+def _table_keys(table: Any, name: str, section: str, known: set[str]) -> str:
+    where = f"{name} [{section}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: [{section}] must be a table")
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected {sorted(known)}")
+    return where
+
+
+def _prune_settings(table: Any, name: str) -> PruneSettings | None:
+    """``[ld_prune]``: ``window``, ``step`` (default 1), ``r2``, ``window_kb`` (PLINK's --indep-pairwise)."""
+    if table is None:
+        return None
+    where = _table_keys(table, name, "ld_prune", {"window", "step", "r2", "window_kb"})
+    window = _typed(table, "window", (int, float), where)
+    r2 = _typed(table, "r2", (int, float), where)
+    try:
+        return PruneSettings(float(window), _typed(table, "step", int, where, 1), float(r2),
+                             _typed(table, "window_kb", bool, where, False))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _pca_settings(table: Any, name: str) -> PcaSettings | None:
+    """``[pca]``: ``components`` (default 10), ``approx``, ``tolerance``, ``max_rounds``, ``block``, ``seed``."""
+    if table is None:
+        return None
+    where = _table_keys(table, name, "pca", {"components", "approx", "tolerance", "max_rounds", "block", "seed"})
+    try:
+        return PcaSettings(components=_typed(table, "components", int, where, 10),
+                           approx=_typed(table, "approx", bool, where, False),
+                           tolerance=float(_typed(table, "tolerance", (int, float), where, 1e-3)),
+                           max_rounds=_typed(table, "max_rounds", int, where, None),
+                           block=_typed(table, "block", int, where, None), seed=_typed(table, "seed", int, where, 0))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
 def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     """Read a study TOML; every error names the file and the key."""
     path = Path(path)
@@ -235,7 +348,8 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     assoc = _typed(analysis, "assoc", bool, f"{name} [analysis]", False)
     # Without an explicit glm: linear regression when a phenotype is named (or the file has no [qc]
     # table, as study files had before QC), nothing when only the allelic test or QC is asked for.
-    default_glm = "" if assoc or ("qc" in raw and "phenotype" not in analysis) else "linear"
+    only_reports = any(table in raw for table in ("qc", "pca", "ld_prune")) and "phenotype" not in analysis
+    default_glm = "" if assoc or only_reports else "linear"
     glm = _typed(analysis, "glm", str, f"{name} [analysis]", default_glm)
     glm = "" if glm == "none" else glm
     phenotype = _typed(analysis, "phenotype", str, f"{name} [analysis]", ... if (glm or assoc) else "")
@@ -249,6 +363,13 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     else:
         coding = "quantitative"
     extract = _typed(analysis, "extract", str, f"{name} [analysis]", "")
+    tls, key_holder_name = _tls(raw.get("tls"), name, path.parent)
+    purpose = _typed(study, "purpose", str, f"{name} [study]", "")
+    commercial = _typed(study, "commercial", bool, f"{name} [study]", False)
+    try:
+        data_use = DataUse(purpose, commercial) if purpose else None
+    except FedGwasError as error:
+        raise ConfigError(f"{name} [study]: {error}") from None
     try:
         return StudyConfig(
             study_id=_typed(study, "id", str, f"{name} [study]"),
@@ -256,7 +377,7 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             glm=glm,
             assoc=assoc,
             qc=qc,
-            cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding),
+            cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding, data_use),
             match_by=_typed(analysis, "match_by", str, f"{name} [analysis]", "position"),
             block_size=_typed(analysis, "block_size", int, f"{name} [analysis]", 8192),
             privacy=_typed(privacy, "mode", str, f"{name} [privacy]", "secagg"),
@@ -268,6 +389,28 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             out_dir=Path(output_dir),
             dp=request_from_toml(raw.get("dp"), name),
             extract=read_extract(path.parent / extract) if extract else None,
+            ld_prune=_prune_settings(raw.get("ld_prune"), name),
+            pca=_pca_settings(raw.get("pca"), name),
+            tls=tls, key_holder_name=key_holder_name,
         )
     except ConfigError as error:
         raise ConfigError(f"{name}: {error}") from None
+
+
+def _tls(table: Any, name: str, base: Path) -> tuple[TlsFiles | None, str]:
+    """``[tls]``: ``ca``, ``cert``, ``key`` (relative to the study file) and ``key_holder_name``, or
+    ``insecure = true``. Without a ``[tls]`` table the channels are plaintext: sites configured for
+    mutual TLS (the default) then refuse the connection, and every result is labelled insecure."""
+    where = f"{name} [tls]"
+    if table is None:
+        return None, "keyholder"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: [tls] must be a table")
+    unknown = sorted(set(table) - {"ca", "cert", "key", "insecure", "key_holder_name"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}")
+    holder = _typed(table, "key_holder_name", str, where, "keyholder")
+    if _typed(table, "insecure", bool, where, False):
+        return None, holder
+    ca, cert, key = (_typed(table, k, str, where) for k in ("ca", "cert", "key"))
+    return TlsFiles(base / ca, base / cert, base / key), holder

@@ -19,6 +19,10 @@ PRIVACY_LABELS = {
 }
 
 
+#: How results label a study run over channels without mutual TLS.
+INSECURE_TRANSPORT_LABEL = "INSECURE TRANSPORT - development only: channels were neither encrypted nor authenticated"
+
+
 @dataclass(frozen=True)
 class SiteSummary:
     """One site's part in a study: who, how many samples, whether its statistics were used."""
@@ -48,14 +52,17 @@ class RunSummary:
     phase_seconds: dict[str, float] = field(default_factory=dict)  # describe, harmonise, rounds, solve, write
     software_version: str = ""
     notes: tuple[str, ...] = ()
+    insecure_transport: bool = False  # channels without mutual TLS (development only)
 
     @property
     def privacy_label(self) -> str:
-        return PRIVACY_LABELS.get(self.privacy, self.privacy)
+        label = PRIVACY_LABELS.get(self.privacy, self.privacy)
+        return f"{label}; {INSECURE_TRANSPORT_LABEL}" if self.insecure_transport else label
 
     @property
     def is_plaintext(self) -> bool:
-        return self.privacy == "plaintext"
+        """True when results must carry the development-only warning (plaintext mode or insecure transport)."""
+        return self.privacy == "plaintext" or self.insecure_transport
 
     @property
     def n_samples(self) -> int:

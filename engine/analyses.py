@@ -20,6 +20,8 @@ from engine.errors import ProtocolError
 from engine.linear import LinearLayout, block_statistics, flip_effect_allele, sample_cross_products
 from engine.logistic import (DesignProducts, LogisticLayout, covariate_statistics, design_products,
                              logistic_statistics)
+from engine.ld import LdPairsAnalysis
+from engine.pca import PcaAnalysis
 from engine.qc import QcAnalysis
 
 
@@ -56,6 +58,12 @@ class SiteAnalysis(Protocol):
         ``flip`` ``(m,)`` marks variants whose counted allele is the study's other allele;
         ``inputs`` holds the per-variant inputs sliced to this block.
         """
+
+    # Optional, for analyses that need them (the site agent looks them up with getattr):
+    # ``scan(state, genotypes, flip, inputs) -> None``: a first pass over every block, in order,
+    #     before any output block (PCA accumulates its sample-space product there);
+    # ``sample_values(state) -> (n, b)``: per-sample values that stay at the site, kept when the task
+    #     asks for it (the PCA's sample scores, engine.pca.SCORES_PARAMETER).
 
 
 def flip_genotypes(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -171,7 +179,7 @@ class CovariateFitAnalysis:
 
 REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in
                                    (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), FirthAnalysis(),
-                                    CovariateFitAnalysis())}
+                                    CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis())}
 
 
 def get_analysis(name: str) -> SiteAnalysis:

@@ -98,25 +98,39 @@ def build_cohort(
     covar: SampleTable | None = None,
     covariates: Sequence[str] = (),
     coding: str = "quantitative",
+    include: np.ndarray | None = None,
+    extra: SampleTable | None = None,
 ) -> Cohort:
     """Analysed samples: in the .fam, with the phenotype (unless ``phenotype`` is empty) and every
     covariate present. Without a phenotype, ``Cohort.phenotype`` is all zeros.
+
+    ``include`` (bool ``(n_fam,)``), when given, restricts the cohort further before any statistic
+    (the site's consent filter, engine/consent.py); excluded samples count as dropped.
+
+    A covariate that is a column of ``extra`` (the site's PCA scores, site_agent/scores.py) is taken
+    from it, the others from ``covar``.
 
     Raises
     ------
     InputError
         Unknown phenotype/covariate name, non-numeric values, covariates requested without a file.
     """
-    if covariates and covar is None:
+    from_extra = set(extra.columns) if extra is not None else set()
+    if covar is None and any(name not in from_extra for name in covariates):
         raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
     if phenotype:
         raw = code_phenotype(pheno.numeric(phenotype), coding, f"{str(pheno.path)!r} column {phenotype!r}")
         y = _align(fam, pheno, raw)
     else:
         y = np.zeros(len(fam))
-    columns = [_align(fam, covar, covar.numeric(name)) for name in covariates] if covar is not None else []
+    columns = [_align(fam, table, table.numeric(name)) for name in covariates
+               for table in [extra if extra is not None and name in from_extra else covar] if table is not None]
     covariate_matrix = np.column_stack(columns) if columns else np.empty((len(fam), 0))
     keep = np.isfinite(y) & np.all(np.isfinite(covariate_matrix), axis=1)
+    if include is not None:
+        if include.shape != (len(fam),) or include.dtype != np.bool_:
+            raise InputError(f"cohort include mask must be bool of shape ({len(fam)},), got {include.dtype} {include.shape}")
+        keep &= include
     index = np.flatnonzero(keep)
     return Cohort(
         sample_index=index,

@@ -1,6 +1,7 @@
 """Differential-privacy mechanisms and accounting, all from OpenDP (the only module importing it).
 
-Everything that draws release noise or converts between privacy measures goes through OpenDP 0.16:
+Everything that draws release noise or converts between privacy measures goes through OpenDP 0.16
+(imported on first use, so that agents and tools that never touch DP do not pay for it):
 
 * **Gaussian** noise (:func:`opendp.measurements.make_gaussian`), accounted in zero-concentrated DP
   (ρ-zCDP); the (ε, δ) guarantee comes from OpenDP's ``make_zCDP_to_approxDP`` + ``make_fix_delta``.
@@ -26,8 +27,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-import opendp.prelude as dp
-
 #: Mechanisms a study may request: Gaussian (zCDP) or Laplace (pure ε-DP).
 MECHANISMS = ("gaussian", "laplace")
 #: Noise granularity 2^K: values are rounded to this grid before noise (OpenDP's ``k``).
@@ -36,10 +35,17 @@ DISCRETISATION_K = -20
 MAX_EPSILON = 1e3
 
 
-def _enable() -> None:
-    # "contrib": OpenDP's mechanisms not yet formally vetted (all of them here);
-    # "honest-but-curious": user-defined privacy maps, used only to convert a *sum* of ρ to (ε, δ).
-    dp.enable_features("contrib", "honest-but-curious")
+@functools.lru_cache(maxsize=1)
+def _opendp() -> Any:
+    """OpenDP's prelude, imported on first use (a site that never releases with DP never loads it).
+
+    Features: "contrib" (OpenDP's mechanisms not yet formally vetted: all of those used here) and
+    "honest-but-curious" (user-defined privacy maps, used only to convert a *sum* of ρ to (ε, δ)).
+    """
+    import opendp.prelude as prelude
+
+    prelude.enable_features("contrib", "honest-but-curious")
+    return prelude
 
 
 @dataclass(frozen=True)
@@ -81,16 +87,18 @@ class NoiseCalibration:
 
 @functools.lru_cache(maxsize=256)
 def _domain(n_values: int) -> Any:
-    _enable()
-    return dp.vector_domain(dp.atom_domain(T=float, nan=False), size=n_values)
+    od = _opendp()
+    return od.vector_domain(od.atom_domain(T=float, nan=False), size=n_values)
 
 
 def _gaussian(n_values: int, scale: float) -> Any:
-    return dp.m.make_gaussian(_domain(n_values), dp.l2_distance(T=float), scale=scale, k=DISCRETISATION_K)
+    od = _opendp()
+    return od.m.make_gaussian(_domain(n_values), od.l2_distance(T=float), scale=scale, k=DISCRETISATION_K)
 
 
 def _laplace(n_values: int, scale: float) -> Any:
-    return dp.m.make_laplace(_domain(n_values), dp.l1_distance(T=float), scale=scale, k=DISCRETISATION_K)
+    od = _opendp()
+    return od.m.make_laplace(_domain(n_values), od.l1_distance(T=float), scale=scale, k=DISCRETISATION_K)
 
 
 def _check_parameters(mechanism: str, epsilon: float, delta: float, sensitivity: float, n_values: int) -> None:
@@ -138,34 +146,34 @@ def calibrate(mechanism: str, epsilon: float, delta: float, sensitivity: float, 
     """
     epsilon, delta, sensitivity = float(epsilon), float(delta), float(sensitivity)
     _check_parameters(mechanism, epsilon, delta, sensitivity, n_values)
-    _enable()
+    od = _opendp()
     if mechanism == "gaussian":
         def gaussian(s: float) -> Any:
-            return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(_gaussian(n_values, s)), delta)
+            return od.c.make_fix_delta(od.c.make_zCDP_to_approxDP(_gaussian(n_values, s)), delta)
 
         # ~ the textbook Gaussian scale, times a margin; doubled until OpenDP's map accepts it.
         upper = _upper_bound(lambda s: gaussian(s).check(sensitivity, (epsilon, delta)),
                              sensitivity * (2.0 + 20.0 * math.sqrt(math.log(1.0 / delta)) / epsilon))
-        scale = dp.binary_search_param(gaussian, d_in=sensitivity, d_out=(epsilon, delta), bounds=(0.0, upper))
+        scale = od.binary_search_param(gaussian, d_in=sensitivity, d_out=(epsilon, delta), bounds=(0.0, upper))
         measurement = _gaussian(n_values, scale)
         rho = float(measurement.map(sensitivity))
-        achieved = float(dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(measurement), delta).map(sensitivity)[0])
+        achieved = float(od.c.make_fix_delta(od.c.make_zCDP_to_approxDP(measurement), delta).map(sensitivity)[0])
         return NoiseCalibration(mechanism, epsilon, delta, sensitivity, float(scale), rho, achieved, n_values)
     upper = _upper_bound(lambda b: _laplace(n_values, b).check(sensitivity, epsilon), 2.0 * sensitivity / epsilon + 1.0)
-    scale = dp.binary_search_param(lambda b: _laplace(n_values, b), d_in=sensitivity, d_out=epsilon,
+    scale = od.binary_search_param(lambda b: _laplace(n_values, b), d_in=sensitivity, d_out=epsilon,
                                    bounds=(0.0, upper))
     measurement = _laplace(n_values, scale)
     pure = float(measurement.map(sensitivity))
-    rho = float(dp.c.make_pureDP_to_zCDP(measurement).map(sensitivity))
+    rho = float(od.c.make_pureDP_to_zCDP(measurement).map(sensitivity))
     return NoiseCalibration(mechanism, epsilon, 0.0, sensitivity, float(scale), rho, pure, n_values)
 
 
 def _rho_measurement(rho: float) -> Any:
     """A stand-in ρ-zCDP measurement whose privacy map is ``rho`` (accounting only: never run)."""
     rho = float(rho)
-    _enable()
-    return dp.m.make_user_measurement(
-        dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), dp.zero_concentrated_divergence(),
+    od = _opendp()
+    return od.m.make_user_measurement(
+        od.atom_domain(T=float, nan=False), od.absolute_distance(T=float), od.zero_concentrated_divergence(),
         function=lambda x: x, privacy_map=lambda d_in: rho, TO=float)
 
 
@@ -175,7 +183,8 @@ def epsilon_from_rho(rho: float, delta: float) -> float:
         return 0.0
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta {delta!r} must be in (0, 1) to express zCDP as (epsilon, delta)")
-    converted = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(_rho_measurement(rho)), delta)
+    od = _opendp()
+    converted = od.c.make_fix_delta(od.c.make_zCDP_to_approxDP(_rho_measurement(rho)), delta)
     return float(converted.map(1.0)[0])
 
 
@@ -184,8 +193,7 @@ def rho_from_epsilon(epsilon: float, delta: float) -> float:
     """Largest ρ whose OpenDP (ε, δ) conversion stays within ``epsilon`` at ``delta``."""
     if not 0.0 < epsilon <= MAX_EPSILON or not 0.0 < delta < 1.0:
         raise ValueError(f"budget epsilon {epsilon!r} must be in (0, {MAX_EPSILON:g}] and delta {delta!r} in (0, 1)")
-    _enable()
-    return float(dp.binary_search(lambda rho: epsilon_from_rho(rho, delta) <= epsilon, bounds=(0.0, float(epsilon))))
+    return float(_opendp().binary_search(lambda rho: epsilon_from_rho(rho, delta) <= epsilon, bounds=(0.0, float(epsilon))))
 
 
 def sample_noise(mechanism: str, scale: float, values: np.ndarray) -> np.ndarray:

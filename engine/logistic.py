@@ -34,7 +34,7 @@ import numpy as np
 
 #: float64 values per elementwise panel (~2 MiB: several panels stay in cache together).
 _PANEL_VALUES = 1 << 18
-#: Linear predictors are clipped to this magnitude before ``exp`` (p is then 0 or 1 to double precision).
+#: ``exp(-eta)`` is evaluated with ``-eta`` capped here (no overflow; p is then 0 to double precision).
 _ETA_LIMIT = 700.0
 
 
@@ -273,12 +273,11 @@ def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray,
     np.copyto(g, raw, casting="unsafe")
     missing = np.flatnonzero(raw < 0)
     g.reshape(-1)[missing] = 0.0
-    np.matmul(coef[:, :k], design.T, out=eta)  # (c, n) linear predictors
-    np.multiply(g, coef[:, k: k + 1], out=z)
+    np.matmul(-coef[:, :k], design.T, out=eta)  # (c, n) minus the linear predictors
+    np.multiply(g, -coef[:, k: k + 1], out=z)
     eta += z
-    np.clip(eta, -_ETA_LIMIT, _ETA_LIMIT, out=eta)
-    np.negative(eta, out=z)
-    np.exp(z, out=z)  # p = 1 / (1 + z) and 1 - p = z p (accurate when p is close to 1)
+    np.minimum(eta, _ETA_LIMIT, out=eta)  # exp overflows beyond; underflow to 0 means p = 1, w = 0
+    np.exp(eta, out=z)  # p = 1 / (1 + z) and 1 - p = z p (accurate when p is close to 1)
     np.add(z, 1.0, out=p)
     np.divide(1.0, p, out=p)
     np.multiply(z, p, out=w)
@@ -301,10 +300,10 @@ def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray,
     out[:, grad.start: grad.start + k] = cg_r[c:]
     out[:, grad.start + k] = np.einsum("ij,ij->i", r, g)
     if layout.firth:
-        # log-likelihood: log p = -log(1 + z); log(1 - p) = -eta - log(1 + z)
+        # log-likelihood: log p = -log(1 + z); log(1 - p) = -eta - log(1 + z)  (``eta`` holds -eta)
         ll = np.log(p)
         np.negative(ll, out=ll)
-        ll += (1.0 - y) * eta
+        ll -= (1.0 - y) * eta
         ll.reshape(-1)[missing] = 0.0
         out[:, layout.loglik_column] = -ll.sum(axis=1)
         u = w * (0.5 - p)  # zero where missing, as w is

@@ -133,15 +133,42 @@ def _predictor_checks(xtx: np.ndarray) -> np.ndarray:
 
 
 def _positive_definite(matrices: np.ndarray) -> np.ndarray:
-    """Whether each symmetric matrix ``(m, P, P)`` is numerically positive definite (Jacobi-scaled)."""
+    """Whether each symmetric matrix ``(m, P, P)`` is numerically positive definite.
+
+    Cholesky of the Jacobi-scaled matrix (unit diagonal) succeeds and its smallest pivot exceeds
+    1e-13; decided per matrix, whatever else is in the batch.
+    """
     if len(matrices) == 0:
         return np.zeros(0, dtype=bool)
     diag = np.einsum("mii->mi", matrices)
     ok = np.all(np.isfinite(matrices), axis=(1, 2)) & np.all(diag > 0, axis=1)
     scale = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
     scaled = np.where(ok[:, None, None], matrices * scale[:, :, None] * scale[:, None, :], np.eye(matrices.shape[1]))
-    eig = np.linalg.eigvalsh(scaled)
-    return ok & (eig[:, 0] > 1e-13 * np.maximum(eig[:, -1], 1.0))
+    pivots = np.zeros(len(matrices))
+    _smallest_pivots(scaled, np.arange(len(matrices)), pivots)
+    return ok & (pivots > 1e-13)
+
+
+def _smallest_pivots(matrices: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[index]`` = smallest Cholesky pivot of each matrix (0 where it fails), bisecting failed batches."""
+    try:
+        factor = np.linalg.cholesky(matrices[index])
+    except np.linalg.LinAlgError:
+        if len(index) == 1:
+            out[index] = 0.0
+            return
+        half = len(index) // 2
+        _smallest_pivots(matrices, index[:half], out)
+        _smallest_pivots(matrices, index[half:], out)
+        return
+    out[index] = np.einsum("mii->mi", factor).min(axis=1) ** 2
+
+
+def _solve(matrices: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Jacobi-scaled solves ``matrices^-1 rhs`` for positive definite ``(m, P, P)`` and ``(m, P)``."""
+    scale = 1.0 / np.sqrt(np.einsum("mii->mi", matrices))
+    scaled = matrices * scale[:, :, None] * scale[:, None, :]
+    return np.linalg.solve(scaled, (rhs * scale)[:, :, None])[:, :, 0] * scale
 
 
 def _inverse(matrices: np.ndarray) -> np.ndarray:
@@ -185,7 +212,7 @@ class _Newton:
         ok = _positive_definite(info)
         step = np.full(score.shape, np.nan)
         if np.any(ok):
-            step[ok] = np.einsum("mij,mj->mi", _inverse(info[ok]), score[ok])
+            step[ok] = _solve(info[ok], score[ok])
         self.info[index] = info
         coef = self.coef[index] + step
         self.coef[index] = coef

@@ -20,7 +20,6 @@ import numpy as np
 
 from engine.cohort import Cohort
 from engine.errors import InputError
-from engine.hwe import hwe_exact_neg_log10_p
 
 if TYPE_CHECKING:
     from engine.analyses import InputSpec
@@ -174,6 +173,8 @@ class GenotypeCounts:
 
     def hwe_neg_log10_p(self, midp: bool = False) -> np.ndarray:
         """-log10 of the exact HWE test p-value (PLINK 2's ``--hardy``), ``(m,)``."""
+        from engine.hwe import hwe_exact_neg_log10_p  # scipy.special: coordinator side only, kept off site start-up
+
         return hwe_exact_neg_log10_p(self.het, self.hom_effect, self.hom_other, midp=midp)
 
     def __add__(self, other: "GenotypeCounts") -> "GenotypeCounts":

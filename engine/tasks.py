@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from engine.analyses import check_inputs, get_analysis
+from engine.consent import DataUse
 from engine.errors import ProtocolError
 
 #: Association models a study may request (each has a site analysis and a coordinator driver).
@@ -35,12 +36,14 @@ class CohortRequest:
     """Which phenotype and covariates define the analysed samples.
 
     An empty ``phenotype`` selects every sample with the covariates (for analyses, such as QC, that
-    use no phenotype).
+    use no phenotype). ``data_use`` is the study's declared use of the data: a site with a consent
+    table analyses only the participants whose consent covers it (engine/consent.py).
     """
 
     phenotype: str
     covariates: tuple[str, ...] = ()
     phenotype_coding: str = "quantitative"
+    data_use: DataUse | None = None
 
     def __post_init__(self) -> None:
         if self.phenotype_coding not in PHENOTYPE_CODINGS:

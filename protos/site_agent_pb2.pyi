@@ -7,14 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CohortSpec(_message.Message):
-    __slots__ = ("phenotype", "covariates", "phenotype_coding")
+    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use")
     PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     COVARIATES_FIELD_NUMBER: _ClassVar[int]
     PHENOTYPE_CODING_FIELD_NUMBER: _ClassVar[int]
+    DATA_USE_FIELD_NUMBER: _ClassVar[int]
     phenotype: str
     covariates: _containers.RepeatedScalarFieldContainer[str]
     phenotype_coding: str
-    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ...) -> None: ...
+    data_use: DataUse
+    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ...) -> None: ...
+
+class DataUse(_message.Message):
+    __slots__ = ("purpose", "commercial")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    COMMERCIAL_FIELD_NUMBER: _ClassVar[int]
+    purpose: str
+    commercial: bool
+    def __init__(self, purpose: _Optional[str] = ..., commercial: _Optional[bool] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ("study_id", "cohort", "manifest_chunk_variants")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 
-from site_agent.audit_report import build_report, plot_spending, render_table, to_json
 from site_agent.ledger import open_entries, verify
 
 EXIT_OK, EXIT_TAMPERED = 0, 4
@@ -36,6 +35,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run an ``audit`` subcommand; domain errors (no such ledger) are left to the caller (exit 2)."""
+    # Imported here: the report pulls in OpenDP and matplotlib, which `serve` does not need.
+    from site_agent.audit_report import build_report, plot_spending, render_table, to_json
+
     entries = open_entries(args.ledger)
     verification = verify(entries, head=args.head if args.audit_command == "verify" else None)
     if args.audit_command == "verify":

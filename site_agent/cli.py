@@ -31,6 +31,8 @@ from site_agent import audit_cli
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
 from site_agent.provision import he_context_pin, init_site
+from site_agent.pki import TlsFiles
+from site_agent.security_check import check_security
 from site_agent.server import make_server
 
 log = logging.getLogger("site_agent")
@@ -60,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--listen", default="0.0.0.0:50051", help="address to serve on (default 0.0.0.0:50051)")
     init.add_argument("--allow-plaintext", action="store_true",
                       help="also accept plaintext tasks (development machines only)")
+    transport = init.add_mutually_exclusive_group(required=True)
+    transport.add_argument("--tls-dir", metavar="DIR",
+                           help="mutual TLS: DIR/ca.pem (the consortium CA) and DIR/NAME.pem + DIR/NAME.key (this "
+                                "site's certificate, CN = --name), e.g. from `fedgwas keys tls --site NAME`")
+    transport.add_argument("--insecure", action="store_true",
+                           help="serve plaintext gRPC (development machines only; results are labelled)")
+    init.add_argument("--consent", metavar="FILE", help="participant consent table (#FID IID DUO; docs/consent.md)")
     init.add_argument("--he-context", metavar="FILE",
                       help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
                            "its SHA-256 and accept --privacy he tasks encrypted under it")
@@ -91,6 +100,8 @@ def _check(config_path: str) -> int:
     print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
     if config.he_context_sha256:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
+    for line in check_security(config, data):
+        print(f"  {line}")
     return EXIT_OK
 
 
@@ -127,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init":
             fmt, genotypes_path = next((f, getattr(args, k)) for k, f in GENOTYPE_KEYS.items() if getattr(args, k))
             pin = he_context_pin(Path(args.he_context)) if args.he_context else None
+            tls = None if args.insecure else TlsFiles((Path(args.tls_dir) / "ca.pem").resolve(),
+                                                      (Path(args.tls_dir) / f"{args.name}.pem").resolve(),
+                                                      (Path(args.tls_dir) / f"{args.name}.key").resolve())
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
-                             args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin)
+                             args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
+                             consent=args.consent)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             return EXIT_OK
         if args.command == "check":

@@ -33,6 +33,14 @@ Example (``fedgwas-site init`` writes one)::
     ledger = "ledger.sqlite"           # hash-chained record of every task (default: next to this file)
     dataset = "cohort-2024"            # label of the dataset the budget belongs to (default: site name)
 
+    [tls]                              # mutual TLS (required unless insecure = true)
+    ca = "tls/ca.pem"                  # the consortium CA
+    cert = "tls/hospital-a.pem"        # this site's certificate (CN = the site name)
+    key = "tls/hospital-a.key"
+    # insecure = true                  # plaintext gRPC: development only, results are labelled
+
+    [access]                           # authorisation (site_agent/policy.py); consent: [data] consent
+
 Relative paths are resolved against the directory of the config file. Errors name the key.
 """
 
@@ -47,6 +55,8 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.tasks import PRIVACY_MODES
 from site_agent.budget import BudgetPolicy, policy_from_toml, render_policy
+from site_agent.pki import TlsFiles
+from site_agent.policy import AccessPolicy, access_from_toml, render_access
 
 #: [data] key -> genotype format.
 GENOTYPE_KEYS = {"bfile": "plink1", "pfile": "pgen", "vcf": "vcf"}
@@ -70,6 +80,14 @@ class SiteConfig:
     budget: BudgetPolicy | None = None  # [budget]: DP budget (None: DP releases are refused)
     ledger: Path | None = None  # [audit] ledger (load_site_config fills in the default)
     dataset: str = ""  # [audit] dataset label (default: the site name)
+    tls: TlsFiles | None = None  # [tls]: mutual TLS material; None only with [tls] insecure = true
+    access: AccessPolicy = AccessPolicy()  # [access]: studies, requesters and release minimums
+    consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/consent.py)
+
+    @property
+    def insecure(self) -> bool:
+        """True when the site serves plaintext gRPC ([tls] insecure = true; development only)."""
+        return self.tls is None
 
 
 def _get(table: dict[str, Any], section: str, key: str, kind: type, path: Path, required: bool = True) -> Any:
@@ -100,7 +118,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         raise ConfigError(f"site config {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"site config {str(path)!r} is not valid TOML: {exc}") from None
-    known = {"site", "data", "keys", "policy", "compute", "budget", "audit"}
+    known = {"site", "data", "keys", "policy", "compute", "budget", "audit", "tls", "access"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{str(path)!r}: unknown section(s) {unknown}; expected {sorted(known)}")
@@ -133,6 +151,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
     given = [key for key in GENOTYPE_KEYS if key in data]
     if len(given) != 1:
         raise ConfigError(f"{str(path)!r}: [data] needs exactly one of {', '.join(GENOTYPE_KEYS)}; found {given or 'none'}")
+    tls = _tls_files(_section(raw, "tls", path), path, resolve)
     return SiteConfig(
         path=path,
         name=name,
@@ -149,14 +168,35 @@ def load_site_config(path: Path | str) -> SiteConfig:
         budget=policy_from_toml(raw.get("budget"), repr(str(path))),
         ledger=resolve(_get(audit, "audit", "ledger", str, path, required=False) or "ledger.sqlite"),
         dataset=_get(audit, "audit", "dataset", str, path, required=False) or name,
+        tls=tls,
+        access=access_from_toml(raw.get("access"), repr(str(path))),
+        consent=resolve(_get(data, "data", "consent", str, path, required=False)),
     )
+
+
+def _tls_files(tls: dict[str, Any], path: Path, resolve: Any) -> TlsFiles | None:
+    """``[tls]``: ``ca``/``cert``/``key`` files, or ``insecure = true`` (then None); nothing else."""
+    insecure = _get(tls, "tls", "insecure", bool, path, required=False)
+    files = {key: _get(tls, "tls", key, str, path, required=False) for key in ("ca", "cert", "key")}
+    if insecure:
+        if any(files.values()):
+            raise ConfigError(f"{str(path)!r}: [tls] insecure = true cannot be combined with ca/cert/key")
+        return None
+    missing = [key for key, value in files.items() if not value]
+    if missing:
+        raise ConfigError(f"{str(path)!r}: [tls] {', '.join(missing)} missing: the site serves only mutual TLS "
+                          f"(certificates from `fedgwas keys tls`) unless [tls] insecure = true (development only)")
+    return TlsFiles(*(resolve(files[key]) for key in ("ca", "cert", "key")))
 
 
 def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, covar: str | None,
                        secagg_private_key: str, privacy_modes: tuple[str, ...] = ("secagg",),
                        threads: int | None = None, genotype_format: str = "plink1",
-                       he_context_sha256: str | None = None, budget: BudgetPolicy | None = None) -> str:
-    """TOML text of a site config (what ``fedgwas-site init`` writes)."""
+                       he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
+                       tls: TlsFiles | None = None, access: AccessPolicy | None = None,
+                       consent: str | None = None) -> str:
+    """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
+    ``[tls] insecure = true``."""
 
     def q(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -165,6 +205,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
              f"{FORMAT_KEYS[genotype_format]} = {q(genotypes)}", f"pheno = {q(pheno)}"]
     if covar is not None:
         lines.append(f"covar = {q(covar)}")
+    if consent is not None:
+        lines.append(f"consent = {q(consent)}")
     lines += ["", "[keys]", f"secagg_private_key = {q(secagg_private_key)}"]
     if he_context_sha256 is not None:
         lines.append(f"he_context_sha256 = {q(he_context_sha256)}")
@@ -173,4 +215,9 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
     if threads is not None:
         lines += ["", "[compute]", f"threads = {threads}"]
     lines += render_policy(budget)
+    if tls is None:
+        lines += ["", "[tls]", "insecure = true  # plaintext gRPC: development only"]
+    else:
+        lines += ["", "[tls]", f"ca = {q(str(tls.ca))}", f"cert = {q(str(tls.cert))}", f"key = {q(str(tls.key))}"]
+    lines += render_access(access)
     return "\n".join(lines) + "\n"

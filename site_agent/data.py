@@ -7,14 +7,19 @@ cached because every round of a study asks for the same one.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from engine import secagg
 from engine.cohort import Cohort, build_cohort
-from engine.errors import ConfigError
+from engine.consent import consent_mask, parse_duo
+from engine.errors import ConfigError, InputError, PrivacyError
 from engine.genotype_sources import GenotypeSource, open_genotypes
 from engine.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
@@ -30,10 +35,12 @@ class SiteData:
     covar: SampleTable | None
     secagg_key: X25519PrivateKey
     ledger: Ledger  # every task is recorded here (site_agent/ledger.py)
+    consent: SampleTable | None = None  # #FID IID DUO table ([data] consent), validated at load
 
     def __post_init__(self) -> None:
-        self._cohorts: dict[CohortRequest, Cohort] = {}
+        self._cohorts: dict[tuple[CohortRequest, str], Cohort] = {}
         self._lock = threading.Lock()
+        self._blocks = BlockCache()
 
     @property
     def name(self) -> str:
@@ -43,15 +50,68 @@ class SiteData:
     def secagg_public_key(self) -> bytes:
         return secagg.public_key_bytes(self.secagg_key)
 
-    def cohort(self, request: CohortRequest) -> Cohort:
-        """Analysed samples for ``request`` (raises InputError for unknown names/non-numeric values)."""
+    def cohort(self, request: CohortRequest, extra: SampleTable | None = None, extra_key: str = "") -> Cohort:
+        """Analysed samples for ``request`` (raises InputError for unknown names/non-numeric values).
+
+        At a site with a consent table, only participants whose consent covers the request's declared
+        data use are analysed, and a request without a declared data use is refused (PrivacyError).
+        Covariates found in ``extra`` (the site's PCA scores, cached under ``extra_key``) come from it.
+        """
         with self._lock:
-            if request not in self._cohorts:
-                self._cohorts[request] = build_cohort(
+            if (request, extra_key) not in self._cohorts:
+                self._cohorts[request, extra_key] = build_cohort(
                     self.genotypes.fam, self.pheno, request.phenotype, self.covar, request.covariates,
-                    request.phenotype_coding,
+                    request.phenotype_coding, include=self._consented(request), extra=extra,
                 )
-            return self._cohorts[request]
+            return self._cohorts[request, extra_key]
+
+    def read_block(self, variant_index: np.ndarray, sample_index: np.ndarray, cache: bool = False) -> np.ndarray:
+        """int8 genotypes ``(n, m)`` of a block; with ``cache``, kept in memory for the next reads of the
+        same task variants and samples (analyses that pass over the data several times: PCA)."""
+        if not cache:
+            return self.genotypes.read_block(variant_index, sample_index)
+        return self._blocks.read(self.genotypes, variant_index, sample_index)
+
+    def _consented(self, request: CohortRequest) -> np.ndarray | None:
+        if self.consent is None:
+            return None
+        if request.data_use is None:
+            raise PrivacyError(f"site {self.name!r} keeps participant consent (DUO codes): the study must declare "
+                               f"its data use (purpose GRU, HMB, POA or DS:<term>; commercial or not)")
+        fam = self.genotypes.fam
+        return consent_mask(fam.fid, fam.iid, self.consent.fid, self.consent.iid, self.consent.columns["DUO"],
+                            request.data_use, repr(str(self.consent.path)))
+
+
+class BlockCache:
+    """Genotype blocks of one task family (the same samples and variant blocks, e.g. every round of a
+    PCA) kept in memory, up to :attr:`max_bytes`; blocks beyond it are read from disk each time. A
+    block of another family replaces the cached family, so memory stays bounded."""
+
+    max_bytes = 1 << 30
+
+    def __init__(self) -> None:
+        self._family = b""
+        self._blocks: dict[bytes, np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def read(self, genotypes: GenotypeSource, variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
+        family = hashlib.blake2b(np.ascontiguousarray(sample_index).tobytes(), digest_size=16).digest()
+        key = hashlib.blake2b(np.ascontiguousarray(variant_index).tobytes(), digest_size=16).digest()
+        with self._lock:
+            if family != self._family:
+                self._family, self._blocks, self._bytes = family, {}, 0
+            cached = self._blocks.get(key)
+        if cached is not None:
+            return cached
+        block = genotypes.read_block(variant_index, sample_index)
+        with self._lock:
+            if family == self._family and self._bytes + block.nbytes <= self.max_bytes:
+                block.setflags(write=False)
+                self._blocks[key] = block
+                self._bytes += block.nbytes
+        return block
 
 
 def load_site_data(config: SiteConfig) -> SiteData:
@@ -74,4 +134,19 @@ def load_site_data(config: SiteConfig) -> SiteData:
         covar=None if config.covar is None else read_sample_table(config.covar),
         secagg_key=secagg.load_private_key(config.secagg_private_key),
         ledger=ledger,
+        consent=None if config.consent is None else read_consent_table(config.consent),
     )
+
+
+def read_consent_table(path: Path) -> SampleTable:
+    """The ``#FID IID DUO`` consent table, every code parsed and every participant listed once."""
+    table = read_sample_table(path)
+    if list(table.names) != ["DUO"]:
+        raise InputError(f"consent table {str(path)!r} must have exactly one column DUO after the IDs, "
+                         f"found {list(table.names)}")
+    for code in set(table.columns["DUO"].tolist()):
+        parse_duo(code, f"consent table {str(path)!r}")
+    keys = table.iid if table.fid is None else np.char.add(np.char.add(table.fid, "\x00"), table.iid)
+    if len(np.unique(keys)) != len(keys):
+        raise InputError(f"consent table {str(path)!r} lists a participant more than once")
+    return table

@@ -21,7 +21,9 @@ from engine.secagg import PairwiseMasker
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
 from engine.protection import Protector
 from engine.version import __version__
-from site_agent import budget, release
+from engine.pca import SCORES_PARAMETER
+from engine.audit import REQUEST_ID_KEY
+from site_agent import budget, cohort_guard, release, scores
 from site_agent.data import SiteData
 
 log = logging.getLogger("site_agent")
@@ -46,6 +48,32 @@ def describe(data: SiteData, cohort: CohortRequest, study_id: str = "", requeste
     )
 
 
+def authorise_describe(data: SiteData, study_id: str, requester: str | None) -> None:
+    """Refuse (and record in the ledger) a Describe from a requester or for a study the site does not serve."""
+    try:
+        data.config.access.authorise(data.name, study_id, None, requester)
+    except PrivacyError as error:
+        data.ledger.append(kind="refused", requester=requester or "", study=study_id, analysis="describe",
+                           message=f"{type(error).__name__}: {error}")
+        raise
+
+
+def _authorise(data: SiteData, task: TaskSpec, requester: str) -> None:
+    """The site's ``[access]`` rules and the replay rule (site_agent/policy.py, cohort_guard.py)."""
+    data.config.access.authorise(data.name, task.study_id, task.analysis, requester)
+    cohort_guard.check_not_replayed(data.ledger.entries(), data.name, task.study_id, task.round,
+                                    task.parameters.get(REQUEST_ID_KEY, ""))
+
+
+def _check_cohort(data: SiteData, cohort: Cohort) -> None:
+    """Minimum cohort size and the differencing rule, on the cohort after every site filter."""
+    access = data.config.access
+    access.check_cohort_size(data.name, cohort.n_samples)
+    if access.min_cohort_difference > 1 and data.config.ledger is not None:
+        cohort_guard.check_and_record_cohort(cohort_guard.registry_path(data.config.ledger), data.name,
+                                             cohort.sample_index, cohort.n_in_fam, access.min_cohort_difference)
+
+
 def _check_task(data: SiteData, task: TaskSpec) -> None:
     if task.privacy not in data.config.privacy_modes:
         raise PrivacyError(
@@ -59,6 +87,8 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
             f"site {data.name!r} requires at least {data.config.min_participants} participating sites, "
             f"the task lists {len(names)}"
         )
+    if SCORES_PARAMETER in task.parameters and not hasattr(get_analysis(task.analysis), "sample_values"):
+        raise ProtocolError(f"task.parameters[{SCORES_PARAMETER!r}]: analysis {task.analysis!r} has no sample scores")
     index = task.variant_index
     if index.min() < 0 or index.max() >= data.genotypes.n_variants:
         raise ProtocolError(
@@ -79,8 +109,10 @@ def _protector(data: SiteData, task: TaskSpec) -> Protector:
         if pinned is None:
             raise PrivacyError(f"site {data.name!r} has no pinned key-holder context ([keys] he_context_sha256)")
         he_context = PublicContext(task.privacy_material["he_context"], expected_sha256=pinned)
-    return make_protector(task.privacy, masker=masker, study_id=task.study_id, round_=task.round,
-                          he_context=he_context)
+    # Masks are bound to the request id too: a restarted coordinator reusing round numbers gets fresh masks.
+    request_id = task.parameters.get(REQUEST_ID_KEY, "")
+    return make_protector(task.privacy, masker=masker, study_id=f"{task.study_id}#{request_id}" if request_id
+                          else task.study_id, round_=task.round, he_context=he_context)
 
 
 def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lambda: True,
@@ -96,11 +128,13 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
     requester = task.requester if requester is None else requester
     try:
         _check_task(data, task)
+        _authorise(data, task, requester)
         analysis = get_analysis(task.analysis)
-        cohort = data.cohort(task.cohort)
+        cohort = scores.task_cohort(data, task)
         n_design = len(task.cohort.covariates) + 1
         if cohort.n_samples == 0:
             raise InputError(f"site {data.name!r} has no samples with phenotype {task.cohort.phenotype!r} and all covariates")
+        _check_cohort(data, cohort)
         protector = _protector(data, task)
         dp_plan = release.plan(task)
     except FedGwasError as error:
@@ -126,6 +160,18 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
     per_variant = {name: values for name, values in task.inputs.items() if analysis.inputs[name].per_variant}
     started = time.perf_counter()
     bytes_sent = 0
+    scan = getattr(analysis, "scan", None)  # two-pass analyses (PCA): a first pass over every block
+    cache = scan is not None
+    if scan is not None:
+        yield TaskProgress("scanning", 0, task.n_blocks)
+        for block in range(task.n_blocks):
+            if not is_active():
+                log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
+                return None
+            start, stop = task.block_bounds(block)
+            genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=True)
+            scan(state, genotypes, task.flip[start:stop],
+                 {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}})
     yield TaskProgress("computing", 0, task.n_blocks)
     for block in range(task.n_blocks):
         if not is_active():
@@ -133,14 +179,17 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
             return None
         start, stop = task.block_bounds(block)
         # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
-        genotypes = data.genotypes.read_block(task.variant_index[start:stop], cohort.sample_index)
+        genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
-        values = guard.noise(analysis.block(state, genotypes, task.flip[start:stop], inputs))
+        values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
+        values = guard.noise(cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count))
         payload = protector.protect(block, values)
         bytes_sent += len(payload)
         result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
         guard.sent(result)
         yield result
+    if SCORES_PARAMETER in task.parameters:  # the site keeps its PCA scores; they never leave it
+        scores.keep(data, task, cohort, analysis.sample_values(state))  # type: ignore[attr-defined]
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,

@@ -8,6 +8,8 @@ from engine import secagg
 from engine.errors import InputError
 from site_agent.budget import BudgetPolicy
 from site_agent.config import render_site_config
+from site_agent.pki import TlsFiles
+from site_agent.policy import AccessPolicy
 
 
 def he_context_pin(path: Path) -> str:
@@ -27,7 +29,8 @@ def he_context_pin(path: Path) -> str:
 
 def init_site(name: str, genotypes: str, pheno: str, covar: str | None, directory: Path, listen: str,
               allow_plaintext: bool = False, threads: int | None = None, genotype_format: str = "plink1",
-              he_context_sha256: str | None = None, budget: BudgetPolicy | None = None) -> Path:
+              he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
+              tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None) -> Path:
     """Create ``directory/site.toml`` and ``directory/keys/secagg.key``; returns the config path.
 
     ``genotypes`` is a PLINK 1 or PLINK 2 prefix or a VCF/BCF file, per ``genotype_format``.
@@ -36,6 +39,10 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
     rewritten. ``he_context_sha256`` pins a key holder's public CKKS context and enables mode "he".
     ``budget`` writes a ``[budget]`` section (the ledger next to the config keeps what was spent, so a
     rewritten config never resets the spending).
+
+    ``tls`` is the site's mutual-TLS material; None writes ``[tls] insecure = true`` (development and
+    in-process tests only: ``fedgwas-site init`` asks for one or the other explicitly). ``access``
+    writes an ``[access]`` section (site_agent/policy.py); ``consent`` the ``#FID IID DUO`` table.
     """
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / "keys" / "secagg.key"
@@ -50,6 +57,7 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         pheno=str(Path(pheno).resolve()),
         covar=None if covar is None else str(Path(covar).resolve()),
         secagg_private_key="keys/secagg.key", privacy_modes=modes, threads=threads,
-        he_context_sha256=he_context_sha256, budget=budget,
+        he_context_sha256=he_context_sha256, budget=budget, tls=tls, access=access,
+        consent=None if consent is None else str(Path(consent).resolve()),
     ), encoding="utf-8")
     return config_path

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from engine.consent import DataUse
 from engine.errors import ProtocolError
 from engine.harmonise import VariantManifest
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
@@ -31,8 +32,13 @@ def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
     names = [message.phenotype, *message.covariates]
     if any(len(n) > MAX_NAME_LENGTH for n in names):
         raise ProtocolError(f"cohort names must be at most {MAX_NAME_LENGTH} characters")
+    data_use = None
+    if message.HasField("data_use") and message.data_use.purpose:
+        if len(message.data_use.purpose) > MAX_NAME_LENGTH:
+            raise ProtocolError(f"cohort.data_use.purpose must be at most {MAX_NAME_LENGTH} characters")
+        data_use = DataUse(message.data_use.purpose, bool(message.data_use.commercial))
     return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates),
-                         phenotype_coding=message.phenotype_coding or "quantitative")
+                         phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use)
 
 
 def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:

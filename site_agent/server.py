@@ -11,6 +11,7 @@ from engine.errors import ConfigError
 from protos import site_agent_pb2_grpc as pb_grpc
 from site_agent.data import SiteData
 from site_agent.servicer import SiteAgentServicer
+from site_agent.tls import server_credentials
 
 SERVICE_NAME = "protos.site_agent.SiteAgent"
 MAX_MESSAGE_BYTES = 8 << 20  # chunks are <= 1 MiB; anything much larger is refused by gRPC
@@ -19,7 +20,9 @@ MAX_MESSAGE_BYTES = 8 << 20  # chunks are <= 1 MiB; anything much larger is refu
 def make_server(data: SiteData, address: str, max_workers: int = 4) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server bound to ``address``; returns ``(server, port)``.
 
-    ``address`` may use port 0 to bind a free port (tests, ``fedgwas local``).
+    ``address`` may use port 0 to bind a free port (tests, ``fedgwas local``). The port serves mutual
+    TLS with the site's ``[tls]`` certificates (clients must present a certificate from the same CA);
+    plaintext only when the config says ``[tls] insecure = true``.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="site-rpc"),
@@ -32,7 +35,10 @@ def make_server(data: SiteData, address: str, max_workers: int = 4) -> tuple[grp
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     try:
-        port = server.add_insecure_port(address)
+        if data.config.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(data.config.tls))
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {address!r}: {exc}") from None
     if port == 0:

@@ -26,6 +26,7 @@ from protos import site_agent_pb2_grpc as pb_grpc
 from engine.tasks import TaskSpec
 from site_agent import handlers, serde
 from site_agent.data import SiteData
+from site_agent.tls import peer_identity
 
 log = logging.getLogger("site_agent")
 
@@ -53,12 +54,15 @@ def _abort(context: grpc.ServicerContext, site: str, error: FedGwasError) -> Non
 
 
 def requester_identity(context: grpc.ServicerContext, task: TaskSpec | None = None) -> str | None:
-    """Who is asking, for budgets and the ledger: the hook for authenticated identities.
+    """Who is asking, for authorisation, budgets and the ledger.
 
-    Until mutual TLS is in place (``context.auth_context()`` will then name the peer's certificate),
-    the identity is what the task header claims (``TaskHeader.requester``), and unknown (``None``)
-    for Describe, which carries no requester.
+    Over mutual TLS it is the subject CN of the peer's certificate (``context.auth_context()``),
+    whatever the task header claims. Only at a site configured ``[tls] insecure = true`` (development)
+    is it what the header claims (``TaskHeader.requester``), and unknown (``None``) for Describe.
     """
+    authenticated = peer_identity(context)
+    if authenticated is not None:
+        return authenticated
     return None if task is None else task.requester
 
 
@@ -69,7 +73,9 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
         try:
             cohort = serde.cohort_from_proto(request.cohort)
-            description = handlers.describe(self.data, cohort, request.study_id, requester_identity(context))
+            requester = requester_identity(context)
+            handlers.authorise_describe(self.data, request.study_id, requester)
+            description = handlers.describe(self.data, cohort, request.study_id, requester)
         except FedGwasError as error:
             _abort(context, self.data.name, error)
             return

@@ -163,12 +163,12 @@ def test_dp_linear_association_on_a_declared_variant_set(sites: Sites, tmp_path:
     assert kinds == ["accepted", "released", "checked", "accepted", "released"]  # exact run, then DP run
 
 
-def _dp_task(data: SiteData, study_id: str = "crash") -> TaskSpec:
+def _dp_task(data: SiteData, study_id: str = "crash", request_id: str = "req") -> TaskSpec:
     other = secagg.public_key_bytes(secagg.generate_private_key())
     return TaskSpec(study_id=study_id, round=1, analysis="qc", cohort=CohortRequest(""), privacy="secagg",
                     participants=((data.name, data.secagg_public_key), ("other", other)), block_size=4,
                     variant_index=np.arange(10), flip=np.zeros(10, bool), requester="r",
-                    parameters={"dp.epsilon": "1.0", "dp.delta": "1e-06", "audit.request_id": "req"})
+                    parameters={"dp.epsilon": "1.0", "dp.delta": "1e-06", "audit.request_id": request_id})
 
 
 _CRASH = """
@@ -199,9 +199,13 @@ def test_a_crash_between_charge_and_release_keeps_the_charge_and_releases_nothin
     entries = data.ledger.entries()
     assert [e.kind for e in entries] == ["accepted", "accepted", "released"]
     assert entries[2].ref == 2 and verify(entries).ok
-    # Two charges of epsilon 1 are spent: a third does not fit in the budget.
-    with pytest.raises(PrivacyError, match="budget exceeded"):
+    # The released request is never released again (site_agent/cohort_guard.py refuses replays) ...
+    with pytest.raises(PrivacyError, match="already released this request"):
         list(handlers.run_task(data, _dp_task(data)))
+    # ... and two charges of epsilon 1 are spent: a new request does not fit in the budget.
+    with pytest.raises(PrivacyError, match="budget exceeded"):
+        list(handlers.run_task(data, _dp_task(data, request_id="another")))
+    assert sum(e.kind == "released" for e in data.ledger.entries()) == 1
     # A failure inside the computation (not a crash) is recorded as aborted; the charge stays.
     fresh = sites.datas[1]
 

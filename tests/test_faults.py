@@ -1,4 +1,5 @@
-"""Faults on purpose: a site that crashes mid-round, a site that hangs past its deadline.
+"""Faults on purpose: a site that crashes mid-round or hangs past its deadline, a restarted coordinator,
+a corrupted chunk.
 
 Sites are real gRPC servers on port 0 in this process; the faulty one wraps the real servicer and
 fails after streaming part of its result, as a crashed or hung process would look to the coordinator.
@@ -50,6 +51,17 @@ class FaultyServicer(SiteAgentServicer):
 
         chunks = 0
         for message in super().RunTask(replay(), context):
+            if self.fault == "corrupt" and message.WhichOneof("payload") == "chunk" and chunks == 0:
+                damaged = pb.TaskEvent()
+                damaged.CopyFrom(message)
+                data = bytearray(damaged.chunk.data)
+                data[::7] = bytes((x ^ 0x5A) for x in data[::7])  # same length, different bytes
+                damaged.chunk.data = bytes(data)
+                message = damaged
+            if self.fault == "corrupt":
+                yield message
+                chunks += message.WhichOneof("payload") == "chunk"
+                continue
             yield message
             chunks += message.WhichOneof("payload") == "chunk"
             if chunks == 2:
@@ -129,3 +141,29 @@ def test_hung_site_past_its_deadline_is_dropped(sites, tmp_path: Path) -> None:
 def test_dropout_below_the_minimum_number_of_sites_fails(sites, tmp_path: Path) -> None:
     with pytest.raises(StudyFailed, match="only 1 site\\(s\\) left, the study needs 2"):
         run_study(_config([s[2] for s in sites], tmp_path / "out", allow_dropout=True))
+
+
+@pytest.mark.parametrize("sites", [(None, None, "crash")], indirect=True)
+def test_a_restarted_coordinator_reruns_the_study_without_loss_or_double_counting(sites, tmp_path: Path) -> None:
+    endpoints = [s[2] for s in sites]
+    with pytest.raises(StudyFailed, match="crashed"):  # the first coordinator stops mid-round
+        run_study(_config(endpoints, tmp_path / "first"))
+    # Restarted with the same study id and round numbers: new request ids, so fresh masks and no replay refusal.
+    outcome = run_study(_config(endpoints, tmp_path / "second", allow_dropout=True))
+    clean = run_study(_config(endpoints[:2], tmp_path / "clean", study_id="faults-clean"))
+    np.testing.assert_allclose(outcome.result.beta, clean.result.beta, rtol=1e-10, equal_nan=True)
+    np.testing.assert_array_equal(outcome.result.n, clean.result.n)
+    assert outcome.summary.contributing_sites == ("site1", "site2")
+    ledger = sites[0][1].data.ledger.entries()
+    released = [e for e in ledger if e.kind == "released" and e.study == "faults"]
+    assert len({e.request_id for e in released}) == len(released)  # no request released twice
+
+
+@pytest.mark.parametrize("sites", [(None, None, "corrupt")], indirect=True)
+def test_a_corrupted_chunk_fails_the_study_clearly(sites, tmp_path: Path) -> None:
+    from engine.errors import RingOverflowError
+
+    # Under secure aggregation no single block can be checked, but the total leaves the honest range.
+    with pytest.raises(RingOverflowError, match="outside the range of valid sums"):
+        run_study(_config([s[2] for s in sites], tmp_path / "out"))
+    assert not (tmp_path / "out" / "QT.linear.tsv.gz").exists()
