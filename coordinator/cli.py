@@ -8,9 +8,13 @@ Subcommands::
                                                                       association, and/or
                   [--freq] [--hardy] [--missing] [--geno-counts]      QC reports (PLINK 2 formats)
                   [--maf F] [--geno F] [--hwe P]                      filters before association
+                  [--consent FILE --purpose HMB [--commercial]]       GA4GH DUO consent at each site
+                  [--insecure-transport]              plaintext instead of mutual TLS (OUT/tls/ dev CA)
                   [--indep-pairwise W S R2] [--pca [K] [approx]]      LD pruning, PCA (PCs as covariates)
     fedgwas demo [--out DIR]                    simulate 3 cohorts and run a study on them
     fedgwas keys he --out DIR                   CKKS keys of a key holder (--privacy he)
+    fedgwas keys tls --out DIR --site A ... --coordinator C [--key-holder K]
+                                                development CA and mutual-TLS certificates
     fedgwas keyholder serve --keys DIR          run the key holder (see coordinator/key_holder_cli.py)
     fedgwas audit cross-check --coordinator-log LOG --ledger L1 ...   (see coordinator/audit_cli.py)
 
@@ -273,7 +277,7 @@ def _report(outcome: StudyOutcome) -> None:
     elif summary.test == "assoc":
         what = f"allelic test of {summary.phenotype}"
     else:
-        what = "QC"
+        what = {"pca": "PCA", "prune": "LD pruning"}.get(summary.test, "QC")
     print(f"study {summary.study_id}: {what} on {summary.n_variants_tested} variants, {summary.n_samples} samples "
           f"from {len(summary.contributing_sites)} sites ({', '.join(summary.contributing_sites)})")
     print(f"privacy: {summary.privacy_label}")

@@ -107,8 +107,9 @@ def _run(executor: RoundExecutor, config: StudyConfig, counts: GenotypeCounts | 
         files["eigenvec.var"] = write_eigenvec_var(config.out_dir / EIGENVEC_VAR_FILE, variants.take(selected),
                                                    result, major_is_effect(counts.take(selected)))
         executor.parameters[COVARIATES_PARAMETER] = run_id
-        status = "converged" if result.converged else "NOT converged (raise the round limit)"
-        notes.append(f"PCA ({config.pca.components} PCs, {'approx, ' if config.pca.approx else ''}{result.n_variants} "
+        status = ("PLINK 2's approx budget" if config.pca.approx else
+                  "converged" if result.converged else "NOT converged: raise [pca] max_rounds")
+        notes.append(f"PCA ({config.pca.components} PCs, {result.n_variants} "
                      f"variants, {result.rounds} rounds, {status}; largest relative residual "
                      f"{float(np.max(result.residuals)):.2g}); each site keeps its own sample scores (pca.eigenvec)")
     return StructureOutcome(pca_variants=selected, removed=removed, pca=result, run_id=run_id, files=files,

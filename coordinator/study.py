@@ -134,7 +134,7 @@ class PcaSettings:
 
     components: int = 10
     approx: bool = False
-    tolerance: float = 1e-3
+    tolerance: float = 1e-4
     max_rounds: int | None = None
     block: int | None = None
     seed: int = 0
@@ -313,7 +313,7 @@ def _pca_settings(table: Any, name: str) -> PcaSettings | None:
     try:
         return PcaSettings(components=_typed(table, "components", int, where, 10),
                            approx=_typed(table, "approx", bool, where, False),
-                           tolerance=float(_typed(table, "tolerance", (int, float), where, 1e-3)),
+                           tolerance=float(_typed(table, "tolerance", (int, float), where, 1e-4)),
                            max_rounds=_typed(table, "max_rounds", int, where, None),
                            block=_typed(table, "block", int, where, None), seed=_typed(table, "seed", int, where, 0))
     except ConfigError as error:

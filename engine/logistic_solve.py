@@ -19,8 +19,8 @@ Rules follow PLINK 2 v2.00a3.5 ``--glm`` (``plink2_glm_logistic.cc``), applied i
   ``UNFINISHED`` after iteration 13), and Firth regression when Newton fails;
 - Firth (logistf port): Newton steps ``(X'WX)^-1 U*`` capped at 5, up to 5 step halvings when the
   penalised log-likelihood ``l + log det(X'WX) / 2`` drops, converged when the step and ``U*`` are
-  below 1e-4 and the likelihood moved less than 1e-4 (a drop below 1e-11 relative counts as rounding,
-  not as a drop: secure aggregation rounds every site's sums to 2^-40); ``UNFINISHED`` after 25 iterations;
+  below 1e-4 and the likelihood moved less than 1e-4 (a drop below 1e-6 counts as rounding, not as a
+  drop: the privacy modes round every site's sums); ``UNFINISHED`` after 25 iterations;
   ``FIRTH_CONVERGE_FAIL`` if ``X'WX`` is not positive definite;
 - the standard error is ``sqrt(diag((X'WX)^-1))`` (for logistic regression the ``X'WX`` of the last
   Newton step), ``INVALID_RESULT`` when a variance is below 1e-20 or non-finite; Wald z and p.
@@ -48,9 +48,11 @@ FIRTH_TOL = 1e-4
 FIRTH_MAX_ITER = 25
 FIRTH_MAX_STEP = 5.0
 FIRTH_MAX_HALVINGS = 5
-#: Relative slack when comparing penalised log-likelihoods: a "decrease" smaller than this is rounding
-#: (float64 sums over samples, fixed-point sums over sites), not a reason to halve the step.
-LOGLIK_SLACK = 1e-11
+#: Slack when comparing penalised log-likelihoods: a "decrease" smaller than this is rounding (float64
+#: sums over samples; the privacy modes' fixed point: 2^-40 per site under secagg, ~6e-8 under HE), not
+#: a reason to halve the step. Far below PLINK's lconv (1e-4) and its own single-precision noise.
+LOGLIK_SLACK_ABSOLUTE = 1e-6
+LOGLIK_SLACK_RELATIVE = 1e-11
 #: Variants per batch when expanding Firth third moments (bounds memory: 16k x 7^3 doubles = 45 MB).
 _TENSOR_BATCH = 16_384
 
@@ -300,7 +302,7 @@ class _Firth:
         h, maxhs = self.halving[index], self.max_halvings[index]
         old, threshold = self.loglik_old[index], self.threshold[index]
         accept = h > maxhs
-        slack = LOGLIK_SLACK * np.maximum(1.0, np.abs(old))  # rounding of sums over samples and sites
+        slack = LOGLIK_SLACK_ABSOLUTE + LOGLIK_SLACK_RELATIVE * np.abs(old)  # rounding, see the constants
         above = ~accept & (loglik >= threshold - slack)
         accept |= above & (loglik >= old - slack)
         maxhs = np.where(above & ~accept, h, maxhs)

@@ -64,7 +64,7 @@ class KrylovPlan:
 
 
 def krylov_plan(components: int, n_samples: int, n_variants: int, *, approx: bool = False,
-                block: int | None = None, max_rounds: int | None = None, tolerance: float = 1e-3) -> KrylovPlan:
+                block: int | None = None, max_rounds: int | None = None, tolerance: float = 1e-4) -> KrylovPlan:
     """The iteration budget for ``components`` PCs of ``n_samples`` samples and ``n_variants`` variants.
 
     ``approx``: PLINK 2's ``--pca approx`` budget (``2k`` vectors, ``k + 1`` rounds, no early stop).

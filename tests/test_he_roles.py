@@ -115,7 +115,8 @@ def test_site_init_pins_the_context_and_refuses_secret_or_missing_pins(study, tm
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     write_key_files(tmp_path / "kh")
     public = tmp_path / "kh" / PUBLIC_FILE
-    base = ["init", "--name", "h1", "--bfile", str(study.site_bfiles[0]), "--pheno", str(study.pheno_path)]
+    base = ["init", "--name", "h1", "--bfile", str(study.site_bfiles[0]), "--pheno", str(study.pheno_path),
+            "--insecure"]
     assert site_main([*base, "--dir", str(tmp_path / "site"), "--he-context", str(public)]) == 0
     config = load_site_config(tmp_path / "site" / "site.toml")
     assert config.he_context_sha256 == he.context_fingerprint(public.read_bytes())

@@ -193,5 +193,6 @@ def test_cli_keys_he(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert stat.S_IMODE((tmp_path / "kh" / SECRET_FILE).stat().st_mode) == 0o600
     assert main(["keys", "he", "--out", str(tmp_path / "kh")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
-    assert main(["keyholder", "serve", "--keys", str(tmp_path / "nothing"), "--listen", "127.0.0.1:0"]) == 2
+    assert main(["keyholder", "serve", "--keys", str(tmp_path / "nothing"), "--listen", "127.0.0.1:0",
+                 "--insecure"]) == 2
     assert "cannot read the HE keys" in capsys.readouterr().err
