@@ -19,8 +19,8 @@ Rules follow PLINK 2 v2.00a3.5 ``--glm`` (``plink2_glm_logistic.cc``), applied i
   ``UNFINISHED`` after iteration 13), and Firth regression when Newton fails;
 - Firth (logistf port): Newton steps ``(X'WX)^-1 U*`` capped at 5, up to 5 step halvings when the
   penalised log-likelihood ``l + log det(X'WX) / 2`` drops, converged when the step and ``U*`` are
-  below 1e-4 and the likelihood moved less than 1e-4 (a drop below 1e-6 counts as rounding, not as a
-  drop: the privacy modes round every site's sums); ``UNFINISHED`` after 25 iterations;
+  below 1e-4 and the likelihood moved less than 1e-4 (a drop below 1e-11 relative counts as rounding,
+  not as a drop: secure aggregation rounds every site's sums to 2^-40); ``UNFINISHED`` after 25 iterations;
   ``FIRTH_CONVERGE_FAIL`` if ``X'WX`` is not positive definite;
 - the standard error is ``sqrt(diag((X'WX)^-1))`` (for logistic regression the ``X'WX`` of the last
   Newton step), ``INVALID_RESULT`` when a variance is below 1e-20 or non-finite; Wald z and p.
@@ -40,19 +40,19 @@ from engine.pvalues import z_test_neg_log10_p
 
 MAX_CORR = 0.999
 MAX_VIF = 50.0
-#: Newton (PLINK's LogisticRegression): convergence, divergence and iteration limits.
+#: Newton (PLINK's LogisticRegression): convergence when sum |step| is below this (its divergence and
+#: iteration limits are the literals of ``_Newton._step``).
 NEWTON_TOL = 1e-4
-NEWTON_LAST_ITERATION = 14
 #: Firth (PLINK's FirthRegression): logistf's gconv, xconv, lconv, maxit, maxstep and maxhs.
 FIRTH_TOL = 1e-4
 FIRTH_MAX_ITER = 25
 FIRTH_MAX_STEP = 5.0
 FIRTH_MAX_HALVINGS = 5
-#: Slack when comparing penalised log-likelihoods: a "decrease" smaller than this is rounding (float64
-#: sums over samples; the privacy modes' fixed point: 2^-40 per site under secagg, ~6e-8 under HE), not
-#: a reason to halve the step. Far below PLINK's lconv (1e-4) and its own single-precision noise.
-LOGLIK_SLACK_ABSOLUTE = 1e-6
-LOGLIK_SLACK_RELATIVE = 1e-11
+#: Relative slack when comparing penalised log-likelihoods: a "decrease" smaller than this is rounding
+#: (float64 sums over samples, secure aggregation's 2^-40 per site), not a reason to halve the step.
+#: It must stay tiny: for a singleton the likelihood is so flat that PLINK's path (and whether it ends
+#: UNFINISHED) depends on decreases of ~1e-6.
+LOGLIK_SLACK = 1e-11
 #: Variants per batch when expanding Firth third moments (bounds memory: 16k x 7^3 doubles = 45 MB).
 _TENSOR_BATCH = 16_384
 
@@ -63,7 +63,7 @@ _ACTIVE, _CONVERGED, _UNFINISHED, _FAILED = 0, 1, 2, 3
 class RoundRequest:
     """One round to run: ``analysis`` on ``variants`` (study indices, ``(r,)``) at ``coef`` ``(r, P)``."""
 
-    analysis: str  # "logistic" or "firth" (engine.analyses)
+    analysis: str  # "covariate_fit", "logistic" or "firth" (engine.analyses)
     variants: np.ndarray
     coef: np.ndarray
     width: int
@@ -302,7 +302,7 @@ class _Firth:
         h, maxhs = self.halving[index], self.max_halvings[index]
         old, threshold = self.loglik_old[index], self.threshold[index]
         accept = h > maxhs
-        slack = LOGLIK_SLACK_ABSOLUTE + LOGLIK_SLACK_RELATIVE * np.abs(old)  # rounding, see the constants
+        slack = LOGLIK_SLACK * np.maximum(1.0, np.abs(old))  # rounding, see the constant
         above = ~accept & (loglik >= threshold - slack)
         accept |= above & (loglik >= old - slack)
         maxhs = np.where(above & ~accept, h, maxhs)

@@ -62,7 +62,7 @@ def _orient(standard: np.ndarray, flip: np.ndarray) -> _Oriented:
     return _Oriented(mean, scale)
 
 
-def _missing_indicator(raw: np.ndarray) -> sparse.csr_matrix:
+def missing_indicator(raw: np.ndarray) -> sparse.csr_matrix:
     """CSR ``(m, n)`` with a 1 at (variant, sample) for each missing call of ``raw`` ``(n, m)``."""
     n, m = raw.shape
     flat = np.flatnonzero(raw.ravel(order="F") < 0)
@@ -78,7 +78,7 @@ def _chunks(n: int, m: int, dtype: np.dtype) -> tuple[int, np.ndarray]:
 
 
 def project(genotypes: np.ndarray, flip: np.ndarray, standard: np.ndarray, v: np.ndarray,
-            dtype: type = np.float64) -> np.ndarray:
+            dtype: type = np.float64, missing: sparse.csr_matrix | None = None) -> np.ndarray:
     """``Z V`` for one block of variants: the block's contribution to the sample-space product.
 
     Parameters
@@ -94,6 +94,8 @@ def project(genotypes: np.ndarray, flip: np.ndarray, standard: np.ndarray, v: np
         ``(m, b)`` float64 per-variant input.
     dtype
         Precision of the GEMM (float64, or float32 for speed; sums are returned in float64).
+    missing
+        The block's missing-call indicator (:func:`missing_indicator`), if already computed.
 
     Returns
     -------
@@ -113,14 +115,14 @@ def project(genotypes: np.ndarray, flip: np.ndarray, standard: np.ndarray, v: np
         np.copyto(view, raw[:, start:stop], casting="unsafe")
         out += view @ weights_cast[start:stop]
     out -= oriented.mean @ weights  # the centring, identical for every sample: (b,)
-    missing = _missing_indicator(raw)
+    missing = missing_indicator(raw) if missing is None else missing
     if missing.nnz:  # remove what the -127 code and the centring added for each missing call
         out -= missing.T @ ((_MISSING - oriented.mean)[:, None] * weights)
     return out
 
 
 def back_project(genotypes: np.ndarray, flip: np.ndarray, standard: np.ndarray, u: np.ndarray,
-                 dtype: type = np.float64) -> np.ndarray:
+                 dtype: type = np.float64, missing: sparse.csr_matrix | None = None) -> np.ndarray:
     """``Z' U`` for one block of variants: per-variant sums over samples.
 
     Parameters are as for :func:`project`, with ``u`` ``(n, b)`` float64 (one row per sample of the
@@ -138,7 +140,7 @@ def back_project(genotypes: np.ndarray, flip: np.ndarray, standard: np.ndarray, 
         np.copyto(view, raw[:, start:stop], casting="unsafe")
         cross[start:stop] = (u_t @ view).T
     cross -= oriented.mean[:, None] * u.sum(axis=0)[None, :]
-    missing = _missing_indicator(raw)
+    missing = missing_indicator(raw) if missing is None else missing
     if missing.nnz:
         cross -= (_MISSING - oriented.mean)[:, None] * (missing @ u)
     return oriented.scale[:, None] * cross
@@ -147,13 +149,16 @@ def back_project(genotypes: np.ndarray, flip: np.ndarray, standard: np.ndarray, 
 @dataclass
 class PcaState:
     """Per-task state of :class:`PcaAnalysis`: the site's sample-space product ``U_k = Z_k V``,
-    ``(n, b)``, accumulated during the first pass and used by the second."""
+    ``(n, b)``, accumulated during the first pass and used by the second, and each block's
+    missing-call indicator from the first pass (the second visits the same blocks in the same order)."""
 
     n_samples: int
     width: int
     dtype: type
     product: np.ndarray = field(init=False)
+    missing: list[sparse.csr_matrix] = field(default_factory=list)
     scanned: int = 0
+    returned: int = 0
 
     def __post_init__(self) -> None:
         self.product = np.zeros((self.n_samples, self.width))
@@ -195,13 +200,20 @@ class PcaAnalysis:
     def scan(self, state: PcaState, genotypes: np.ndarray, flip: np.ndarray,
              inputs: Mapping[str, np.ndarray]) -> None:
         """First pass: accumulate ``U_k += Z_block V_block``."""
-        state.product += project(genotypes, flip, inputs["standard"], inputs["v"], state.dtype)
+        missing = missing_indicator(np.asfortranarray(genotypes))
+        state.product += project(genotypes, flip, inputs["standard"], inputs["v"], state.dtype, missing)
+        state.missing.append(missing)
         state.scanned += genotypes.shape[1]
 
     def block(self, state: PcaState, genotypes: np.ndarray, flip: np.ndarray,
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Second pass: ``Z_block' U_k`` ``(m, b)``."""
-        return back_project(genotypes, flip, inputs["standard"], state.product, state.dtype)
+        index = state.returned
+        missing = state.missing[index] if index < len(state.missing) else None
+        if missing is not None and missing.shape != (genotypes.shape[1], genotypes.shape[0]):
+            missing = None
+        state.returned += 1
+        return back_project(genotypes, flip, inputs["standard"], state.product, state.dtype, missing)
 
     def sample_values(self, state: PcaState) -> np.ndarray:
         """``U_k`` ``(n, b)``: per-sample values that stay at the site (its PCA scores in the last round)."""
