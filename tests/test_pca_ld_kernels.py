@@ -261,7 +261,8 @@ def test_site_refuses_scores_it_does_not_hold(tmp_path: Path) -> None:
     assert scores.load(data, "run1").numeric("PC1").tolist() == [0.5]
 
 
-def test_covariates_outside_the_pca_need_a_file(tmp_path: Path) -> None:
+def test_covariates_outside_the_pca_need_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["local", "--bfile", str(tmp_path / "a"), "--bfile", str(tmp_path / "b"), "--pheno", "p.txt",
                  "--pheno-name", "QT", "--covar-name", "AGE,PC1-PC2", "--pca", "2", "--out", str(tmp_path / "o")])
     assert code == 2
+    assert "--covar-name given without --covar (AGE do not come from --pca)" in capsys.readouterr().err
