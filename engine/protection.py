@@ -102,8 +102,37 @@ def make_protector(privacy: str, *, masker: PairwiseMasker | None = None, study_
     raise PrivacyError(f"privacy mode {privacy!r} is not implemented; known modes: {sorted(ENCODINGS)}")
 
 
+class _Contributions:
+    """Bookkeeping shared by every aggregator: one block, one contribution per participant.
+
+    Subclasses (dataclasses) provide ``privacy``, ``n_parties`` and ``contributors``.
+    """
+
+    privacy: str
+    n_parties: int
+    contributors: set[str]
+
+    def _admit(self, site: str, encoding: str) -> None:
+        """Refuse data in the wrong encoding for this round, or a second copy from one site."""
+        expected = ENCODINGS.get(self.privacy)
+        if encoding != expected:
+            raise ProtocolError(f"site {site!r} sent {encoding!r} data in a {self.privacy!r} round (expected {expected!r})")
+        if site in self.contributors:
+            raise ProtocolError(f"site {site!r} sent the same block twice")
+
+    @property
+    def complete(self) -> bool:
+        return len(self.contributors) == self.n_parties
+
+    def _require_complete(self) -> None:
+        if not self.complete:
+            raise ProtocolError(
+                f"block total requested with {len(self.contributors)} of {self.n_parties} contributions"
+            )
+
+
 @dataclass
-class BlockAggregator:
+class BlockAggregator(_Contributions):
     """Sums one block's contributions from every participant of a round.
 
     ``add`` takes each site's wire bytes for the block; ``total`` returns the float64 aggregate of
@@ -122,11 +151,7 @@ class BlockAggregator:
             raise PrivacyError(f"BlockAggregator does not handle privacy mode {self.privacy!r}; use make_aggregator")
 
     def add(self, site: str, encoding: str, payload: bytes) -> None:
-        expected = ENCODINGS.get(self.privacy)
-        if encoding != expected:
-            raise ProtocolError(f"site {site!r} sent {encoding!r} data in a {self.privacy!r} round (expected {expected!r})")
-        if site in self.contributors:
-            raise ProtocolError(f"site {site!r} sent the same block twice")
+        self._admit(site, encoding)
         if self.privacy == "plaintext":
             values = np.frombuffer(payload, dtype="<f8")
             if values.size != self.n_values:
@@ -139,15 +164,9 @@ class BlockAggregator:
             self._sum = elements if self._sum is None else ring.add(self._sum, elements)
         self.contributors.add(site)
 
-    @property
-    def complete(self) -> bool:
-        return len(self.contributors) == self.n_parties
-
     def total(self) -> np.ndarray:
-        if not self.complete or self._sum is None:
-            raise ProtocolError(
-                f"block total requested with {len(self.contributors)} of {self.n_parties} contributions"
-            )
+        self._require_complete()
+        assert self._sum is not None  # complete implies n_parties >= 1 contributions
         if self.privacy == "plaintext":
             return self._sum
         return ring.decode(self._sum, self.n_parties)
@@ -174,7 +193,7 @@ class AggregateDecryptor(Protocol):
 
 
 @dataclass
-class HeBlockAggregator:
+class HeBlockAggregator(_Contributions):
     """Sums one block's ciphertexts from every participant; only the key holder can open the sum.
 
     Holds a public context only (:class:`engine.he.PublicContext` refuses a secret key), so this side
@@ -191,10 +210,7 @@ class HeBlockAggregator:
     privacy: str = "he"
 
     def add(self, site: str, encoding: str, payload: bytes) -> None:
-        if encoding != ENCODINGS["he"]:
-            raise ProtocolError(f"site {site!r} sent {encoding!r} data in a 'he' round (expected {ENCODINGS['he']!r})")
-        if site in self.contributors:
-            raise ProtocolError(f"site {site!r} sent the same block twice")
+        self._admit(site, encoding)
         try:
             part = self.context.load(payload, he_encoding.n_ciphertexts(self.n_values))
         except ProtocolError as error:
@@ -205,15 +221,9 @@ class HeBlockAggregator:
             self._sum.add(part)
         self.contributors.add(site)
 
-    @property
-    def complete(self) -> bool:
-        return len(self.contributors) == self.n_parties
-
     def total(self) -> np.ndarray:
-        if not self.complete or self._sum is None:
-            raise ProtocolError(
-                f"block total requested with {len(self.contributors)} of {self.n_parties} contributions"
-            )
+        self._require_complete()
+        assert self._sum is not None  # complete implies n_parties >= 1 contributions
         values = np.asarray(self.decryptor.decrypt(self.block, self.n_values, self._sum.to_bytes()), dtype=np.float64)
         if values.shape != (self.n_values,):
             raise ProtocolError(f"the key holder returned {values.shape} values for block {self.block}, "
