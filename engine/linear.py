@@ -90,6 +90,22 @@ def sample_cross_products(design: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.column_stack([design[:, rows] * design[:, cols], design * y[:, None], y * y])
 
 
+def missing_call_indicator(genotypes: np.ndarray) -> sparse.csr_matrix:
+    """Sparse ``(m, n)`` 0/1 matrix of the missing (negative) calls of int8 ``(n, m)`` genotypes.
+
+    Found on the raw Fortran (variant-major) memory in one pass over int8; the flat indices come out
+    sorted by variant, so the CSR matrix is built directly. ``indicator @ per_sample`` gives, per
+    variant, the sums of per-sample quantities over the samples it must leave out.
+    """
+    raw = np.asfortranarray(genotypes)
+    n, m = raw.shape
+    flat = np.flatnonzero(raw.ravel(order="F") < 0)
+    variant_of = flat // n
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(variant_of, minlength=m), out=indptr[1:])
+    return sparse.csr_matrix((np.ones(len(flat)), flat - variant_of * n, indptr), shape=(m, n))
+
+
 def block_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
                      per_sample: np.ndarray | None = None) -> np.ndarray:
     """Packed sufficient statistics of a block of variants at one site.
@@ -118,15 +134,8 @@ def block_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
     n_triu_c = k * (k + 1) // 2
     # Columns of per_sample that equal [C, y]: row 0 of triu(c c') is c (c_0 = 1), and c_0 y = y.
     design_and_y = np.r_[np.arange(k), n_triu_c]
-    # Missing calls, found on the raw (Fortran, variant-major) memory: one pass over int8. The flat
-    # indices come out sorted by variant, so the CSR indicator (variants x samples) is built directly.
     raw = np.asfortranarray(genotypes)
-    flat = np.flatnonzero(raw.ravel(order="F") < 0)
-    variant_of = flat // n
-    indptr = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(np.bincount(variant_of, minlength=m), out=indptr[1:])
-    indicator = sparse.csr_matrix((np.ones(len(flat)), flat - variant_of * n, indptr), shape=(m, n))
-    missing_sums = indicator @ per_sample
+    missing_sums = missing_call_indicator(raw) @ per_sample
     observed = per_sample.sum(axis=0) - missing_sums
     # Thin GEMM on the raw codes (missing = -127), converted to float64 a cache-sized chunk at a time
     # into one reused buffer (a fresh (n, m) float64 copy costs more in page faults than the GEMM).

@@ -22,6 +22,15 @@ site stores the other allele). All work is vectorised over blocks of variants: o
 linear predictors, elementwise ``exp`` over a cache-sized ``(n, chunk)`` panel, and thin GEMMs of the
 per-sample covariate products against the weight panels. The coordinator's solver is
 :mod:`engine.logistic_solve`.
+
+Precision. Every sum is accumulated in float64. For Newton's statistics the linear predictors and
+probabilities are evaluated in float32 (numpy's float64 ``exp`` is not vectorised and was half of
+the cost): each sample's ``p``, ``1 - p`` and weight then carry a relative error of ~1e-7, which moves
+the fitted coefficients by ~1e-9 of their standard error (Newton's fixed point is the root of the
+score, evaluated to that accuracy) and the standard errors by ~1e-7 relative. Firth's statistics
+stay in float64 throughout: its step halving compares penalised log-likelihoods to 1e-11 relative.
+When every variant shares the linear predictor (Newton's start at the covariate-only fit) no
+``exp`` per variant is needed and the statistics are exact in float64.
 """
 
 from __future__ import annotations
@@ -32,10 +41,14 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
+from engine.linear import missing_call_indicator
+
 #: float64 values per elementwise panel (~2 MiB: several panels stay in cache together).
 _PANEL_VALUES = 1 << 18
 #: ``exp(-eta)`` is evaluated with ``-eta`` capped here (no overflow; p is then 0 to double precision).
 _ETA_LIMIT = 700.0
+#: The same cap for float32 (``exp(80)`` = 5.5e34 < 3.4e38; p and w are then ~1.8e-35, still normal).
+_ETA_LIMIT_FLOAT32 = 80.0
 
 
 @dataclass(frozen=True)
@@ -196,10 +209,12 @@ def logistic_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray
         raise ValueError(f"coef has shape {coef.shape}, expected {(m, k + 1)}")
     if products is None or (firth and products.triples is None):
         products = design_products(design, firth)
+    if not firth and _shared_linear_predictor(coef, k):
+        return _shared_predictor_statistics(genotypes, design, y, coef[0, :k], layout)
     out = np.empty((m, layout.width))
     raw = np.asfortranarray(genotypes).T  # (m, n) C-contiguous view: variant-major
     chunk = max(8, min(m, _PANEL_VALUES // max(n, 1)))
-    work = _Workspace(chunk, n)
+    work = _Workspace(chunk, n, firth)
     for start in range(0, m, chunk):
         stop = min(start + chunk, m)
         out[start:stop] = _panel(raw[start:stop], design, y, coef[start:stop], layout, products, work)
@@ -250,13 +265,18 @@ def covariate_statistics(design: np.ndarray, y: np.ndarray, coef: np.ndarray,
 
 
 class _Workspace:
-    """Panel buffers ``(chunk, n)`` reused across panels (fresh multi-MiB arrays cost page faults)."""
+    """Panel buffers ``(chunk, n)`` reused across panels (fresh multi-MiB arrays cost page faults).
 
-    def __init__(self, chunk: int, n: int) -> None:
+    float64 for the genotypes, weights and residuals that enter the sums; the linear predictors and
+    probabilities are float64 for Firth and float32 for Newton (see :func:`_newton_probabilities`).
+    """
+
+    def __init__(self, chunk: int, n: int, firth: bool) -> None:
+        dtype = np.float64 if firth else np.float32
         self.g = np.empty((chunk, n))
-        self.eta = np.empty((chunk, n))
-        self.z = np.empty((chunk, n))
-        self.p = np.empty((chunk, n))
+        self.eta = np.empty((chunk, n), dtype=dtype)
+        self.z = np.empty((chunk, n), dtype=dtype)
+        self.p = np.empty((chunk, n), dtype=dtype)
         self.w = np.empty((chunk, n))
         self.stacked = np.empty((2 * chunk, n))  # [w g; y - p]
 
@@ -273,11 +293,14 @@ def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray,
     np.copyto(g, raw, casting="unsafe")
     missing = np.flatnonzero(raw < 0)
     g.reshape(-1)[missing] = 0.0
-    np.matmul(-coef[:, :k], design.T, out=eta)  # (c, n) minus the linear predictors
-    np.multiply(g, -coef[:, k: k + 1], out=z)
+    # Minus the linear predictors; exp(-eta) = z, p = 1 / (1 + z) and 1 - p = z p (accurate when p is
+    # close to 1); exp overflows beyond the limit, and its underflow to 0 means p = 1, w = 0.
+    limit = _ETA_LIMIT if eta.dtype == np.float64 else _ETA_LIMIT_FLOAT32
+    np.matmul(-coef[:, :k].astype(eta.dtype), design.T.astype(eta.dtype), out=eta)
+    np.multiply(g, -coef[:, k: k + 1], out=z, casting="same_kind")
     eta += z
-    np.minimum(eta, _ETA_LIMIT, out=eta)  # exp overflows beyond; underflow to 0 means p = 1, w = 0
-    np.exp(eta, out=z)  # p = 1 / (1 + z) and 1 - p = z p (accurate when p is close to 1)
+    np.minimum(eta, limit, out=eta)
+    np.exp(eta, out=z)
     np.add(z, 1.0, out=p)
     np.divide(1.0, p, out=p)
     np.multiply(z, p, out=w)
@@ -288,17 +311,9 @@ def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray,
     np.subtract(y, p, out=r)
     r.reshape(-1)[missing] = 0.0
     out = np.empty((c, layout.width))
-    counts, source = layout._sources
-    cc = w @ products.pairs  # (c, K(K+1)/2)
     cg_r = stacked @ design  # (2c, K): C'(w g) then C'(y - p)
-    gg = np.einsum("ij,ij->i", wg, g)
-    for family, values in ((0, cc), (1, cg_r[:c])):
-        columns = np.flatnonzero(counts == family)
-        out[:, columns] = values[:, source[columns]]
-    out[:, np.flatnonzero(counts == 2)] = gg[:, None]
-    grad = layout.grad_slice
-    out[:, grad.start: grad.start + k] = cg_r[c:]
-    out[:, grad.start + k] = np.einsum("ij,ij->i", r, g)
+    _fill(out, layout, w @ products.pairs, cg_r[:c], np.einsum("ij,ij->i", wg, g), cg_r[c:],
+          np.einsum("ij,ij->i", r, g))
     if layout.firth:
         # log-likelihood: log p = -log(1 + z); log(1 - p) = -eta - log(1 + z)  (``eta`` holds -eta)
         ll = np.log(p)
@@ -317,4 +332,64 @@ def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray,
         for family, values in enumerate(families):
             columns = np.flatnonzero(t_counts == family)
             out[:, tensor.start + columns] = values[:, t_source[columns]]
+    return out
+
+
+def _fill(out: np.ndarray, layout: LogisticLayout, cwc: np.ndarray, cwg: np.ndarray, gwg: np.ndarray,
+          c_resid: np.ndarray, g_resid: np.ndarray) -> None:
+    """Pack ``X'WX`` (from ``C'WC`` ``(m, K(K+1)/2)``, ``C'Wg`` ``(m, K)``, ``g'Wg`` ``(m,)``) and the score
+    ``X'(y - p)`` (from ``C'(y - p)`` ``(m, K)``, ``g'(y - p)`` ``(m,)``) into the first columns of ``out``."""
+    k = layout.n_design
+    counts, source = layout._sources
+    for family, values in ((0, cwc), (1, cwg)):
+        columns = np.flatnonzero(counts == family)
+        out[:, columns] = values[:, source[columns]]
+    out[:, np.flatnonzero(counts == 2)] = gwg[:, None]
+    grad = layout.grad_slice
+    out[:, grad.start: grad.start + k] = c_resid
+    out[:, grad.start + k] = g_resid
+
+
+def _shared_linear_predictor(coef: np.ndarray, k: int) -> bool:
+    """Whether every variant is evaluated at the same covariate coefficients with genotype coefficient 0
+    (the covariate-only fit, where the coordinator starts Newton's method)."""
+    return len(coef) > 0 and not np.any(coef[:, k]) and bool(np.all(coef[:, :k] == coef[0, :k]))
+
+
+def _shared_predictor_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b: np.ndarray,
+                                 layout: LogisticLayout) -> np.ndarray:
+    """:func:`logistic_statistics` when every variant's linear predictor is ``C b`` (genotype coefficient 0).
+
+    Then ``p``, ``w`` and ``y - p`` are per sample, not per variant: no ``exp`` per variant. The
+    per-variant sums are one thin GEMM of the genotypes against ``[w C, y - p]`` ``(K + 1, n)``, one
+    GEMV of ``g^2`` against ``w``, and the covariate-only sums minus those of each variant's missing
+    calls (a sparse product, as in :func:`engine.linear.block_statistics`). About the cost of the
+    ``linear`` analysis.
+    """
+    n, m = genotypes.shape
+    k = layout.n_design
+    neg_eta = np.minimum(-(design @ b), _ETA_LIMIT)
+    z = np.exp(neg_eta)
+    p = 1.0 / (1.0 + z)
+    w = z * p * p
+    resid = y - p
+    rows, cols = np.triu_indices(k)
+    per_sample = np.column_stack([w[:, None] * design[:, rows] * design[:, cols], design * resid[:, None]])
+    raw = np.asfortranarray(genotypes)
+    observed = per_sample.sum(axis=0) - missing_call_indicator(raw) @ per_sample  # (m, K(K+1)/2 + K)
+    weights = np.vstack([w * design.T, resid])  # (K + 1, n)
+    cross, gwg = np.empty((m, k + 1)), np.empty(m)
+    chunk = max(1, min(m, _PANEL_VALUES // max(n, 1)))
+    buffer = np.empty((n, chunk), order="F")
+    for start in range(0, m, chunk):
+        stop = min(start + chunk, m)
+        view = buffer[:, : stop - start]
+        np.copyto(view, raw[:, start:stop], casting="unsafe")
+        np.maximum(view, 0.0, out=view)  # a missing call contributes nothing
+        cross[start:stop] = (weights @ view).T
+        view *= view
+        gwg[start:stop] = w @ view
+    out = np.empty((m, layout.width))
+    n_pairs = len(rows)
+    _fill(out, layout, observed[:, :n_pairs], cross[:, :k], gwg, observed[:, n_pairs:], cross[:, k])
     return out

@@ -101,14 +101,17 @@ def simulate(rng: np.random.Generator, n: int = 600, m: int = 40, missing: float
 
 
 def fit(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, *, always_firth: bool = False,
-        sites: int = 1):
+        sites: int = 1, warm_start: bool = True, solver_out: list | None = None):
     """The federated solver, with each round's statistics summed over ``sites`` sample splits."""
     splits = np.array_split(np.arange(len(y)), sites)
 
     def totals(kernel, **kwargs):
         return sum(kernel(np.asfortranarray(genotypes[rows]), design[rows], y[rows], **kwargs) for rows in splits)
 
-    solver = BinaryTraitFit(totals(block_statistics), design.shape[1], always_firth=always_firth)
+    solver = BinaryTraitFit(totals(block_statistics), design.shape[1], always_firth=always_firth,
+                            warm_start=warm_start)
+    if solver_out is not None:
+        solver_out.append(solver)
     rounds = 0
     while requests := solver.requests():
         for request in requests:
@@ -141,8 +144,37 @@ def test_kernel_matches_naive_sums_and_is_additive() -> None:
     halves = [logistic_statistics(np.asfortranarray(genotypes[rows]), design[rows], y[rows], coef, firth=True)
               for rows in (slice(0, 140), slice(140, None))]
     np.testing.assert_allclose(halves[0] + halves[1], packed, rtol=1e-12, atol=1e-9)
+    # Newton's statistics use float32 probabilities (relative error ~1e-7 per sample), summed in float64.
     plain = logistic_statistics(genotypes, design, y, coef)
-    np.testing.assert_allclose(plain, packed[:, : LogisticLayout(design.shape[1]).width])
+    newton = LogisticLayout(design.shape[1])
+    for j in range(genotypes.shape[1]):
+        x, _ = _complete(genotypes, design, y, j)
+        p = 1 / (1 + np.exp(-x @ coef[j]))
+        # bounds from a relative error of 1e-6 in each sample's p, 1 - p and w
+        info_bound = 1e-6 * np.abs(x).T @ (np.abs(x) * (p * (1 - p))[:, None])
+        assert np.all(np.abs(newton.unpack_info(plain[j:j + 1])[0] - layout.unpack_info(packed[j:j + 1])[0])
+                      <= info_bound)
+        score_bound = 1e-6 * np.abs(x).T @ np.minimum(p, 1 - p)
+        assert np.all(np.abs(plain[j, newton.grad_slice] - packed[j, layout.grad_slice]) <= score_bound)
+        assert not np.array_equal(plain[j, newton.grad_slice], packed[j, layout.grad_slice])
+
+
+def test_kernel_at_a_shared_linear_predictor_matches_naive_sums() -> None:
+    """Every variant at the covariate-only fit (genotype coefficient 0): the no-exp-per-variant path."""
+    rng = np.random.default_rng(12)
+    genotypes, design, y, _ = simulate(rng, n=300, m=12, missing=0.1)
+    coef = np.zeros((12, design.shape[1] + 1))
+    coef[:, : design.shape[1]] = [-1.2, 0.02, 0.3, -0.4]
+    layout = LogisticLayout(design.shape[1])
+    packed = logistic_statistics(genotypes, design, y, coef)
+    for j in range(genotypes.shape[1]):
+        x, yj = _complete(genotypes, design, y, j)
+        p = expit(x @ coef[j])
+        np.testing.assert_allclose(layout.unpack_info(packed[j:j + 1])[0], x.T @ (x * (p * (1 - p))[:, None]),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(packed[j, layout.grad_slice], x.T @ (yj - p), rtol=1e-9, atol=1e-9)
+    per_variant = logistic_statistics(genotypes, design, y, coef, firth=True)  # float64, exp per variant
+    np.testing.assert_allclose(packed, per_variant[:, : layout.width], rtol=1e-9, atol=1e-9)
 
 
 def test_site_analysis_flips_to_the_study_allele_and_checks_inputs() -> None:
@@ -185,6 +217,35 @@ def test_logistic_with_firth_fallback_matches_naive_fits(sites: int) -> None:
         assert result.neg_log10_p[j] == pytest.approx(z_test_neg_log10_p(np.array([coef[-1] / se]))[0], abs=2e-4)
     assert result.neg_log10_p[0] > 3, "the causal variant"
     assert rounds <= 30
+
+
+def test_warm_start_decides_like_plinks_path_from_zero_in_fewer_evaluations() -> None:
+    """Newton from the covariate-only fit: same estimates and decisions as PLINK's path from 0.
+
+    Variant 7 is quasi-separated by genotype (genotype 0 only in controls, 2 only in cases, 1 in both),
+    so both alleles occur among cases and controls: Newton creeps towards infinity from either start,
+    and the warm fit is refitted from 0, whose path ends it as PLINK's does (``UNFINISHED``).
+    """
+    rng = np.random.default_rng(7)
+    genotypes, design, y, _ = simulate(rng, n=800, m=60)
+    cases, controls = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    genotypes[:, 7] = 1
+    genotypes[controls[: len(controls) // 2], 7] = 0
+    genotypes[cases[: len(cases) // 2], 7] = 2
+    solvers: list = []
+    cold, _ = fit(genotypes, design, y, warm_start=False, solver_out=solvers)
+    warm, _ = fit(genotypes, design, y, sites=2, solver_out=solvers)
+    np.testing.assert_array_equal(warm.errcode, cold.errcode)
+    np.testing.assert_array_equal(warm.firth, cold.firth)
+    assert warm.errcode[7] == "UNFINISHED" and solvers[1].refitted[7] and solvers[1].refitted.sum() == 1
+    ok = np.isfinite(cold.beta)
+    assert np.all(np.abs(warm.beta[ok] - cold.beta[ok]) < 1e-6 * cold.se[ok])
+    np.testing.assert_allclose(warm.se[ok], cold.se[ok], rtol=1e-4)
+    # Per-variant evaluations: from 0 iteration 0 is free (linear statistics), the later ones are full;
+    # warm, iteration 0 is the shared-predictor round and every later one is full.
+    fitted = (solvers[0].newton.status >= 0) & ~solvers[1].refitted
+    full_cold, full_warm = (solver.newton.iteration[fitted].sum() for solver in solvers)
+    assert full_warm <= 0.7 * full_cold
 
 
 def test_covariates_that_separate_the_phenotype_mean_firth_for_every_variant() -> None:
