@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-import numpy as np
-
 from coordinator.rounds import RoundExecutor
 from engine.association import AssociationResult
 from engine.errors import InputError
 from engine.linear import LinearLayout
 from engine.linear_solve import solve_linear
-from engine.logistic_solve import BinaryTraitFit
+from engine.logistic_solve import BinaryTraitFit, NoCasesOrControls
+from engine.tasks import KEEP_GENOTYPES_PARAMETER
 
 log = logging.getLogger("coordinator")
 
@@ -44,8 +43,8 @@ class _SitesChanged(Exception):
 
 
 def _run_case_control(executor: RoundExecutor, always_firth: bool) -> AssociationResult:
-    """Round 0 is the ``linear`` analysis of the 0/1 phenotype; then Newton/Firth rounds until every
-    variant is decided. If a site drops out (``allow_dropout``), the fit restarts without it."""
+    """The rounds of :class:`engine.logistic_solve.BinaryTraitFit` until every variant is decided. If a
+    site drops out (``allow_dropout``), the fit restarts without it."""
     cohort = executor.config.cohort
     if cohort.phenotype_coding == "quantitative":
         raise InputError(f"--glm {'firth' if always_firth else 'logistic'} needs a case/control phenotype: "
@@ -60,26 +59,21 @@ def _run_case_control(executor: RoundExecutor, always_firth: bool) -> Associatio
 
 def _fit_case_control(executor: RoundExecutor, always_firth: bool, sites: tuple[str, ...]) -> AssociationResult:
     cohort = executor.config.cohort
-    layout = LinearLayout(len(cohort.covariates) + 1)
-    linear = executor.run("linear", layout.width)
-    if executor.live_sites != sites:
-        raise _SitesChanged
-    _log_round(executor, "linear", len(linear))
-    n = linear[:, layout.column(0, 0)]
-    cases = linear[:, layout.xty_slice.start]
-    if len(n) and (not np.max(cases) > 0 or not np.max(n - cases) > 0):
-        hint = ("; with 1/2 coding 0 means missing: for a 0/1 column use --1 (study file: case_control = \"0/1\")"
-                if cohort.phenotype_coding == "case-control" else "")
-        raise InputError(f"phenotype {cohort.phenotype!r} has no {'cases' if not np.max(cases) > 0 else 'controls'} "
-                         f"among the analysed samples of the {len(sites)} sites: logistic regression needs both{hint}")
-    fit = BinaryTraitFit(linear, layout.n_design, always_firth=always_firth)
+    fit = BinaryTraitFit(len(executor.harmonised.variants), len(cohort.covariates) + 1, always_firth=always_firth)
+    keep = {KEEP_GENOTYPES_PARAMETER: "1"}  # every round reads the same samples: sites may keep them in memory
     while requests := fit.requests():
         for request in requests:
             totals = executor.run(request.analysis, request.width, variants=request.variants,
-                                  inputs={"coef": request.coef})
+                                  inputs=request.inputs, parameters=keep)
             if executor.live_sites != sites:
                 raise _SitesChanged
-            fit.update(request, totals)
+            try:
+                fit.update(request, totals)
+            except NoCasesOrControls as error:
+                hint = ("; with 1/2 coding 0 means missing: for a 0/1 column use --1 (study file: case_control = \"0/1\")"
+                        if cohort.phenotype_coding == "case-control" else "")
+                raise InputError(f"phenotype {cohort.phenotype!r} has no {error.absent} among the analysed samples of "
+                                 f"the {len(sites)} sites: logistic regression needs both{hint}") from None
             _log_round(executor, request.analysis, len(request.variants))
     return fit.result(executor.harmonised.variants)
 

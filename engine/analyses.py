@@ -18,8 +18,8 @@ import numpy as np
 from engine.cohort import Cohort
 from engine.errors import ProtocolError
 from engine.linear import LinearLayout, block_statistics, flip_effect_allele, sample_cross_products
-from engine.logistic import (DesignProducts, LogisticLayout, covariate_statistics, design_products,
-                             logistic_statistics)
+from engine.logistic import (DesignProducts, LogisticLayout, StartLayout, covariate_statistics, design_products,
+                             logistic_statistics, start_statistics)
 from engine.ld import LdPairsAnalysis
 from engine.pca import PcaAnalysis
 from engine.qc import QcAnalysis
@@ -140,6 +140,36 @@ class LogisticAnalysis:
                                    firth=self.firth, products=state.products)
 
 
+class LogisticStartAnalysis:
+    """The round that starts a case/control fit, at the covariate-only fit (:func:`engine.logistic.start_statistics`).
+
+    Input ``null_coef`` ``(K,)``: the covariate-only coefficients (intercept, covariates), the same for
+    every variant. Output per variant: the linear statistics of the 0/1 phenotype, the logistic
+    statistics at ``[null_coef, 0]`` and the genotype third moments there (:class:`engine.logistic.StartLayout`).
+    """
+
+    name = "logistic_start"
+    needs_phenotype = True
+    inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,))}
+
+    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LinearState:
+        design = cohort.design
+        if inputs["null_coef"].shape != (design.shape[1],):
+            raise ProtocolError(f"input 'null_coef' has shape {inputs['null_coef'].shape}, the covariate-only "
+                                f"model has {design.shape[1]} coefficients (intercept, covariates)")
+        if not np.all((cohort.phenotype == 0) | (cohort.phenotype == 1)):
+            raise ProtocolError(f"analysis {self.name!r} needs a case/control phenotype coding")
+        return _LinearState(design, cohort.phenotype, sample_cross_products(design, cohort.phenotype))
+
+    def width(self, state: _LinearState) -> int:
+        return StartLayout(state.design.shape[1]).width
+
+    def block(self, state: _LinearState, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return start_statistics(flip_genotypes(genotypes, flip), state.design, state.y, inputs["null_coef"],
+                                state.per_sample)
+
+
 class FirthAnalysis(LogisticAnalysis):
     """Firth round: the logistic statistics plus log-likelihood and third moments (:mod:`engine.logistic`)."""
 
@@ -178,8 +208,8 @@ class CovariateFitAnalysis:
 
 
 REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in
-                                   (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), FirthAnalysis(),
-                                    CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis())}
+                                   (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), LogisticStartAnalysis(),
+                                    FirthAnalysis(), CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis())}
 
 
 def get_analysis(name: str) -> SiteAnalysis:

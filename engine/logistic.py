@@ -41,10 +41,10 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
-from engine.linear import missing_call_indicator
+from engine.linear import LinearLayout, block_statistics, missing_call_indicator
 
-#: float64 values per elementwise panel (~2 MiB: several panels stay in cache together).
-_PANEL_VALUES = 1 << 18
+#: values per elementwise panel (~1 MiB in float64: the panels of one step stay in the 1 MiB L2 cache and L3).
+_PANEL_VALUES = 1 << 17
 #: ``exp(-eta)`` is evaluated with ``-eta`` capped here (no overflow; p is then 0 to double precision).
 _ETA_LIMIT = 700.0
 #: The same cap for float32 (``exp(80)`` = 5.5e34 < 3.4e38; p and w are then ~1.8e-35, still normal).
@@ -209,8 +209,6 @@ def logistic_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray
         raise ValueError(f"coef has shape {coef.shape}, expected {(m, k + 1)}")
     if products is None or (firth and products.triples is None):
         products = design_products(design, firth)
-    if not firth and _shared_linear_predictor(coef, k):
-        return _shared_predictor_statistics(genotypes, design, y, coef[0, :k], layout)
     out = np.empty((m, layout.width))
     raw = np.asfortranarray(genotypes).T  # (m, n) C-contiguous view: variant-major
     chunk = max(8, min(m, _PANEL_VALUES // max(n, 1)))
@@ -350,46 +348,128 @@ def _fill(out: np.ndarray, layout: LogisticLayout, cwc: np.ndarray, cwg: np.ndar
     out[:, grad.start + k] = g_resid
 
 
-def _shared_linear_predictor(coef: np.ndarray, k: int) -> bool:
-    """Whether every variant is evaluated at the same covariate coefficients with genotype coefficient 0
-    (the covariate-only fit, where the coordinator starts Newton's method)."""
-    return len(coef) > 0 and not np.any(coef[:, k]) and bool(np.all(coef[:, :k] == coef[0, :k]))
+@dataclass(frozen=True)
+class StartLayout:
+    """Columns of :func:`start_statistics` for ``n_design`` design columns (intercept included).
+
+    ``linear``: the linear statistics of the 0/1 phenotype (:class:`engine.linear.LinearLayout`);
+    ``logistic``: ``X'WX`` and ``X'(y - p)`` at the covariate-only fit (:class:`LogisticLayout`);
+    ``moments``: the third moments ``T_abc`` there that involve the genotype, in the order of
+    ``LogisticLayout(K, firth=True).triples`` (:attr:`genotype_triples`).
+    """
+
+    n_design: int
+
+    @property
+    def linear(self) -> slice:
+        return slice(0, LinearLayout(self.n_design).width)
+
+    @property
+    def logistic(self) -> slice:
+        start = self.linear.stop
+        return slice(start, start + LogisticLayout(self.n_design).width)
+
+    @cached_property
+    def genotype_triples(self) -> np.ndarray:
+        """Columns of the Firth layout's third moments whose triple contains the genotype."""
+        counts, _ = LogisticLayout(self.n_design, firth=True)._triple_sources
+        return np.flatnonzero(counts > 0)
+
+    @property
+    def moments(self) -> slice:
+        start = self.logistic.stop
+        return slice(start, start + len(self.genotype_triples))
+
+    @property
+    def width(self) -> int:
+        return self.moments.stop
 
 
-def _shared_predictor_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b: np.ndarray,
-                                 layout: LogisticLayout) -> np.ndarray:
-    """:func:`logistic_statistics` when every variant's linear predictor is ``C b`` (genotype coefficient 0).
+def start_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b: np.ndarray,
+                     per_sample: np.ndarray | None = None) -> np.ndarray:
+    """Per-variant sums of the round that starts a case/control fit, at the covariate-only fit ``b``.
 
-    Then ``p``, ``w`` and ``y - p`` are per sample, not per variant: no ``exp`` per variant. The
-    per-variant sums are one thin GEMM of the genotypes against ``[w C, y - p]`` ``(K + 1, n)``, one
-    GEMV of ``g^2`` against ``w``, and the covariate-only sums minus those of each variant's missing
-    calls (a sparse product, as in :func:`engine.linear.block_statistics`). About the cost of the
-    ``linear`` analysis.
+    One pass over the block gives what the coordinator needs before any per-variant fit: the linear
+    statistics of the 0/1 phenotype (PLINK's pre-fit checks, and the first iteration of its path
+    from 0), and the logistic statistics and genotype third moments at coefficients ``[b, 0]``, from
+    which the coordinator takes a second-order step towards each variant's estimate. Every variant
+    shares the linear predictor ``C b`` there, so no ``exp`` per variant is needed (see
+    :func:`_shared_predictor_statistics`).
+
+    Parameters
+    ----------
+    genotypes
+        int8 ``(n, m)`` counts of the study's effect allele, negative for a missing call.
+    design, y
+        ``(n, K)`` intercept and covariates; ``(n,)`` phenotype 0/1.
+    b
+        ``(K,)`` coefficients of the covariate-only fit.
+    per_sample
+        ``engine.linear.sample_cross_products(design, y)`` if already computed.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, StartLayout(K).width)`` float64.
+    """
+    k = design.shape[1]
+    if b.shape != (k,):
+        raise ValueError(f"b has shape {b.shape}, expected {(k,)}")
+    layout = StartLayout(k)
+    out = np.empty((genotypes.shape[1], layout.width))
+    out[:, layout.linear] = block_statistics(genotypes, design, y, per_sample)
+    out[:, layout.logistic.start:] = _shared_predictor_statistics(genotypes, design, y, b)
+    return out
+
+
+def _shared_predictor_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
+                                 b: np.ndarray) -> np.ndarray:
+    """Logistic statistics and genotype third moments ``(m, L + 28)`` (K = 6) where every variant's linear
+    predictor is ``C b`` (genotype coefficient 0).
+
+    Then ``p``, ``w`` and ``u = w (1/2 - p)`` are per sample, not per variant, and with ``g`` in
+    {0, 1, 2} the per-variant sums are thin GEMMs of ``g``, ``g^2`` and ``g^3`` against per-sample
+    rows (``[w C, y - p, u c_a c_b]``, ``[w, u C]``, ``u``), plus the covariate-only sums minus those
+    of each variant's missing calls (a sparse product, as in :func:`engine.linear.block_statistics`).
+    Exact in float64; about the cost of the ``linear`` analysis.
     """
     n, m = genotypes.shape
-    k = layout.n_design
+    k = design.shape[1]
+    layout = LogisticLayout(k)
     neg_eta = np.minimum(-(design @ b), _ETA_LIMIT)
     z = np.exp(neg_eta)
     p = 1.0 / (1.0 + z)
     w = z * p * p
+    u = w * (0.5 - p)
     resid = y - p
     rows, cols = np.triu_indices(k)
-    per_sample = np.column_stack([w[:, None] * design[:, rows] * design[:, cols], design * resid[:, None]])
+    pairs = design[:, rows] * design[:, cols]
+    per_sample = np.column_stack([w[:, None] * pairs, design * resid[:, None]])
     raw = np.asfortranarray(genotypes)
     observed = per_sample.sum(axis=0) - missing_call_indicator(raw) @ per_sample  # (m, K(K+1)/2 + K)
-    weights = np.vstack([w * design.T, resid])  # (K + 1, n)
-    cross, gwg = np.empty((m, k + 1)), np.empty(m)
+    linear_rows = np.vstack([w * design.T, resid, u * pairs.T])  # against g: (K + 1 + K(K+1)/2, n)
+    square_rows = np.vstack([w, u * design.T])  # against g^2: (1 + K, n)
+    by_g, by_g2, by_g3 = np.empty((m, len(linear_rows))), np.empty((m, len(square_rows))), np.empty(m)
     chunk = max(1, min(m, _PANEL_VALUES // max(n, 1)))
-    buffer = np.empty((n, chunk), order="F")
+    buffer, power = np.empty((n, chunk), order="F"), np.empty((n, chunk), order="F")
     for start in range(0, m, chunk):
         stop = min(start + chunk, m)
-        view = buffer[:, : stop - start]
+        view, squared = buffer[:, : stop - start], power[:, : stop - start]
         np.copyto(view, raw[:, start:stop], casting="unsafe")
         np.maximum(view, 0.0, out=view)  # a missing call contributes nothing
-        cross[start:stop] = (weights @ view).T
-        view *= view
-        gwg[start:stop] = w @ view
-    out = np.empty((m, layout.width))
+        by_g[start:stop] = (linear_rows @ view).T
+        np.multiply(view, view, out=squared)
+        by_g2[start:stop] = (square_rows @ squared).T
+        squared *= view
+        by_g3[start:stop] = u @ squared
+    out = np.empty((m, layout.width + len(StartLayout(k).genotype_triples)))
     n_pairs = len(rows)
-    _fill(out, layout, observed[:, :n_pairs], cross[:, :k], gwg, observed[:, n_pairs:], cross[:, k])
+    _fill(out, layout, observed[:, :n_pairs], by_g[:, :k], by_g2[:, 0], observed[:, n_pairs:], by_g[:, k])
+    counts, source = LogisticLayout(k, firth=True)._triple_sources
+    genotype = counts > 0  # the columns of StartLayout.genotype_triples, in that order
+    counts, source = counts[genotype], source[genotype]
+    families = {1: by_g[:, k + 1:], 2: by_g2[:, 1:], 3: by_g3[:, None]}
+    for family, values in families.items():
+        columns = np.flatnonzero(counts == family)
+        out[:, layout.width + columns] = values[:, source[columns]]
     return out

@@ -29,13 +29,14 @@ Rules follow PLINK 2 v2.00a3.5 ``--glm`` (``plink2_glm_logistic.cc``), applied i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
 from engine.association import ERRCODE_OK, AssociationResult, VariantTable
 from engine.errors import InputError
 from engine.linear import LinearLayout
-from engine.logistic import LogisticLayout
+from engine.logistic import LogisticLayout, StartLayout
 from engine.pvalues import z_test_neg_log10_p
 
 MAX_CORR = 0.999
@@ -53,6 +54,8 @@ FIRTH_MAX_HALVINGS = 5
 #: It must stay tiny: for a singleton the likelihood is so flat that PLINK's path (and whether it ends
 #: UNFINISHED) depends on decreases of ~1e-6.
 LOGLIK_SLACK = 1e-11
+#: Fixed-point iterations for the second-order start (each one squares the error of the last).
+SECOND_ORDER_ITERATIONS = 4
 #: Variants per batch when expanding Firth third moments (bounds memory: 16k x 7^3 doubles = 45 MB).
 _TENSOR_BATCH = 16_384
 
@@ -61,11 +64,11 @@ _ACTIVE, _CONVERGED, _UNFINISHED, _FAILED = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class RoundRequest:
-    """One round to run: ``analysis`` on ``variants`` (study indices, ``(r,)``) at ``coef`` ``(r, P)``."""
+    """One round to run: ``analysis`` on ``variants`` (study indices, ``(r,)``) with its named ``inputs``."""
 
-    analysis: str  # "covariate_fit", "logistic" or "firth" (engine.analyses)
+    analysis: str  # "covariate_fit", "logistic_start", "linear", "logistic" or "firth" (engine.analyses)
     variants: np.ndarray
-    coef: np.ndarray
+    inputs: Mapping[str, np.ndarray]
     width: int
 
 
@@ -344,35 +347,59 @@ def _modified_score(packed: np.ndarray, info: np.ndarray, layout: LogisticLayout
     return ustar
 
 
+class NoCasesOrControls(InputError):
+    """The pooled cohort has no cases (``absent == "cases"``) or no controls."""
+
+    def __init__(self, absent: str) -> None:
+        super().__init__(f"the phenotype has no {absent} among the analysed samples: logistic regression needs both")
+        self.absent = absent
+
+
+def _check_case_control(n: float, cases: float, controls: float) -> None:
+    """Refuse a pooled cohort without cases or without controls (counts are exact in float64)."""
+    if not cases > 0.5 or not n > 0:
+        raise NoCasesOrControls("cases")
+    if not controls > 0.5:
+        raise NoCasesOrControls("controls")
+
+
 class BinaryTraitFit:
     """Per-variant logistic regression with PLINK 2's firth-fallback (or Firth for every variant).
 
     Parameters
     ----------
-    linear_totals
-        Aggregated ``linear`` statistics ``(M, Q)`` of the 0/1 phenotype (:class:`engine.linear.LinearLayout`).
+    n_variants
+        Variants of the study, M.
     n_design
         Intercept plus covariates, K.
     always_firth
         PLINK's ``--glm firth``: Firth regression for every variant.
     warm_start
-        Start Newton's method at the covariate-only fit (genotype coefficient 0) rather than at 0; see
-        the notes. ``False`` follows PLINK's path from 0 for every variant.
+        Start Newton's method near each variant's estimate, from the covariate-only fit (see the
+        notes); ``False`` follows PLINK's path from 0 for every variant.
 
     Notes
     -----
-    Newton's method converges to the same maximum-likelihood estimate from any start where it
-    converges, and from the covariate-only fit it needs fewer evaluations: the first (every variant
-    at the same linear predictor ``C b``) costs what a ``linear`` round costs (no ``exp`` per variant,
-    see :func:`engine.logistic.logistic_statistics`), and most variants then converge after two full
-    evaluations instead of PLINK's three or four from 0. PLINK 2 decides failures (and so which
-    variants fall back to Firth, or end ``UNFINISHED``) on its path from 0; a variant whose warm-started
-    fit fails or does not finish is therefore refitted from 0 on PLINK's path, which decides.
+    Rounds, as :meth:`requests` asks for them:
 
-    With firth-fallback, the covariate-only model is fitted first (``covariate_fit`` rounds on the
-    whole cohort): if Newton fails there, the covariates separate cases from controls and, as PLINK 2
-    does, every variant is fitted by Firth regression (after checking that the covariate-only Firth
-    fit converges; if not, an :class:`InputError`, as PLINK 2 skips such a phenotype).
+    1. ``covariate_fit`` (one row): the covariate-only model on the whole cohort, as PLINK 2 fits it
+       first. If Newton fails there, the covariates separate cases from controls and, as PLINK 2
+       does, every variant is fitted by Firth regression (after checking that the covariate-only Firth
+       fit converges; if not, an :class:`InputError`, as PLINK 2 skips such a phenotype).
+    2. ``logistic_start`` (every variant, :func:`engine.logistic.start_statistics`): the linear
+       statistics of the 0/1 phenotype, for PLINK's pre-fit checks, its firth-fallback screen and the
+       first iteration on its path from 0; and the information, score and genotype third moments at
+       ``[b, 0]``, ``b`` the covariate-only fit. Without a warm start, or for Firth only, the
+       ``linear`` round gives the linear statistics alone.
+    3. ``logistic`` and ``firth`` rounds until every variant is decided.
+
+    Newton's method converges to the same maximum-likelihood estimate from any start where it
+    converges. The warm start evaluates every variant at ``[b, 0]``, where all share one linear
+    predictor (no ``exp`` per variant at the sites), and moves to the root of the score's
+    second-order expansion there, ``I d = U - T[d, d]``; most variants then converge after one full
+    evaluation, instead of three or four from 0. PLINK 2 decides failures (and so which variants
+    fall back to Firth, or end ``UNFINISHED``) on its path from 0: a variant whose warm-started fit
+    fails or does not finish is refitted from 0 on PLINK's path, which decides.
 
     Raises
     ------
@@ -380,46 +407,137 @@ class BinaryTraitFit:
         From :meth:`update`, when the covariates separate cases from controls beyond repair.
     """
 
-    def __init__(self, linear_totals: np.ndarray, n_design: int, *, always_firth: bool = False,
+    def __init__(self, n_variants: int, n_design: int, *, always_firth: bool = False,
                  warm_start: bool = True) -> None:
-        linear = LinearLayout(n_design)
-        xtx, xty, _ = linear.unpack(linear_totals)
-        m, p = len(linear_totals), n_design + 1
+        m, p = n_variants, n_design + 1
+        self.n_variants = m
         self.always_firth = always_firth
-        self.warm_start = warm_start
-        self.warm = np.zeros(m, dtype=bool)  # Newton started at the covariate-only fit, not yet refitted from 0
-        self.refitted = np.zeros(m, dtype=bool)  # warm-started fits that ended badly, refitted from 0
+        self.warm_start = warm_start and not always_firth
         self.separation = False  # the covariates alone separate cases from controls
+        self.linear_layout = LinearLayout(n_design)
+        self.start_layout = StartLayout(n_design)
         self.logistic_layout = LogisticLayout(n_design, firth=False)
         self.firth_layout = LogisticLayout(n_design, firth=True)
         self.covariate_layout = LogisticLayout(n_design - 1, firth=True)
-        self.screen = screen_variants(xtx, xty)
+        self.screen: BinaryScreen | None = None
         self.newton = _Newton(m, p)
         self.firth = _Firth(m, self.firth_layout)
         self.null_newton = _Newton(1, n_design)
         self.null_firth = _Firth(1, self.covariate_layout)
+        self.warm = np.zeros(m, dtype=bool)  # Newton started at the covariate-only fit, not yet refitted from 0
+        self.refitted = np.zeros(m, dtype=bool)  # warm-started fits that ended badly, refitted from 0
         self._null_at_zero: np.ndarray | None = None
-        self._xtx, self._xty = xtx, xty
-        if always_firth:
-            self._start_variants()
-        else:
+        self._null_last: np.ndarray | None = None  # the last covariate_fit totals (third moments for the start)
+        self._xtx = np.zeros((0, p, p))
+        self._xty = np.zeros((0, p))
+        self._start: str | None = "linear" if always_firth else None  # the start round, once it is due
+        if not always_firth:
             self.null_newton.begin(np.array([0]))
 
     def _null_score(self, index: np.ndarray) -> np.ndarray:
         """Score ``X'(y - 1/2)`` at coefficients 0."""
         return self._xty[index] - 0.5 * self._xtx[index, 0, :]
 
-    def _start_variants(self) -> None:
+    def requests(self) -> list[RoundRequest]:
+        """Rounds still needed (empty when every variant is decided)."""
+        first = np.array([0])
+        if self.null_newton.status[0] == _ACTIVE:
+            return [RoundRequest("covariate_fit", first, {"coef": self.null_newton.coef[first].copy()},
+                                 self.covariate_layout.width)]
+        if self.null_firth.status[0] == _ACTIVE:
+            return [RoundRequest("covariate_fit", first, {"coef": self.null_firth.trial[first].copy()},
+                                 self.covariate_layout.width)]
+        every = np.arange(self.n_variants)
+        if self._start == "linear":
+            return [RoundRequest("linear", every, {}, self.linear_layout.width)]
+        if self._start == "logistic_start":
+            return [RoundRequest("logistic_start", every, {"null_coef": self.null_newton.coef[0].copy()},
+                                 self.start_layout.width)]
+        out = []
+        newton = self.newton.pending()
+        if len(newton):
+            out.append(RoundRequest("logistic", newton, {"coef": self.newton.coef[newton].copy()},
+                                    self.logistic_layout.width))
+        firth = self.firth.pending()
+        if len(firth):
+            out.append(RoundRequest("firth", firth, {"coef": self.firth.trial[firth].copy()},
+                                    self.firth_layout.width))
+        return out
+
+    def update(self, request: RoundRequest, totals: np.ndarray) -> None:
+        """Fold in the aggregated output ``(r, width)`` of ``request``."""
+        if totals.shape != (len(request.variants), request.width):
+            expected = (len(request.variants), request.width)
+            raise ValueError(f"round totals have shape {totals.shape}, expected {expected}")
+        if request.analysis == "covariate_fit":
+            self._update_covariate_fit(totals)
+        elif request.analysis in ("linear", "logistic_start"):
+            self._start = None
+            self._start_variants(totals, warm=request.analysis == "logistic_start")
+        elif request.analysis == "logistic":
+            layout = self.logistic_layout
+            self.newton.update(request.variants, layout.unpack_info(totals), totals[:, layout.grad_slice])
+            self._fallback()
+        else:
+            self.firth.update(request.variants, totals)
+
+    def _start_variants(self, totals: np.ndarray, warm: bool) -> None:
+        linear = totals[:, self.start_layout.linear] if warm else totals
+        self._xtx, self._xty, _ = self.linear_layout.unpack(linear)
+        if self.always_firth and len(linear):  # no covariate fit before: the first sight of the phenotype
+            n = self._xtx[:, 0, 0]
+            _check_case_control(float(np.max(n)), float(np.max(self._xty[:, 0])), float(np.max(n - self._xty[:, 0])))
+        self.screen = screen_variants(self._xtx, self._xty)
         fit = self.screen.errcode == ERRCODE_OK
         to_firth = fit & (self.screen.zero_cell | self.always_firth | self.separation)
         self._start_firth(np.flatnonzero(to_firth))
         to_newton = np.flatnonzero(fit & ~to_firth)
-        if self.warm_start and not self.separation:
-            self.newton.begin(to_newton, np.r_[self.null_newton.coef[0], 0.0])
-            self.warm[to_newton] = True
+        if warm:
+            self._start_newton_warm(to_newton, totals[to_newton])
         else:
             self._start_newton_from_zero(to_newton)
         self._fallback()
+
+    def _start_newton_warm(self, index: np.ndarray, totals: np.ndarray) -> None:
+        """Iteration 0 at ``x0 = [b, 0]`` from the start round; unless converged there, move to the
+        root of the second-order expansion of the score."""
+        x0 = np.r_[self.null_newton.coef[0], 0.0]
+        self.warm[index] = True
+        self.newton.begin(index, x0)
+        logistic = totals[:, self.start_layout.logistic]
+        info, score = self.logistic_layout.unpack_info(logistic), logistic[:, self.logistic_layout.grad_slice]
+        self.newton.update(index, info, score)
+        going = self.newton.status[index] == _ACTIVE
+        if np.any(going):
+            moments = totals[going, self.start_layout.moments]
+            self.newton.coef[index[going]] = x0 + self._second_order_step(info[going], score[going], moments)
+
+    def _second_order_step(self, info: np.ndarray, score: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        """Root ``d`` ``(r, P)`` of ``U - I d - T[d, d] = 0`` by fixed-point iteration from the Newton step.
+
+        ``T`` is the tensor of third moments (``dI/dx``: ``-2 T``): the genotype's ``moments`` ``(r, 28)``
+        per variant, the covariates' own from the covariate-only fit (over all samples: missing calls
+        are ignored, which only moves the start). Where the iteration does not settle on a step at most
+        twice Newton's, Newton's step is kept.
+        """
+        layout = self.firth_layout
+        counts, _ = layout._triple_sources
+        tensor = layout.tensor_slice
+        newton = _solve(info, score)
+        packed = np.zeros((len(score), layout.width))
+        packed[:, tensor.start + np.flatnonzero(counts > 0)] = moments
+        assert self._null_last is not None  # the covariate fit converged before the start round
+        packed[:, tensor.start + np.flatnonzero(counts == 0)] = self._null_last[0, self.covariate_layout.tensor_slice]
+        step = newton.copy()
+        for start in range(0, len(score), _TENSOR_BATCH):
+            rows = slice(start, start + _TENSOR_BATCH)
+            third = layout.unpack_tensor(packed[rows])
+            for _ in range(SECOND_ORDER_ITERATIONS):
+                step[rows] = _solve(info[rows], score[rows] - np.einsum("mabc,mb,mc->ma", third, step[rows], step[rows]))
+        with np.errstate(invalid="ignore"):
+            keep = ~np.all(np.isfinite(step), axis=1) | (np.abs(step).sum(axis=1) > 2.0 * np.abs(newton).sum(axis=1))
+        step[keep] = newton[keep]
+        return step
 
     def _start_newton_from_zero(self, index: np.ndarray) -> None:
         """PLINK's path: iteration 0 at coefficients 0 comes from the linear statistics."""
@@ -427,6 +545,7 @@ class BinaryTraitFit:
         self.newton.start(index, 0.25 * self._xtx[index], self._null_score(index))
 
     def _start_firth(self, index: np.ndarray) -> None:
+        assert self.screen is not None
         self.firth.start(index, 0.25 * self._xtx[index], self._null_score(index), self.screen.n[index])
 
     def _fallback(self) -> None:
@@ -441,47 +560,20 @@ class BinaryTraitFit:
         if len(failed):
             self._start_firth(failed)
 
-    def requests(self) -> list[RoundRequest]:
-        """Rounds still needed (empty when every variant is decided)."""
-        first = np.array([0])
-        if self.null_newton.status[0] == _ACTIVE:
-            return [RoundRequest("covariate_fit", first, self.null_newton.coef[first].copy(),
-                                 self.covariate_layout.width)]
-        if self.null_firth.status[0] == _ACTIVE:
-            return [RoundRequest("covariate_fit", first, self.null_firth.trial[first].copy(),
-                                 self.covariate_layout.width)]
-        out = []
-        newton = self.newton.pending()
-        if len(newton):
-            out.append(RoundRequest("logistic", newton, self.newton.coef[newton].copy(), self.logistic_layout.width))
-        firth = self.firth.pending()
-        if len(firth):
-            out.append(RoundRequest("firth", firth, self.firth.trial[firth].copy(), self.firth_layout.width))
-        return out
-
-    def update(self, request: RoundRequest, totals: np.ndarray) -> None:
-        """Fold in the aggregated output ``(r, width)`` of ``request``."""
-        if totals.shape != (len(request.variants), request.width):
-            expected = (len(request.variants), request.width)
-            raise ValueError(f"round totals have shape {totals.shape}, expected {expected}")
-        if request.analysis == "covariate_fit":
-            self._update_covariate_fit(totals)
-        elif request.analysis == "logistic":
-            layout = self.logistic_layout
-            self.newton.update(request.variants, layout.unpack_info(totals), totals[:, layout.grad_slice])
-            self._fallback()
-        else:
-            self.firth.update(request.variants, totals)
-
     def _update_covariate_fit(self, totals: np.ndarray) -> None:
         layout, first = self.covariate_layout, np.array([0])
+        if self._null_at_zero is None:  # the first evaluation is at 0: w = 1/4, score X'y - n/2
+            n = 4.0 * float(totals[0, 0])
+            cases = float(totals[0, layout.grad_slice.start]) + n / 2
+            _check_case_control(n, cases, n - cases)
         if self.null_firth.status[0] < 0:
             if self._null_at_zero is None:
                 self._null_at_zero = totals.copy()
+            self._null_last = totals.copy()
             self.null_newton.update(first, layout.unpack_info(totals), totals[:, layout.grad_slice])
             status = self.null_newton.status[0]
             if status == _CONVERGED:
-                self._start_variants()
+                self._start = "logistic_start" if self.warm_start else "linear"
             elif status != _ACTIVE:
                 self.separation = True
                 zero = self._null_at_zero
@@ -495,13 +587,16 @@ class BinaryTraitFit:
                              "regression converges (the covariates separate cases from controls, or are "
                              "collinear); PLINK 2 skips such a phenotype: check the covariates")
         if status == _CONVERGED:
-            self._start_variants()
+            self._start = "linear"
 
     def result(self, variants: VariantTable) -> AssociationResult:
         """The association result once :meth:`requests` is empty (test ``firth`` or ``logistic``)."""
         m = len(variants)
         p = self.firth_layout.n_predictors
-        errcode = self.screen.errcode.copy()
+        screen = self.screen
+        if screen is None:
+            raise RuntimeError("result() called before the start round")
+        errcode = screen.errcode.copy()
         used_firth = self.firth.status >= 0
         status = np.where(used_firth, self.firth.status, self.newton.status)
         coef = np.where(used_firth[:, None], self.firth.coef, self.newton.coef)
@@ -537,8 +632,8 @@ class BinaryTraitFit:
             se=se,
             stat=z,
             neg_log10_p=neg_log10_p,
-            n=np.rint(self.screen.n).astype(np.int64),
-            effect_allele_count=self.screen.allele_count,
+            n=np.rint(screen.n).astype(np.int64),
+            effect_allele_count=screen.allele_count,
             errcode=errcode.astype(str),
             firth=used_firth,
         )

@@ -29,6 +29,9 @@ PRIVACY_MODES = ("secagg", "plaintext", "he")
 PRIVACY_MATERIAL: Mapping[str, tuple[str, ...]] = {"he": ("he_context",)}
 MAX_PRIVACY_MATERIAL_BYTES = 16 << 20
 MAX_BLOCK_SIZE = 65_536
+#: Task parameter (value "1"): later rounds of this study read the same samples again (an iterative fit),
+#: so the site may keep the genotypes in memory between rounds (site_agent.data.GenotypeCache).
+KEEP_GENOTYPES_PARAMETER = "keep_genotypes"
 
 
 @dataclass(frozen=True)

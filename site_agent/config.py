@@ -22,6 +22,7 @@ Example (``fedgwas-site init`` writes one)::
 
     [compute]
     threads = 2
+    genotype_cache_mib = 1024          # genotypes kept in memory across the rounds of PCA and logistic fits
 
     [budget]                           # optional: differential-privacy budget of this dataset
     epsilon = 4.0                      # total over every DP release (zCDP accounting, see docs/privacy.md)
@@ -76,6 +77,7 @@ class SiteConfig:
     privacy_modes: tuple[str, ...] = ("secagg",)
     min_participants: int = 2
     threads: int | None = None
+    genotype_cache_mib: int = 1024  # [compute] genotype_cache_mib; 0 reads from disk every round
     he_context_sha256: str | None = None  # pinned key-holder context (SHA-256 hex), for privacy mode "he"
     budget: BudgetPolicy | None = None  # [budget]: DP budget (None: DP releases are refused)
     ledger: Path | None = None  # [audit] ledger (load_site_config fills in the default)
@@ -148,6 +150,9 @@ def load_site_config(path: Path | str) -> SiteConfig:
     threads = _get(compute, "compute", "threads", int, path, required=False)
     if threads is not None and threads < 1:
         raise ConfigError(f"{str(path)!r}: [compute] threads must be >= 1, got {threads}")
+    cache_mib = _get(compute, "compute", "genotype_cache_mib", int, path, required=False)
+    if cache_mib is not None and cache_mib < 0:
+        raise ConfigError(f"{str(path)!r}: [compute] genotype_cache_mib must be >= 0, got {cache_mib}")
     given = [key for key in GENOTYPE_KEYS if key in data]
     if len(given) != 1:
         raise ConfigError(f"{str(path)!r}: [data] needs exactly one of {', '.join(GENOTYPE_KEYS)}; found {given or 'none'}")
@@ -164,6 +169,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         privacy_modes=tuple(modes),
         min_participants=min_participants or 2,
         threads=threads,
+        genotype_cache_mib=1024 if cache_mib is None else cache_mib,
         he_context_sha256=he_pin,
         budget=policy_from_toml(raw.get("budget"), repr(str(path))),
         ledger=resolve(_get(audit, "audit", "ledger", str, path, required=False) or "ledger.sqlite"),

@@ -40,7 +40,7 @@ class SiteData:
     def __post_init__(self) -> None:
         self._cohorts: dict[tuple[CohortRequest, str], Cohort] = {}
         self._lock = threading.Lock()
-        self._blocks = BlockCache()
+        self._cache = GenotypeCache(self.config.genotype_cache_mib << 20)
 
     @property
     def name(self) -> str:
@@ -66,11 +66,11 @@ class SiteData:
             return self._cohorts[request, extra_key]
 
     def read_block(self, variant_index: np.ndarray, sample_index: np.ndarray, cache: bool = False) -> np.ndarray:
-        """int8 genotypes ``(n, m)`` of a block; with ``cache``, kept in memory for the next reads of the
-        same task variants and samples (analyses that pass over the data several times: PCA)."""
+        """int8 genotypes ``(n, m)`` of a block; with ``cache``, kept in memory (up to the site's
+        ``[compute] genotype_cache_mib``) for the next rounds over the same samples (see :class:`GenotypeCache`)."""
         if not cache:
             return self.genotypes.read_block(variant_index, sample_index)
-        return self._blocks.read(self.genotypes, variant_index, sample_index)
+        return self._cache.read(self.genotypes, variant_index, sample_index)
 
     def _consented(self, request: CohortRequest) -> np.ndarray | None:
         if self.consent is None:
@@ -83,35 +83,62 @@ class SiteData:
                             request.data_use, repr(str(self.consent.path)))
 
 
-class BlockCache:
-    """Genotype blocks of one task family (the same samples and variant blocks, e.g. every round of a
-    PCA) kept in memory, up to :attr:`max_bytes`; blocks beyond it are read from disk each time. A
-    block of another family replaces the cached family, so memory stays bounded."""
+class GenotypeCache:
+    """The genotypes of one cohort (sample set) kept in memory, variant by variant, for the tasks that
+    pass over the same data several times: PCA's rounds, the Newton rounds of logistic regression.
 
-    max_bytes = 1 << 30
+    Variants are stored as columns of one int8 ``(n, capacity)`` matrix, filled as they are first
+    read (memory is committed only for what was read). ``capacity`` is the site's variants, or fewer
+    when ``n x variants`` exceeds ``max_bytes`` (later variants are then read from disk every time).
+    Later rounds may ask for any subset (the variants still iterating): contiguous ranges are served
+    as read-only views, other subsets as copies. A cohort with other samples replaces the cached one.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self._family = b""
-        self._blocks: dict[bytes, np.ndarray] = {}
-        self._bytes = 0
+        self._matrix = np.empty((0, 0), dtype=np.int8)
+        self._loaded = np.zeros(0, dtype=bool)
         self._lock = threading.Lock()
 
     def read(self, genotypes: GenotypeSource, variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
+        """int8 ``(n, m)`` genotypes of ``variant_index`` (site rows) for ``sample_index``."""
+        matrix, loaded = self._matrix_for(genotypes, sample_index)
+        inside = variant_index < matrix.shape[1]
+        if np.all(inside):
+            return self._cached(genotypes, matrix, loaded, variant_index, sample_index)
+        if not np.any(inside):
+            return genotypes.read_block(variant_index, sample_index)
+        out = np.empty((len(sample_index), len(variant_index)), dtype=np.int8, order="F")
+        out[:, inside] = self._cached(genotypes, matrix, loaded, variant_index[inside], sample_index)
+        out[:, ~inside] = genotypes.read_block(variant_index[~inside], sample_index)
+        return out
+
+    def _matrix_for(self, genotypes: GenotypeSource, sample_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         family = hashlib.blake2b(np.ascontiguousarray(sample_index).tobytes(), digest_size=16).digest()
-        key = hashlib.blake2b(np.ascontiguousarray(variant_index).tobytes(), digest_size=16).digest()
         with self._lock:
             if family != self._family:
-                self._family, self._blocks, self._bytes = family, {}, 0
-            cached = self._blocks.get(key)
-        if cached is not None:
-            return cached
-        block = genotypes.read_block(variant_index, sample_index)
-        with self._lock:
-            if family == self._family and self._bytes + block.nbytes <= self.max_bytes:
-                block.setflags(write=False)
-                self._blocks[key] = block
-                self._bytes += block.nbytes
-        return block
+                n = len(sample_index)
+                capacity = min(genotypes.n_variants, self.max_bytes // max(n, 1))
+                self._family = family
+                self._matrix = np.empty((n, capacity), dtype=np.int8, order="F")
+                self._loaded = np.zeros(capacity, dtype=bool)
+            return self._matrix, self._loaded
+
+    @staticmethod
+    def _cached(genotypes: GenotypeSource, matrix: np.ndarray, loaded: np.ndarray, variant_index: np.ndarray,
+                sample_index: np.ndarray) -> np.ndarray:
+        absent = variant_index[~loaded[variant_index]]
+        if len(absent):
+            matrix[:, absent] = genotypes.read_block(absent, sample_index)
+            loaded[absent] = True  # after the columns are written: a concurrent reader sees whole columns
+        first = int(variant_index[0]) if len(variant_index) else 0
+        if len(variant_index) and np.array_equal(variant_index, np.arange(first, first + len(variant_index))):
+            view = matrix[:, first: first + len(variant_index)]
+        else:
+            view = matrix[:, variant_index]
+        view.setflags(write=False)
+        return view
 
 
 def load_site_data(config: SiteConfig) -> SiteData:

@@ -18,7 +18,8 @@ from engine.analyses import SiteAnalysis, get_analysis
 from engine.cohort import Cohort
 from engine.protection import make_protector
 from engine.secagg import PairwiseMasker
-from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
+                          TaskSpec)
 from engine.protection import Protector
 from engine.version import __version__
 from engine.pca import SCORES_PARAMETER
@@ -161,7 +162,7 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
     started = time.perf_counter()
     bytes_sent = 0
     scan = getattr(analysis, "scan", None)  # two-pass analyses (PCA): a first pass over every block
-    cache = scan is not None
+    cache = scan is not None or task.parameters.get(KEEP_GENOTYPES_PARAMETER) == "1"
     if scan is not None:
         yield TaskProgress("scanning", 0, task.n_blocks)
         for block in range(task.n_blocks):

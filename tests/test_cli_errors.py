@@ -362,6 +362,14 @@ def test_site_check_config_missing_key(study, tmp_path, capsys) -> None:
     assert str(config) in line and "missing key [data] pheno" in line
 
 
+def test_site_check_negative_genotype_cache(study, tmp_path, capsys) -> None:
+    config = init_site("site1", str(study.site_bfiles[0]), str(study.pheno_path), None, tmp_path / "site",
+                       "127.0.0.1:0")
+    config.write_text(config.read_text() + "\n[compute]\ngenotype_cache_mib = -1\n")
+    line = error_line(capsys, site_main(["check", "--config", str(config)]), 2, prog="fedgwas-site")
+    assert str(config) in line and "[compute] genotype_cache_mib must be >= 0, got -1" in line
+
+
 def test_site_check_missing_pheno_file(study, tmp_path, capsys) -> None:
     missing = tmp_path / "gone.txt"
     config = init_site("site1", str(study.site_bfiles[0]), str(missing), None, tmp_path / "site", "127.0.0.1:0")
