@@ -152,22 +152,21 @@ class LogisticStartAnalysis:
     needs_phenotype = True
     inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,))}
 
-    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LinearState:
+    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> Cohort:
         design = cohort.design
         if inputs["null_coef"].shape != (design.shape[1],):
             raise ProtocolError(f"input 'null_coef' has shape {inputs['null_coef'].shape}, the covariate-only "
                                 f"model has {design.shape[1]} coefficients (intercept, covariates)")
         if not np.all((cohort.phenotype == 0) | (cohort.phenotype == 1)):
             raise ProtocolError(f"analysis {self.name!r} needs a case/control phenotype coding")
-        return _LinearState(design, cohort.phenotype, sample_cross_products(design, cohort.phenotype))
+        return cohort
 
-    def width(self, state: _LinearState) -> int:
+    def width(self, state: Cohort) -> int:
         return StartLayout(state.design.shape[1]).width
 
-    def block(self, state: _LinearState, genotypes: np.ndarray, flip: np.ndarray,
+    def block(self, state: Cohort, genotypes: np.ndarray, flip: np.ndarray,
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        return start_statistics(flip_genotypes(genotypes, flip), state.design, state.y, inputs["null_coef"],
-                                state.per_sample)
+        return start_statistics(flip_genotypes(genotypes, flip), state.design, state.phenotype, inputs["null_coef"])
 
 
 class FirthAnalysis(LogisticAnalysis):

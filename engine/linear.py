@@ -152,15 +152,25 @@ def block_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
         cross[start:stop] = (w_t @ view).T
     cross += 127.0 * missing_sums[:, design_and_y]  # (m, K+1): C'g and g'y over observed samples
     gg = cross[:, 0] + 2.0 * np.count_nonzero(raw == 2, axis=0)  # g^2 = g + 2[g = 2] for g in {0,1,2}
-    packed = np.empty((m, layout.width))
-    packed[:, layout.design_triu_columns] = observed[:, :n_triu_c]
+    return pack_statistics(layout, observed[:, :n_triu_c], cross[:, :k], gg, observed[:, n_triu_c: n_triu_c + k],
+                           cross[:, k], observed[:, -1])
+
+
+def pack_statistics(layout: LinearLayout, cc: np.ndarray, cg: np.ndarray, gg: np.ndarray, cy: np.ndarray,
+                    gy: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Rows ``(m, Q)`` of :class:`LinearLayout` from per-variant sums over the observed samples:
+    ``C'C`` ``(m, K(K+1)/2)`` (``np.triu_indices(K)`` order), ``C'g`` ``(m, K)``, ``g'g``, ``C'y`` ``(m, K)``,
+    ``g'y`` and ``y'y`` ``(m,)``."""
+    k = layout.n_design
+    packed = np.empty((len(gg), layout.width))
+    packed[:, layout.design_triu_columns] = cc
     for a in range(k):
-        packed[:, layout.column(a, k)] = cross[:, a]
+        packed[:, layout.column(a, k)] = cg[:, a]
     packed[:, layout.column(k, k)] = gg
     xty = layout.xty_slice
-    packed[:, xty.start: xty.start + k] = observed[:, n_triu_c: n_triu_c + k]
-    packed[:, xty.start + k] = cross[:, k]
-    packed[:, layout.yty_column] = observed[:, -1]
+    packed[:, xty.start: xty.start + k] = cy
+    packed[:, xty.start + k] = gy
+    packed[:, layout.yty_column] = yy
     return packed
 
 

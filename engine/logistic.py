@@ -41,10 +41,12 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
-from engine.linear import LinearLayout, block_statistics, missing_call_indicator
+from engine.linear import LinearLayout, missing_call_indicator, pack_statistics
 
 #: values per elementwise panel (~1 MiB in float64: the panels of one step stay in the 1 MiB L2 cache and L3).
 _PANEL_VALUES = 1 << 17
+#: float64 values per GEMM panel of :func:`start_statistics` (~4 MiB: wider panels make the thin GEMMs faster).
+_GEMM_PANEL_VALUES = 1 << 19
 #: ``exp(-eta)`` is evaluated with ``-eta`` capped here (no overflow; p is then 0 to double precision).
 _ETA_LIMIT = 700.0
 #: The same cap for float32 (``exp(80)`` = 5.5e34 < 3.4e38; p and w are then ~1.8e-35, still normal).
@@ -385,91 +387,88 @@ class StartLayout:
         return self.moments.stop
 
 
-def start_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b: np.ndarray,
-                     per_sample: np.ndarray | None = None) -> np.ndarray:
+def start_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-variant sums of the round that starts a case/control fit, at the covariate-only fit ``b``.
 
     One pass over the block gives what the coordinator needs before any per-variant fit: the linear
     statistics of the 0/1 phenotype (PLINK's pre-fit checks, and the first iteration of its path
     from 0), and the logistic statistics and genotype third moments at coefficients ``[b, 0]``, from
-    which the coordinator takes a second-order step towards each variant's estimate. Every variant
-    shares the linear predictor ``C b`` there, so no ``exp`` per variant is needed (see
-    :func:`_shared_predictor_statistics`).
+    which the coordinator takes a second-order step towards each variant's estimate.
+
+    Every variant shares the linear predictor ``C b`` there, so ``p``, ``w = p (1 - p)``,
+    ``u = w (1/2 - p)`` and ``r = y - p`` are per sample: no ``exp`` per variant. With ``g`` in
+    {0, 1, 2}, every per-variant sum is a thin GEMM of ``g`` or ``g^2`` against per-sample rows
+    (``g^3 = 3 g^2 - 2 g``), done on the raw codes (missing = -127) with each missing call's share
+    added back, plus the covariate-only sums minus those of each variant's missing calls (a sparse
+    product, as in :func:`engine.linear.block_statistics`). Exact in float64; one conversion of the
+    genotypes, one GEMM of 35 rows and one of 8 (for 5 covariates).
 
     Parameters
     ----------
     genotypes
-        int8 ``(n, m)`` counts of the study's effect allele, negative for a missing call.
+        int8 ``(n, m)`` counts of the study's effect allele, -127 for a missing call.
     design, y
         ``(n, K)`` intercept and covariates; ``(n,)`` phenotype 0/1.
     b
         ``(K,)`` coefficients of the covariate-only fit.
-    per_sample
-        ``engine.linear.sample_cross_products(design, y)`` if already computed.
 
     Returns
     -------
     numpy.ndarray
         ``(m, StartLayout(K).width)`` float64.
     """
+    n, m = genotypes.shape
     k = design.shape[1]
     if b.shape != (k,):
         raise ValueError(f"b has shape {b.shape}, expected {(k,)}")
-    layout = StartLayout(k)
-    out = np.empty((genotypes.shape[1], layout.width))
-    out[:, layout.linear] = block_statistics(genotypes, design, y, per_sample)
-    out[:, layout.logistic.start:] = _shared_predictor_statistics(genotypes, design, y, b)
-    return out
-
-
-def _shared_predictor_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray,
-                                 b: np.ndarray) -> np.ndarray:
-    """Logistic statistics and genotype third moments ``(m, L + 28)`` (K = 6) where every variant's linear
-    predictor is ``C b`` (genotype coefficient 0).
-
-    Then ``p``, ``w`` and ``u = w (1/2 - p)`` are per sample, not per variant, and with ``g`` in
-    {0, 1, 2} the per-variant sums are thin GEMMs of ``g``, ``g^2`` and ``g^3`` against per-sample
-    rows (``[w C, y - p, u c_a c_b]``, ``[w, u C]``, ``u``), plus the covariate-only sums minus those
-    of each variant's missing calls (a sparse product, as in :func:`engine.linear.block_statistics`).
-    Exact in float64; about the cost of the ``linear`` analysis.
-    """
-    n, m = genotypes.shape
-    k = design.shape[1]
-    layout = LogisticLayout(k)
     neg_eta = np.minimum(-(design @ b), _ETA_LIMIT)
     z = np.exp(neg_eta)
     p = 1.0 / (1.0 + z)
     w = z * p * p
     u = w * (0.5 - p)
-    resid = y - p
+    r = y - p
     rows, cols = np.triu_indices(k)
     pairs = design[:, rows] * design[:, cols]
-    per_sample = np.column_stack([w[:, None] * pairs, design * resid[:, None]])
+    n_pairs = len(rows)
+    # Per-sample rows: summed over the observed samples (covariate-only), against g, against g^2.
+    covariate_only = np.column_stack([pairs, design * y[:, None], y * y, w[:, None] * pairs, design * r[:, None]])
+    by_g_rows = np.column_stack([design, y, w[:, None] * design, r, u[:, None] * pairs])
+    by_g2_rows = np.column_stack([np.ones(n), w, u[:, None] * design])
     raw = np.asfortranarray(genotypes)
-    observed = per_sample.sum(axis=0) - missing_call_indicator(raw) @ per_sample  # (m, K(K+1)/2 + K)
-    linear_rows = np.vstack([w * design.T, resid, u * pairs.T])  # against g: (K + 1 + K(K+1)/2, n)
-    square_rows = np.vstack([w, u * design.T])  # against g^2: (1 + K, n)
-    by_g, by_g2, by_g3 = np.empty((m, len(linear_rows))), np.empty((m, len(square_rows))), np.empty(m)
-    chunk = max(1, min(m, _PANEL_VALUES // max(n, 1)))
-    buffer, power = np.empty((n, chunk), order="F"), np.empty((n, chunk), order="F")
+    missing = missing_call_indicator(raw) @ np.column_stack([covariate_only, by_g_rows, by_g2_rows])
+    n_cov, n_g = covariate_only.shape[1], by_g_rows.shape[1]
+    observed = covariate_only.sum(axis=0) - missing[:, :n_cov]
+    against_g, against_g2 = np.ascontiguousarray(by_g_rows.T), np.ascontiguousarray(by_g2_rows.T)
+    by_g, by_g2 = np.empty((m, n_g)), np.empty((m, against_g2.shape[0]))
+    chunk = max(1, min(m, _GEMM_PANEL_VALUES // max(n, 1)))
+    buffer = np.empty((n, chunk), order="F")
     for start in range(0, m, chunk):
         stop = min(start + chunk, m)
-        view, squared = buffer[:, : stop - start], power[:, : stop - start]
+        view = buffer[:, : stop - start]
         np.copyto(view, raw[:, start:stop], casting="unsafe")
-        np.maximum(view, 0.0, out=view)  # a missing call contributes nothing
-        by_g[start:stop] = (linear_rows @ view).T
-        np.multiply(view, view, out=squared)
-        by_g2[start:stop] = (square_rows @ squared).T
-        squared *= view
-        by_g3[start:stop] = u @ squared
-    out = np.empty((m, layout.width + len(StartLayout(k).genotype_triples)))
-    n_pairs = len(rows)
-    _fill(out, layout, observed[:, :n_pairs], by_g[:, :k], by_g2[:, 0], observed[:, n_pairs:], by_g[:, k])
+        by_g[start:stop] = (against_g @ view).T
+        view *= view
+        by_g2[start:stop] = (against_g2 @ view).T
+    by_g += 127.0 * missing[:, n_cov: n_cov + n_g]  # a missing call entered as -127, and as 127^2 squared
+    by_g2 -= 127.0 ** 2 * missing[:, n_cov + n_g:]
+
+    layout = StartLayout(k)
+    out = np.empty((m, layout.width))
+    c_y = n_pairs + k  # columns of covariate_only: pairs, c y, y^2, w pairs, c r
+    out[:, layout.linear] = pack_statistics(LinearLayout(k), observed[:, :n_pairs], by_g[:, :k], by_g2[:, 0],
+                                            observed[:, n_pairs:c_y], by_g[:, k], observed[:, c_y])
+    logistic = LogisticLayout(k)
+    values = np.empty((m, logistic.width))
+    _fill(values, logistic, observed[:, c_y + 1: c_y + 1 + n_pairs], by_g[:, k + 1: 2 * k + 1], by_g2[:, 1],
+          observed[:, c_y + 1 + n_pairs:], by_g[:, 2 * k + 1])
+    out[:, layout.logistic] = values
+    u_g = by_g[:, 2 * k + 2:]  # sum u c_a c_b g, pairs order (the first is sum u g)
+    u_g2 = by_g2[:, 2:]  # sum u c_a g^2
+    families = {1: u_g, 2: u_g2, 3: (3.0 * u_g2[:, 0] - 2.0 * u_g[:, 0])[:, None]}  # g^3 = 3 g^2 - 2 g
     counts, source = LogisticLayout(k, firth=True)._triple_sources
     genotype = counts > 0  # the columns of StartLayout.genotype_triples, in that order
     counts, source = counts[genotype], source[genotype]
-    families = {1: by_g[:, k + 1:], 2: by_g2[:, 1:], 3: by_g3[:, None]}
-    for family, values in families.items():
+    for family, family_values in families.items():
         columns = np.flatnonzero(counts == family)
-        out[:, layout.width + columns] = values[:, source[columns]]
+        out[:, layout.moments.start + columns] = family_values[:, source[columns]]
     return out

@@ -54,8 +54,9 @@ FIRTH_MAX_HALVINGS = 5
 #: It must stay tiny: for a singleton the likelihood is so flat that PLINK's path (and whether it ends
 #: UNFINISHED) depends on decreases of ~1e-6.
 LOGLIK_SLACK = 1e-11
-#: Fixed-point iterations for the second-order start (each one squares the error of the last).
-SECOND_ORDER_ITERATIONS = 4
+#: Fixed-point iterations for the second-order start (each multiplies the error by ~|step|; the quadratic
+#: model's own error is ~|step|^3, which two iterations reach).
+SECOND_ORDER_ITERATIONS = 2
 #: Variants per batch when expanding Firth third moments (bounds memory: 16k x 7^3 doubles = 45 MB).
 _TENSOR_BATCH = 16_384
 
@@ -510,30 +511,39 @@ class BinaryTraitFit:
         going = self.newton.status[index] == _ACTIVE
         if np.any(going):
             moments = totals[going, self.start_layout.moments]
-            self.newton.coef[index[going]] = x0 + self._second_order_step(info[going], score[going], moments)
+            n = self._xtx[index[going], 0, 0]
+            assert self._null_at_zero is not None
+            observed = n / (4.0 * self._null_at_zero[0, 0])  # share of the cohort observed at each variant
+            self.newton.coef[index[going]] = x0 + self._second_order_step(info[going], score[going], moments, observed)
 
-    def _second_order_step(self, info: np.ndarray, score: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    def _second_order_step(self, info: np.ndarray, score: np.ndarray, moments: np.ndarray,
+                           observed: np.ndarray) -> np.ndarray:
         """Root ``d`` ``(r, P)`` of ``U - I d - T[d, d] = 0`` by fixed-point iteration from the Newton step.
 
         ``T`` is the tensor of third moments (``dI/dx``: ``-2 T``): the genotype's ``moments`` ``(r, 28)``
-        per variant, the covariates' own from the covariate-only fit (over all samples: missing calls
-        are ignored, which only moves the start). Where the iteration does not settle on a step at most
-        twice Newton's, Newton's step is kept.
+        per variant; the covariates' own are the covariate-only fit's over the whole cohort, scaled by
+        the share of the cohort ``observed`` ``(r,)`` at each variant (an approximation, which only moves
+        the start). Where the iteration does not settle on a step at most twice Newton's, Newton's step
+        is kept.
         """
         layout = self.firth_layout
         counts, _ = layout._triple_sources
         tensor = layout.tensor_slice
-        newton = _solve(info, score)
-        packed = np.zeros((len(score), layout.width))
+        r, p = score.shape
+        inverse = _inverse(info)  # positive definite: Newton's iteration 0 did not fail on these
+        newton = (inverse @ score[:, :, None])[:, :, 0]
+        packed = np.zeros((r, layout.width))
         packed[:, tensor.start + np.flatnonzero(counts > 0)] = moments
         assert self._null_last is not None  # the covariate fit converged before the start round
-        packed[:, tensor.start + np.flatnonzero(counts == 0)] = self._null_last[0, self.covariate_layout.tensor_slice]
+        packed[:, tensor.start + np.flatnonzero(counts == 0)] = observed[:, None] * self._null_last[0, self.covariate_layout.tensor_slice]
         step = newton.copy()
-        for start in range(0, len(score), _TENSOR_BATCH):
+        for start in range(0, r, _TENSOR_BATCH):
             rows = slice(start, start + _TENSOR_BATCH)
-            third = layout.unpack_tensor(packed[rows])
+            third = layout.unpack_tensor(packed[rows]).reshape(-1, p * p, p)
             for _ in range(SECOND_ORDER_ITERATIONS):
-                step[rows] = _solve(info[rows], score[rows] - np.einsum("mabc,mb,mc->ma", third, step[rows], step[rows]))
+                d = step[rows, :, None]
+                quadratic = (third @ d).reshape(-1, p, p) @ d  # T[d, d], (batch, P, 1)
+                step[rows] = (inverse[rows] @ (score[rows, :, None] - quadratic))[:, :, 0]
         with np.errstate(invalid="ignore"):
             keep = ~np.all(np.isfinite(step), axis=1) | (np.abs(step).sum(axis=1) > 2.0 * np.abs(newton).sum(axis=1))
         step[keep] = newton[keep]
