@@ -47,9 +47,12 @@ def _float_to_u64(values: np.ndarray) -> np.ndarray:
 
 def negate(elements: np.ndarray) -> np.ndarray:
     """Additive inverse mod 2^128 of ``elements`` (shape ``(n, 2)`` uint64)."""
-    low = ~elements[:, 0] + np.uint64(1)
-    high = ~elements[:, 1] + (low == 0).astype(np.uint64)
-    return np.stack([low, high], axis=1)
+    return subtract(np.zeros_like(elements), elements)
+
+
+#: |round(x * 2^FRACTION_BITS)| below this fits an int64: its 128-bit two's complement is the int64's
+#: bits (low limb) and their sign extension (high limb), three numpy passes instead of ~15.
+_INT64_BOUND = float(2**63)
 
 
 def encode(values: np.ndarray, n_parties: int) -> np.ndarray:
@@ -72,27 +75,40 @@ def encode(values: np.ndarray, n_parties: int) -> np.ndarray:
             f"for {n_parties} parties; refusing rather than wrapping"
         )
     scaled = np.rint(flat * _SCALE)
+    elements = np.empty((len(flat), 2), dtype=np.uint64)
+    large = np.abs(scaled) >= _INT64_BOUND
+    small = scaled if not np.any(large) else np.where(large, 0.0, scaled)
+    as_int = small.astype(np.int64)
+    elements[:, 0] = as_int.view(np.uint64)
+    elements[:, 1] = (as_int >> 63).view(np.uint64)  # 0, or all ones for a negative value
+    if np.any(large):
+        elements[large] = _encode_large(scaled[large])
+    return elements
+
+
+def _encode_large(scaled: np.ndarray) -> np.ndarray:
+    """Two's complement limbs of integral floats of any magnitude below 2^127, shape ``(n, 2)``."""
     magnitude = np.abs(scaled)
     high = np.floor(magnitude / _TWO64)
     low = magnitude - high * _TWO64  # exact: both are integral floats
     elements = np.stack([_float_to_u64(low), _float_to_u64(high)], axis=1)
     negative = scaled < 0
-    if np.any(negative):
-        elements[negative] = negate(elements[negative])
+    elements[negative] = negate(elements[negative])
     return elements
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sum mod 2^128 of two element arrays of shape ``(n, 2)`` (a new array)."""
-    low = a[:, 0] + b[:, 0]
-    carry = (low < a[:, 0]).astype(np.uint64)
-    high = a[:, 1] + b[:, 1] + carry
-    return np.stack([low, high], axis=1)
+    out = a + b  # both limbs, each mod 2^64
+    out[:, 1] += out[:, 0] < a[:, 0]  # carry out of the low limb
+    return out
 
 
 def subtract(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Difference mod 2^128, ``a - b``, shapes ``(n, 2)``."""
-    return add(a, negate(b))
+    """Difference mod 2^128, ``a - b``, shapes ``(n, 2)`` (a new array)."""
+    out = a - b
+    out[:, 1] -= a[:, 0] < b[:, 0]  # borrow from the high limb
+    return out
 
 
 def decode(elements: np.ndarray, n_parties: int) -> np.ndarray:
@@ -104,6 +120,15 @@ def decode(elements: np.ndarray, n_parties: int) -> np.ndarray:
         If an element lies outside the range a sum of ``n_parties`` valid encodings can reach, which
         means some party sent garbage or a mask did not cancel.
     """
+    low = elements[:, 0].view(np.int64)
+    fits = elements[:, 1] == (low >> 63).view(np.uint64)  # the high limb only extends the low one's sign
+    out = low.astype(np.float64) / _SCALE  # valid sums of int64 size are always within the bound
+    if not np.all(fits):
+        out[~fits] = _decode_large(elements[~fits], n_parties)
+    return out
+
+
+def _decode_large(elements: np.ndarray, n_parties: int) -> np.ndarray:
     negative = (elements[:, 1] >> np.uint64(63)).astype(bool)
     magnitude = elements.copy()
     if np.any(negative):

@@ -108,6 +108,8 @@ class PairwiseMasker:
         self.own_name = own_name
         self.participants = tuple(sorted(peers))
         self._pair_keys: dict[str, bytes] = {}
+        self._zeros = b""  # plaintext of the keystreams, and their buffer: reused across blocks (no page faults)
+        self._keystream = bytearray()
         for name, public in peers.items():
             if name == own_name:
                 continue
@@ -120,10 +122,15 @@ class PairwiseMasker:
             ).derive(shared)
 
     def _stream(self, pair_key: bytes, info: bytes, n_elements: int) -> np.ndarray:
+        """The pair's ChaCha20 keystream as ring elements ``(n_elements, 2)``; a view valid until the next call."""
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(pair_key)
         encryptor = Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor()
-        raw = encryptor.update(bytes(16 * n_elements))
-        return np.frombuffer(raw, dtype="<u8").reshape(-1, 2).astype(np.uint64)
+        size = 16 * n_elements
+        if len(self._zeros) < size:
+            self._zeros = bytes(size)
+            self._keystream = bytearray(size + 64)  # update_into wants room for one more cipher block
+        encryptor.update_into(memoryview(self._zeros)[:size], self._keystream)
+        return np.frombuffer(self._keystream, dtype=np.uint64, count=2 * n_elements).reshape(-1, 2)
 
     def mask(self, elements: np.ndarray, study_id: str, round_: int, block: int) -> np.ndarray:
         """Add this site's net mask to ring elements (shape ``(n, 2)``) for (study, round, block)."""

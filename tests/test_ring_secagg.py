@@ -20,6 +20,18 @@ def test_encode_decode_round_trip_to_fixed_point_precision() -> None:
     assert np.max(np.abs(decoded - values) - 1e-15 * np.abs(values)) <= 2.0 ** -ring.FRACTION_BITS
 
 
+def test_encoding_is_the_exact_twos_complement_on_both_paths() -> None:
+    """Values whose fixed-point integer fits an int64 (the fast path) and larger ones, both signs."""
+    values = np.array([0.0, 1.5, -1.5, 2.0**-40, -(2.0**-40), 8e6, -8e6, 2.0**22 * 3, 2.0**23, -(2.0**23),
+                       1e12, -1e12, 3.7e20, -3.7e20])
+    elements = ring.encode(values, 2)
+    for value, (low, high) in zip(values, elements.tolist()):
+        fixed = round(value * 2**ring.FRACTION_BITS) % 2**128
+        assert low + (high << 64) == fixed, value
+    sums = ring.add(elements, elements)  # crosses the int64 boundary both ways
+    np.testing.assert_array_equal(ring.decode(sums, 2), 2 * values)
+
+
 def test_ring_arithmetic_wraps_like_python_integers() -> None:
     rng = np.random.default_rng(2)
     a = rng.integers(0, 2**63, size=(1000, 2), dtype=np.uint64) * np.uint64(2)
