@@ -120,6 +120,7 @@ class LogisticAnalysis:
     name = "logistic"
     needs_phenotype = True
     firth = False
+    exact = False
     inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LogisticState:
@@ -137,7 +138,15 @@ class LogisticAnalysis:
     def block(self, state: _LogisticState, genotypes: np.ndarray, flip: np.ndarray,
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         return logistic_statistics(flip_genotypes(genotypes, flip), state.design, state.y, inputs["coef"],
-                                   firth=self.firth, products=state.products)
+                                   firth=self.firth, exact=self.exact, products=state.products)
+
+
+class ExactLogisticAnalysis(LogisticAnalysis):
+    """A Newton round in float64 throughout, for the fits that follow PLINK's path from 0 (see
+    :mod:`engine.logistic_solve`); the same output as ``logistic``."""
+
+    name = "logistic_exact"
+    exact = True
 
 
 class LogisticStartAnalysis:
@@ -207,8 +216,8 @@ class CovariateFitAnalysis:
 
 
 REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in
-                                   (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), LogisticStartAnalysis(),
-                                    FirthAnalysis(), CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis())}
+                                   (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), ExactLogisticAnalysis(),
+                                    LogisticStartAnalysis(), FirthAnalysis(), CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis())}
 
 
 def get_analysis(name: str) -> SiteAnalysis:

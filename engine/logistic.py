@@ -23,14 +23,16 @@ linear predictors, elementwise ``exp`` over a cache-sized ``(n, chunk)`` panel, 
 per-sample covariate products against the weight panels. The coordinator's solver is
 :mod:`engine.logistic_solve`.
 
-Precision. Every sum is accumulated in float64. For Newton's statistics the linear predictors and
-probabilities are evaluated in float32 (numpy's float64 ``exp`` is not vectorised and was half of
-the cost): each sample's ``p``, ``1 - p`` and weight then carry a relative error of ~1e-7, which moves
-the fitted coefficients by ~1e-9 of their standard error (Newton's fixed point is the root of the
-score, evaluated to that accuracy) and the standard errors by ~1e-7 relative. Firth's statistics
-stay in float64 throughout: its step halving compares penalised log-likelihoods to 1e-11 relative.
-When every variant shares the linear predictor (Newton's start at the covariate-only fit) no
-``exp`` per variant is needed and the statistics are exact in float64.
+Precision. For Newton's statistics the linear predictors, probabilities and weights are evaluated in
+float32 (numpy's float64 ``exp`` is not vectorised), and the information ``X'WX`` is summed in float32
+GEMMs; the score ``X'(y - p)`` is summed in float64. Each sample's ``p``, ``1 - p`` and weight carry a
+relative error of ~1e-7, and each information entry ~1e-7 of its largest terms' sum: the fitted
+coefficients move by ~1e-9 of their standard error (Newton's fixed point is the root of the score)
+and the standard errors by ~1e-7 relative, far below PLINK 2's own single-precision logistic
+regression. Firth's statistics stay in float64 throughout: its step halving compares penalised
+log-likelihoods to 1e-11 relative; so do Newton's statistics on PLINK's path from 0 (``exact``), which
+decides failures and ``UNFINISHED`` on quasi-separated variants, where the information is nearly
+singular. The start round (:func:`start_statistics`) is exact in float64.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def design_products(design: np.ndarray, firth: bool) -> DesignProducts:
 
 
 def logistic_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray, *,
-                        firth: bool = False, products: DesignProducts | None = None) -> np.ndarray:
+                        firth: bool = False, exact: bool = False, products: DesignProducts | None = None) -> np.ndarray:
     """Per-variant sums over this site's samples at the given coefficients.
 
     Parameters
@@ -195,7 +197,10 @@ def logistic_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray
     coef
         ``(m, P)`` coefficients per variant: ``K`` design coefficients, then the genotype's.
     firth
-        Also return the log-likelihood and the third moments (see the module docstring).
+        Also return the log-likelihood and the third moments (see the module docstring); float64.
+    exact
+        Newton's statistics in float64 throughout (for PLINK's path from 0); otherwise float32
+        probabilities and information (see the module docstring).
     products
         ``design_products(design, firth)`` if already computed (it is the same for every block).
 
@@ -214,10 +219,10 @@ def logistic_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray
     out = np.empty((m, layout.width))
     raw = np.asfortranarray(genotypes).T  # (m, n) C-contiguous view: variant-major
     chunk = max(8, min(m, _PANEL_VALUES // max(n, 1)))
-    work = _Workspace(chunk, n, firth)
+    panel = (_Float64Panel if firth or exact else _NewtonPanel)(chunk, design, y, products)
     for start in range(0, m, chunk):
         stop = min(start + chunk, m)
-        out[start:stop] = _panel(raw[start:stop], design, y, coef[start:stop], layout, products, work)
+        out[start:stop] = panel(raw[start:stop], coef[start:stop], layout)
     return out
 
 
@@ -264,57 +269,97 @@ def covariate_statistics(design: np.ndarray, y: np.ndarray, coef: np.ndarray,
     return out
 
 
-class _Workspace:
-    """Panel buffers ``(chunk, n)`` reused across panels (fresh multi-MiB arrays cost page faults).
+class _NewtonPanel:
+    """Newton's statistics for cache-sized panels of ``c`` variants, in float32 where that is safe.
 
-    float64 for the genotypes, weights and residuals that enter the sums; the linear predictors and
-    probabilities are float64 for Firth and float32 for Newton (see :func:`_newton_probabilities`).
+    The linear predictors, probabilities and weights are float32 (numpy's float64 ``exp`` is not
+    vectorised), and so are the sums of the information ``X'WX`` (thin float32 GEMMs, relative error
+    ~1e-7 per entry); the score ``X'(y - p)``, whose root is the estimate, is summed in float64. The
+    buffers ``(chunk, n)`` are reused across panels (fresh multi-MiB arrays cost page faults).
     """
 
-    def __init__(self, chunk: int, n: int, firth: bool) -> None:
-        dtype = np.float64 if firth else np.float32
-        self.g = np.empty((chunk, n))
-        self.eta = np.empty((chunk, n), dtype=dtype)
-        self.z = np.empty((chunk, n), dtype=dtype)
-        self.p = np.empty((chunk, n), dtype=dtype)
-        self.w = np.empty((chunk, n))
+    def __init__(self, chunk: int, design: np.ndarray, y: np.ndarray, products: DesignProducts) -> None:
+        n, k = design.shape
+        self.k = k
+        self.design = design
+        self.design32 = design.astype(np.float32)
+        self.design32_t = np.ascontiguousarray(self.design32.T)
+        self.pairs32 = products.pairs.astype(np.float32)
+        self.y32 = y.astype(np.float32)
+        self.g32, self.eta, self.z, self.p = (np.empty((chunk, n), dtype=np.float32) for _ in range(4))
+        self.g, self.r = np.empty((chunk, n)), np.empty((chunk, n))
+
+    def __call__(self, raw: np.ndarray, coef: np.ndarray, layout: LogisticLayout) -> np.ndarray:
+        """Statistics ``(c, width)`` of the variants in the rows of ``raw`` ``(c, n)`` at ``coef`` ``(c, P)``."""
+        k, c = self.k, raw.shape[0]
+        g32, eta, z, p, g, r = (buffer[:c] for buffer in (self.g32, self.eta, self.z, self.p, self.g, self.r))
+        np.copyto(g32, raw, casting="unsafe")
+        missing = np.flatnonzero(raw < 0)
+        g32.reshape(-1)[missing] = 0.0
+        np.copyto(g, g32)
+        # Minus the linear predictors; exp(-eta) = z, p = 1 / (1 + z) and 1 - p = z p (accurate when p
+        # is close to 1); exp overflows beyond the limit, and its underflow to 0 means p = 1, w = 0.
+        np.matmul(-coef[:, :k].astype(np.float32), self.design32_t, out=eta)
+        np.multiply(g32, -coef[:, k: k + 1].astype(np.float32), out=z)
+        eta += z
+        np.minimum(eta, _ETA_LIMIT_FLOAT32, out=eta)
+        np.exp(eta, out=z)
+        np.add(z, 1.0, out=p)
+        np.divide(1.0, p, out=p)
+        np.subtract(self.y32, p, out=eta)  # y - p, as accurate as p itself
+        eta.reshape(-1)[missing] = 0.0
+        np.copyto(r, eta)
+        w = z
+        w *= p
+        w *= p
+        w.reshape(-1)[missing] = 0.0
+        out = np.empty((c, layout.width))
+        wg = p
+        np.multiply(w, g32, out=wg)
+        _fill(out, layout, w @ self.pairs32, wg @ self.design32, np.add.reduce(wg * g32, axis=1, dtype=np.float64),
+              r @ self.design, np.einsum("ij,ij->i", r, g))
+        return out
+
+
+class _Float64Panel:
+    """Newton's or Firth's statistics for cache-sized panels, all in float64 (Firth's step halving compares
+    penalised log-likelihoods to 1e-11 relative; PLINK's path from 0 decides failures on fine
+    differences); buffers ``(chunk, n)`` reused across panels."""
+
+    def __init__(self, chunk: int, design: np.ndarray, y: np.ndarray, products: DesignProducts) -> None:
+        n, k = design.shape
+        self.k, self.design, self.y, self.products = k, design, y, products
+        self.g, self.eta, self.z, self.p, self.w = (np.empty((chunk, n)) for _ in range(5))
         self.stacked = np.empty((2 * chunk, n))  # [w g; y - p]
 
-    def views(self, c: int) -> tuple[np.ndarray, ...]:
-        return (self.g[:c], self.eta[:c], self.z[:c], self.p[:c], self.w[:c], self.stacked[: 2 * c])
-
-
-def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray, layout: LogisticLayout,
-           products: DesignProducts, work: _Workspace) -> np.ndarray:
-    """Statistics of one cache-sized panel of ``c`` variants (rows of ``raw``, ``(c, n)``), ``(c, width)``."""
-    k = layout.n_design
-    c = raw.shape[0]
-    g, eta, z, p, w, stacked = work.views(c)
-    np.copyto(g, raw, casting="unsafe")
-    missing = np.flatnonzero(raw < 0)
-    g.reshape(-1)[missing] = 0.0
-    # Minus the linear predictors; exp(-eta) = z, p = 1 / (1 + z) and 1 - p = z p (accurate when p is
-    # close to 1); exp overflows beyond the limit, and its underflow to 0 means p = 1, w = 0.
-    limit = _ETA_LIMIT if eta.dtype == np.float64 else _ETA_LIMIT_FLOAT32
-    np.matmul(-coef[:, :k].astype(eta.dtype), design.T.astype(eta.dtype), out=eta)
-    np.multiply(g, -coef[:, k: k + 1], out=z, casting="same_kind")
-    eta += z
-    np.minimum(eta, limit, out=eta)
-    np.exp(eta, out=z)
-    np.add(z, 1.0, out=p)
-    np.divide(1.0, p, out=p)
-    np.multiply(z, p, out=w)
-    w *= p
-    w.reshape(-1)[missing] = 0.0
-    wg, r = stacked[:c], stacked[c:]
-    np.multiply(w, g, out=wg)
-    np.subtract(y, p, out=r)
-    r.reshape(-1)[missing] = 0.0
-    out = np.empty((c, layout.width))
-    cg_r = stacked @ design  # (2c, K): C'(w g) then C'(y - p)
-    _fill(out, layout, w @ products.pairs, cg_r[:c], np.einsum("ij,ij->i", wg, g), cg_r[c:],
-          np.einsum("ij,ij->i", r, g))
-    if layout.firth:
+    def __call__(self, raw: np.ndarray, coef: np.ndarray, layout: LogisticLayout) -> np.ndarray:
+        """Statistics ``(c, width)`` of the variants in the rows of ``raw`` ``(c, n)`` at ``coef`` ``(c, P)``."""
+        k, c, design, y, products = self.k, raw.shape[0], self.design, self.y, self.products
+        g, eta, z, p, w = (buffer[:c] for buffer in (self.g, self.eta, self.z, self.p, self.w))
+        stacked = self.stacked[: 2 * c]
+        np.copyto(g, raw, casting="unsafe")
+        missing = np.flatnonzero(raw < 0)
+        g.reshape(-1)[missing] = 0.0
+        np.matmul(-coef[:, :k], design.T, out=eta)  # minus the linear predictors (see _NewtonPanel)
+        np.multiply(g, -coef[:, k: k + 1], out=z)
+        eta += z
+        np.minimum(eta, _ETA_LIMIT, out=eta)
+        np.exp(eta, out=z)
+        np.add(z, 1.0, out=p)
+        np.divide(1.0, p, out=p)
+        np.multiply(z, p, out=w)
+        w *= p
+        w.reshape(-1)[missing] = 0.0
+        wg, r = stacked[:c], stacked[c:]
+        np.multiply(w, g, out=wg)
+        np.subtract(y, p, out=r)
+        r.reshape(-1)[missing] = 0.0
+        out = np.empty((c, layout.width))
+        cg_r = stacked @ design  # (2c, K): C'(w g) then C'(y - p)
+        _fill(out, layout, w @ products.pairs, cg_r[:c], np.einsum("ij,ij->i", wg, g), cg_r[c:],
+              np.einsum("ij,ij->i", r, g))
+        if not layout.firth:
+            return out
         # log-likelihood: log p = -log(1 + z); log(1 - p) = -eta - log(1 + z)  (``eta`` holds -eta)
         ll = np.log(p)
         np.negative(ll, out=ll)
@@ -324,7 +369,7 @@ def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray,
         u = w * (0.5 - p)  # zero where missing, as w is
         ug = u * g
         ugg = ug * g
-        assert products.triples is not None
+        assert products.triples is not None  # design_products(design, firth=True)
         families = (u @ products.triples, ug @ products.pairs, ugg @ design,
                     np.einsum("ij,ij->i", ugg, g)[:, None])
         t_counts, t_source = layout._triple_sources
@@ -332,7 +377,7 @@ def _panel(raw: np.ndarray, design: np.ndarray, y: np.ndarray, coef: np.ndarray,
         for family, values in enumerate(families):
             columns = np.flatnonzero(t_counts == family)
             out[:, tensor.start + columns] = values[:, t_source[columns]]
-    return out
+        return out
 
 
 def _fill(out: np.ndarray, layout: LogisticLayout, cwc: np.ndarray, cwg: np.ndarray, gwg: np.ndarray,

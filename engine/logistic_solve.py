@@ -67,7 +67,7 @@ _ACTIVE, _CONVERGED, _UNFINISHED, _FAILED = 0, 1, 2, 3
 class RoundRequest:
     """One round to run: ``analysis`` on ``variants`` (study indices, ``(r,)``) with its named ``inputs``."""
 
-    analysis: str  # "covariate_fit", "logistic_start", "linear", "logistic" or "firth" (engine.analyses)
+    analysis: str  # "covariate_fit", "logistic_start", "linear", "logistic", "logistic_exact" or "firth"
     variants: np.ndarray
     inputs: Mapping[str, np.ndarray]
     width: int
@@ -456,9 +456,10 @@ class BinaryTraitFit:
                                  self.start_layout.width)]
         out = []
         newton = self.newton.pending()
-        if len(newton):
-            out.append(RoundRequest("logistic", newton, {"coef": self.newton.coef[newton].copy()},
-                                    self.logistic_layout.width))
+        for analysis, variants in (("logistic", newton[self.warm[newton]]), ("logistic_exact", newton[~self.warm[newton]])):
+            if len(variants):  # PLINK's path from 0 in float64 (engine.logistic's precision notes)
+                out.append(RoundRequest(analysis, variants, {"coef": self.newton.coef[variants].copy()},
+                                        self.logistic_layout.width))
         firth = self.firth.pending()
         if len(firth):
             out.append(RoundRequest("firth", firth, {"coef": self.firth.trial[firth].copy()},
@@ -475,7 +476,7 @@ class BinaryTraitFit:
         elif request.analysis in ("linear", "logistic_start"):
             self._start = None
             self._start_variants(totals, warm=request.analysis == "logistic_start")
-        elif request.analysis == "logistic":
+        elif request.analysis in ("logistic", "logistic_exact"):
             layout = self.logistic_layout
             self.newton.update(request.variants, layout.unpack_info(totals), totals[:, layout.grad_slice])
             self._fallback()

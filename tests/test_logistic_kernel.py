@@ -125,7 +125,8 @@ def fit(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, *, always_firt
                 solver.update(request, totals(lambda g, d, yy: start_statistics(g, d, yy, inputs["null_coef"])))
             else:
                 solver.update(request, totals(lambda g, d, yy: logistic_statistics(
-                    g[:, request.variants], d, yy, inputs["coef"], firth=request.analysis == "firth")))
+                    g[:, request.variants], d, yy, inputs["coef"], firth=request.analysis == "firth",
+                    exact=request.analysis == "logistic_exact")))
     return solver.result(_variants(genotypes.shape[1])), rounds
 
 
@@ -194,14 +195,17 @@ def test_site_analysis_flips_to_the_study_allele_and_checks_inputs() -> None:
     flip = np.zeros(8, dtype=bool)
     flip[[1, 4, 6]] = True
     cohort = Cohort(np.arange(200), y, design[:, 1:], "BT", ("A", "B", "C"), 200, 0)
-    for name in ("logistic", "firth"):
+    for name in ("logistic", "logistic_exact", "firth"):
         analysis = REGISTRY[name]
         state = analysis.prepare(cohort, {"coef": coef})
         stored = flip_genotypes(genotypes, flip)  # how a site holding the other allele stores them
         out = analysis.block(state, stored, flip, {"coef": coef})
-        np.testing.assert_allclose(out, logistic_statistics(genotypes, design, y, coef, firth=name == "firth"))
+        np.testing.assert_allclose(out, logistic_statistics(genotypes, design, y, coef, firth=name == "firth",
+                                                            exact=name == "logistic_exact"))
         with pytest.raises(ProtocolError, match="columns"):
             analysis.prepare(cohort, {"coef": coef[:, :3]})
+    exact = logistic_statistics(genotypes, design, y, coef, exact=True)
+    np.testing.assert_array_equal(exact, logistic_statistics(genotypes, design, y, coef, firth=True)[:, :exact.shape[1]])
     quantitative = Cohort(np.arange(200), y + 0.5, design[:, 1:], "QT", ("A", "B", "C"), 200, 0)
     with pytest.raises(ProtocolError, match="case/control"):
         REGISTRY["logistic"].prepare(quantitative, {"coef": coef})
