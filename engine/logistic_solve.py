@@ -38,6 +38,7 @@ from engine.errors import InputError
 from engine.linear import LinearLayout
 from engine.logistic import LogisticLayout, StartLayout
 from engine.pvalues import z_test_neg_log10_p
+from engine.spd import Cholesky
 
 MAX_CORR = 0.999
 MAX_VIF = 50.0
@@ -133,56 +134,44 @@ def _predictor_checks(xtx: np.ndarray) -> np.ndarray:
     invertible = _positive_definite(corr_rest) & ~degenerate[rest]
     out[rest[~invertible]] = "VIF_INFINITE"
     good = rest[invertible]
-    vif = np.einsum("mii->mi", np.linalg.inv(corr_rest[invertible]))
+    vif = np.einsum("mii->mi", _inverse(corr_rest[invertible]))
     out[good[np.any(vif > MAX_VIF, axis=1)]] = "VIF_TOO_HIGH"
     return out
+
+
+def _jacobi_scaled(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(D A D, d)`` with ``D = diag(d)``, ``d = diag(A)^-1/2`` (unit diagonal; 1 where a diagonal entry is not > 0)."""
+    diag = np.einsum("mii->mi", matrices)
+    with np.errstate(invalid="ignore"):
+        scale = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
+    return matrices * scale[:, :, None] * scale[:, None, :], scale
 
 
 def _positive_definite(matrices: np.ndarray) -> np.ndarray:
     """Whether each symmetric matrix ``(m, P, P)`` is numerically positive definite.
 
     Cholesky of the Jacobi-scaled matrix (unit diagonal) succeeds and its smallest pivot exceeds
-    1e-13; decided per matrix, whatever else is in the batch.
+    1e-13; decided per matrix, whatever else is in the batch (:class:`engine.spd.Cholesky`).
     """
     if len(matrices) == 0:
         return np.zeros(0, dtype=bool)
     diag = np.einsum("mii->mi", matrices)
     ok = np.all(np.isfinite(matrices), axis=(1, 2)) & np.all(diag > 0, axis=1)
-    scale = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
-    scaled = np.where(ok[:, None, None], matrices * scale[:, :, None] * scale[:, None, :], np.eye(matrices.shape[1]))
-    pivots = np.zeros(len(matrices))
-    _smallest_pivots(scaled, np.arange(len(matrices)), pivots)
-    return ok & (pivots > 1e-13)
-
-
-def _smallest_pivots(matrices: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
-    """``out[index]`` = smallest Cholesky pivot of each matrix (0 where it fails), bisecting failed batches."""
-    try:
-        factor = np.linalg.cholesky(matrices[index])
-    except np.linalg.LinAlgError:
-        if len(index) == 1:
-            out[index] = 0.0
-            return
-        half = len(index) // 2
-        _smallest_pivots(matrices, index[:half], out)
-        _smallest_pivots(matrices, index[half:], out)
-        return
-    out[index] = np.einsum("mii->mi", factor).min(axis=1) ** 2
+    scaled, _ = _jacobi_scaled(np.where(ok[:, None, None], matrices, np.eye(matrices.shape[1])))
+    with np.errstate(invalid="ignore"):
+        return ok & (Cholesky(scaled).pivots.min(axis=1) > 1e-13)
 
 
 def _solve(matrices: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Jacobi-scaled solves ``matrices^-1 rhs`` for positive definite ``(m, P, P)`` and ``(m, P)``."""
-    scale = 1.0 / np.sqrt(np.einsum("mii->mi", matrices))
-    scaled = matrices * scale[:, :, None] * scale[:, None, :]
-    return np.linalg.solve(scaled, (rhs * scale)[:, :, None])[:, :, 0] * scale
+    scaled, scale = _jacobi_scaled(matrices)
+    return Cholesky(scaled).solve(rhs * scale) * scale
 
 
 def _inverse(matrices: np.ndarray) -> np.ndarray:
     """Jacobi-scaled inverses of positive definite matrices ``(m, P, P)``."""
-    diag = np.einsum("mii->mi", matrices)
-    scale = 1.0 / np.sqrt(diag)
-    inv = np.linalg.inv(matrices * scale[:, :, None] * scale[:, None, :])
-    return inv * scale[:, :, None] * scale[:, None, :]
+    scaled, scale = _jacobi_scaled(matrices)
+    return Cholesky(scaled).inverse() * scale[:, :, None] * scale[:, None, :]
 
 
 class _Newton:
@@ -530,21 +519,21 @@ class BinaryTraitFit:
         layout = self.firth_layout
         counts, _ = layout._triple_sources
         tensor = layout.tensor_slice
-        r, p = score.shape
-        inverse = _inverse(info)  # positive definite: Newton's iteration 0 did not fail on these
-        newton = (inverse @ score[:, :, None])[:, :, 0]
+        r = len(score)
         packed = np.zeros((r, layout.width))
         packed[:, tensor.start + np.flatnonzero(counts > 0)] = moments
         assert self._null_last is not None  # the covariate fit converged before the start round
-        packed[:, tensor.start + np.flatnonzero(counts == 0)] = observed[:, None] * self._null_last[0, self.covariate_layout.tensor_slice]
-        step = newton.copy()
+        covariate_moments = self._null_last[0, self.covariate_layout.tensor_slice]
+        packed[:, tensor.start + np.flatnonzero(counts == 0)] = observed[:, None] * covariate_moments
+        newton, step = np.empty_like(score), np.empty_like(score)
         for start in range(0, r, _TENSOR_BATCH):
             rows = slice(start, start + _TENSOR_BATCH)
-            third = layout.unpack_tensor(packed[rows]).reshape(-1, p * p, p)
+            scaled, scale = _jacobi_scaled(info[rows])  # positive definite: iteration 0 did not fail on these
+            factor, third = Cholesky(scaled), layout.unpack_tensor(packed[rows])
+            newton[rows] = step[rows] = factor.solve(score[rows] * scale) * scale
             for _ in range(SECOND_ORDER_ITERATIONS):
-                d = step[rows, :, None]
-                quadratic = (third @ d).reshape(-1, p, p) @ d  # T[d, d], (batch, P, 1)
-                step[rows] = (inverse[rows] @ (score[rows, :, None] - quadratic))[:, :, 0]
+                quadratic = np.einsum("mabc,mb,mc->ma", third, step[rows], step[rows])  # T[d, d]
+                step[rows] = factor.solve((score[rows] - quadratic) * scale) * scale
         with np.errstate(invalid="ignore"):
             keep = ~np.all(np.isfinite(step), axis=1) | (np.abs(step).sum(axis=1) > 2.0 * np.abs(newton).sum(axis=1))
         step[keep] = newton[keep]
