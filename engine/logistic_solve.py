@@ -139,39 +139,31 @@ def _predictor_checks(xtx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _jacobi_scaled(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(D A D, d)`` with ``D = diag(d)``, ``d = diag(A)^-1/2`` (unit diagonal; 1 where a diagonal entry is not > 0)."""
-    diag = np.einsum("mii->mi", matrices)
-    with np.errstate(invalid="ignore"):
-        scale = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
-    return matrices * scale[:, :, None] * scale[:, None, :], scale
-
-
 def _positive_definite(matrices: np.ndarray) -> np.ndarray:
     """Whether each symmetric matrix ``(m, P, P)`` is numerically positive definite.
 
-    Cholesky of the Jacobi-scaled matrix (unit diagonal) succeeds and its smallest pivot exceeds
-    1e-13; decided per matrix, whatever else is in the batch (:class:`engine.spd.Cholesky`).
+    Its Cholesky factorisation succeeds and the smallest pivot of the Jacobi-scaled matrix (unit
+    diagonal; the pivot divided by the diagonal entry) exceeds 1e-13; decided per matrix, whatever
+    else is in the batch (:class:`engine.spd.Cholesky`).
     """
     if len(matrices) == 0:
         return np.zeros(0, dtype=bool)
     diag = np.einsum("mii->mi", matrices)
     ok = np.all(np.isfinite(matrices), axis=(1, 2)) & np.all(diag > 0, axis=1)
-    scaled, _ = _jacobi_scaled(np.where(ok[:, None, None], matrices, np.eye(matrices.shape[1])))
+    safe = np.where(ok[:, None, None], matrices, np.eye(matrices.shape[1]))
     with np.errstate(invalid="ignore"):
-        return ok & (Cholesky(scaled).pivots.min(axis=1) > 1e-13)
+        scaled_pivots = Cholesky(safe).pivots / np.einsum("mii->mi", safe)
+        return ok & (scaled_pivots.min(axis=1) > 1e-13)
 
 
 def _solve(matrices: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Jacobi-scaled solves ``matrices^-1 rhs`` for positive definite ``(m, P, P)`` and ``(m, P)``."""
-    scaled, scale = _jacobi_scaled(matrices)
-    return Cholesky(scaled).solve(rhs * scale) * scale
+    """``matrices^-1 rhs`` for positive definite ``(m, P, P)`` and ``(m, P)`` (Cholesky needs no scaling)."""
+    return Cholesky(matrices).solve(rhs)
 
 
 def _inverse(matrices: np.ndarray) -> np.ndarray:
-    """Jacobi-scaled inverses of positive definite matrices ``(m, P, P)``."""
-    scaled, scale = _jacobi_scaled(matrices)
-    return Cholesky(scaled).inverse() * scale[:, :, None] * scale[:, None, :]
+    """Inverses of positive definite matrices ``(m, P, P)``."""
+    return Cholesky(matrices).inverse()
 
 
 class _Newton:
@@ -528,12 +520,12 @@ class BinaryTraitFit:
         newton, step = np.empty_like(score), np.empty_like(score)
         for start in range(0, r, _TENSOR_BATCH):
             rows = slice(start, start + _TENSOR_BATCH)
-            scaled, scale = _jacobi_scaled(info[rows])  # positive definite: iteration 0 did not fail on these
-            factor, third = Cholesky(scaled), layout.unpack_tensor(packed[rows])
-            newton[rows] = step[rows] = factor.solve(score[rows] * scale) * scale
+            factor = Cholesky(info[rows])  # positive definite: iteration 0 did not fail on these
+            third = layout.unpack_tensor(packed[rows])
+            newton[rows] = step[rows] = factor.solve(score[rows])
             for _ in range(SECOND_ORDER_ITERATIONS):
                 quadratic = np.einsum("mabc,mb,mc->ma", third, step[rows], step[rows])  # T[d, d]
-                step[rows] = factor.solve((score[rows] - quadratic) * scale) * scale
+                step[rows] = factor.solve(score[rows] - quadratic)
         with np.errstate(invalid="ignore"):
             keep = ~np.all(np.isfinite(step), axis=1) | (np.abs(step).sum(axis=1) > 2.0 * np.abs(newton).sum(axis=1))
         step[keep] = newton[keep]
