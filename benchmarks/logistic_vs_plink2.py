@@ -68,6 +68,15 @@ def run_fedgwas(study, out: Path, privacy: str) -> tuple[float, list[dict]]:
     return seconds, rounds
 
 
+_SITE_ROUND_LOG = re.compile(r"round (\d+): \d+ variants in \d+ blocks, ([\d.]+) s")
+
+
+def site_round_seconds(out: Path) -> dict[str, dict[str, float]]:
+    """Each site agent's compute time per round (from its log), by round number."""
+    return {site.name: {m.group(1): float(m.group(2)) for m in _SITE_ROUND_LOG.finditer((site / "agent.log").read_text())}
+            for site in sorted((out / "sites").iterdir()) if (site / "agent.log").exists()}
+
+
 def flags_agree(ours_path: Path, plink_path: Path) -> dict[str, int]:
     """Rows where the FIRTH? flag or the ERRCODE differ between the two results."""
     from coordinator.results.gwas_ssf import read_gwas_ssf
@@ -118,8 +127,11 @@ def main() -> None:
         "phase_seconds": summary.get("phase_seconds", {}),
         "rounds_detail": rounds,
         "bytes_sent_per_site": {s["name"]: s["bytes_sent"] for s in summary["sites"]},
-        "logistic_evaluations_per_variant":
-            sum(r["variants"] for r in rounds if r["analysis"] != "linear") / n_variants,
+        # per variant: full Newton evaluations (exp per sample), after the start round's shared-predictor one
+        "full_newton_evaluations_per_variant":
+            sum(r["variants"] for r in rounds if r["analysis"] in ("logistic", "logistic_exact")) / n_variants,
+        "firth_evaluations_per_variant": sum(r["variants"] for r in rounds if r["analysis"] == "firth") / n_variants,
+        "site_round_seconds": site_round_seconds(out),
         "peak_rss_mib_per_site": peak_rss_mib(out),
         "agreement_with_plink2": {**agreement(out / "BT.logistic.tsv.gz", plink_out),
                                   **flags_agree(out / "BT.logistic.tsv.gz", plink_out)},
