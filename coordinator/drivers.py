@@ -8,6 +8,7 @@ analysis in :mod:`engine.analyses` and a driver registered here.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 from coordinator.rounds import RoundExecutor
@@ -67,6 +68,7 @@ def _fit_case_control(executor: RoundExecutor, always_firth: bool, sites: tuple[
                                   inputs=request.inputs, parameters=keep)
             if executor.live_sites != sites:
                 raise _SitesChanged
+            started = time.perf_counter()
             try:
                 fit.update(request, totals)
             except NoCasesOrControls as error:
@@ -74,6 +76,7 @@ def _fit_case_control(executor: RoundExecutor, always_firth: bool, sites: tuple[
                         if cohort.phenotype_coding == "case-control" else "")
                 raise InputError(f"phenotype {cohort.phenotype!r} has no {error.absent} among the analysed samples of "
                                  f"the {len(sites)} sites: logistic regression needs both{hint}") from None
+            log.debug("round %d: solved in %.2f s", executor.rounds, time.perf_counter() - started)
             _log_round(executor, request.analysis, len(request.variants))
     return fit.result(executor.harmonised.variants)
 

@@ -28,6 +28,8 @@ Rules follow PLINK 2 v2.00a3.5 ``--glm`` (``plink2_glm_logistic.cc``), applied i
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -106,7 +108,10 @@ def screen_variants(xtx: np.ndarray, xty: np.ndarray) -> BinaryScreen:
     constant = (n * xtx[:, p - 1, p - 1] == allele * allele)  # integer counts: exact in float64
     errcode[(errcode == ERRCODE_OK) & constant] = "CONST_OMITTED_ALLELE"
     todo = np.flatnonzero(errcode == ERRCODE_OK)
-    errcode[todo] = _predictor_checks(xtx[todo])
+    chunks = [todo[start: start + _TENSOR_BATCH] for start in range(0, len(todo), _TENSOR_BATCH)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # numpy releases the GIL
+        for chunk, codes in zip(chunks, pool.map(lambda rows: _predictor_checks(xtx[rows]), chunks)):
+            errcode[chunk] = codes
     ref, case_ref = 2.0 * n - allele, 2.0 * n_cases - case_allele
     zero_cell = (case_allele == 0) | (case_allele == allele) | (case_ref == 0) | (case_ref == ref)
     return BinaryScreen(n=n, n_cases=n_cases, allele_count=allele, case_allele_count=case_allele,
@@ -518,14 +523,18 @@ class BinaryTraitFit:
         covariate_moments = self._null_last[0, self.covariate_layout.tensor_slice]
         packed[:, tensor.start + np.flatnonzero(counts == 0)] = observed[:, None] * covariate_moments
         newton, step = np.empty_like(score), np.empty_like(score)
-        for start in range(0, r, _TENSOR_BATCH):
-            rows = slice(start, start + _TENSOR_BATCH)
+
+        def batch(rows: slice) -> None:
             factor = Cholesky(info[rows])  # positive definite: iteration 0 did not fail on these
             third = layout.unpack_tensor(packed[rows])
             newton[rows] = step[rows] = factor.solve(score[rows])
             for _ in range(SECOND_ORDER_ITERATIONS):
                 quadratic = np.einsum("mabc,mb,mc->ma", third, step[rows], step[rows])  # T[d, d]
                 step[rows] = factor.solve(score[rows] - quadratic)
+
+        # Independent batches; numpy releases the GIL, and the sites wait for this step.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(batch, [slice(start, start + _TENSOR_BATCH) for start in range(0, r, _TENSOR_BATCH)]))
         with np.errstate(invalid="ignore"):
             keep = ~np.all(np.isfinite(step), axis=1) | (np.abs(step).sum(axis=1) > 2.0 * np.abs(newton).sum(axis=1))
         step[keep] = newton[keep]
