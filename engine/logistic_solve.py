@@ -378,7 +378,8 @@ class BinaryTraitFit:
        first iteration on its path from 0; and the information, score and genotype third moments at
        ``[b, 0]``, ``b`` the covariate-only fit. Without a warm start, or for Firth only, the
        ``linear`` round gives the linear statistics alone.
-    3. ``logistic`` and ``firth`` rounds until every variant is decided.
+    3. ``logistic`` (warm-started fits), ``logistic_exact`` (fits on PLINK's path from 0, float64
+       throughout) and ``firth`` rounds until every variant is decided.
 
     Newton's method converges to the same maximum-likelihood estimate from any start where it
     converges. The warm start evaluates every variant at ``[b, 0]``, where all share one linear
