@@ -67,9 +67,10 @@ dir = "out"
     assert np.isfinite(results["beta"]).sum() > 450
 
 
-def test_demo_runs_end_to_end_with_real_site_processes(tmp_path: Path, capsys) -> None:
+def test_demo_runs_end_to_end_with_real_site_processes(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative --out, as the README's `fedgwas demo` uses
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--samples", "300", "--variants", "3000", "--no-progress"]) == 0
+    assert main(["demo", "--out", "demo", "--samples", "300", "--variants", "3000", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "3 sites (site1, site2, site3)" in printed and "secure aggregation" in printed
     for name in ("QT.linear.tsv.gz", "QT.linear.tsv.gz-meta.yaml", "QT.linear.manhattan.png", "QT.linear.qq.png",
