@@ -235,7 +235,6 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: 
 
 def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path | None, covar: Path | None,
                  covariates: list[str], out: Path, qc: QcSettings | None = None) -> StudyOutcome:
-    out = out.resolve()  # the site configs name their files relative to their own directory
     dp_request, budget = dp_options.request_from_args(args), dp_options.site_budget_from_args(args)
     extract = dp_options.read_extract(args.extract) if getattr(args, "extract", None) else None
     data_use = _data_use(args)

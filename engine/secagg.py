@@ -108,7 +108,9 @@ class PairwiseMasker:
         self.own_name = own_name
         self.participants = tuple(sorted(peers))
         self._pair_keys: dict[str, bytes] = {}
-        self._zeros = b""  # plaintext of the keystreams, and their buffer: reused across blocks (no page faults)
+        # Plaintext of the keystreams, and their buffer, reused across blocks (no page faults): a masker
+        # serves one task's blocks in turn (one per task at the site), not concurrent callers.
+        self._zeros = b""
         self._keystream = bytearray()
         for name, public in peers.items():
             if name == own_name:

@@ -138,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init":
             fmt, genotypes_path = next((f, getattr(args, k)) for k, f in GENOTYPE_KEYS.items() if getattr(args, k))
             pin = he_context_pin(Path(args.he_context)) if args.he_context else None
-            tls = None if args.insecure else TlsFiles((Path(args.tls_dir) / "ca.pem").resolve(),
-                                                      (Path(args.tls_dir) / f"{args.name}.pem").resolve(),
-                                                      (Path(args.tls_dir) / f"{args.name}.key").resolve())
+            tls = None if args.insecure else TlsFiles(Path(args.tls_dir) / "ca.pem", Path(args.tls_dir) / f"{args.name}.pem",
+                                                      Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
                              consent=args.consent)

@@ -51,6 +51,8 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
     modes = ("secagg", "plaintext") if allow_plaintext else ("secagg",)
     if he_context_sha256 is not None:
         modes += ("he",)
+    if tls is not None:  # the config's relative paths are read from its own directory: write absolute ones
+        tls = TlsFiles(Path(tls.ca).resolve(), Path(tls.cert).resolve(), Path(tls.key).resolve())
     config_path = directory / "site.toml"
     config_path.write_text(render_site_config(
         name=name, listen=listen, genotypes=str(Path(genotypes).resolve()), genotype_format=genotype_format,
