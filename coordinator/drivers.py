@@ -1,8 +1,9 @@
 """Coordinator-side drivers: turn aggregated site outputs into results, one function per model.
 
-A driver receives a :class:`RoundExecutor` and asks it for as many rounds as its algorithm needs
-(one for linear regression; several for iterative fits), then solves. Adding a model means a site
-analysis in :mod:`engine.stats.registry` and a driver registered here.
+A driver receives a :class:`RoundExecutor` and the study's cohort (after the PCA, with its
+``pca_run``), asks the executor for as many rounds as its algorithm needs (one for linear
+regression; several for iterative fits), then solves. Adding a model means its statistics in
+:mod:`engine.stats.registry`, its entry in :mod:`engine.models` and a driver registered here.
 """
 
 from __future__ import annotations
@@ -17,54 +18,53 @@ from engine.errors import InputError
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.linear.solve import solve_linear
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
-from engine.tasks import KEEP_GENOTYPES_PARAMETER
+from engine.tasks import KEEP_GENOTYPES_PARAMETER, CohortRequest
 
 log = logging.getLogger("coordinator")
 
 
-def run_linear(executor: RoundExecutor) -> AssociationResult:
+def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
     """Exact per-variant OLS: one round of sufficient statistics, then the batched solve."""
-    layout = LinearLayout(len(executor.config.cohort.covariates) + 1)
-    totals = executor.run("linear", layout.width)
+    layout = LinearLayout(len(cohort.covariates) + 1)
+    totals = executor.run("linear", layout.width, cohort=cohort)
     return solve_linear(totals, layout.n_design, executor.harmonised.variants)
 
 
-def run_logistic(executor: RoundExecutor) -> AssociationResult:
+def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
     """Logistic regression with PLINK 2's firth-fallback (see :mod:`engine.stats.logistic.solve`)."""
-    return _run_case_control(executor, always_firth=False)
+    return _run_case_control(executor, cohort, always_firth=False)
 
 
-def run_firth(executor: RoundExecutor) -> AssociationResult:
+def run_firth(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
     """Firth-penalised logistic regression for every variant (PLINK 2's ``--glm firth``)."""
-    return _run_case_control(executor, always_firth=True)
+    return _run_case_control(executor, cohort, always_firth=True)
 
 
 class _SitesChanged(Exception):
     """A site dropped out during an iterative fit: its earlier rounds no longer match the cohort."""
 
 
-def _run_case_control(executor: RoundExecutor, always_firth: bool) -> AssociationResult:
+def _run_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool) -> AssociationResult:
     """The rounds of :class:`engine.stats.logistic.solve.BinaryTraitFit` until every variant is decided. If a
     site drops out (``allow_dropout``), the fit restarts without it."""
-    cohort = executor.config.cohort
     if cohort.phenotype_coding == "quantitative":
         raise InputError(f"--glm {'firth' if always_firth else 'logistic'} needs a case/control phenotype: "
                          f"{cohort.phenotype!r} is read as quantitative")
     while True:
         sites = executor.live_sites
         try:
-            return _fit_case_control(executor, always_firth, sites)
+            return _fit_case_control(executor, cohort, always_firth, sites)
         except _SitesChanged:
             log.warning("sites changed from %s to %s during the fit: restarting it", sites, executor.live_sites)
 
 
-def _fit_case_control(executor: RoundExecutor, always_firth: bool, sites: tuple[str, ...]) -> AssociationResult:
-    cohort = executor.config.cohort
+def _fit_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool,
+                      sites: tuple[str, ...]) -> AssociationResult:
     fit = BinaryTraitFit(len(executor.harmonised.variants), len(cohort.covariates) + 1, always_firth=always_firth)
     keep = {KEEP_GENOTYPES_PARAMETER: "1"}  # every round reads the same samples: sites may keep them in memory
     while requests := fit.requests():
         for request in requests:
-            totals = executor.run(request.analysis, request.width, variants=request.variants,
+            totals = executor.run(request.analysis, request.width, cohort=cohort, variants=request.variants,
                                   inputs=request.inputs, parameters=keep)
             if executor.live_sites != sites:
                 raise _SitesChanged
@@ -86,5 +86,5 @@ def _log_round(executor: RoundExecutor, analysis: str, n_variants: int) -> None:
              {name: done.bytes_sent for name, done in sorted(executor.last_done.items())})
 
 
-DRIVERS: dict[str, Callable[[RoundExecutor], AssociationResult]] = {
+DRIVERS: dict[str, Callable[[RoundExecutor, CohortRequest], AssociationResult]] = {
     "linear": run_linear, "logistic": run_logistic, "firth": run_firth}

@@ -44,8 +44,12 @@ class CohortRequest:
     covariates: tuple[str, ...] = ()
     phenotype_coding: str = "quantitative"
     data_use: DataUse | None = None
+    #: Covariates named ``PC1``.. come from each site's own scores of this PCA run ("" : none).
+    pca_run: str = ""
 
     def __post_init__(self) -> None:
+        if len(self.pca_run) > 64 or not all(c in "0123456789abcdef" for c in self.pca_run):
+            raise ProtocolError(f"cohort.pca_run {self.pca_run[:80]!r} is not a PCA run identifier (hex, at most 64)")
         if self.phenotype_coding not in PHENOTYPE_CODINGS:
             raise ProtocolError(f"cohort.phenotype_coding {self.phenotype_coding!r} is not one of {list(PHENOTYPE_CODINGS)}")
         if len(set(self.covariates)) != len(self.covariates):

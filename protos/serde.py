@@ -34,7 +34,7 @@ def cohort_to_proto(cohort: CohortRequest) -> pb.CohortSpec:
     data_use = None if cohort.data_use is None else \
         pb.DataUse(purpose=cohort.data_use.purpose, commercial=cohort.data_use.commercial)
     return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates),
-                         phenotype_coding=cohort.phenotype_coding, data_use=data_use)
+                         phenotype_coding=cohort.phenotype_coding, data_use=data_use, pca_run=cohort.pca_run)
 
 
 def _array_chunks(name: str, values: np.ndarray, dtype: str) -> Iterator[pb.TaskMessage]:
@@ -143,7 +143,8 @@ def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
             raise ProtocolError(f"cohort.data_use.purpose must be at most {MAX_NAME_LENGTH} characters")
         data_use = DataUse(message.data_use.purpose, bool(message.data_use.commercial))
     return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates),
-                         phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use)
+                         phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use,
+                         pca_run=message.pca_run)
 
 
 def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
