@@ -17,6 +17,8 @@ Subcommands::
                                                 development CA and mutual-TLS certificates
     fedgwas keyholder serve --keys DIR          run the key holder (see coordinator/key_holder_cli.py)
     fedgwas audit cross-check --coordinator-log LOG --ledger L1 ...   (see coordinator/audit_cli.py)
+    fedgwas audit report --coordinator-log LOG --ledger L1 ... [--json F] [--png F] [--html F]
+    fedgwas witness serve --dir DIR [--listen HOST:PORT]   co-sign and keep the sites' ledger heads
 
 Exit codes: 0 success; 2 bad input, configuration or usage (including a request every failing site
 refused as invalid, e.g. a phenotype name no site has); 3 a site failed, refused or could not be
@@ -45,6 +47,7 @@ from engine.consent import DataUse
 from engine.tables import expand_names, read_sample_table
 from engine.tasks import CASE_CONTROL_MODELS, CohortRequest
 from engine.version import __version__
+from witness import cli as witness_cli
 
 if TYPE_CHECKING:
     from coordinator.runner import StudyOutcome
@@ -203,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     key_holder_cli.add_commands(sub)
     audit_cli.add_commands(sub)
+    witness_cli.add_commands(sub)
     return parser
 
 
@@ -347,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in key_holder_cli.COMMANDS:
         return key_holder_cli.run(args)
+    if args.command in witness_cli.COMMANDS:
+        return witness_cli.run(args)
     try:
         if args.command in audit_cli.COMMANDS:
             return audit_cli.run(args)

@@ -11,6 +11,7 @@ from engine.errors import ProtocolError
 from engine.harmonise import VariantManifest
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
 from protos import site_agent_pb2 as pb
+from protos.witness_client import head_from_proto
 
 CHUNK_BYTES = 1 << 20
 ERROR_METADATA_KEY = "fedgwas-error-bin"
@@ -110,7 +111,8 @@ def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress 
             if header is not None:
                 raise ProtocolError(f"stream ended inside block {header.block}")
             d = event.done
-            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent)
+            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent,
+                           head_from_proto(d.ledger_head) if d.HasField("ledger_head") else None)
             continue
         if header is not None and len(buffer) == header.total_bytes and kind in ("block", "chunk"):
             yield ResultBlock(header.block, header.first_variant, header.n_variants, header.width,

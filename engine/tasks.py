@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from engine.analyses import check_inputs, get_analysis
+from engine.audit.heads import SignedHead
 from engine.consent import DataUse
 from engine.errors import ProtocolError
 
@@ -166,3 +167,4 @@ class TaskDone:
     n_design: int
     compute_seconds: float
     bytes_sent: int
+    ledger_head: SignedHead | None = None  # the site's signed ledger head after this task (its receipt)

@@ -15,6 +15,7 @@ from engine.errors import ProtocolError
 from engine.harmonise import VariantManifest
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
 from protos import site_agent_pb2 as pb
+from protos.witness_client import head_to_proto
 
 CHUNK_BYTES = 1 << 20
 MANIFEST_CHUNK_VARIANTS = 20_000
@@ -159,4 +160,5 @@ def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb
     else:
         yield pb.TaskEvent(done=pb.TaskSummary(
             n_samples=event.n_samples, n_blocks=event.n_blocks, n_design=event.n_design,
-            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent))
+            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent,
+            ledger_head=None if event.ledger_head is None else head_to_proto(event.ledger_head)))
