@@ -241,6 +241,11 @@ def verify(entries: list[LedgerEntry], head: str | None = None) -> Verification:
             return Verification(len(entries), previous, expected,
                                 f"entry {expected} is missing: found entry {entry.seq} in its place ({what})")
         if entry.content_hash() != entry.hash:
+            moved = next((other for other in range(1, len(entries) + 2) if other != entry.seq
+                          and dataclasses.replace(entry, seq=other).content_hash() == entry.hash), None)
+            if moved is not None:
+                return Verification(len(entries), previous, entry.seq,
+                                    f"entries were reordered: entry {entry.seq} holds the content of entry {moved}")
             return Verification(len(entries), previous, entry.seq,
                                 f"entry {entry.seq} was edited: its hash does not match its content")
         if entry.prev_hash != previous:
