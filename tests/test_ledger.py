@@ -19,16 +19,28 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICY = budget.BudgetPolicy(epsilon=1.0, delta=1e-6, study_epsilon=0.8)
 
 
-def _charge(epsilon: float) -> budget.Charge:
-    from engine import dp
+def _plan(epsilon: float):
+    from engine.dp_release import DpRequest, plan_release
+    from engine.tasks import CohortRequest
 
-    c = dp.calibrate("gaussian", epsilon, 1e-6, 1.0, 1)
+    return plan_release(DpRequest(epsilon), "qc", CohortRequest(""), 3)
+
+
+def _charge(epsilon: float) -> budget.Charge:
+    c = _plan(epsilon).calibration
     return budget.Charge("gaussian", c.rho, epsilon, 1e-6)
 
 
-def _fields(study: str = "s1", requester: str = "alice", round_: int = 1) -> dict:
+def _fields(study: str = "s1", requester: str = "alice", round_: int = 1, epsilon: float | None = None) -> dict:
+    """Ledger fields as the site records them (site_agent/release.py: task_fields), for a qc task on 3 variants."""
+    description = {"cohort": {"phenotype": "", "covariates": [], "coding": "quantitative"}, "n_variants": 3,
+                   "parameters": {}}
+    if epsilon is not None:
+        calibration = _plan(epsilon).calibration
+        description["parameters"] = {"dp.epsilon": repr(epsilon), "dp.delta": "1e-06", "dp.mechanism": "gaussian"}
+        description["dp_charge"] = {"sensitivity": calibration.sensitivity, "n_values": calibration.n_values}
     return {"requester": requester, "study": study, "round": round_, "request_id": f"{study}-{round_}",
-            "analysis": "qc", "n_participants": 100}
+            "analysis": "qc", "n_participants": 100, "parameters": json.dumps(description, sort_keys=True)}
 
 
 @pytest.fixture
@@ -36,13 +48,14 @@ def ledger(tmp_path: Path) -> Ledger:
     """Seven entries: two DP releases, an exact release, a study-cap refusal and a dataset refusal."""
     ledger = Ledger(tmp_path / "ledger.sqlite", "site-a", "cohort")
     for round_, epsilon in ((1, 0.5), (2, 0.4)):
-        accepted = budget.admit(ledger, POLICY, _charge(epsilon), **_fields(round_=round_))
-        ledger.append(kind="released", ref=accepted.seq, digest="ab" * 32, **_fields(round_=round_))
+        accepted = budget.admit(ledger, POLICY, _charge(epsilon), **_fields(round_=round_, epsilon=epsilon))
+        ledger.append(kind="released", ref=accepted.seq, digest="ab" * 32, mechanism="gaussian", epsilon=epsilon,
+                      delta=1e-6, **_fields(round_=round_, epsilon=epsilon))
     budget.admit(ledger, POLICY, budget.EXACT, **_fields("s2", "bob"))
     with pytest.raises(BudgetExceededError, match="study 's1'"):
-        budget.admit(ledger, POLICY, _charge(0.5), **_fields(round_=3))
+        budget.admit(ledger, POLICY, _charge(0.5), **_fields(round_=3, epsilon=0.5))
     with pytest.raises(BudgetExceededError, match="dataset 'cohort'"):
-        budget.admit(ledger, POLICY, _charge(0.9), **_fields("s3", "carol"))
+        budget.admit(ledger, POLICY, _charge(0.9), **_fields("s3", "carol", epsilon=0.9))
     return ledger
 
 
@@ -57,7 +70,7 @@ def test_admission_charges_and_refuses_with_what_remains(ledger: Ledger) -> None
     assert state["study_epsilon_total"] == 0.8 and state["rho_remaining"] >= 0.0
     assert state["epsilon_remaining"] < 0.5
     with pytest.raises(PrivacyError, match="no differential-privacy budget"):
-        budget.admit(ledger, None, _charge(0.1), **_fields())
+        budget.admit(ledger, None, _charge(0.1), **_fields(epsilon=0.1))
     with pytest.raises(PrivacyError, match="only differentially private"):
         budget.admit(ledger, budget.BudgetPolicy(1.0, require_dp=True), budget.EXACT, **_fields())
     assert [e.kind for e in ledger.entries()][-2:] == ["refused", "refused"]
