@@ -4,9 +4,10 @@ Rules for a new head of a site (after its signature verifies):
 
 * the site's first head pins its key; a later head signed by another key is refused;
 * a head with a lower sequence number than the last one held is refused (a rollback);
-* a head with the same sequence number and another hash is refused (a fork); the same head again
-  gets the co-signature it already has (idempotent);
-* a head with a higher sequence number is co-signed and appended.
+* a head with the same sequence number and another hash is refused (a fork); the very same head
+  again gets the co-signature it already has (idempotent);
+* a head with a higher sequence number, or the same ``(seq, hash)`` signed again later, is co-signed
+  and appended.
 
 The witness cannot see inside a ledger, so it cannot check that a higher head *extends* the last one;
 it keeps every head so that an auditor can check the ledger against all of them. Its own Ed25519
@@ -86,11 +87,11 @@ class WitnessStore:
                 if head.seq < last.seq:
                     raise HeadError(f"site {head.site!r}: rolled back from seq {last.seq} to {head.seq}: the witness "
                                     f"holds a head at seq {last.seq} signed at {last.time}")
-                if head.seq == last.seq:
-                    if head.hash != last.hash:
-                        raise HeadError(f"site {head.site!r}: conflicting heads at seq {head.seq}: hash "
-                                        f"{head.hash[:16]}... but the witness holds {last.hash[:16]}... (the "
-                                        f"ledger was rewritten)")
+                if head.seq == last.seq and head.hash != last.hash:
+                    raise HeadError(f"site {head.site!r}: conflicting heads at seq {head.seq}: hash "
+                                    f"{head.hash[:16]}... but the witness holds {last.hash[:16]}... (the "
+                                    f"ledger was rewritten)")
+                if head == last:
                     return last_cosignature
             cosignature = cosign(self._key, head)
             line = json.dumps({"head": head.to_dict(), "cosignature": cosignature.to_dict()}, sort_keys=True)
