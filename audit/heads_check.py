@@ -81,7 +81,7 @@ def check_extension(site: str, hashes: Sequence[str], held: Sequence[HeldHead]) 
     if differing:
         first = differing[0]
         below = max((seq for seq in matching if seq < first.head.seq), default=0)
-        problems.append(f"site {site!r}: ledger {extension_problem(hashes, first.head, first.holder)} (the chain was "
-                        f"rewritten between entries {below + 1} and {first.head.seq}; {len(differing)} held head(s) "
-                        f"no longer match)")
+        where = f"entry {below + 1}" if below + 1 == first.head.seq else f"entries {below + 1} to {first.head.seq}"
+        problems.append(f"site {site!r}: ledger {extension_problem(hashes, first.head, first.holder)} (the first "
+                        f"change is in {where}; {len(differing)} held head(s) no longer match)")
     return problems
