@@ -39,6 +39,7 @@ class AuditOutcome:
     problems: list[str] = field(default_factory=list)
     matched: int = 0
     ledgers: dict[str, list[LedgerEntry]] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)  # sites whose ledger is missing or not a ledger
 
 
 def parse_ledger_spec(spec: str) -> tuple[str | None, Path]:
@@ -98,6 +99,7 @@ def _check_ledger(spec: str, events: list[dict[str, Any]], held: dict[str, list[
     given, path = parse_ledger_spec(spec)
     if not path.is_file():
         site = given or str(path)
+        outcome.unreadable.add(site)
         furthest = max((h for h in held.get(site, [])), key=lambda h: h.head.seq, default=None)
         outcome.problems.append(
             f"site {site!r}: ledger {str(path)!r} does not exist (deleted)"
@@ -108,6 +110,7 @@ def _check_ledger(spec: str, events: list[dict[str, Any]], held: dict[str, list[
         entries = open_entries(path)
     except ConfigError as error:
         outcome.problems.append(f"site {given or str(path)!r}: {error}")
+        outcome.unreadable.add(given or str(path))
         return
     named = sorted({e.site for e in entries})
     site = given or (entries[-1].site if entries else str(path))
@@ -150,9 +153,10 @@ def run_cross_check(log_path: str, ledger_specs: Sequence[str], witness: str | N
         _check_ledger(spec, events, held, site_keys or {}, outcome)
     result = cross_check(events, outcome.ledgers, strict=strict)
     outcome.problems += result.problems
-    outcome.notes += result.notes
+    outcome.notes += [note for note in result.notes if not any(note.startswith(f"site {site!r}:")
+                                                               for site in outcome.unreadable)]
     outcome.matched = result.matched
-    for site in sorted(set(held) - set(outcome.ledgers)):
+    for site in sorted(set(held) - set(outcome.ledgers) - outcome.unreadable):
         outcome.notes.append(f"site {site!r}: no ledger given; its {len(held[site])} signed head(s) were not checked")
     return outcome
 

@@ -194,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     dp_options.add_options(local)
     _add_consent_options(local)
     local.add_argument("--out", required=True, help="output directory")
+    local.add_argument("--witness", metavar="HOST:PORT",
+                       help="every local site publishes its signed ledger head to this witness (fedgwas witness serve)")
     _add_study_options(local)
 
     demo = sub.add_parser("demo", help="simulate 3 cohorts, start 3 site agents, run a secure linear GWAS")
@@ -249,7 +251,7 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
     consent = Path(args.consent) if getattr(args, "consent", None) else None
     sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
                           he_context_sha256=holder.fingerprint if holder else None, budget=budget,
-                          tls=pki, consent=consent)
+                          tls=pki, consent=consent, witness=getattr(args, "witness", None))
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
     importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
     importer.start()
