@@ -103,6 +103,17 @@ def test_the_untouched_history_passes_and_its_report_agrees_with_describe(histor
     code, out = _cross_check(history, _ledger(history, "site1"), capsys)
     assert code == 0, out
     assert "cross-check OK: 6 release(s) match" in out and "every DP charge recomputes" in out
+    # Every receipt the coordinator logged is a head signed by the site's key over its own ledger.
+    from engine.audit.heads import SignedHead, read_public_key
+
+    events = [json.loads(line) for line in (history / "coordinator-log.jsonl").read_text().splitlines()]
+    for site in ("site1", "site2"):
+        heads = [SignedHead.from_dict(e["ledger_head"]).verify() for e in events
+                 if e["event"] == "received" and e["site"] == site]
+        hashes = [entry.hash for entry in open_entries(_ledger(history, site))]
+        assert len(heads) == 6 and all(h.hash == hashes[h.seq - 1] for h in heads)
+        assert {h.public_key for h in heads} == {read_public_key(history / "sites" / site / "keys" /
+                                                                 "ledger-signing.key.pub")}
     assert site_main(["audit", "verify", str(_ledger(history, "site1")), "--published-head",
                       str(history / "sites" / "site1" / "keys" / "published-head.json"), "--key",
                       str(history / "sites" / "site1" / "keys" / "ledger-signing.key.pub")]) == 0
