@@ -7,7 +7,7 @@ the auditor takes what the site recorded about the task (analysis, cohort, numbe
 1. checks that the entry's mechanism, ε and δ are the ones the task asked for;
 2. re-derives the release's sensitivity from the task (engine/dp_release.py, the same derivation
    the site runs) and checks it against the sensitivity the site recorded (``dp_charge``);
-3. recomputes ρ through OpenDP's privacy map (:func:`engine.dp.calibrate`) and checks it against the
+3. recomputes ρ through OpenDP's privacy map (:func:`engine.privacy.dp.calibrate`) and checks it against the
    ρ the entry claims.
 
 The budget spent is then the sum of the *recomputed* ρ of ``accepted`` entries. An ``exact`` entry
@@ -22,11 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from engine import dp
-from engine.dp_release import KEYS, DpRequest, plan_release
+from engine.privacy import dp
+from engine.privacy.dp_release import KEYS, DpRequest, plan_release
 from engine.errors import FedGwasError
 from engine.tasks import CohortRequest
-from site_agent.ledger import LedgerEntry
+from engine.audit.ledger import LedgerEntry
 
 #: Relative tolerance of ρ and sensitivity comparisons (both sides run the same deterministic calibration).
 RELATIVE_TOLERANCE = 1e-9

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 
 from audit.cross_check import parse_ledger_spec
 from audit.html import Section, render
-from coordinator.audit_log import read_log
+from engine.audit.coordinator_log import read_log
 from engine.errors import ConfigError
-from site_agent.audit_report import LedgerReport, build_report, draw_spending, html_sections, to_dict
-from site_agent.ledger import open_entries, verify
+from audit.site_report import LedgerReport, build_report, draw_spending, html_sections, to_dict
+from engine.audit.ledger import open_entries, verify
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ from typing import Any, Iterable, Sequence
 
 from audit.charges import recompute_charges
 from audit.heads_check import HeldHead, check_extension, check_signatures, heads_from_log
-from coordinator.audit_log import cross_check, read_log
+from engine.audit.coordinator_log import cross_check, read_log
 from engine.audit.heads import key_id
-from engine.dp_release import KEYS, PHASE_KEY
+from engine.privacy.dp_release import KEYS, PHASE_KEY
 from engine.errors import ConfigError
 from protos.witness_client import WitnessClient
-from site_agent.ledger import LedgerEntry, open_entries, verify
+from engine.audit.ledger import LedgerEntry, open_entries, verify
 
 
 @dataclass

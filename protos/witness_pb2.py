@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/witness.proto\x12\x0eprotos.witness\"j\n\nSignedHead\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"C\n\x0b\x43osignature\x12\x13\n\x0bwitness_key\x18\x01 \x01(\x0c\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"k\n\rWitnessedHead\x12(\n\x04head\x18\x01 \x01(\x0b\x32\x1a.protos.witness.SignedHead\x12\x30\n\x0b\x63osignature\x18\x02 \x01(\x0b\x32\x1b.protos.witness.Cosignature\"4\n\x0fGetHeadsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0blatest_only\x18\x02 \x01(\x08\"U\n\x10GetHeadsResponse\x12,\n\x05heads\x18\x01 \x03(\x0b\x32\x1d.protos.witness.WitnessedHead\x12\x13\n\x0bwitness_key\x18\x02 \x01(\x0c\x32\x9b\x01\n\x07Witness\x12\x41\n\x06Submit\x12\x1a.protos.witness.SignedHead\x1a\x1b.protos.witness.Cosignature\x12M\n\x08GetHeads\x12\x1f.protos.witness.GetHeadsRequest\x1a .protos.witness.GetHeadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/witness.proto\x12\x0eprotos.witness\"j\n\nSignedHead\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"C\n\x0b\x43osignature\x12\x13\n\x0bwitness_key\x18\x01 \x01(\x0c\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"k\n\rWitnessedHead\x12(\n\x04head\x18\x01 \x01(\x0b\x32\x1a.protos.witness.SignedHead\x12\x30\n\x0b\x63osignature\x18\x02 \x01(\x0b\x32\x1b.protos.witness.Cosignature\"4\n\x0fGetHeadsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0blatest_only\x18\x02 \x01(\x08\"U\n\x10GetHeadsResponse\x12,\n\x05heads\x18\x01 \x03(\x0b\x32\x1d.protos.witness.WitnessedHead\x12\x13\n\x0bwitness_key\x18\x02 \x01(\x0c\",\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\x9b\x01\n\x07Witness\x12\x41\n\x06Submit\x12\x1a.protos.witness.SignedHead\x1a\x1b.protos.witness.Cosignature\x12M\n\x08GetHeads\x12\x1f.protos.witness.GetHeadsRequest\x1a .protos.witness.GetHeadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETHEADSREQUEST']._serialized_end=378
   _globals['_GETHEADSRESPONSE']._serialized_start=380
   _globals['_GETHEADSRESPONSE']._serialized_end=465
-  _globals['_WITNESS']._serialized_start=468
-  _globals['_WITNESS']._serialized_end=623
+  _globals['_ERRORDETAIL']._serialized_start=467
+  _globals['_ERRORDETAIL']._serialized_end=511
+  _globals['_WITNESS']._serialized_start=514
+  _globals['_WITNESS']._serialized_end=669
 # @@protoc_insertion_point(module_scope)

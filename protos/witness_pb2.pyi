@@ -55,3 +55,11 @@ class GetHeadsResponse(_message.Message):
     heads: _containers.RepeatedCompositeFieldContainer[WitnessedHead]
     witness_key: bytes
     def __init__(self, heads: _Optional[_Iterable[_Union[WitnessedHead, _Mapping]]] = ..., witness_key: _Optional[bytes] = ...) -> None: ...
+
+class ErrorDetail(_message.Message):
+    __slots__ = ("kind", "message")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    message: str
+    def __init__(self, kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

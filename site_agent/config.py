@@ -58,10 +58,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.config_tables import REQUIRED, checked_table, typed_value
 from engine.errors import ConfigError
 from engine.tasks import PRIVACY_MODES
-from site_agent.budget import BudgetPolicy, policy_from_toml, render_policy
-from site_agent.pki import TlsFiles
+from engine.privacy.budget import BudgetPolicy, policy_from_toml, render_policy
+from protos.pki import TlsFiles
 from site_agent.policy import AccessPolicy, access_from_toml, render_access
 
 #: [data] key -> genotype format.
@@ -89,7 +90,7 @@ class SiteConfig:
     dataset: str = ""  # [audit] dataset label (default: the site name)
     tls: TlsFiles | None = None  # [tls]: mutual TLS material; None only with [tls] insecure = true
     access: AccessPolicy = AccessPolicy()  # [access]: studies, requesters and release minimums
-    consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/consent.py)
+    consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/cohort/consent.py)
     ledger_signing_key: Path | None = None  # [keys] ledger_signing_key (engine/audit/heads.py); needed to serve
     published_head: Path | None = None  # [audit] published_head: the last signed head published
     witness: str | None = None  # [witness] address
@@ -101,15 +102,7 @@ class SiteConfig:
 
 
 def _get(table: dict[str, Any], section: str, key: str, kind: type, path: Path, required: bool = True) -> Any:
-    where = f"[{section}] {key}"
-    if key not in table:
-        if required:
-            raise ConfigError(f"{str(path)!r}: missing key {where}")
-        return None
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{str(path)!r}: {where} must be a {kind.__name__}, got {value!r}")
-    return value
+    return typed_value(table, key, kind, f"{str(path)!r} [{section}]", REQUIRED if required else None)
 
 
 def _section(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -129,9 +122,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"site config {str(path)!r} is not valid TOML: {exc}") from None
     known = {"site", "data", "keys", "policy", "compute", "budget", "audit", "tls", "access", "witness"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{str(path)!r}: unknown section(s) {unknown}; expected {sorted(known)}")
+    checked_table(raw, f"{str(path)!r}", known, kind="section")
     base = path.parent
     site, data, keys = (_section(raw, s, path) for s in ("site", "data", "keys"))
     policy, compute = _section(raw, "policy", path), _section(raw, "compute", path)
@@ -169,10 +160,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
     published_head = resolve(_get(audit, "audit", "published_head", str, path, required=False))
     if published_head is None and signing_key is not None:
         published_head = signing_key.parent / "published-head.json"
-    witness = _section(raw, "witness", path)
-    if set(witness) - {"address"}:
-        raise ConfigError(f"{str(path)!r}: unknown key(s) [witness] {sorted(set(witness) - {'address'})}; "
-                          f"expected ['address']")
+    witness = checked_table(_section(raw, "witness", path), f"{str(path)!r}: [witness]", {"address"})
     witness_address = _get(witness, "witness", "address", str, path, required=False)
     if witness_address is not None and not re.fullmatch(r"\S+:\d+", witness_address):
         raise ConfigError(f"{str(path)!r}: [witness] address must be HOST:PORT, got {witness_address!r}")

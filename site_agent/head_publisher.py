@@ -24,7 +24,7 @@ from engine.audit.heads import HeadRecord, SignedHead, extension_problem, load_s
 from engine.errors import ConfigError, FedGwasError
 from protos.witness_client import WitnessClient
 from site_agent.config import SiteConfig
-from site_agent.ledger import GENESIS, Ledger, LedgerEntry, verify
+from engine.audit.ledger import GENESIS, Ledger, LedgerEntry, verify
 
 log = logging.getLogger("site_agent")
 

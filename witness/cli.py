@@ -16,10 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.errors import FedGwasError
+from engine.errors import ExitCode, FedGwasError
 
 COMMANDS = ("witness",)
-EXIT_OK, EXIT_INPUT = 0, 2
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -42,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
         serve(Path(args.dir), args.listen, args.ready_file)
     except FedGwasError as error:
         print(f"fedgwas: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
-    return EXIT_OK
+        return ExitCode.INPUT
+    return ExitCode.OK

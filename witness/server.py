@@ -1,8 +1,9 @@
 """The witness's gRPC server (``fedgwas witness serve``): decode, call :class:`WitnessStore`, encode.
 
-A refused head is ``FAILED_PRECONDITION`` (it contradicts what the witness holds) or
-``INVALID_ARGUMENT`` (malformed, or its signature does not verify), with the reason as the status
-details; anything else is a bug (``INTERNAL``). The server binds port 0 on request.
+A refused head is ``FAILED_PRECONDITION`` (:class:`HeadError`: it contradicts what the witness holds) or
+``INVALID_ARGUMENT`` (:class:`ProtocolError`: malformed, or its signature does not verify), through the
+one error table (protos/status.py); anything else is a bug (``INTERNAL``). The server binds port 0 on
+request.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import logging
 import os
 import signal
 import threading
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 
-from engine.errors import ConfigError, HeadError
+from engine.errors import HeadError, ProtocolError
 from protos import witness_pb2 as pb
 from protos import witness_pb2_grpc as pb_grpc
+from protos.servers import make_grpc_server
+from protos.status import abort_with
 from protos.witness_client import cosignature_to_proto, head_from_proto, head_to_proto
 from witness.store import WitnessStore
 
@@ -33,13 +35,13 @@ class WitnessServicer(pb_grpc.WitnessServicer):
     def Submit(self, request: pb.SignedHead, context: grpc.ServicerContext) -> pb.Cosignature:
         head = head_from_proto(request)
         try:
-            head.verify()
-        except HeadError as error:  # malformed, or a signature that does not verify
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        try:
-            return cosignature_to_proto(self.store.submit(head))
-        except HeadError as error:  # a head that contradicts what the witness holds
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            try:
+                head.verify()
+            except HeadError as error:  # malformed, or a signature that does not verify: bad input
+                raise ProtocolError(str(error)) from None
+            return cosignature_to_proto(self.store.submit(head))  # HeadError: contradicts a held head
+        except (ProtocolError, HeadError) as error:
+            abort_with(context, error, pb.ErrorDetail(kind=type(error).__name__, message=str(error)))
             raise  # unreachable: abort raises
 
     def GetHeads(self, request: pb.GetHeadsRequest, context: grpc.ServicerContext) -> pb.GetHeadsResponse:
@@ -55,17 +57,14 @@ class WitnessServicer(pb_grpc.WitnessServicer):
             witness_key=self.store.public_key)
 
 
-def make_server(store: WitnessStore, address: str, max_workers: int = 4) -> tuple[grpc.Server, int]:
-    """A server (not yet started) bound to ``address`` (port 0: a free port); returns ``(server, port)``."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="witness-rpc"))
-    pb_grpc.add_WitnessServicer_to_server(WitnessServicer(store), server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise ConfigError(f"cannot listen on {address!r}: {exc}") from None
-    if port == 0:
-        raise ConfigError(f"cannot listen on {address!r} (address in use or invalid)")
-    return server, port
+def make_server(store: WitnessStore, address: str) -> tuple[grpc.Server, int]:
+    """A server (not yet started) bound to ``address`` (port 0: a free port); returns ``(server, port)``.
+
+    Plaintext gRPC: everything a witness receives and returns is signed and public (see docs/audit.md).
+    """
+    servicer = WitnessServicer(store)
+    return make_grpc_server(lambda server: pb_grpc.add_WitnessServicer_to_server(servicer, server),
+                            "protos.witness.Witness", address, None, thread_name="witness-rpc")
 
 
 def serve(directory: Path, listen: str, ready_file: str | None) -> None:
