@@ -5,7 +5,7 @@ the auditor takes what the site recorded about the task (analysis, cohort, numbe
 ``dp.*`` parameters the coordinator sent, in the entry's ``parameters``) and
 
 1. checks that the entry's mechanism, ε and δ are the ones the task asked for;
-2. re-derives the release's sensitivity from the task (engine/dp_release.py, the same derivation
+2. re-derives the release's sensitivity from the task (engine/privacy/dp_release.py, the same derivation
    the site runs) and checks it against the sensitivity the site recorded (``dp_charge``);
 3. recomputes ρ through OpenDP's privacy map (:func:`engine.privacy.dp.calibrate`) and checks it against the
    ρ the entry claims.

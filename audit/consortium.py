@@ -3,7 +3,7 @@ the coordinator's log.
 
 Per site: the ledger's verification, the budget spent and left per dataset, study and requester over
 time (from charges the auditor recomputes through OpenDP, audit/charges.py; see
-site_agent/audit_report.py), and refusals by reason. Across the consortium: refusals by reason at
+audit/site_report.py), and refusals by reason. Across the consortium: refusals by reason at
 all sites, and what the coordinator's log shows per site (requests, receipts, failures by reason).
 Written as JSON, a PNG (one panel per site) and a self-contained HTML page.
 """

@@ -3,13 +3,13 @@
 For each ledger the auditor is given (``SITE=PATH``, or a path whose entries name the site):
 
 * the file exists and is a ledger, of that site (not another site's);
-* its hash chain is intact (site_agent/ledger.py: edited, removed, reordered entries);
+* its hash chain is intact (engine/audit/ledger.py: edited, removed, reordered entries);
 * every DP charge recomputes through OpenDP (audit/charges.py) and asks what the coordinator asked
   (mechanism, ε, δ of the same request);
 * it extends every signed head the coordinator's log and the witness hold for the site, and those
   heads are signed by the site's key (audit/heads_check.py);
 * every request and release in the coordinator's log is in it, with the same release digest
-  (coordinator/audit_log.py: :func:`cross_check`).
+  (engine/audit/coordinator_log.py: :func:`cross_check`).
 
 Every failure is one line naming the site, the entry or head, and what is wrong.
 """

@@ -1,6 +1,6 @@
 """Signed ledger heads: a site's signature on "my ledger had ``seq`` entries ending in ``hash`` at ``time``".
 
-A site's ledger is a hash chain (site_agent/ledger.py): entry ``n``'s hash covers its content and
+A site's ledger is a hash chain (engine/audit/ledger.py): entry ``n``'s hash covers its content and
 entry ``n - 1``'s hash, so the pair ``(seq, hash)`` of the last entry commits to the whole history.
 After every append the site signs that pair with an Ed25519 key kept apart from the ledger
 (``[keys] ledger_signing_key``), and the signed head leaves the site: in every task's final message to
