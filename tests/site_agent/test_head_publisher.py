@@ -62,3 +62,25 @@ def test_a_site_without_a_signing_key_does_not_serve(config_path: Path) -> None:
     config_path.write_text(text + '\n[witness]\naddress = "no port"\n')
     with pytest.raises(ConfigError, match=r"\[witness\] address must be HOST:PORT"):
         load_site_config(config_path)
+
+
+def test_a_witness_that_goes_away_is_logged_and_the_site_keeps_recording(tmp_path: Path, caplog) -> None:
+    from witness.server import make_server
+    from witness.store import WitnessStore
+
+    server, port = make_server(WitnessStore(tmp_path / "witness"), "127.0.0.1:0")
+    server.start()
+    study = simulate_study(SimulationSpec(site_sizes=(30, 30), n_variants=20, seed=2, write_pooled=False),
+                           tmp_path / "sim")
+    config = load_site_config(init_site("hosp1", str(study.site_bfiles[0]), str(study.pheno_path), None,
+                                        tmp_path / "hosp1", "127.0.0.1:0", witness=f"127.0.0.1:{port}"))
+    data = load_site_data(config)
+    data.ledger.append(kind="refused", message="while the witness runs")
+    record = HeadRecord.read(config.published_head)
+    assert record is not None and record.head.seq == 1 and record.cosignature is not None
+    assert record.cosignature.verify(record.head).witness_key == WitnessStore(tmp_path / "witness").public_key
+    server.stop(grace=None).wait()
+    data.ledger.append(kind="refused", message="after the witness stopped")
+    record = HeadRecord.read(config.published_head)
+    assert record is not None and record.head.seq == 2 and record.cosignature is None
+    assert "ledger head seq 2 was not co-signed by the witness" in caplog.text
