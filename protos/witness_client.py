@@ -10,9 +10,10 @@ from __future__ import annotations
 import grpc
 
 from engine.audit.heads import Cosignature, SignedHead
-from engine.errors import HeadError, InputError
+from engine.errors import FedGwasError, HeadError, InputError
 from protos import witness_pb2 as pb
 from protos import witness_pb2_grpc as pb_grpc
+from protos.status import error_detail
 
 #: Deadline of every witness call, seconds.
 TIMEOUT_SECONDS = 10.0
@@ -44,31 +45,36 @@ class WitnessClient:
         self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.WitnessStub(self._channel)
 
-    def _call(self, method: str, request: object) -> object:
-        try:
-            return getattr(self._stub, method)(request, timeout=TIMEOUT_SECONDS)
-        except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]
-            details = error.details()  # type: ignore[attr-defined]
-            if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
-                raise HeadError(f"witness {self.address} refused: {details}") from None
-            raise InputError(f"witness {self.address} cannot be reached ({code.name}: {details})") from None
+    def _refusal(self, error: grpc.RpcError) -> FedGwasError:
+        """A refused head (the witness's ErrorDetail) as :class:`HeadError`; anything else as unreachable."""
+        detail = error_detail(error, pb.ErrorDetail)
+        if detail is not None:
+            return HeadError(f"witness {self.address} refused ({detail.kind}): {detail.message}")
+        code = error.code() if hasattr(error, "code") else None
+        return InputError(f"witness {self.address} cannot be reached ({getattr(code, 'name', code)})")
 
     def submit(self, head: SignedHead) -> Cosignature:
         """Have the witness co-sign ``head`` (verified here); raises HeadError if it refuses."""
-        cosignature = cosignature_from_proto(self._call("Submit", head_to_proto(head)))  # type: ignore[arg-type]
-        return cosignature.verify(head)
+        try:
+            response = self._stub.Submit(head_to_proto(head), timeout=TIMEOUT_SECONDS)
+        except grpc.RpcError as error:
+            raise self._refusal(error) from None
+        return cosignature_from_proto(response).verify(head)
 
     def heads(self, site: str, latest_only: bool = False) -> tuple[bytes, list[tuple[SignedHead, Cosignature]]]:
         """The witness's key and every head it holds for ``site`` (oldest first), co-signatures checked."""
-        response = self._call("GetHeads", pb.GetHeadsRequest(site=site, latest_only=latest_only))
-        held = [(head_from_proto(w.head), cosignature_from_proto(w.cosignature)) for w in response.heads]  # type: ignore[attr-defined]
+        try:
+            response = self._stub.GetHeads(pb.GetHeadsRequest(site=site, latest_only=latest_only),
+                                           timeout=TIMEOUT_SECONDS)
+        except grpc.RpcError as error:
+            raise self._refusal(error) from None
+        held = [(head_from_proto(w.head), cosignature_from_proto(w.cosignature)) for w in response.heads]
         for head, cosignature in held:
             head.verify()
             cosignature.verify(head)
-            if cosignature.witness_key != response.witness_key:  # type: ignore[attr-defined]
+            if cosignature.witness_key != response.witness_key:
                 raise HeadError(f"witness {self.address} returned a head co-signed by another witness key")
-        return bytes(response.witness_key), held  # type: ignore[attr-defined]
+        return bytes(response.witness_key), held
 
     def close(self) -> None:
         self._channel.close()

@@ -42,14 +42,14 @@ def test_the_witness_cosigns_heads_that_move_forward_and_refuses_the_rest(witnes
     assert first.witness_key == second.witness_key == read_public_key(directory / "witness.key.pub")
     assert client.submit(second_head := sign_head(key, "site1", 2, H2)).verify(second_head)  # re-signed later: kept
     assert client.submit(second_head) == client.submit(second_head)  # the very same head: idempotent
-    with pytest.raises(HeadError, match=r"refused: site 'site1': rolled back from seq 2 to 1"):
+    with pytest.raises(HeadError, match=r"refused \(HeadError\): site 'site1': rolled back from seq 2 to 1"):
         client.submit(sign_head(key, "site1", 1, H1))
     with pytest.raises(HeadError, match="conflicting heads at seq 2"):
         client.submit(sign_head(key, "site1", 2, H3))
     with pytest.raises(HeadError, match="signed by an unknown key"):
         client.submit(sign_head(Ed25519PrivateKey.generate(), "site1", 3, H3))
     forged = sign_head(key, "site1", 3, H3)
-    with pytest.raises(HeadError, match="does not verify"):
+    with pytest.raises(HeadError, match=r"refused \(ProtocolError\): .* does not verify"):
         client.submit(type(forged)(forged.site, 4, forged.hash, forged.time, forged.public_key, forged.signature))
     # Another site is independent; the refused heads were not kept.
     client.submit(sign_head(Ed25519PrivateKey.generate(), "site2", 5, H1))
@@ -94,3 +94,24 @@ def test_fedgwas_witness_serve_runs_until_terminated(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert (tmp_path / "w" / "heads.jsonl").read_text().count("\n") == 1
+
+
+def test_refusals_have_their_status_on_the_wire(witness) -> None:
+    import grpc
+
+    from protos import witness_pb2 as pb
+    from protos import witness_pb2_grpc as pb_grpc
+    from protos.witness_client import head_to_proto
+
+    client, _ = witness
+    key = Ed25519PrivateKey.generate()
+    client.submit(sign_head(key, "site1", 2, H2))
+    with grpc.insecure_channel(client.address) as channel:
+        stub = pb_grpc.WitnessStub(channel)
+        for request, code in ((head_to_proto(sign_head(key, "site1", 1, H1)), grpc.StatusCode.FAILED_PRECONDITION),
+                              (pb.SignedHead(site="site1", seq=3, hash=H3, time="t", public_key=bytes(32),
+                                             signature=bytes(64)), grpc.StatusCode.INVALID_ARGUMENT),
+                              (pb.SignedHead(site="site1", seq=3, hash="not hex"), grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Submit(request, timeout=10)
+            assert caught.value.code() == code
