@@ -21,7 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.client import SiteClient, SiteEndpoint
 from fedgwas.cli import main
+from fedgwas.local import LOCAL_COORDINATOR
+from protos.pki import TlsFiles
+from site_agent.server import make_server
 from engine.audit.heads import HeadRecord, load_signing_key, sign_head
 from engine.simulate import SimulationSpec, simulate_study
 from engine.tasks import CohortRequest
@@ -126,10 +130,17 @@ def test_the_untouched_history_passes_and_its_report_agrees_with_describe(histor
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "data:image/png;base64," in page
     assert "budget exceeded (dataset)" in page and "<script" not in page and "href=" not in page
     for site in ("site1", "site2"):
-        # What the site itself tells a requester in Describe, from its own ledger and config.
+        # What the site itself tells a requester over its Describe RPC (mutual TLS, as `fedgwas local`).
         data = load_site_data(load_site_config(history / "sites" / site / "site.toml"))
-        for study in ("A", "B", "C"):
-            described = handlers.describe(data, CohortRequest(""), study_id=study).budget
+        server, port = make_server(data, "127.0.0.1:0")
+        server.start()
+        client = SiteClient(SiteEndpoint(site, f"127.0.0.1:{port}"), timeout=30, connect_timeout=10,
+                            tls=TlsFiles(history / "tls" / "ca.pem", history / "tls" / f"{LOCAL_COORDINATOR}.pem",
+                                         history / "tls" / f"{LOCAL_COORDINATOR}.key"))
+        described_by_study = {study: client.describe(study, CohortRequest(""))[0].budget for study in ("A", "B", "C")}
+        client.close()
+        server.stop(grace=None)
+        for study, described in described_by_study.items():
             scopes = {(s["scope"], s["name"]): s for s in report["sites"][site]["scopes"]}
             dataset = scopes[("dataset", site)]
             assert dataset["epsilon_spent"] == pytest.approx(described["epsilon_spent"], rel=1e-9)
