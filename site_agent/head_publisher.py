@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,6 +29,9 @@ from engine.audit.ledger import GENESIS, Ledger, LedgerEntry, verify
 
 log = logging.getLogger("site_agent")
 
+#: After a failed push, the witness is not tried again for this long (appends must not stall on it).
+WITNESS_RETRY_SECONDS = 30.0
+
 
 class HeadPublisher:
     """Signs, records and publishes the ledger head after each append (thread-safe; heads only move forward)."""
@@ -40,6 +44,7 @@ class HeadPublisher:
         self.witness = witness
         self._lock = threading.Lock()
         self._latest = current
+        self._witness_retry_at = 0.0  # monotonic time before which a failed witness is not retried
 
     @property
     def latest(self) -> SignedHead:
@@ -57,11 +62,15 @@ class HeadPublisher:
                 return self._latest
             self._latest = head
             cosignature = None
-            if self.witness is not None:
+            if self.witness is not None and time.monotonic() >= self._witness_retry_at:
                 try:
                     cosignature = self.witness.submit(head)
                 except FedGwasError as error:  # the site keeps serving; the auditor sees the gap
-                    log.error("ledger head seq %d was not co-signed by the witness: %s", seq, error)
+                    # Back off, so that an unreachable witness does not stall every append; the next
+                    # head pushed covers the skipped ones (it extends them).
+                    self._witness_retry_at = time.monotonic() + WITNESS_RETRY_SECONDS
+                    log.error("ledger head seq %d was not co-signed by the witness (next attempt in %.0f s): %s",
+                              seq, WITNESS_RETRY_SECONDS, error)
             HeadRecord(head, cosignature).write(self.record_path)
         return head
 

@@ -84,3 +84,7 @@ def test_a_witness_that_goes_away_is_logged_and_the_site_keeps_recording(tmp_pat
     record = HeadRecord.read(config.published_head)
     assert record is not None and record.head.seq == 2 and record.cosignature is None
     assert "ledger head seq 2 was not co-signed by the witness" in caplog.text
+    # Within the back-off the next append does not wait for the witness; its head is still recorded.
+    data.ledger.append(kind="refused", message="during the back-off")
+    assert HeadRecord.read(config.published_head).head.seq == 3
+    assert "ledger head seq 3" not in caplog.text
