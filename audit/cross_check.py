@@ -151,6 +151,11 @@ def run_cross_check(log_path: str, ledger_specs: Sequence[str], witness: str | N
             held.setdefault(site, []).extend(heads)
     for spec in ledger_specs:
         _check_ledger(spec, events, held, site_keys or {}, outcome)
+    if witness is not None:
+        outcome.notes += [f"site {site!r}: the witness at {witness} holds no head for it (the site has no "
+                          f"[witness] address, or never reached it)"
+                          for site in outcome.ledgers if not any(h.holder.startswith("the witness")
+                                                                 for h in held.get(site, []))]
     result = cross_check(events, outcome.ledgers, strict=strict)
     outcome.problems += result.problems
     outcome.notes += [note for note in result.notes if not any(note.startswith(f"site {site!r}:")
