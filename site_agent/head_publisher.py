@@ -76,27 +76,32 @@ class HeadPublisher:
 
 
 def _held_heads(config: SiteConfig, public_key: bytes,
-                witness: WitnessClient | None) -> list[tuple[str, SignedHead]]:
-    """The heads this site published before: its own record and the witness's latest (each verified
-    and signed by this site's key)."""
+                witness: WitnessClient | None) -> tuple[SignedHead | None, SignedHead | None]:
+    """The heads this site published before: its own record's and the witness's latest (``None`` when
+    there is none), each verified and signed by this site's key."""
     assert config.published_head is not None
-    held: list[tuple[str, SignedHead]] = []
     record = HeadRecord.read(config.published_head)
-    if record is not None:
-        held.append((f"its published-head record {str(config.published_head)!r}", record.head))
+    witnessed = None
     if witness is not None:
         try:
             _, heads = witness.heads(config.name, latest_only=True)
         except FedGwasError as error:
             raise ConfigError(f"site {config.name!r} cannot check its ledger against the witness "
                               f"([witness] address {config.witness}): {error}") from None
-        held += [(f"the witness at {config.witness}", head) for head, _ in heads]
-    for holder, head in held:
+        witnessed = heads[-1][0] if heads else None
+    for holder, head in _named(config, None if record is None else record.head, witnessed):
         head.verify()
         if head.site != config.name or head.public_key != public_key:
             raise ConfigError(f"the last head in {holder} is for site {head.site!r} under key {head.key_id}, not this "
                               f"site {config.name!r} under its key ([keys] ledger_signing_key)")
-    return held
+    return None if record is None else record.head, witnessed
+
+
+def _named(config: SiteConfig, record: SignedHead | None,
+           witnessed: SignedHead | None) -> list[tuple[str, SignedHead]]:
+    """The held heads with who holds them, for messages."""
+    return ([(f"its published-head record {str(config.published_head)!r}", record)] if record else []) + \
+        ([(f"the witness at {config.witness}", witnessed)] if witnessed else [])
 
 
 def open_checked_ledger(config: SiteConfig) -> tuple[Ledger, HeadPublisher]:
@@ -114,7 +119,8 @@ def open_checked_ledger(config: SiteConfig) -> tuple[Ledger, HeadPublisher]:
                           f"keys are kept) or set the path of an Ed25519 key file")
     key = load_signing_key(config.ledger_signing_key)
     witness = WitnessClient(config.witness) if config.witness else None
-    held = _held_heads(config, public_key_bytes(key), witness)
+    record, witnessed = _held_heads(config, public_key_bytes(key), witness)
+    held = _named(config, record, witnessed)
     published = max((head.seq for _, head in held), default=0)
     if published and not config.ledger.exists():
         holder, head = max(held, key=lambda pair: pair[1].seq)
@@ -135,7 +141,8 @@ def open_checked_ledger(config: SiteConfig) -> tuple[Ledger, HeadPublisher]:
                               f"{problem}. Refusing to serve; restore the ledger or ask the auditor")
     current = sign_head(key, config.name, len(entries), hashes[-1] if hashes else GENESIS)
     publisher = HeadPublisher(config.name, key, config.published_head, witness, current)
-    if published < len(entries) or not held:  # entries not yet published (or a new site): publish now
-        publisher.publish(len(entries), current.hash)
+    if record is None or record.seq < len(entries) or (witness is not None and
+                                                       (witnessed is None or witnessed.seq < len(entries))):
+        publisher.publish(len(entries), current.hash)  # a new site, or entries a holder has not seen yet
     ledger.on_append = publisher
     return ledger, publisher
