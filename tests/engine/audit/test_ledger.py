@@ -158,7 +158,24 @@ def test_report_shows_spending_per_scope_as_table_json_and_png(ledger: Ledger, t
     assert dataset["epsilon_spent"] == pytest.approx(0.66, abs=0.02)
     assert scopes[("study", "s1")]["epsilon_budget"] == 0.8 and scopes[("requester", "bob")]["exact_releases"] == 0
     assert [row["kind"] for row in report["timeline"]] == ["accepted", "accepted", "refused", "refused"]
-    assert report["verification"]["ok"] is True
+    assert report["verification"]["ok"] is True and report["charges_recomputed"] is True
+    assert report["refusals"] == [{"reason": "budget exceeded (dataset)", "count": 1},
+                                  {"reason": "budget exceeded (study)", "count": 1}]
+    page = tmp_path / "report.html"
+    assert site_main(["audit", "report", str(ledger.path), "--html", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "data:image/png;base64," in text and "budget exceeded (study)" in text
+    assert "<script" not in text and "src='http" not in text and not list(tmp_path.glob("*.tmp.png"))
+
+
+def test_report_spending_comes_from_recomputed_charges_not_stored_ones(ledger: Ledger, capsys) -> None:
+    _execute(ledger.path, "UPDATE entries SET rho = 0 WHERE kind = 'accepted'")
+    assert site_main(["audit", "report", str(ledger.path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    dataset = {(s["scope"], s["name"]): s for s in report["scopes"]}[("dataset", "cohort")]
+    assert dataset["epsilon_spent"] == pytest.approx(0.66, abs=0.02)  # as before the edit
+    assert report["charges_recomputed"] is False and "entry 1 (accepted" in report["charge_problems"][0]
+    assert report["verification"]["ok"] is False  # the edit also broke the chain, and the report says so
 
 
 def test_audit_commands_refuse_a_file_that_is_not_a_ledger(tmp_path: Path, capsys) -> None:
