@@ -12,6 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
+from engine.audit.heads import SignedHead
 from engine.stats.registry import get_statistic
 from engine.stats.statistic import check_inputs
 from engine.cohort.consent import DataUse
@@ -167,3 +168,4 @@ class TaskDone:
     n_design: int
     compute_seconds: float
     bytes_sent: int
+    ledger_head: SignedHead | None = None  # the site's signed ledger head after this task (its receipt)

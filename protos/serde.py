@@ -20,6 +20,7 @@ from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, 
 from protos import site_agent_pb2 as pb
 from protos.limits import (CHUNK_BYTES, MANIFEST_CHUNK_VARIANTS, MAX_ARRAY_ELEMENTS, MAX_ARRAYS, MAX_BLOCK_BYTES,
                            MAX_NAME_LENGTH)
+from protos.witness_client import head_from_proto, head_to_proto
 
 #: Arrays every task carries, with their dtype; statistics may declare more (engine/stats/statistic.py).
 TASK_ARRAYS = {"variant_index": "<i8", "flip": "|u1"}
@@ -123,7 +124,8 @@ def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress 
             if header is not None:
                 raise ProtocolError(f"stream ended inside block {header.block}")
             d = event.done
-            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent)
+            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent,
+                           head_from_proto(d.ledger_head) if d.HasField("ledger_head") else None)
             continue
         if header is not None and len(buffer) == header.total_bytes and kind in ("block", "chunk"):
             yield ResultBlock(header.block, header.first_variant, header.n_variants, header.width,
@@ -265,4 +267,5 @@ def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb
     else:
         yield pb.TaskEvent(done=pb.TaskSummary(
             n_samples=event.n_samples, n_blocks=event.n_blocks, n_design=event.n_design,
-            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent))
+            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent,
+            ledger_head=None if event.ledger_head is None else head_to_proto(event.ledger_head)))

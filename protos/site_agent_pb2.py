@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from protos import witness_pb2 as protos_dot_witness__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/site_agent.proto\x12\x11protos.site_agent\"\x8c\x01\n\nCohortSpec\x12\x11\n\tphenotype\x18\x01 \x01(\t\x12\x12\n\ncovariates\x18\x02 \x03(\t\x12\x18\n\x10phenotype_coding\x18\x03 \x01(\t\x12,\n\x08\x64\x61ta_use\x18\x04 \x01(\x0b\x32\x1a.protos.site_agent.DataUse\x12\x0f\n\x07pca_run\x18\x05 \x01(\t\".\n\x07\x44\x61taUse\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x12\n\ncommercial\x18\x02 \x01(\x08\"s\n\x0f\x44\x65scribeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12-\n\x06\x63ohort\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x1f\n\x17manifest_chunk_variants\x18\x03 \x01(\r\"\xb3\x02\n\x08SiteInfo\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fn_samples_total\x18\x03 \x01(\x04\x12\x1a\n\x12n_samples_analysed\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\x12\x19\n\x11secagg_public_key\x18\x06 \x01(\x0c\x12\x15\n\rprivacy_modes\x18\x07 \x03(\t\x12\x17\n\x0fgenotype_format\x18\x08 \x01(\t\x12\x37\n\x06\x62udget\x18\t \x03(\x0b\x32\'.protos.site_agent.SiteInfo.BudgetEntry\x1a-\n\x0b\x42udgetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0cVariantChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63hrom\x18\x02 \x03(\t\x12\x0b\n\x03pos\x18\x03 \x03(\x03\x12\x12\n\nvariant_id\x18\x04 \x03(\t\x12\x0f\n\x07\x61llele1\x18\x05 \x03(\t\x12\x0f\n\x07\x61llele2\x18\x06 \x03(\t\"\x7f\n\x10\x44\x65scribeResponse\x12+\n\x04info\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.SiteInfoH\x00\x12\x33\n\x08variants\x18\x02 \x01(\x0b\x32\x1f.protos.site_agent.VariantChunkH\x00\x42\t\n\x07payload\";\n\x0bParticipant\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x19\n\x11secagg_public_key\x18\x02 \x01(\x0c\"\xe6\x02\n\nTaskHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x03 \x01(\t\x12-\n\x06\x63ohort\x18\x04 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x0f\n\x07privacy\x18\x05 \x01(\t\x12\x34\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1e.protos.site_agent.Participant\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nn_variants\x18\x08 \x01(\x04\x12\x11\n\trequester\x18\t \x01(\t\x12\x41\n\nparameters\x18\n \x03(\x0b\x32-.protos.site_agent.TaskHeader.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\nArrayChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x04\"y\n\x0bTaskMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.protos.site_agent.TaskHeaderH\x00\x12.\n\x05\x61rray\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.ArrayChunkH\x00\x42\t\n\x07payload\"6\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"}\n\x0b\x42lockHeader\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x15\n\rfirst_variant\x18\x02 \x01(\x04\x12\x12\n\nn_variants\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\"9\n\nBlockChunk\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"q\n\x0bTaskSummary\x12\x11\n\tn_samples\x18\x01 \x01(\x04\x12\x10\n\x08n_blocks\x18\x02 \x01(\r\x12\x10\n\x08n_design\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\"\xd8\x01\n\tTaskEvent\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.ProgressH\x00\x12/\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1e.protos.site_agent.BlockHeaderH\x00\x12.\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1d.protos.site_agent.BlockChunkH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.protos.site_agent.TaskSummaryH\x00\x42\t\n\x07payload\"I\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t2\xaf\x01\n\tSiteAgent\x12U\n\x08\x44\x65scribe\x12\".protos.site_agent.DescribeRequest\x1a#.protos.site_agent.DescribeResponse0\x01\x12K\n\x07RunTask\x12\x1e.protos.site_agent.TaskMessage\x1a\x1c.protos.site_agent.TaskEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/site_agent.proto\x12\x11protos.site_agent\x1a\x14protos/witness.proto\"\x8c\x01\n\nCohortSpec\x12\x11\n\tphenotype\x18\x01 \x01(\t\x12\x12\n\ncovariates\x18\x02 \x03(\t\x12\x18\n\x10phenotype_coding\x18\x03 \x01(\t\x12,\n\x08\x64\x61ta_use\x18\x04 \x01(\x0b\x32\x1a.protos.site_agent.DataUse\x12\x0f\n\x07pca_run\x18\x05 \x01(\t\".\n\x07\x44\x61taUse\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x12\n\ncommercial\x18\x02 \x01(\x08\"s\n\x0f\x44\x65scribeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12-\n\x06\x63ohort\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x1f\n\x17manifest_chunk_variants\x18\x03 \x01(\r\"\xb3\x02\n\x08SiteInfo\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fn_samples_total\x18\x03 \x01(\x04\x12\x1a\n\x12n_samples_analysed\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\x12\x19\n\x11secagg_public_key\x18\x06 \x01(\x0c\x12\x15\n\rprivacy_modes\x18\x07 \x03(\t\x12\x17\n\x0fgenotype_format\x18\x08 \x01(\t\x12\x37\n\x06\x62udget\x18\t \x03(\x0b\x32\'.protos.site_agent.SiteInfo.BudgetEntry\x1a-\n\x0b\x42udgetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0cVariantChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63hrom\x18\x02 \x03(\t\x12\x0b\n\x03pos\x18\x03 \x03(\x03\x12\x12\n\nvariant_id\x18\x04 \x03(\t\x12\x0f\n\x07\x61llele1\x18\x05 \x03(\t\x12\x0f\n\x07\x61llele2\x18\x06 \x03(\t\"\x7f\n\x10\x44\x65scribeResponse\x12+\n\x04info\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.SiteInfoH\x00\x12\x33\n\x08variants\x18\x02 \x01(\x0b\x32\x1f.protos.site_agent.VariantChunkH\x00\x42\t\n\x07payload\";\n\x0bParticipant\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x19\n\x11secagg_public_key\x18\x02 \x01(\x0c\"\xe6\x02\n\nTaskHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x03 \x01(\t\x12-\n\x06\x63ohort\x18\x04 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x0f\n\x07privacy\x18\x05 \x01(\t\x12\x34\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1e.protos.site_agent.Participant\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nn_variants\x18\x08 \x01(\x04\x12\x11\n\trequester\x18\t \x01(\t\x12\x41\n\nparameters\x18\n \x03(\x0b\x32-.protos.site_agent.TaskHeader.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\nArrayChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x04\"y\n\x0bTaskMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.protos.site_agent.TaskHeaderH\x00\x12.\n\x05\x61rray\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.ArrayChunkH\x00\x42\t\n\x07payload\"6\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"}\n\x0b\x42lockHeader\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x15\n\rfirst_variant\x18\x02 \x01(\x04\x12\x12\n\nn_variants\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\"9\n\nBlockChunk\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa2\x01\n\x0bTaskSummary\x12\x11\n\tn_samples\x18\x01 \x01(\x04\x12\x10\n\x08n_blocks\x18\x02 \x01(\r\x12\x10\n\x08n_design\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\x12/\n\x0bledger_head\x18\x06 \x01(\x0b\x32\x1a.protos.witness.SignedHead\"\xd8\x01\n\tTaskEvent\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.ProgressH\x00\x12/\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1e.protos.site_agent.BlockHeaderH\x00\x12.\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1d.protos.site_agent.BlockChunkH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.protos.site_agent.TaskSummaryH\x00\x42\t\n\x07payload\"I\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t2\xaf\x01\n\tSiteAgent\x12U\n\x08\x44\x65scribe\x12\".protos.site_agent.DescribeRequest\x1a#.protos.site_agent.DescribeResponse0\x01\x12K\n\x07RunTask\x12\x1e.protos.site_agent.TaskMessage\x1a\x1c.protos.site_agent.TaskEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,42 +36,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITEINFO_BUDGETENTRY']._serialized_options = b'8\001'
   _globals['_TASKHEADER_PARAMETERSENTRY']._loaded_options = None
   _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_COHORTSPEC']._serialized_start=47
-  _globals['_COHORTSPEC']._serialized_end=187
-  _globals['_DATAUSE']._serialized_start=189
-  _globals['_DATAUSE']._serialized_end=235
-  _globals['_DESCRIBEREQUEST']._serialized_start=237
-  _globals['_DESCRIBEREQUEST']._serialized_end=352
-  _globals['_SITEINFO']._serialized_start=355
-  _globals['_SITEINFO']._serialized_end=662
-  _globals['_SITEINFO_BUDGETENTRY']._serialized_start=617
-  _globals['_SITEINFO_BUDGETENTRY']._serialized_end=662
-  _globals['_VARIANTCHUNK']._serialized_start=664
-  _globals['_VARIANTCHUNK']._serialized_end=776
-  _globals['_DESCRIBERESPONSE']._serialized_start=778
-  _globals['_DESCRIBERESPONSE']._serialized_end=905
-  _globals['_PARTICIPANT']._serialized_start=907
-  _globals['_PARTICIPANT']._serialized_end=966
-  _globals['_TASKHEADER']._serialized_start=969
-  _globals['_TASKHEADER']._serialized_end=1327
-  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_start=1278
-  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_end=1327
-  _globals['_ARRAYCHUNK']._serialized_start=1329
-  _globals['_ARRAYCHUNK']._serialized_end=1436
-  _globals['_TASKMESSAGE']._serialized_start=1438
-  _globals['_TASKMESSAGE']._serialized_end=1559
-  _globals['_PROGRESS']._serialized_start=1561
-  _globals['_PROGRESS']._serialized_end=1615
-  _globals['_BLOCKHEADER']._serialized_start=1617
-  _globals['_BLOCKHEADER']._serialized_end=1742
-  _globals['_BLOCKCHUNK']._serialized_start=1744
-  _globals['_BLOCKCHUNK']._serialized_end=1801
-  _globals['_TASKSUMMARY']._serialized_start=1803
-  _globals['_TASKSUMMARY']._serialized_end=1916
-  _globals['_TASKEVENT']._serialized_start=1919
-  _globals['_TASKEVENT']._serialized_end=2135
-  _globals['_ERRORDETAIL']._serialized_start=2137
-  _globals['_ERRORDETAIL']._serialized_end=2210
-  _globals['_SITEAGENT']._serialized_start=2213
-  _globals['_SITEAGENT']._serialized_end=2388
+  _globals['_COHORTSPEC']._serialized_start=69
+  _globals['_COHORTSPEC']._serialized_end=209
+  _globals['_DATAUSE']._serialized_start=211
+  _globals['_DATAUSE']._serialized_end=257
+  _globals['_DESCRIBEREQUEST']._serialized_start=259
+  _globals['_DESCRIBEREQUEST']._serialized_end=374
+  _globals['_SITEINFO']._serialized_start=377
+  _globals['_SITEINFO']._serialized_end=684
+  _globals['_SITEINFO_BUDGETENTRY']._serialized_start=639
+  _globals['_SITEINFO_BUDGETENTRY']._serialized_end=684
+  _globals['_VARIANTCHUNK']._serialized_start=686
+  _globals['_VARIANTCHUNK']._serialized_end=798
+  _globals['_DESCRIBERESPONSE']._serialized_start=800
+  _globals['_DESCRIBERESPONSE']._serialized_end=927
+  _globals['_PARTICIPANT']._serialized_start=929
+  _globals['_PARTICIPANT']._serialized_end=988
+  _globals['_TASKHEADER']._serialized_start=991
+  _globals['_TASKHEADER']._serialized_end=1349
+  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_start=1300
+  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_end=1349
+  _globals['_ARRAYCHUNK']._serialized_start=1351
+  _globals['_ARRAYCHUNK']._serialized_end=1458
+  _globals['_TASKMESSAGE']._serialized_start=1460
+  _globals['_TASKMESSAGE']._serialized_end=1581
+  _globals['_PROGRESS']._serialized_start=1583
+  _globals['_PROGRESS']._serialized_end=1637
+  _globals['_BLOCKHEADER']._serialized_start=1639
+  _globals['_BLOCKHEADER']._serialized_end=1764
+  _globals['_BLOCKCHUNK']._serialized_start=1766
+  _globals['_BLOCKCHUNK']._serialized_end=1823
+  _globals['_TASKSUMMARY']._serialized_start=1826
+  _globals['_TASKSUMMARY']._serialized_end=1988
+  _globals['_TASKEVENT']._serialized_start=1991
+  _globals['_TASKEVENT']._serialized_end=2207
+  _globals['_ERRORDETAIL']._serialized_start=2209
+  _globals['_ERRORDETAIL']._serialized_end=2282
+  _globals['_SITEAGENT']._serialized_start=2285
+  _globals['_SITEAGENT']._serialized_end=2460
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from protos import witness_pb2 as _witness_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -191,18 +192,20 @@ class BlockChunk(_message.Message):
     def __init__(self, block: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TaskSummary(_message.Message):
-    __slots__ = ("n_samples", "n_blocks", "n_design", "compute_seconds", "bytes_sent")
+    __slots__ = ("n_samples", "n_blocks", "n_design", "compute_seconds", "bytes_sent", "ledger_head")
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     N_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     N_DESIGN_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_HEAD_FIELD_NUMBER: _ClassVar[int]
     n_samples: int
     n_blocks: int
     n_design: int
     compute_seconds: float
     bytes_sent: int
-    def __init__(self, n_samples: _Optional[int] = ..., n_blocks: _Optional[int] = ..., n_design: _Optional[int] = ..., compute_seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+    ledger_head: _witness_pb2.SignedHead
+    def __init__(self, n_samples: _Optional[int] = ..., n_blocks: _Optional[int] = ..., n_design: _Optional[int] = ..., compute_seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., ledger_head: _Optional[_Union[_witness_pb2.SignedHead, _Mapping]] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("progress", "block", "chunk", "done")

@@ -3,14 +3,16 @@
 Subcommands::
 
     fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR] [--he-context FILE]
+                       [--witness HOST:PORT]
     fedgwas-site check --config site.toml
     fedgwas-site serve --config site.toml [--listen HOST:PORT] [--ready-file PATH]
-    fedgwas-site audit verify LEDGER [--head HASH]          (see audit/site_cli.py)
-    fedgwas-site audit report LEDGER [--json] [--png FILE]
+    fedgwas-site audit verify LEDGER [--head HASH] [--published-head FILE --key FILE]  (see audit/site_cli.py)
+    fedgwas-site audit report LEDGER [--json] [--png FILE] [--html FILE]
 
 Exit codes: 0 success, 2 bad input or configuration (one clear message, no traceback),
 1 unexpected internal error (with traceback, please report it), 4 (audit verify) the ledger failed
-verification.
+verification. ``serve`` (and ``check``) refuse, with exit 2, a ledger that does not extend the last
+signed head the site published (site_agent/head_publisher.py).
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
     transport.add_argument("--insecure", action="store_true",
                            help="serve plaintext gRPC (development machines only; results are labelled)")
     init.add_argument("--consent", metavar="FILE", help="participant consent table (#FID IID DUO; docs/consent.md)")
+    init.add_argument("--witness", metavar="HOST:PORT",
+                      help="a witness (`fedgwas witness serve`) to which the site publishes its signed ledger head "
+                           "after every task ([witness] address); the site then checks its ledger against it at start")
     init.add_argument("--he-context", metavar="FILE",
                       help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
                            "its SHA-256 and accept --privacy he tasks encrypted under it")
@@ -110,6 +115,11 @@ def _check(config_path: str) -> int:
     print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
     if config.he_context_sha256:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
+    if data.heads is not None:
+        head = data.heads.latest
+        print(f"  ledger: {head.seq} entries, extends every head published; head signed by key {head.key_id} "
+              f"({config.ledger_signing_key}.pub)" + (f", published to the witness at {config.witness}"
+                                                      if config.witness else ", no witness configured"))
     for line in check_security(config, data):
         print(f"  {line}")
     return ExitCode.OK
@@ -153,8 +163,10 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
                                                       Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
-                             consent=args.consent)
+                             consent=args.consent, witness=args.witness)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
+            print(f"ledger signing key: {Path(args.dir) / 'keys' / 'ledger-signing.key'} (give the .pub file beside it "
+                  f"to your auditor)")
             return ExitCode.OK
         if args.command == "check":
             return _check(args.config)
