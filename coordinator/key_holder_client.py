@@ -88,22 +88,28 @@ class KeyHolderClient:
             raise StudyFailed("the key holder's public context does not match the fingerprint it announced")
         return data
 
-    def register_round(self, registration: RoundRegistration) -> None:
+    def register_round(self, registration: RoundRegistration) -> str:
+        """Register a round; returns the registration id that its decryptions name."""
         request = pb.RoundRegistration(
             study_id=registration.study_id, round=registration.round, participants=list(registration.participants),
             block_values=list(registration.block_values), encoding=registration.encoding,
             context_sha256=registration.context_sha256, requester=registration.requester)
         try:
-            self._stub.RegisterRound(request, timeout=self.connect_timeout * 4)
+            receipt = self._stub.RegisterRound(request, timeout=self.connect_timeout * 4)
         except grpc.RpcError as error:
             raise self._failure(error, f"to register round {registration.round}") from None
+        if not receipt.registration_id or receipt.n_blocks != len(registration.block_values):
+            raise StudyFailed(f"the key holder's receipt for round {registration.round} does not match the registration")
+        return receipt.registration_id
 
-    def decrypt(self, study_id: str, round_: int, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
+    def decrypt(self, registration_id: str, study_id: str, round_: int, block: int, n_values: int,
+                ciphertext: bytes) -> np.ndarray:
         """Released totals ``(n_values,)`` float64 of one block's aggregate ciphertext."""
 
         def messages() -> Iterator[pb.AggregateMessage]:
             yield pb.AggregateMessage(header=pb.AggregateHeader(
-                study_id=study_id, round=round_, block=block, n_values=n_values, total_bytes=len(ciphertext)))
+                study_id=study_id, round=round_, block=block, n_values=n_values, total_bytes=len(ciphertext),
+                registration_id=registration_id))
             view = memoryview(ciphertext)
             for offset in range(0, len(view), CHUNK_BYTES):
                 chunk = pb.AggregateChunk(offset=offset, data=bytes(view[offset: offset + CHUNK_BYTES]))
@@ -129,8 +135,8 @@ class KeyHolderClient:
 class RoundDecryptor:
     """An :class:`engine.protection.AggregateDecryptor` for one registered round of one study."""
 
-    def __init__(self, client: KeyHolderClient, study_id: str, round_: int) -> None:
-        self.client, self.study_id, self.round = client, study_id, round_
+    def __init__(self, client: KeyHolderClient, study_id: str, round_: int, registration_id: str) -> None:
+        self.client, self.study_id, self.round, self.registration_id = client, study_id, round_, registration_id
 
     def decrypt(self, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
-        return self.client.decrypt(self.study_id, self.round, block, n_values, ciphertext)
+        return self.client.decrypt(self.registration_id, self.study_id, self.round, block, n_values, ciphertext)

@@ -1,46 +1,54 @@
 """The key holder's gRPC server (``fedgwas keyholder serve``): decode, call :class:`KeyHolder`, encode.
 
-Known domain errors become a status from one table, with an ``ErrorDetail`` in the trailing metadata;
-anything else is a bug and surfaces as ``INTERNAL``. The server binds port 0 on request and reports
-its address in a ready file, like the site agents.
+Every call is authorised by the caller's mutual-TLS certificate (only the configured coordinators).
+A refused decryption, whatever the reason, and any call of a caller who is not a coordinator get the
+one answer ``PERMISSION_DENIED`` :data:`~coordinator.key_holder.REFUSAL`. Other known domain errors
+(of registrations) become a status from one table, with an ``ErrorDetail`` in the trailing metadata;
+anything else is a bug and surfaces as ``INTERNAL``. A decryption stream is authorised and checked
+on its header before any ciphertext byte is buffered, and may carry at most what the registered
+block can take; stalled or excess calls are cut or refused by :mod:`protos.limits`. The server binds
+port 0 on request and reports its address in a ready file, like the site agents.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import resource
 import signal
 import threading
-from concurrent import futures
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from coordinator.key_holder import KeyHolder, RoundRegistration, load_key_files
-from engine.errors import ConfigError, FedGwasError, InputError, PrivacyError, ProtocolError, RingOverflowError
+from coordinator.key_holder import (DEFAULT_REFUSAL_BUDGET, BlockRequest, KeyHolder, KeyHolderRefusal,
+                                    RoundRegistration, load_key_files)
+from engine.errors import (BudgetExceededError, ConfigError, FedGwasError, InputError, PrivacyError, ProtocolError,
+                           RingOverflowError)
+from key_holder.store import STORE_FILE, KeyHolderStore
 from protos import key_holder_pb2 as pb
 from protos import key_holder_pb2_grpc as pb_grpc
+from protos.limits import AdmissionGate, ServerLimits, TransferMeter, Watch, Watchdog, new_server, peer_key
 from site_agent.pki import TlsFiles
-from site_agent.tls import server_credentials
+from site_agent.tls import peer_identity, server_credentials
 
 log = logging.getLogger("coordinator.key_holder")
 
 SERVICE_NAME = "protos.key_holder.KeyHolder"
 ERROR_METADATA_KEY = "fedgwas-error-bin"
 CHUNK_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = 8 << 20
-MAX_AGGREGATE_BYTES = 1 << 31
 
 #: Domain error -> gRPC status. Order matters: subclasses before their bases.
 STATUS_FOR_ERROR: tuple[tuple[type[FedGwasError], grpc.StatusCode], ...] = (
     (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
     (InputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PrivacyError, grpc.StatusCode.PERMISSION_DENIED),
     (RingOverflowError, grpc.StatusCode.OUT_OF_RANGE),
 )
@@ -63,26 +71,30 @@ def registration_from_proto(message: pb.RoundRegistration) -> RoundRegistration:
     )
 
 
-def aggregate_from_messages(messages: Iterable[pb.AggregateMessage]) -> tuple[pb.AggregateHeader, bytes]:
-    """The header and the reassembled ciphertext of one DecryptAggregate stream, checked for order and size."""
-    iterator = iter(messages)
-    first = next(iterator, None)
-    if first is None or first.WhichOneof("payload") != "header":
+def read_aggregate_header(message: pb.AggregateMessage | None) -> BlockRequest:
+    """The block a DecryptAggregate stream asks for, from its first message."""
+    if message is None or message.WhichOneof("payload") != "header":
         raise ProtocolError("a DecryptAggregate stream must start with an AggregateHeader")
-    header = first.header
-    if not 0 < header.total_bytes <= MAX_AGGREGATE_BYTES:
-        raise ProtocolError(f"aggregate.total_bytes {header.total_bytes} is out of range")
+    h = message.header
+    return BlockRequest(h.registration_id, h.study_id, h.round, h.block, h.n_values, h.total_bytes)
+
+
+def read_aggregate_chunks(messages: Iterator[pb.AggregateMessage], total_bytes: int,
+                          meter: TransferMeter | None = None) -> bytes:
+    """The ciphertext of an admitted stream: chunks in order, never more than ``total_bytes`` buffered."""
     buffer = bytearray()
-    for message in iterator:
+    for message in messages:
         if message.WhichOneof("payload") != "chunk":
             raise ProtocolError("only AggregateChunk messages may follow the AggregateHeader")
         chunk = message.chunk
-        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > header.total_bytes:
+        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > total_bytes:
             raise ProtocolError(f"aggregate chunk at offset {chunk.offset} is out of sequence or too long")
         buffer.extend(chunk.data)
-    if len(buffer) != header.total_bytes:
-        raise ProtocolError(f"the aggregate ciphertext is truncated ({len(buffer)} of {header.total_bytes} bytes)")
-    return header, bytes(buffer)
+        if meter is not None:
+            meter.add(len(chunk.data))
+    if len(buffer) != total_bytes:
+        raise ProtocolError(f"the aggregate ciphertext is truncated ({len(buffer)} of {total_bytes} bytes)")
+    return bytes(buffer)
 
 
 def totals_to_protos(totals: np.ndarray) -> Iterator[pb.TotalsChunk]:
@@ -93,48 +105,94 @@ def totals_to_protos(totals: np.ndarray) -> Iterator[pb.TotalsChunk]:
 
 
 class KeyHolderServicer(pb_grpc.KeyHolderServicer):
-    def __init__(self, holder: KeyHolder) -> None:
+    def __init__(self, holder: KeyHolder, limits: ServerLimits = ServerLimits(),
+                 meter: TransferMeter | None = None) -> None:
         self.holder = holder
+        self.limits = limits
+        self.gate = AdmissionGate(limits)
+        self.watchdog = Watchdog()
+        self.meter = meter if meter is not None else TransferMeter()
+
+    def _trusted(self, caller: str | None) -> bool:
+        return self.holder._authorised(caller)
 
     def GetPublicContext(self, request: pb.ContextRequest, context: grpc.ServicerContext) -> Iterator[pb.ContextChunk]:
+        caller = peer_identity(context)
+        with self.gate.admit(peer_key(caller, context), self._trusted(caller)) as admitted, \
+                self.watchdog.watch(context) as watch:
+            if not admitted:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in progress from this peer")
+            try:
+                self.holder.authorise(caller, "fetch the public context")
+            except KeyHolderRefusal as refusal:
+                _abort(context, refusal)
+            yield from watch.replies(self._context_chunks(), self.limits.idle_seconds)
+
+    def _context_chunks(self) -> Iterator[pb.ContextChunk]:
         data = self.holder.public
         for offset in range(0, len(data), CHUNK_BYTES):
             yield pb.ContextChunk(sha256=self.holder.fingerprint, total_bytes=len(data), offset=offset,
                                   data=data[offset: offset + CHUNK_BYTES])
 
     def RegisterRound(self, request: pb.RoundRegistration, context: grpc.ServicerContext) -> pb.RegistrationReceipt:
-        try:
-            n_blocks = self.holder.register(registration_from_proto(request))
-        except FedGwasError as error:
-            log.warning("registration refused: %s", error)
-            _abort(context, error)
-            raise  # unreachable: abort raises
-        return pb.RegistrationReceipt(n_blocks=n_blocks)
+        caller = peer_identity(context)
+        with self.gate.admit(peer_key(caller, context), self._trusted(caller)) as admitted:
+            if not admitted:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in progress from this peer")
+            try:
+                registration_id, n_blocks = self.holder.register(registration_from_proto(request), caller)
+            except FedGwasError as error:
+                log.warning("registration refused: %s", getattr(error, "reason", error))
+                _abort(context, error)
+                raise  # unreachable: abort raises
+        return pb.RegistrationReceipt(n_blocks=n_blocks, registration_id=registration_id)
 
     def DecryptAggregate(self, request_iterator: Iterator[pb.AggregateMessage],
                          context: grpc.ServicerContext) -> Iterator[pb.TotalsChunk]:
+        caller = peer_identity(context)
+        with self.gate.admit(peer_key(caller, context), self._trusted(caller)) as admitted, \
+                self.watchdog.watch(context) as watch:
+            if not admitted:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in progress from this peer")
+            try:
+                totals = self._decrypt(caller, request_iterator, watch)
+            except KeyHolderRefusal as refusal:
+                _abort(context, refusal)
+                return
+            if totals is None:  # the caller went away or stalled: nothing was decrypted
+                return
+            yield from watch.replies(totals_to_protos(totals), self.limits.idle_seconds)
+
+    def _decrypt(self, caller: str | None, messages: Iterator[pb.AggregateMessage], watch: Watch) -> np.ndarray | None:
+        """Authorise, read the header, admit the block, then (only then) read and decrypt the ciphertext."""
+        self.holder.authorise(caller, "decrypt an aggregate")
+        request = None
         try:
-            header, ciphertext = aggregate_from_messages(request_iterator)
-            totals = self.holder.decrypt(header.study_id, header.round, header.block, header.n_values, ciphertext)
+            request = read_aggregate_header(watch.receive(messages, self.limits.header_seconds))
+            self.holder.begin(caller, request)
+            ciphertext = read_aggregate_chunks(watch.messages(messages, self.limits.idle_seconds),
+                                               request.total_bytes, self.meter)
+        except KeyHolderRefusal:
+            raise
         except FedGwasError as error:
-            _abort(context, error)
-            return
-        yield from totals_to_protos(totals)
+            raise self.holder.abandon(caller, request, error) from None
+        except grpc.RpcError:
+            if request is not None:
+                self.holder.cancel(request)
+            log.warning("decryption stream of %s cut (stalled or cancelled); nothing was decrypted", caller)
+            return None
+        return self.holder.finish(caller, request, ciphertext)
 
 
-def make_server(holder: KeyHolder, address: str, max_workers: int = 4,
-                tls: TlsFiles | None = None) -> tuple[grpc.Server, int]:
+def make_server(holder: KeyHolder, address: str, tls: TlsFiles | None = None, limits: ServerLimits = ServerLimits(),
+                meter: TransferMeter | None = None) -> tuple[grpc.Server, int]:
     """A server (not yet started) bound to ``address`` (port 0: a free port); returns ``(server, port)``.
 
     With ``tls`` the port serves mutual TLS only (clients need a certificate from the same CA);
-    without, plaintext (``--insecure``, development only).
+    without, plaintext (``--insecure``, development only). ``meter`` counts buffered ciphertext bytes.
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="key-holder-rpc"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-    )
-    pb_grpc.add_KeyHolderServicer_to_server(KeyHolderServicer(holder), server)
+    server = new_server(limits, "key-holder-rpc")
+    pb_grpc.add_KeyHolderServicer_to_server(KeyHolderServicer(holder, limits, meter), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -151,16 +209,32 @@ def make_server(holder: KeyHolder, address: str, max_workers: int = 4,
     return server, port
 
 
-def serve(keys: Path, listen: str, ready_file: str | None, min_participants: int = 2,
-          tls: TlsFiles | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; writes ``{"address", "pid", "sha256"}`` to ``ready_file`` once up."""
+def open_holder(keys: Path, coordinators: tuple[str, ...], min_participants: int = 2,
+                refusal_budget: int = DEFAULT_REFUSAL_BUDGET) -> KeyHolder:
+    """The key holder of the keys directory ``keys``, with its store ``keys/key_holder.sqlite``."""
     context, public = load_key_files(keys)
-    holder = KeyHolder(context, public, min_participants=min_participants)
+    return KeyHolder(context, public, KeyHolderStore(keys / STORE_FILE), coordinators,
+                     min_participants=min_participants, refusal_budget=refusal_budget)
+
+
+def serve(keys: Path, listen: str, ready_file: str | None, coordinators: tuple[str, ...], min_participants: int = 2,
+          refusal_budget: int = DEFAULT_REFUSAL_BUDGET, tls: TlsFiles | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; writes ``{"address", "pid", "sha256"}`` to ``ready_file`` once up.
+
+    Only one key holder may serve a keys directory at a time (an exclusive lock on ``serve.lock``).
+    """
+    holder = open_holder(keys, coordinators, min_participants, refusal_budget)
+    lock_file = open(keys / "serve.lock", "a")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise ConfigError(f"another key holder is already serving {str(keys)!r}") from None
     server, port = make_server(holder, listen, tls=tls)
     server.start()
     host = listen.rsplit(":", 1)[0]
     address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
-    log.info("key holder serving on port %d (context %s)", port, holder.fingerprint[:16])
+    log.info("key holder serving on port %d (context %s) for coordinator(s) %s", port, holder.fingerprint[:16],
+             ", ".join(coordinators))
     if ready_file:
         tmp = Path(f"{ready_file}.tmp")
         tmp.write_text(json.dumps({"address": address, "pid": os.getpid(), "sha256": holder.fingerprint}),
@@ -178,3 +252,4 @@ def serve(keys: Path, listen: str, ready_file: str | None, min_participants: int
     signal.signal(signal.SIGINT, stop)
     stopped.wait()
     server.stop(grace=5).wait()
+    lock_file.close()

@@ -1,0 +1,197 @@
+"""Resource limits of fedgwas's gRPC servers (site agent, key holder): who may hold a thread, for how long.
+
+A sync gRPC server gives every RPC one thread for its whole life. Without limits a caller that
+opens streams and then stalls (sends no header, trickles chunks, stops reading replies) holds those
+threads, and the next caller, however authorised, waits behind it. The servers therefore
+
+- run ``max_concurrent_rpcs`` threads and tell gRPC the same ``maximum_concurrent_rpcs``, so a call
+  beyond it is answered ``RESOURCE_EXHAUSTED`` at once instead of queueing behind stalled ones;
+- admit each call through an :class:`AdmissionGate`: at most ``per_peer_rpcs`` calls per peer
+  identity, and callers whose identity no rule could ever authorise share ``untrusted_rpcs`` slots,
+  so neither one certificate nor the whole set of unknown ones can fill the server;
+- cut a stalled call (:class:`Watchdog`, ``context.cancel()``): no first message within
+  ``header_seconds``, or blocked on the peer (waiting for its next message, or for it to accept a
+  reply) longer than ``idle_seconds``;
+- bound what they buffer: a stream's payload may not exceed what its header declared, nor
+  ``max_payload_bytes`` in all; :class:`TransferMeter` counts what was buffered (tests assert on it).
+
+Nothing here knows what a site or a key holder authorises: the roles decide who is trusted and when
+to read the payload (after authorising the header), this module only enforces the bounds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, TypeVar
+
+import grpc
+
+T = TypeVar("T")
+
+#: Largest single message (chunks are <= 1 MiB; anything much larger is refused by gRPC itself).
+MAX_MESSAGE_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Limits of one server (see the module docstring); the defaults suit a site or key holder."""
+
+    max_concurrent_rpcs: int = 32
+    per_peer_rpcs: int = 8
+    untrusted_rpcs: int = 2
+    work_slots: int = 4
+    header_seconds: float = 10.0
+    idle_seconds: float = 120.0
+    max_payload_bytes: int = 2 << 30
+
+    def __post_init__(self) -> None:
+        counts = {"max_concurrent_rpcs": self.max_concurrent_rpcs, "per_peer_rpcs": self.per_peer_rpcs,
+                  "untrusted_rpcs": self.untrusted_rpcs, "work_slots": self.work_slots}
+        bad = {k: v for k, v in counts.items() if not isinstance(v, int) or v < 1}
+        if bad or self.header_seconds <= 0 or self.idle_seconds <= 0 or self.max_payload_bytes < 1:
+            raise ValueError(f"server limits must be positive, got {self}")
+        if self.untrusted_rpcs >= self.max_concurrent_rpcs or self.per_peer_rpcs >= self.max_concurrent_rpcs:
+            raise ValueError("untrusted_rpcs and per_peer_rpcs must leave room below max_concurrent_rpcs: "
+                             f"got {self.untrusted_rpcs}, {self.per_peer_rpcs} of {self.max_concurrent_rpcs}")
+
+
+def new_server(limits: ServerLimits, thread_name_prefix: str) -> grpc.Server:
+    """A gRPC server with one thread per admitted call and ``maximum_concurrent_rpcs`` set to match."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs, thread_name_prefix=thread_name_prefix),
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+    )
+
+
+def peer_key(identity: str | None, context: grpc.ServicerContext) -> str:
+    """What a per-peer limit counts: the certificate identity, else (no TLS) the peer's address."""
+    return f"cn:{identity}" if identity is not None else f"addr:{context.peer()}"
+
+
+class AdmissionGate:
+    """Counts the calls in progress per peer and for untrusted peers; refuses (False) beyond the limits."""
+
+    def __init__(self, limits: ServerLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._per_peer: dict[str, int] = {}
+        self._untrusted = 0
+        self.refused = 0
+
+    @contextmanager
+    def admit(self, peer: str, trusted: bool) -> Iterator[bool]:
+        """Yields True while the call holds a slot, False if it got none (then answer RESOURCE_EXHAUSTED)."""
+        with self._lock:
+            admitted = self._per_peer.get(peer, 0) < self.limits.per_peer_rpcs and (
+                trusted or self._untrusted < self.limits.untrusted_rpcs)
+            if admitted:
+                self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+                self._untrusted += 0 if trusted else 1
+            else:
+                self.refused += 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    self._per_peer[peer] -= 1
+                    if not self._per_peer[peer]:
+                        del self._per_peer[peer]
+                    self._untrusted -= 0 if trusted else 1
+
+
+class Watch:
+    """One call's stall timer: :meth:`arm` before waiting on the peer, :meth:`disarm` after."""
+
+    def __init__(self, watchdog: "Watchdog", context: grpc.ServicerContext) -> None:
+        self._watchdog, self.context = watchdog, context
+        self.deadline: float | None = None
+        self.cut = False
+
+    def arm(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self._watchdog._ensure_running()
+
+    def disarm(self) -> None:
+        self.deadline = None
+
+    def receive(self, iterator: Iterator[T], seconds: float) -> T | None:
+        """The peer's next message (None at the end of its stream), cutting the call after ``seconds``."""
+        self.arm(seconds)
+        try:
+            return next(iterator, None)
+        finally:
+            self.disarm()
+
+    def messages(self, iterator: Iterator[T], seconds: float) -> Iterator[T]:
+        """Every remaining message of the peer, each one due within ``seconds`` of the previous."""
+        while True:
+            message = self.receive(iterator, seconds)
+            if message is None:
+                return
+            yield message
+
+    def replies(self, replies: Iterator[T], seconds: float) -> Iterator[T]:
+        """Pass ``replies`` on, cutting the call if the peer takes longer than ``seconds`` to accept one."""
+        for reply in replies:
+            self.arm(seconds)
+            yield reply
+            self.disarm()
+
+
+class Watchdog:
+    """One thread per server that cancels every call whose armed :class:`Watch` has expired."""
+
+    def __init__(self, period: float = 0.1) -> None:
+        self._period = period
+        self._watches: set[Watch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.cut = 0
+
+    @contextmanager
+    def watch(self, context: grpc.ServicerContext) -> Iterator[Watch]:
+        watch = Watch(self, context)
+        with self._lock:
+            self._watches.add(watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._watches.discard(watch)
+
+    def _ensure_running(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rpc-watchdog", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._period)
+            now = time.monotonic()
+            with self._lock:
+                expired = [w for w in self._watches if w.deadline is not None and w.deadline < now and not w.cut]
+                for watch in expired:
+                    watch.cut = True
+                self.cut += len(expired)
+            for watch in expired:
+                watch.context.cancel()
+
+
+class TransferMeter:
+    """Payload bytes a server accepted into its buffers, in total (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.buffered_bytes = 0
+
+    def add(self, n_bytes: int) -> None:
+        with self._lock:
+            self.buffered_bytes += n_bytes
