@@ -387,7 +387,7 @@ class KeyHolder:
                 self.decrypted_blocks += 1
         if duplicate:
             raise self._refuse(caller, request, "these totals were released before (the same aggregate again)",
-                               locks_study=True, ciphertext_sha256=digest)
+                               ciphertext_sha256=digest)
         log.info("released block %d of study %s round %d (%d values, %d sites, max slot deviation %.2g)",
                  request.block, request.study_id, request.round, request.n_values, n_parties, decoded.max_deviation)
         return self._release(decoded.values)

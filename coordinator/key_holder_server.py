@@ -33,7 +33,7 @@ from engine.errors import (BudgetExceededError, ConfigError, FedGwasError, Input
 from key_holder.store import STORE_FILE, KeyHolderStore
 from protos import key_holder_pb2 as pb
 from protos import key_holder_pb2_grpc as pb_grpc
-from protos.limits import AdmissionGate, ServerLimits, TransferMeter, Watch, Watchdog, new_server, peer_key
+from protos.limits import AdmissionGate, CallCut, ServerLimits, ServerMeter, Watch, Watchdog, new_server, peer_key
 from site_agent.pki import TlsFiles
 from site_agent.tls import peer_identity, server_credentials
 
@@ -80,7 +80,7 @@ def read_aggregate_header(message: pb.AggregateMessage | None) -> BlockRequest:
 
 
 def read_aggregate_chunks(messages: Iterator[pb.AggregateMessage], total_bytes: int,
-                          meter: TransferMeter | None = None) -> bytes:
+                          meter: ServerMeter | None = None) -> bytes:
     """The ciphertext of an admitted stream: chunks in order, never more than ``total_bytes`` buffered."""
     buffer = bytearray()
     for message in messages:
@@ -106,12 +106,12 @@ def totals_to_protos(totals: np.ndarray) -> Iterator[pb.TotalsChunk]:
 
 class KeyHolderServicer(pb_grpc.KeyHolderServicer):
     def __init__(self, holder: KeyHolder, limits: ServerLimits = ServerLimits(),
-                 meter: TransferMeter | None = None) -> None:
+                 meter: ServerMeter | None = None) -> None:
         self.holder = holder
         self.limits = limits
-        self.gate = AdmissionGate(limits)
-        self.watchdog = Watchdog()
-        self.meter = meter if meter is not None else TransferMeter()
+        self.meter = meter if meter is not None else ServerMeter()
+        self.gate = AdmissionGate(limits, self.meter)
+        self.watchdog = Watchdog(self.meter)
 
     def _trusted(self, caller: str | None) -> bool:
         return self.holder._authorised(caller)
@@ -176,7 +176,7 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
             raise
         except FedGwasError as error:
             raise self.holder.abandon(caller, request, error) from None
-        except grpc.RpcError:
+        except CallCut:
             if request is not None:
                 self.holder.cancel(request)
             log.warning("decryption stream of %s cut (stalled or cancelled); nothing was decrypted", caller)
@@ -185,7 +185,7 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
 
 
 def make_server(holder: KeyHolder, address: str, tls: TlsFiles | None = None, limits: ServerLimits = ServerLimits(),
-                meter: TransferMeter | None = None) -> tuple[grpc.Server, int]:
+                meter: ServerMeter | None = None) -> tuple[grpc.Server, int]:
     """A server (not yet started) bound to ``address`` (port 0: a free port); returns ``(server, port)``.
 
     With ``tls`` the port serves mutual TLS only (clients need a certificate from the same CA);

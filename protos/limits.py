@@ -13,7 +13,7 @@ threads, and the next caller, however authorised, waits behind it. The servers t
   ``header_seconds``, or blocked on the peer (waiting for its next message, or for it to accept a
   reply) longer than ``idle_seconds``;
 - bound what they buffer: a stream's payload may not exceed what its header declared, nor
-  ``max_payload_bytes`` in all; :class:`TransferMeter` counts what was buffered (tests assert on it).
+  ``max_payload_bytes`` in all; :class:`ServerMeter` counts what was buffered (tests assert on it).
 
 Nothing here knows what a site or a key holder authorises: the roles decide who is trusted and when
 to read the payload (after authorising the header), this module only enforces the bounds.
@@ -77,12 +77,12 @@ def peer_key(identity: str | None, context: grpc.ServicerContext) -> str:
 class AdmissionGate:
     """Counts the calls in progress per peer and for untrusted peers; refuses (False) beyond the limits."""
 
-    def __init__(self, limits: ServerLimits) -> None:
+    def __init__(self, limits: ServerLimits, meter: "ServerMeter") -> None:
         self.limits = limits
+        self.meter = meter
         self._lock = threading.Lock()
         self._per_peer: dict[str, int] = {}
         self._untrusted = 0
-        self.refused = 0
 
     @contextmanager
     def admit(self, peer: str, trusted: bool) -> Iterator[bool]:
@@ -93,8 +93,8 @@ class AdmissionGate:
             if admitted:
                 self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
                 self._untrusted += 0 if trusted else 1
-            else:
-                self.refused += 1
+        if not admitted:
+            self.meter.add(busy=1)
         try:
             yield admitted
         finally:
@@ -104,6 +104,10 @@ class AdmissionGate:
                     if not self._per_peer[peer]:
                         del self._per_peer[peer]
                     self._untrusted -= 0 if trusted else 1
+
+
+class CallCut(Exception):
+    """The call ended while the server waited on its peer: cut as stalled, or cancelled by the peer."""
 
 
 class Watch:
@@ -122,12 +126,21 @@ class Watch:
         self.deadline = None
 
     def receive(self, iterator: Iterator[T], seconds: float) -> T | None:
-        """The peer's next message (None at the end of its stream), cutting the call after ``seconds``."""
+        """The peer's next message (None at the end of its stream), cutting the call after ``seconds``.
+
+        Raises :class:`CallCut` if the call was cut or cancelled meanwhile (gRPC may then end the
+        request stream as if the peer had finished it, so the end alone proves nothing).
+        """
         self.arm(seconds)
         try:
-            return next(iterator, None)
+            message = next(iterator, None)
+        except grpc.RpcError:
+            raise CallCut() from None
         finally:
             self.disarm()
+        if self.cut or (message is None and not self.context.is_active()):
+            raise CallCut()
+        return message
 
     def messages(self, iterator: Iterator[T], seconds: float) -> Iterator[T]:
         """Every remaining message of the peer, each one due within ``seconds`` of the previous."""
@@ -148,12 +161,12 @@ class Watch:
 class Watchdog:
     """One thread per server that cancels every call whose armed :class:`Watch` has expired."""
 
-    def __init__(self, period: float = 0.1) -> None:
+    def __init__(self, meter: "ServerMeter", period: float = 0.1) -> None:
+        self.meter = meter
         self._period = period
         self._watches: set[Watch] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.cut = 0
 
     @contextmanager
     def watch(self, context: grpc.ServicerContext) -> Iterator[Watch]:
@@ -180,18 +193,23 @@ class Watchdog:
                 expired = [w for w in self._watches if w.deadline is not None and w.deadline < now and not w.cut]
                 for watch in expired:
                     watch.cut = True
-                self.cut += len(expired)
+            self.meter.add(cut=len(expired))
             for watch in expired:
                 watch.context.cancel()
 
 
-class TransferMeter:
-    """Payload bytes a server accepted into its buffers, in total (thread-safe)."""
+class ServerMeter:
+    """What a server's limits did, in total (thread-safe): payload bytes accepted into buffers, calls
+    refused for want of a slot (``busy``), calls cut by the watchdog (``cut``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.buffered_bytes = 0
+        self.busy = 0
+        self.cut = 0
 
-    def add(self, n_bytes: int) -> None:
+    def add(self, n_bytes: int = 0, *, busy: int = 0, cut: int = 0) -> None:
         with self._lock:
             self.buffered_bytes += n_bytes
+            self.busy += busy
+            self.cut += cut
