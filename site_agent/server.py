@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-from concurrent import futures
-
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from engine.errors import ConfigError
 from protos import site_agent_pb2_grpc as pb_grpc
+from protos.limits import ServerLimits, ServerMeter, new_server
 from site_agent.data import SiteData
 from site_agent.servicer import SiteAgentServicer
 from site_agent.tls import server_credentials
 
 SERVICE_NAME = "protos.site_agent.SiteAgent"
-MAX_MESSAGE_BYTES = 8 << 20  # chunks are <= 1 MiB; anything much larger is refused by gRPC
 
 
-def make_server(data: SiteData, address: str, max_workers: int = 4) -> tuple[grpc.Server, int]:
+def make_server(data: SiteData, address: str, limits: ServerLimits = ServerLimits(),
+                meter: ServerMeter | None = None) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server bound to ``address``; returns ``(server, port)``.
 
     ``address`` may use port 0 to bind a free port (tests, ``fedgwas local``). The port serves mutual
     TLS with the site's ``[tls]`` certificates (clients must present a certificate from the same CA);
-    plaintext only when the config says ``[tls] insecure = true``.
+    plaintext only when the config says ``[tls] insecure = true``. ``limits`` bound concurrency,
+    stalls and payload sizes (:mod:`protos.limits`); ``meter`` counts what they did.
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="site-rpc"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-    )
-    pb_grpc.add_SiteAgentServicer_to_server(SiteAgentServicer(data), server)
+    server = new_server(limits, "site-rpc")
+    pb_grpc.add_SiteAgentServicer_to_server(SiteAgentServicer(data, limits, meter), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
