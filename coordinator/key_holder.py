@@ -43,6 +43,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -65,6 +66,9 @@ MAX_REGISTERED_ROUNDS = 100_000
 DEFAULT_REFUSAL_BUDGET = 3
 #: ``coordinators`` entry that accepts any caller: only for a key holder serving plaintext (``--insecure``).
 ANY_CALLER = "*"
+#: A caller who is not a coordinator is recorded in the store at most once per this many seconds (then
+#: only logged), so that refused calls cannot fill the key holder's disk.
+UNAUTHORISED_RECORD_SECONDS = 60.0
 #: The one answer to every refused decryption and to every request of a caller who is not a coordinator.
 REFUSAL = "the key holder refused the request; nothing was decrypted or released"
 #: Serialised bytes one ciphertext of the protocol's parameters can take (two polynomials of N
@@ -222,20 +226,35 @@ class KeyHolder:
         self._lock = threading.Lock()
         self._inflight: set[tuple[str, int]] = set()
         self._inflight_digests: set[str] = set()
+        self._unauthorised_recorded: dict[str, float] = {}
         self.decrypted_blocks = 0
 
     # -- who may call ------------------------------------------------------------------------------------
 
-    def _authorised(self, caller: str | None) -> bool:
+    def is_coordinator(self, caller: str | None) -> bool:
+        """True for a configured coordinator's certificate identity (or anyone, with ``"*"``)."""
         return ANY_CALLER in self.coordinators or (caller is not None and caller in self.coordinators)
 
     def authorise(self, caller: str | None, what: str) -> None:
-        """Refuse (uniformly, recorded, not counted) a caller who is not a configured coordinator."""
-        if self._authorised(caller):
+        """Refuse (uniformly, not counted against the budget) a caller who is not a configured coordinator.
+
+        The refusal is recorded in the store, at most once per :data:`UNAUTHORISED_RECORD_SECONDS` per
+        caller (always logged).
+        """
+        if self.is_coordinator(caller):
             return
         reason = f"{caller or 'an unidentified peer'!r} is not a configured coordinator ({what})"
-        with self.store.transaction() as tx:
-            tx.append("refused", caller=caller or "", detail={"reason": reason})
+        now = time.monotonic()
+        with self._lock:
+            last = self._unauthorised_recorded.get(caller or "")
+            record = last is None or now - last >= UNAUTHORISED_RECORD_SECONDS
+            if record:
+                if len(self._unauthorised_recorded) >= 10_000:
+                    self._unauthorised_recorded.clear()
+                self._unauthorised_recorded[caller or ""] = now
+        if record:
+            with self.store.transaction() as tx:
+                tx.append("refused", caller=caller or "", detail={"reason": reason})
         log.warning("refused %s", reason)
         raise KeyHolderRefusal(reason)
 

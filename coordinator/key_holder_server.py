@@ -114,7 +114,7 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
         self.watchdog = Watchdog(self.meter)
 
     def _trusted(self, caller: str | None) -> bool:
-        return self.holder._authorised(caller)
+        return self.holder.is_coordinator(caller)
 
     def GetPublicContext(self, request: pb.ContextRequest, context: grpc.ServicerContext) -> Iterator[pb.ContextChunk]:
         caller = peer_identity(context)

@@ -190,6 +190,9 @@ class Watchdog:
             time.sleep(self._period)
             now = time.monotonic()
             with self._lock:
+                if not self._watches:  # nothing to watch: stop (the next armed watch starts a new thread)
+                    self._thread = None
+                    return
                 expired = [w for w in self._watches if w.deadline is not None and w.deadline < now and not w.cut]
                 for watch in expired:
                     watch.cut = True

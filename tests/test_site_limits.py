@@ -53,6 +53,9 @@ def site_data(pki, tmp_path_factory: pytest.TempPathFactory):
     return load_site_data(load_site_config(config))
 
 
+CHANNELS: list[grpc.Channel] = []
+
+
 @pytest.fixture
 def serve(site_data):
     servers = []
@@ -65,12 +68,15 @@ def serve(site_data):
         return f"127.0.0.1:{port}", meter
 
     yield _serve
+    while CHANNELS:
+        CHANNELS.pop().close()
     for server in servers:
         server.stop(grace=None)
 
 
 def _stub(address: str, pki, who: str) -> pb_grpc.SiteAgentStub:
-    return pb_grpc.SiteAgentStub(secure_channel(address, pki[who], "site1"))
+    CHANNELS.append(secure_channel(address, pki[who], "site1"))
+    return pb_grpc.SiteAgentStub(CHANNELS[-1])
 
 
 def _task(data) -> TaskSpec:
