@@ -9,9 +9,10 @@ and it releases plaintext totals only when all of these hold:
    (anyone else, a site included, is refused whatever it asks);
 1. the round was registered beforehand (study, round, participants, values per block, encoding and
    the fingerprint of the public context the sites used);
-2. the block has not been decrypted (or refused) before, and neither this ciphertext nor a ciphertext
-   decrypting to the same totals was ever released, under this registration or any other: the same
-   aggregate is decrypted at most once, so nothing can be averaged away or probed again;
+2. the block has not been decrypted (or refused) before, and this ciphertext was never decrypted,
+   under this registration or any other: the same aggregate is decrypted at most once (a
+   re-randomised copy, the aggregate plus an encryption of zero, is another ciphertext: CKKS is
+   malleable; what it yields is the same totals, and probing its noise costs refusals, below);
 3. decryption is not locked: every refused decryption counts against a global refusal budget
    (``refusal_budget``, default 3); when it is spent, the key holder decrypts nothing for anyone
    until its operator runs ``fedgwas keyholder reset-lock``; a refused aggregate also locks its study
@@ -159,14 +160,9 @@ def max_aggregate_bytes(n_values: int) -> int:
     return he_encoding.n_ciphertexts(n_values) * CIPHERTEXT_BYTES + FRAMING_BYTES
 
 
-def release_digest(slots: np.ndarray, n_values: int) -> str:
-    """SHA-256 of a decrypted block as released: the rounded limbs of every slot (values and tags).
-
-    Two ciphertexts with the same digest decrypt to the same totals, e.g. an aggregate and a copy
-    re-randomised by adding an encryption of zero.
-    """
-    limbs = np.stack([np.round(slots.real), np.round(slots.imag)]).astype("<i8")
-    return hashlib.sha256(n_values.to_bytes(8, "little") + limbs.tobytes()).hexdigest()
+def release_digest(totals: np.ndarray) -> str:
+    """SHA-256 of released totals (little-endian float64), recorded with each release for auditors."""
+    return hashlib.sha256(np.ascontiguousarray(totals, dtype="<f8").tobytes()).hexdigest()
 
 
 def reset_lock(keys: Path, operator_note: str) -> int:
@@ -393,20 +389,12 @@ class KeyHolder:
             decoded = he_encoding.decode(slots, request.n_values, n_parties)
         except (PrivacyError, ProtocolError) as error:
             raise self._refuse(caller, request, str(error), locks_study=True, ciphertext_sha256=digest) from None
-        released = release_digest(slots, request.n_values)
         with self._lock, self.store.transaction() as tx:
-            if tx.release_seen(released):
-                duplicate = True
-            else:
-                duplicate = False
-                tx.append("released", caller=caller or "", registration=request.registration_id,
-                          study=request.study_id, round_=request.round,
-                          block=request.block, ciphertext_sha256=digest, release_sha256=released,
-                          detail={"n_values": request.n_values, "n_participants": n_parties})
-                self.decrypted_blocks += 1
-        if duplicate:
-            raise self._refuse(caller, request, "these totals were released before (the same aggregate again)",
-                               ciphertext_sha256=digest)
+            tx.append("released", caller=caller or "", registration=request.registration_id, study=request.study_id,
+                      round_=request.round, block=request.block, ciphertext_sha256=digest,
+                      release_sha256=release_digest(decoded.values),
+                      detail={"n_values": request.n_values, "n_participants": n_parties})
+            self.decrypted_blocks += 1
         log.info("released block %d of study %s round %d (%d values, %d sites, max slot deviation %.2g)",
                  request.block, request.study_id, request.round, request.n_values, n_parties, decoded.max_deviation)
         return self._release(decoded.values)

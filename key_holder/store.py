@@ -5,9 +5,8 @@ holder's memory: every registration, released block, refused request, lock and o
 event, so a restart loses nothing. In particular a restarted key holder still knows
 
 - which rounds are registered, and which of their blocks were already decrypted or refused;
-- the SHA-256 of every ciphertext it decrypted and of every set of totals it released, so the same
-  aggregate (or a re-randomised copy that decrypts to the same totals) is never released again,
-  under this registration or any other;
+- the SHA-256 of every ciphertext it decrypted, so the same aggregate is never decrypted again, under
+  this registration or any other (and of every set of totals it released, for auditors);
 - which studies are locked after a refused aggregate, and whether decryption as a whole is locked
   because refusals reached the budget (``locked`` after the last ``reset``).
 
@@ -48,7 +47,6 @@ CREATE TABLE IF NOT EXISTS events (
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_registration ON events (registration, kind)",
     "CREATE INDEX IF NOT EXISTS events_ciphertext ON events (ciphertext_sha256)",
-    "CREATE INDEX IF NOT EXISTS events_release ON events (release_sha256)",
 )
 
 
@@ -172,10 +170,6 @@ class StoreTransaction:
 
     def ciphertext_seen(self, digest: str) -> bool:
         return self._one("SELECT 1 FROM events WHERE ciphertext_sha256 = ? LIMIT 1", digest) is not None
-
-    def release_seen(self, digest: str) -> bool:
-        return self._one("SELECT 1 FROM events WHERE release_sha256 = ? AND kind = 'released' LIMIT 1",
-                         digest) is not None
 
     def study_locked(self, study: str) -> bool:
         return self._one("SELECT 1 FROM events WHERE kind = 'refused' AND locks_study = 1 AND study = ? LIMIT 1",

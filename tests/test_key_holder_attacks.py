@@ -245,14 +245,25 @@ def test_an_aggregate_is_not_decrypted_again_under_another_registration(start, p
     with pytest.raises(StudyFailed, match=REFUSAL):
         kh.analyst.decrypt(again, "s", 1, 0, N_VALUES, aggregate)
     assert _refusals(kh.holder)[-1][1] == "this ciphertext was decrypted before"
-    # Re-randomised: the aggregate plus a fresh encryption of zero has other bytes, the same totals.
+    with pytest.raises(StudyFailed, match=REFUSAL):
+        kh.analyst.decrypt(unrelated, "unrelated", 7, 0, N_VALUES, aggregate)
+    # Re-randomised (CKKS is malleable): the aggregate plus a fresh encryption of zero has other bytes
+    # and decrypts to the same totals, which is all it yields; the store shows the same release twice.
     rerandomised = public.load(aggregate, 1)
     rerandomised.add(public.load(public.encrypt(np.zeros((1, he_encoding.SLOTS_PER_CIPHERTEXT), complex)), 1))
     assert rerandomised.to_bytes() != aggregate
+    fresh = kh.analyst.register_round(_registration(kh.holder.fingerprint, study="fresh"))  # 'unrelated' is locked
+    np.testing.assert_array_equal(kh.analyst.decrypt(fresh, "fresh", 1, 0, N_VALUES, rerandomised.to_bytes()),
+                                  expected)
+    released = [e for e in kh.holder.store.events() if e.kind == "released"]
+    assert len(released) == 2 and released[0].release_sha256 == released[1].release_sha256
+    assert released[0].ciphertext_sha256 != released[1].ciphertext_sha256
+    kh.stop()  # and after a restart, under yet another registration
+    kh = start(budget=100)
+    after = kh.analyst.register_round(_registration(kh.holder.fingerprint, study="after-restart"))
     with pytest.raises(StudyFailed, match=REFUSAL):
-        kh.analyst.decrypt(unrelated, "unrelated", 7, 0, N_VALUES, rerandomised.to_bytes())
-    assert _refusals(kh.holder)[-1][1] == "these totals were released before (the same aggregate again)"
-    assert kh.holder.decrypted_blocks == 1
+        kh.analyst.decrypt(after, "after-restart", 1, 0, N_VALUES, aggregate)
+    assert _refusals(kh.holder)[-1][1] == "this ciphertext was decrypted before"
 
 
 def test_a_tampered_store_stops_the_key_holder(start, keys: Path, public) -> None:
