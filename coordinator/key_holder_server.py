@@ -170,7 +170,8 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
         try:
             request = read_aggregate_header(watch.receive(messages, self.limits.header_seconds))
             self.holder.begin(caller, request)
-            ciphertext = read_aggregate_chunks(watch.messages(messages, self.limits.idle_seconds),
+            ciphertext = read_aggregate_chunks(watch.messages(messages, self.limits.idle_seconds,
+                                                              self.limits.upload_seconds),
                                                request.total_bytes, self.meter)
         except KeyHolderRefusal:
             raise

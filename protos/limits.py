@@ -10,8 +10,9 @@ threads, and the next caller, however authorised, waits behind it. The servers t
   identity, and callers whose identity no rule could ever authorise share ``untrusted_rpcs`` slots,
   so neither one certificate nor the whole set of unknown ones can fill the server;
 - cut a stalled call (:class:`Watchdog`, ``context.cancel()``): no first message within
-  ``header_seconds``, or blocked on the peer (waiting for its next message, or for it to accept a
-  reply) longer than ``idle_seconds``;
+  ``header_seconds``, blocked on the peer (waiting for its next message, or for it to accept a
+  reply) longer than ``idle_seconds``, or a payload not complete ``upload_seconds`` after its header
+  (a trickle of chunks, each just in time, cannot hold a thread for hours);
 - bound what they buffer: a stream's payload may not exceed what its header declared, nor
   ``max_payload_bytes`` in all; :class:`ServerMeter` counts what was buffered (tests assert on it).
 
@@ -46,13 +47,14 @@ class ServerLimits:
     work_slots: int = 4
     header_seconds: float = 10.0
     idle_seconds: float = 120.0
+    upload_seconds: float = 900.0
     max_payload_bytes: int = 2 << 30
 
     def __post_init__(self) -> None:
         counts = {"max_concurrent_rpcs": self.max_concurrent_rpcs, "per_peer_rpcs": self.per_peer_rpcs,
                   "untrusted_rpcs": self.untrusted_rpcs, "work_slots": self.work_slots}
         bad = {k: v for k, v in counts.items() if not isinstance(v, int) or v < 1}
-        if bad or self.header_seconds <= 0 or self.idle_seconds <= 0 or self.max_payload_bytes < 1:
+        if bad or min(self.header_seconds, self.idle_seconds, self.upload_seconds) <= 0 or self.max_payload_bytes < 1:
             raise ValueError(f"server limits must be positive, got {self}")
         if self.untrusted_rpcs >= self.max_concurrent_rpcs or self.per_peer_rpcs >= self.max_concurrent_rpcs:
             raise ValueError("untrusted_rpcs and per_peer_rpcs must leave room below max_concurrent_rpcs: "
@@ -142,10 +144,13 @@ class Watch:
             raise CallCut()
         return message
 
-    def messages(self, iterator: Iterator[T], seconds: float) -> Iterator[T]:
-        """Every remaining message of the peer, each one due within ``seconds`` of the previous."""
+    def messages(self, iterator: Iterator[T], seconds: float, total_seconds: float | None = None) -> Iterator[T]:
+        """Every remaining message of the peer, each one due within ``seconds`` of the previous, all of
+        them within ``total_seconds`` (None: no overall bound)."""
+        end = None if total_seconds is None else time.monotonic() + total_seconds
         while True:
-            message = self.receive(iterator, seconds)
+            wait = seconds if end is None else max(min(seconds, end - time.monotonic()), 0.0)
+            message = self.receive(iterator, wait)
             if message is None:
                 return
             yield message

@@ -118,7 +118,8 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
                 header = serde.task_header(watch.receive(request_iterator, self.limits.header_seconds))
                 requester = identity if identity is not None else header.requester
                 admission.authorise_header(self.data, header, requester)
-                task = serde.task_from_messages(watch.messages(request_iterator, self.limits.idle_seconds),
+                task = serde.task_from_messages(watch.messages(request_iterator, self.limits.idle_seconds,
+                                                               self.limits.upload_seconds),
                                                 header=header, max_bytes=self.limits.max_payload_bytes,
                                                 on_bytes=self.meter.add)
                 log.info("task %s round %d: %s, privacy %s, %d variants, %d participants", task.study_id,

@@ -181,7 +181,7 @@ def test_stalled_streams_do_not_block_an_authorised_call(serve, site_data, pki) 
 
 
 def test_stalled_streams_are_cut(serve, site_data, pki) -> None:
-    address, meter = serve(ServerLimits(header_seconds=1, idle_seconds=1))
+    address, meter = serve(ServerLimits(header_seconds=1, idle_seconds=1, upload_seconds=3))
     release, outcomes = threading.Event(), []
     request_id = uuid.uuid4().hex
     first_chunk = pb.TaskMessage(array=pb.ArrayChunk(name="flip", dtype="|u1", shape=[200], total_bytes=200,
@@ -198,3 +198,20 @@ def test_stalled_streams_are_cut(serve, site_data, pki) -> None:
     assert outcomes == ["CANCELLED", "CANCELLED"] and meter.cut == 2
     assert meter.buffered_bytes == 100
     assert request_id not in {e.request_id for e in site_data.ledger.entries()}  # never admitted, nothing to charge
+
+
+def test_a_trickled_upload_is_cut_at_the_upload_deadline(serve, pki) -> None:
+    address, meter = serve(ServerLimits(idle_seconds=1, upload_seconds=2))
+
+    def trickle() -> Iterator[pb.TaskMessage]:
+        yield _header(uuid.uuid4().hex)
+        for offset in range(200):  # one byte every 0.4 s: always within the idle deadline
+            time.sleep(0.4)
+            yield pb.TaskMessage(array=pb.ArrayChunk(name="flip", dtype="|u1", shape=[200], total_bytes=200,
+                                                     offset=offset, data=b"\0"))
+
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        list(_stub(address, pki, "analyst").RunTask(trickle(), timeout=60))
+    assert info.value.code() == grpc.StatusCode.CANCELLED and meter.cut == 1
+    assert 1.5 < time.monotonic() - started < 10 and meter.buffered_bytes <= 6
