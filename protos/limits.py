@@ -1,45 +1,43 @@
-"""Resource limits of fedgwas's gRPC servers (site agent, key holder): who may hold a thread, for how long.
+"""Sizes and limits of the wire protocol, in one place for every service (site agent, key holder, witness).
 
-A sync gRPC server gives every RPC one thread for its whole life. Without limits a caller that
-opens streams and then stalls (sends no header, trickles chunks, stops reading replies) holds those
-threads, and the next caller, however authorised, waits behind it. The servers therefore
-
-- run ``max_concurrent_rpcs`` threads and tell gRPC the same ``maximum_concurrent_rpcs``, so a call
-  beyond it is answered ``RESOURCE_EXHAUSTED`` at once instead of queueing behind stalled ones;
-- admit each call through an :class:`AdmissionGate`: at most ``per_peer_rpcs`` calls per peer
-  identity, and callers whose identity no rule could ever authorise share ``untrusted_rpcs`` slots,
-  so neither one certificate nor the whole set of unknown ones can fill the server;
-- cut a stalled call (:class:`Watchdog`, ``context.cancel()``): no first message within
-  ``header_seconds``, blocked on the peer (waiting for its next message, or for it to accept a
-  reply) longer than ``idle_seconds``, or a payload not complete ``upload_seconds`` after its header
-  (a trickle of chunks, each just in time, cannot hold a thread for hours);
-- bound what they buffer: a stream's payload may not exceed what its header declared, nor
-  ``max_payload_bytes`` in all; :class:`ServerMeter` counts what was buffered (tests assert on it).
-
-Nothing here knows what a site or a key holder authorises: the roles decide who is trusted and when
-to read the payload (after authorising the header), this module only enforces the bounds.
+Large payloads are streamed in chunks of :data:`CHUNK_BYTES`, so no message needs more than
+:data:`MAX_MESSAGE_BYTES`; servers and channels refuse anything larger at the gRPC layer.
+:class:`ServerLimits` bounds what callers may hold of a server (enforced by :mod:`protos.guards`).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from concurrent import futures
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, TypeVar
 
-import grpc
-
-T = TypeVar("T")
-
-#: Largest single message (chunks are <= 1 MiB; anything much larger is refused by gRPC itself).
+#: Bytes per chunk of a streamed array, result block, ciphertext or aggregate.
+CHUNK_BYTES = 1 << 20
+#: Largest single gRPC message either side accepts (a chunk plus its framing, with room to spare).
 MAX_MESSAGE_BYTES = 8 << 20
+#: Largest result block (or encrypted aggregate) a receiver reassembles.
+MAX_BLOCK_BYTES = 1 << 31
+#: Variants per manifest chunk of a Describe stream.
+MANIFEST_CHUNK_VARIANTS = 20_000
+#: Named input arrays per task, elements per array, and characters per name.
+MAX_ARRAYS = 16
+MAX_ARRAY_ELEMENTS = 50_000_000
+MAX_NAME_LENGTH = 256
+#: Channel and server options that apply the message limit.
+MESSAGE_OPTIONS = (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES))
+#: Most bytes the arrays of one task may declare in all (a server may set a lower limit).
+MAX_TASK_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Limits of one server (see the module docstring); the defaults suit a site or key holder."""
+    """What callers may hold of one server (:mod:`protos.guards`); the defaults suit a site or key holder.
+
+    ``max_concurrent_rpcs`` threads and gRPC ``maximum_concurrent_rpcs`` (beyond: RESOURCE_EXHAUSTED
+    at once, never queued); ``per_peer_rpcs`` calls per certificate identity; ``untrusted_rpcs``
+    shared by identities no rule could authorise; ``work_slots`` computations at once; a first
+    message within ``header_seconds``; no wait on the peer longer than ``idle_seconds``; a payload
+    complete within ``upload_seconds`` of its header; at most ``max_payload_bytes`` of it.
+    """
 
     max_concurrent_rpcs: int = 32
     per_peer_rpcs: int = 8
@@ -48,7 +46,7 @@ class ServerLimits:
     header_seconds: float = 10.0
     idle_seconds: float = 120.0
     upload_seconds: float = 900.0
-    max_payload_bytes: int = 2 << 30
+    max_payload_bytes: int = MAX_TASK_BYTES
 
     def __post_init__(self) -> None:
         counts = {"max_concurrent_rpcs": self.max_concurrent_rpcs, "per_peer_rpcs": self.per_peer_rpcs,
@@ -59,165 +57,3 @@ class ServerLimits:
         if self.untrusted_rpcs >= self.max_concurrent_rpcs or self.per_peer_rpcs >= self.max_concurrent_rpcs:
             raise ValueError("untrusted_rpcs and per_peer_rpcs must leave room below max_concurrent_rpcs: "
                              f"got {self.untrusted_rpcs}, {self.per_peer_rpcs} of {self.max_concurrent_rpcs}")
-
-
-def new_server(limits: ServerLimits, thread_name_prefix: str) -> grpc.Server:
-    """A gRPC server with one thread per admitted call and ``maximum_concurrent_rpcs`` set to match."""
-    return grpc.server(
-        futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs, thread_name_prefix=thread_name_prefix),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-    )
-
-
-def peer_key(identity: str | None, context: grpc.ServicerContext) -> str:
-    """What a per-peer limit counts: the certificate identity, else (no TLS) the peer's address."""
-    return f"cn:{identity}" if identity is not None else f"addr:{context.peer()}"
-
-
-class AdmissionGate:
-    """Counts the calls in progress per peer and for untrusted peers; refuses (False) beyond the limits."""
-
-    def __init__(self, limits: ServerLimits, meter: "ServerMeter") -> None:
-        self.limits = limits
-        self.meter = meter
-        self._lock = threading.Lock()
-        self._per_peer: dict[str, int] = {}
-        self._untrusted = 0
-
-    @contextmanager
-    def admit(self, peer: str, trusted: bool) -> Iterator[bool]:
-        """Yields True while the call holds a slot, False if it got none (then answer RESOURCE_EXHAUSTED)."""
-        with self._lock:
-            admitted = self._per_peer.get(peer, 0) < self.limits.per_peer_rpcs and (
-                trusted or self._untrusted < self.limits.untrusted_rpcs)
-            if admitted:
-                self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
-                self._untrusted += 0 if trusted else 1
-        if not admitted:
-            self.meter.add(busy=1)
-        try:
-            yield admitted
-        finally:
-            if admitted:
-                with self._lock:
-                    self._per_peer[peer] -= 1
-                    if not self._per_peer[peer]:
-                        del self._per_peer[peer]
-                    self._untrusted -= 0 if trusted else 1
-
-
-class CallCut(Exception):
-    """The call ended while the server waited on its peer: cut as stalled, or cancelled by the peer."""
-
-
-class Watch:
-    """One call's stall timer: :meth:`arm` before waiting on the peer, :meth:`disarm` after."""
-
-    def __init__(self, watchdog: "Watchdog", context: grpc.ServicerContext) -> None:
-        self._watchdog, self.context = watchdog, context
-        self.deadline: float | None = None
-        self.cut = False
-
-    def arm(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self._watchdog._ensure_running()
-
-    def disarm(self) -> None:
-        self.deadline = None
-
-    def receive(self, iterator: Iterator[T], seconds: float) -> T | None:
-        """The peer's next message (None at the end of its stream), cutting the call after ``seconds``.
-
-        Raises :class:`CallCut` if the call was cut or cancelled meanwhile (gRPC may then end the
-        request stream as if the peer had finished it, so the end alone proves nothing).
-        """
-        self.arm(seconds)
-        try:
-            message = next(iterator, None)
-        except grpc.RpcError:
-            raise CallCut() from None
-        finally:
-            self.disarm()
-        if self.cut or (message is None and not self.context.is_active()):
-            raise CallCut()
-        return message
-
-    def messages(self, iterator: Iterator[T], seconds: float, total_seconds: float | None = None) -> Iterator[T]:
-        """Every remaining message of the peer, each one due within ``seconds`` of the previous, all of
-        them within ``total_seconds`` (None: no overall bound)."""
-        end = None if total_seconds is None else time.monotonic() + total_seconds
-        while True:
-            wait = seconds if end is None else max(min(seconds, end - time.monotonic()), 0.0)
-            message = self.receive(iterator, wait)
-            if message is None:
-                return
-            yield message
-
-    def replies(self, replies: Iterator[T], seconds: float) -> Iterator[T]:
-        """Pass ``replies`` on, cutting the call if the peer takes longer than ``seconds`` to accept one."""
-        for reply in replies:
-            self.arm(seconds)
-            yield reply
-            self.disarm()
-
-
-class Watchdog:
-    """One thread per server that cancels every call whose armed :class:`Watch` has expired."""
-
-    def __init__(self, meter: "ServerMeter", period: float = 0.1) -> None:
-        self.meter = meter
-        self._period = period
-        self._watches: set[Watch] = set()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def watch(self, context: grpc.ServicerContext) -> Iterator[Watch]:
-        watch = Watch(self, context)
-        with self._lock:
-            self._watches.add(watch)
-        try:
-            yield watch
-        finally:
-            with self._lock:
-                self._watches.discard(watch)
-
-    def _ensure_running(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="rpc-watchdog", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._period)
-            now = time.monotonic()
-            with self._lock:
-                if not self._watches:  # nothing to watch: stop (the next armed watch starts a new thread)
-                    self._thread = None
-                    return
-                expired = [w for w in self._watches if w.deadline is not None and w.deadline < now and not w.cut]
-                for watch in expired:
-                    watch.cut = True
-            self.meter.add(cut=len(expired))
-            for watch in expired:
-                watch.context.cancel()
-
-
-class ServerMeter:
-    """What a server's limits did, in total (thread-safe): payload bytes accepted into buffers, calls
-    refused for want of a slot (``busy``), calls cut by the watchdog (``cut``)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.buffered_bytes = 0
-        self.busy = 0
-        self.cut = 0
-
-    def add(self, n_bytes: int = 0, *, busy: int = 0, cut: int = 0) -> None:
-        with self._lock:
-            self.buffered_bytes += n_bytes
-            self.busy += busy
-            self.cut += cut

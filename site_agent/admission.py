@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 
-from engine.audit import REQUEST_ID_KEY
+from engine.audit.records import REQUEST_ID_KEY
 from engine.errors import PrivacyError
 from protos import site_agent_pb2 as pb
 from site_agent.data import SiteData
-from site_agent.ledger import canonical_json
+from engine.audit.ledger import canonical_json
 from site_agent.policy import ANY, AccessPolicy
 
 log = logging.getLogger("site_agent")

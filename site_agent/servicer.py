@@ -3,7 +3,7 @@
 A known domain error becomes a status with an :class:`ErrorDetail` in the trailing metadata. Anything
 else is a bug and surfaces as ``INTERNAL`` (the details stay in the site's log, not on the wire).
 
-Every call first takes a slot of the server's :class:`~protos.limits.AdmissionGate` (a small pool for
+Every call first takes a slot of the server's :class:`~protos.guards.AdmissionGate` (a small pool for
 certificates that no ``[access]`` rule lists); a task stream is authorised on its header before its
 arrays are read (:mod:`site_agent.admission`), its arrays are capped by their declared sizes and the
 server's maximum, and a call that keeps the site waiting (no header, a stalled upload, a reader that
@@ -19,47 +19,22 @@ from typing import Iterator
 
 import grpc
 
-from engine.errors import (
-    BudgetExceededError,
-    ConfigError,
-    FedGwasError,
-    HarmonisationError,
-    InputError,
-    PrivacyError,
-    ProtocolError,
-    RingOverflowError,
-)
+from engine.errors import FedGwasError
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
 from engine.tasks import TaskSpec
-from protos.limits import AdmissionGate, CallCut, ServerLimits, ServerMeter, Watchdog, peer_key
-from site_agent import admission, handlers, serde
+from protos import serde
+from protos.guards import AdmissionGate, CallCut, ServerMeter, Watchdog, peer_key
+from protos.limits import ServerLimits
+from protos.status import abort_with
+from site_agent import admission, handlers
 from site_agent.data import SiteData
-from site_agent.tls import peer_identity
+from protos.tls import peer_identity
 
 log = logging.getLogger("site_agent")
 
-ERROR_METADATA_KEY = "fedgwas-error-bin"
-
-#: Domain error -> gRPC status. Order matters: subclasses before their bases.
-STATUS_FOR_ERROR: tuple[tuple[type[FedGwasError], grpc.StatusCode], ...] = (
-    (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
-    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (HarmonisationError, grpc.StatusCode.INVALID_ARGUMENT),
-    (BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (PrivacyError, grpc.StatusCode.PERMISSION_DENIED),
-    (RingOverflowError, grpc.StatusCode.OUT_OF_RANGE),
-)
-
-
 def _abort(context: grpc.ServicerContext, site: str, error: FedGwasError) -> None:
-    code = next((status for kind, status in STATUS_FOR_ERROR if isinstance(error, kind)), None)
-    if code is None:
-        raise error  # an unmapped domain error is a bug: let gRPC report INTERNAL
-    detail = pb.ErrorDetail(kind=type(error).__name__, message=str(error), site=site)
-    context.set_trailing_metadata(((ERROR_METADATA_KEY, detail.SerializeToString()),))
-    context.abort(code, str(error))
+    abort_with(context, error, pb.ErrorDetail(kind=type(error).__name__, message=str(error), site=site))
 
 
 def requester_identity(context: grpc.ServicerContext, task: TaskSpec | None = None) -> str | None:
