@@ -21,7 +21,7 @@ import resource
 import signal
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import grpc
 import numpy as np
@@ -31,7 +31,7 @@ from key_holder.keys import DEFAULT_REFUSAL_BUDGET, BlockRequest, KeyHolder, Key
 from key_holder.store import STORE_FILE, KeyHolderStore
 from protos import key_holder_pb2 as pb
 from protos import key_holder_pb2_grpc as pb_grpc
-from protos.guards import AdmissionGate, CallCut, ServerMeter, Watch, Watchdog, peer_key
+from protos.guards import CallCut, CallGuards, ServerMeter, Watch
 from protos.key_holder_serde import (aggregate_header_from_message, ciphertext_from_messages, registration_from_proto,
                                      totals_to_protos)
 from protos.limits import CHUNK_BYTES, ServerLimits
@@ -59,19 +59,17 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
                  meter: ServerMeter | None = None) -> None:
         self.holder = holder
         self.limits = limits
-        self.meter = meter if meter is not None else ServerMeter()
-        self.gate = AdmissionGate(limits, self.meter)
-        self.watchdog = Watchdog(self.meter)
+        self.guards = CallGuards(limits, meter)
+        self.meter = self.guards.meter
 
-    def _trusted(self, caller: str | None) -> bool:
-        return self.holder.is_coordinator(caller)
+    def _guarded(self, context: grpc.ServicerContext, caller: str | None) -> ContextManager[Watch]:
+        """The call's admission (a small pool for callers who are not coordinators) and its watch."""
+        return self.guards.call(context, caller, self.holder.is_coordinator(caller),
+                                "too many calls in progress from this caller")
 
     def GetPublicContext(self, request: pb.ContextRequest, context: grpc.ServicerContext) -> Iterator[pb.ContextChunk]:
         caller = peer_identity(context)
-        with self.gate.admit(peer_key(caller, context), self._trusted(caller)) as admitted, \
-                self.watchdog.watch(context) as watch:
-            if not admitted:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in progress from this peer")
+        with self._guarded(context, caller) as watch:
             try:
                 self.holder.authorise(caller, "fetch the public context")
             except KeyHolderRefusal as refusal:
@@ -86,9 +84,7 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
 
     def RegisterRound(self, request: pb.RoundRegistration, context: grpc.ServicerContext) -> pb.RegistrationReceipt:
         caller = peer_identity(context)
-        with self.gate.admit(peer_key(caller, context), self._trusted(caller)) as admitted:
-            if not admitted:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in progress from this peer")
+        with self._guarded(context, caller):
             try:
                 registration_id, n_blocks = self.holder.register(registration_from_proto(request), caller)
             except FedGwasError as error:
@@ -100,10 +96,7 @@ class KeyHolderServicer(pb_grpc.KeyHolderServicer):
     def DecryptAggregate(self, request_iterator: Iterator[pb.AggregateMessage],
                          context: grpc.ServicerContext) -> Iterator[pb.TotalsChunk]:
         caller = peer_identity(context)
-        with self.gate.admit(peer_key(caller, context), self._trusted(caller)) as admitted, \
-                self.watchdog.watch(context) as watch:
-            if not admitted:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in progress from this peer")
+        with self._guarded(context, caller) as watch:
             try:
                 totals = self._decrypt(caller, request_iterator, watch)
             except KeyHolderRefusal as refusal:

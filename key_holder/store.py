@@ -26,12 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
+from engine.audit.ledger import GENESIS, canonical_json, durable_connection, exclusive_transaction
 from engine.errors import ConfigError
 
 STORE_FILE = "key_holder.sqlite"
-GENESIS = "0" * 64
 #: ``registered`` a round; ``released`` a block's totals; ``refused`` a request (``detail.reason``);
 #: ``locked`` decryption after too many refusals; ``reset`` by the operator (``fedgwas keyholder reset-lock``).
 KINDS = ("registered", "released", "refused", "locked", "reset")
@@ -72,9 +72,9 @@ class StoreEvent:
     hash: str
 
     def content_hash(self) -> str:
-        content = {k: v for k, v in dataclasses.asdict(self).items() if k != "hash"}
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """SHA-256 of every field but ``hash``, as canonical JSON (as the sites' ledger entries)."""
+        return hashlib.sha256(canonical_json({k: v for k, v in dataclasses.asdict(self).items()
+                                              if k != "hash"}).encode()).hexdigest()
 
     @property
     def details(self) -> dict[str, Any]:
@@ -118,26 +118,14 @@ class KeyHolderStore:
             raise ConfigError(f"key holder store {str(self.path)!r} was tampered with: {problem}; "
                               "the key holder refuses to start on it")
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        try:
-            connection.execute("PRAGMA synchronous=FULL")
-            yield connection
-        finally:
-            connection.close()
+    def _connect(self) -> ContextManager[sqlite3.Connection]:
+        return durable_connection(self.path)
 
     @contextmanager
     def transaction(self) -> Iterator["StoreTransaction"]:
-        """An exclusive write transaction; committed on normal exit, rolled back on error."""
-        with self._connect() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield StoreTransaction(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+        """An exclusive write transaction; committed (durably) on normal exit, rolled back on error."""
+        with exclusive_transaction(self.path) as connection:
+            yield StoreTransaction(connection)
 
     def events(self) -> list[StoreEvent]:
         with self._connect() as connection:
@@ -199,7 +187,7 @@ class StoreTransaction:
             seq=(last[0] + 1) if last else 1, time=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             kind=kind, caller=caller, registration=registration, study=study, round=round_, block=block, counted=int(counted),
             locks_study=int(locks_study), ciphertext_sha256=ciphertext_sha256, release_sha256=release_sha256,
-            detail=json.dumps(detail or {}, sort_keys=True, separators=(",", ":")),
+            detail=canonical_json(detail or {}),
             prev_hash=last[1] if last else GENESIS, hash="")
         event = dataclasses.replace(event, hash=event.content_hash())
         self.connection.execute(f"INSERT INTO events ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})",

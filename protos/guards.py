@@ -186,3 +186,25 @@ class ServerMeter:
             self.buffered_bytes += n_bytes
             self.busy += busy
             self.cut += cut
+
+
+class CallGuards:
+    """One server's guards together: its limits, admission gate, watchdog and meter.
+
+    A servicer wraps each call in :meth:`call`, which admits it (or ends it ``RESOURCE_EXHAUSTED``)
+    and yields the call's :class:`Watch` for reading the peer's messages and sending replies.
+    """
+
+    def __init__(self, limits: ServerLimits, meter: ServerMeter | None = None) -> None:
+        self.limits = limits
+        self.meter = meter if meter is not None else ServerMeter()
+        self.gate = AdmissionGate(limits, self.meter)
+        self.watchdog = Watchdog(self.meter)
+
+    @contextmanager
+    def call(self, context: grpc.ServicerContext, identity: str | None, trusted: bool,
+             busy_message: str) -> Iterator[Watch]:
+        with self.gate.admit(peer_key(identity, context), trusted) as admitted, self.watchdog.watch(context) as watch:
+            if not admitted:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, busy_message)
+            yield watch

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from itertools import chain
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import grpc
 
@@ -24,7 +24,7 @@ from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
 from engine.tasks import TaskSpec
 from protos import serde
-from protos.guards import AdmissionGate, CallCut, ServerMeter, Watchdog, peer_key
+from protos.guards import CallCut, CallGuards, ServerMeter, Watch
 from protos.limits import ServerLimits
 from protos.status import abort_with
 from site_agent import admission, handlers
@@ -54,21 +54,17 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
     def __init__(self, data: SiteData, limits: ServerLimits = ServerLimits(), meter: ServerMeter | None = None) -> None:
         self.data = data
         self.limits = limits
-        self.meter = meter if meter is not None else ServerMeter()
-        self.gate = AdmissionGate(limits, self.meter)
-        self.watchdog = Watchdog(self.meter)
+        self.guards = CallGuards(limits, meter)
+        self.meter = self.guards.meter
         self._work = threading.BoundedSemaphore(limits.work_slots)
 
-    def _busy(self, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      f"site {self.data.name!r} is busy: too many calls in progress from this caller")
+    def _guarded(self, context: grpc.ServicerContext, identity: str | None) -> ContextManager[Watch]:
+        """The call's admission (a small pool for identities no ``[access]`` rule lists) and its watch."""
+        return self.guards.call(context, identity, admission.may_ever_be_served(self.data.config.access, identity),
+                                f"site {self.data.name!r} is busy: too many calls in progress from this caller")
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
-        identity = peer_identity(context)
-        trusted = admission.may_ever_be_served(self.data.config.access, identity)
-        with self.gate.admit(peer_key(identity, context), trusted) as admitted, self.watchdog.watch(context) as watch:
-            if not admitted:
-                self._busy(context)
+        with self._guarded(context, peer_identity(context)) as watch:
             try:
                 cohort = serde.cohort_from_proto(request.cohort)
                 requester = requester_identity(context)
@@ -85,10 +81,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
     def RunTask(self, request_iterator: Iterator[pb.TaskMessage],
                 context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
         identity = peer_identity(context)
-        trusted = admission.may_ever_be_served(self.data.config.access, identity)
-        with self.gate.admit(peer_key(identity, context), trusted) as admitted, self.watchdog.watch(context) as watch:
-            if not admitted:
-                self._busy(context)
+        with self._guarded(context, identity) as watch:
             try:
                 header = serde.task_header(watch.receive(request_iterator, self.limits.header_seconds))
                 requester = identity if identity is not None else header.requester
