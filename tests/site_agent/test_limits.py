@@ -216,3 +216,29 @@ def test_a_trickled_upload_is_cut_at_the_upload_deadline(serve, pki) -> None:
         list(_stub(address, pki, "analyst").RunTask(trickle(), timeout=60))
     assert info.value.code() == grpc.StatusCode.CANCELLED and meter.cut == 1
     assert 1.5 < time.monotonic() - started < 10 and meter.buffered_bytes <= 6
+
+
+def test_a_caller_that_stops_reading_its_replies_is_cut(pki, tmp_path) -> None:
+    """A Describe whose manifest (400,000 variants, ~16 MB) outgrows the transport's windows."""
+    study = simulate_study(SimulationSpec(site_sizes=(60, 40), n_variants=400_000, seed=4, write_pooled=False),
+                           tmp_path)
+    config = init_site("site1", str(study.site_bfiles[0]), str(study.pheno_path), str(study.covar_path),
+                       tmp_path / "site1", "127.0.0.1:0", tls=pki["site1"], access=APPROVED)
+    meter = ServerMeter()
+    server, port = make_server(load_site_data(load_site_config(config)), "127.0.0.1:0",
+                               limits=ServerLimits(idle_seconds=1), meter=meter)
+    server.start()
+    channel = secure_channel(f"127.0.0.1:{port}", pki["analyst"], "site1")
+    try:
+        replies = pb_grpc.SiteAgentStub(channel).Describe(
+            pb.DescribeRequest(study_id="approved", cohort=pb.CohortSpec(phenotype="QT", covariates=list(COVARIATES))),
+            timeout=60)
+        assert next(replies).HasField("info")
+        time.sleep(4)  # the caller stops reading; the site blocks on the full window, then the watchdog cuts it
+        assert meter.cut == 1
+        with pytest.raises(grpc.RpcError) as info:
+            list(replies)
+        assert info.value.code() == grpc.StatusCode.CANCELLED
+    finally:
+        channel.close()
+        server.stop(grace=None)
