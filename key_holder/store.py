@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS events (
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_registration ON events (registration, kind)",
     "CREATE INDEX IF NOT EXISTS events_ciphertext ON events (ciphertext_sha256)",
+    "CREATE INDEX IF NOT EXISTS events_study ON events (study, kind)",
+    "CREATE INDEX IF NOT EXISTS events_kind ON events (kind, seq)",
 )
 
 
