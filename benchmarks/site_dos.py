@@ -126,7 +126,7 @@ def main() -> None:
     finally:
         site.terminate()
         site.wait(10)
-    print(f"| tree | flood answer | chunks sent of 64 | site RSS before → peak (MiB) | Describe during 8 stalls |")
+    print("| tree | flood answer | chunks sent of 64 | site RSS before → peak (MiB) | Describe during 8 stalls |")
     print("|---|---|---|---|---|")
     print(f"| {args.tree} | {flood_answer} after {flood_seconds:.1f} s | {len(sent)} | "
           f"{rss_before / 1024:.0f} → {rss_peak / 1024:.0f} | {describe} |")

@@ -89,7 +89,8 @@ class KeyHolderClient:
         except grpc.RpcError as error:
             raise self._failure(error, f"to register round {registration.round}") from None
         if not receipt.registration_id or receipt.n_blocks != len(registration.block_values):
-            raise StudyFailed(f"the key holder's receipt for round {registration.round} does not match the registration")
+            raise StudyFailed(f"the key holder's receipt for round {registration.round} does not match "
+                              "the registration")
         return receipt.registration_id
 
     def decrypt(self, registration_id: str, study_id: str, round_: int, block: int, n_values: int,

@@ -74,7 +74,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     reset = actions.add_parser("reset-lock", help="unlock decryption after the refusal budget was spent",
                                description="Appends a reset (with your reason) to DIR/key_holder.sqlite; a running key "
                                            "holder decrypts again at once. Read the refusals first "
-                                           "(fedgwas keyholder status): they may be an attack. Locked studies stay locked.")
+                                           "(fedgwas keyholder status): they may be an attack. Locked studies stay "
+                                           "locked.")
     reset.add_argument("--keys", required=True, help="the key holder's keys directory")
     reset.add_argument("--reason", required=True, help="why the lock is reset (recorded)")
 

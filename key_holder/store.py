@@ -178,7 +178,8 @@ class StoreTransaction:
         return self._one("SELECT 1 FROM events WHERE kind = 'locked' AND seq > ? LIMIT 1",
                          self._last_reset()) is not None
 
-    def append(self, kind: str, *, caller: str = "", registration: str = "", study: str = "", round_: int = 0, block: int = -1,
+    def append(self, kind: str, *, caller: str = "", registration: str = "", study: str = "", round_: int = 0,
+               block: int = -1,
                counted: bool = False, locks_study: bool = False, ciphertext_sha256: str = "",
                release_sha256: str = "", detail: dict[str, Any] | None = None) -> StoreEvent:
         """Append one event (its hash chained to the previous one)."""
@@ -187,7 +188,8 @@ class StoreTransaction:
         last = self._one("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
         event = StoreEvent(
             seq=(last[0] + 1) if last else 1, time=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-            kind=kind, caller=caller, registration=registration, study=study, round=round_, block=block, counted=int(counted),
+            kind=kind, caller=caller, registration=registration, study=study, round=round_, block=block,
+            counted=int(counted),
             locks_study=int(locks_study), ciphertext_sha256=ciphertext_sha256, release_sha256=release_sha256,
             detail=canonical_json(detail or {}),
             prev_hash=last[1] if last else GENESIS, hash="")

@@ -199,7 +199,8 @@ class _ArrayBuffer:
         if chunk.dtype != first.dtype or tuple(chunk.shape) != tuple(first.shape) or chunk.total_bytes != self.expected:
             raise ProtocolError(f"task array {self.name!r}: chunks disagree on dtype, shape or size")
         if chunk.offset != len(self.buffer) or len(self.buffer) + len(chunk.data) > self.expected:
-            raise ProtocolError(f"task array {self.name!r}: chunk at offset {chunk.offset} is out of sequence or too long")
+            raise ProtocolError(f"task array {self.name!r}: chunk at offset {chunk.offset} is out of sequence "
+                                "or too long")
         self.buffer.extend(chunk.data)
 
     def array(self) -> np.ndarray:

@@ -29,8 +29,9 @@ def make_grpc_server(register: Callable[[grpc.Server], None], service_name: str,
     ``tls`` serves mutual TLS only (clients need a certificate from the same CA); ``None`` serves
     plaintext (development only). A bad or busy address is a :class:`ConfigError` naming it.
     """
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs, thread_name_prefix=thread_name),
-                         options=[*MESSAGE_OPTIONS, *options], maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
+    threads = futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs, thread_name_prefix=thread_name)
+    server = grpc.server(threads, options=[*MESSAGE_OPTIONS, *options],
+                         maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
