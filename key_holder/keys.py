@@ -160,6 +160,8 @@ def reset_lock(keys: Path, operator_note: str) -> int:
     counted refusals it clears. Locks of single studies stay (a study with a refused aggregate is never
     decrypted again). Safe while the key holder is running: it reads the lock state from the store.
     """
+    if not (keys / STORE_FILE).is_file():
+        raise ConfigError(f"{str(keys / STORE_FILE)!r} does not exist: no key holder has served {str(keys)!r}")
     store = KeyHolderStore(keys / STORE_FILE)
     if not operator_note.strip():
         raise InputError("say why the lock is reset (--reason TEXT): it is recorded in the key holder's store")

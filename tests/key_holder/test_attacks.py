@@ -204,6 +204,7 @@ def test_refusals_lock_decryption_until_an_operator_resets_it(start, public, key
         kh.analyst.register_round(_registration(kh.holder.fingerprint, study="new"))
     assert main(["keyholder", "status", "--keys", str(keys)]) == 0
     assert "decryption LOCKED; 3 counted refusal(s)" in capsys.readouterr().out
+    assert main(["keyholder", "reset-lock", "--keys", str(keys.parent), "--reason", "x"]) == 2  # no store there
     assert main(["keyholder", "reset-lock", "--keys", str(keys), "--reason", " "]) == 2
     assert main(["keyholder", "reset-lock", "--keys", str(keys), "--reason", "probes reviewed with the analyst"]) == 0
     assert "3 counted refusal(s) cleared" in capsys.readouterr().out
