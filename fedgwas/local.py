@@ -267,7 +267,8 @@ def running_key_holder(holder: LocalKeyHolder | None, start_timeout: float = 120
     ready.unlink(missing_ok=True)
     command = [sys.executable, "-m", "fedgwas", "keyholder", "serve", "--keys", str(holder.directory),
                "--listen", "127.0.0.1:0", "--ready-file", str(ready),
-               *(["--insecure"] if tls_dir is None else ["--tls-dir", str(tls_dir), "--tls-name", LOCAL_KEY_HOLDER])]
+               *(["--insecure"] if tls_dir is None else ["--tls-dir", str(tls_dir), "--tls-name", LOCAL_KEY_HOLDER,
+                                                      "--coordinator", LOCAL_COORDINATOR])]
     with open(holder.directory / "keyholder.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

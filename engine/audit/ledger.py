@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 from engine.errors import ConfigError
 
@@ -86,6 +86,30 @@ class LedgerEntry:
 FIELDS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
 
 
+@contextmanager
+def durable_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to an append-only SQLite record (autocommit, ``synchronous=FULL``), closed on exit."""
+    connection = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    try:
+        connection.execute("PRAGMA synchronous=FULL")
+        yield connection
+    finally:
+        connection.close()
+
+
+@contextmanager
+def exclusive_transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` on a :func:`durable_connection`: committed on normal exit, rolled back on error."""
+    with durable_connection(path) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+
 def canonical_json(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -117,28 +141,16 @@ class Ledger:
         except sqlite3.Error as exc:
             raise ConfigError(f"ledger {str(self.path)!r} cannot be opened: {exc}") from None
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        try:
-            connection.execute("PRAGMA synchronous=FULL")
-            yield connection
-        finally:
-            connection.close()
+    def _connect(self) -> ContextManager[sqlite3.Connection]:
+        return durable_connection(self.path)
 
     @contextmanager
     def transaction(self) -> Iterator["_Appender"]:
         """An exclusive write transaction; committed (durably) on normal exit, rolled back on error."""
-        with self._connect() as connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with exclusive_transaction(self.path) as connection:
             appender = _Appender(self, connection)
-            try:
-                yield appender
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-        if appender.last is not None and self.on_append is not None:
+            yield appender
+        if appender.last is not None and self.on_append is not None:  # after the commit: sign and publish
             self.on_append(appender.last)
 
     def append(self, **fields: Any) -> LedgerEntry:
