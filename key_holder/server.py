@@ -14,12 +14,8 @@ like the site agents.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
-import os
 import resource
-import signal
-import threading
 from pathlib import Path
 from typing import ContextManager, Iterator
 
@@ -36,7 +32,7 @@ from protos.key_holder_serde import (aggregate_header_from_message, ciphertext_f
                                      totals_to_protos)
 from protos.limits import CHUNK_BYTES, ServerLimits
 from protos.pki import TlsFiles
-from protos.servers import make_grpc_server
+from protos.servers import make_grpc_server, serve_until_signal
 from protos.status import abort_with
 from protos.tls import peer_identity
 
@@ -161,26 +157,12 @@ def serve(keys: Path, listen: str, ready_file: str | None, coordinators: tuple[s
     except OSError:
         raise ConfigError(f"another key holder is already serving {str(keys)!r}") from None
     server, port = make_server(holder, listen, tls=tls)
-    server.start()
-    host = listen.rsplit(":", 1)[0]
-    address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     log.info("key holder serving on port %d (context %s) for coordinator(s) %s", port, holder.fingerprint[:16],
              ", ".join(coordinators))
-    if ready_file:
-        tmp = Path(f"{ready_file}.tmp")
-        tmp.write_text(json.dumps({"address": address, "pid": os.getpid(), "sha256": holder.fingerprint}),
-                       encoding="utf-8")
-        tmp.replace(ready_file)
-    stopped = threading.Event()
 
-    def stop(signum: int, frame: object) -> None:
+    def report(signum: int) -> None:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        log.info("signal %d: shutting down after %d released blocks, peak RSS %.0f MiB", signum,
-                 holder.decrypted_blocks, peak_mib)
-        stopped.set()
+        log.info("stopping after %d released blocks, peak RSS %.0f MiB", holder.decrypted_blocks, peak_mib)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
-    server.stop(grace=5).wait()
+    serve_until_signal(server, listen, port, ready_file, {"sha256": holder.fingerprint}, on_stop=report)
     lock_file.close()

@@ -18,12 +18,8 @@ signed head the site published (site_agent/head_publisher.py).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -33,6 +29,7 @@ from engine.version import __version__
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
 from site_agent.provision import he_context_pin, init_site
+from protos.servers import serve_until_signal
 from protos.pki import TlsFiles
 from site_agent.security_check import check_security
 from site_agent.server import make_server
@@ -129,24 +126,8 @@ def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     config = load_site_config(config_path)
     data = load_site_data(config)
     server, port = make_server(data, listen or config.listen)
-    server.start()
-    host = (listen or config.listen).rsplit(":", 1)[0]
-    address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     log.info("site %s serving on port %d (key %s)", config.name, port, secagg.fingerprint(data.secagg_public_key))
-    if ready_file:
-        tmp = Path(f"{ready_file}.tmp")
-        tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}), encoding="utf-8")
-        tmp.replace(ready_file)
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
-    server.stop(grace=5).wait()
+    serve_until_signal(server, listen or config.listen, port, ready_file)
     return ExitCode.OK
 
 

@@ -8,11 +8,7 @@ request.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
-import threading
 from pathlib import Path
 
 import grpc
@@ -20,7 +16,7 @@ import grpc
 from engine.errors import HeadError, ProtocolError
 from protos import witness_pb2 as pb
 from protos import witness_pb2_grpc as pb_grpc
-from protos.servers import make_grpc_server
+from protos.servers import make_grpc_server, serve_until_signal
 from protos.status import abort_with
 from protos.witness_client import cosignature_to_proto, head_from_proto, head_to_proto
 from witness.store import WitnessStore
@@ -71,22 +67,5 @@ def serve(directory: Path, listen: str, ready_file: str | None) -> None:
     """Serve until SIGTERM/SIGINT; writes ``{"address", "pid", "key"}`` to ``ready_file`` once up."""
     store = WitnessStore(directory)
     server, port = make_server(store, listen)
-    server.start()
-    host = listen.rsplit(":", 1)[0]
-    address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     log.info("witness serving on port %d (key %s)", port, store.public_key.hex()[:16])
-    if ready_file:
-        tmp = Path(f"{ready_file}.tmp")
-        tmp.write_text(json.dumps({"address": address, "pid": os.getpid(), "key": store.public_key.hex()}),
-                       encoding="utf-8")
-        tmp.replace(ready_file)
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
-    server.stop(grace=5).wait()
+    serve_until_signal(server, listen, port, ready_file, {"key": store.public_key.hex()})
