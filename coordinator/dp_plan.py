@@ -27,6 +27,7 @@ import numpy as np
 from coordinator.audit_log import CoordinatorLog, audited_events
 from coordinator.client import SiteClient
 from engine import dp
+from engine.audit import REQUEST_ID_KEY
 from engine.dp_release import CHECK_PHASE, PHASE_KEY, DpRequest, ReleasePlan, plan_release, postprocess
 from engine.errors import SiteFailure, StudyFailed
 from engine.tasks import CohortRequest, SiteDescription, TaskDone, TaskSpec
@@ -211,7 +212,9 @@ class DpSession:
 
         def one(client: SiteClient) -> TaskDone | None:
             task = tasks[client.name]
-            check = dataclasses.replace(task, parameters={**task.parameters, PHASE_KEY: CHECK_PHASE})
+            # its own request id: a site accepts each request id once, and the release follows
+            check = dataclasses.replace(task, parameters={**task.parameters, PHASE_KEY: CHECK_PHASE,
+                                                          REQUEST_ID_KEY: task.parameters[REQUEST_ID_KEY] + "-check"})
             done = None
             for event in audited_events(self.log, client.name, check, client.run_task(check)):
                 if isinstance(event, TaskDone):

@@ -10,7 +10,10 @@ import numpy as np
 from engine.errors import ProtocolError
 from engine.harmonise import VariantManifest
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from engine.privacy.secure_round import EncryptedShare, KeyAdvertisement, ShareReveal, SurvivorSignature
+from protos import round_messages
 from protos import site_agent_pb2 as pb
+from protos.task_header import header_fields
 
 CHUNK_BYTES = 1 << 20
 ERROR_METADATA_KEY = "fedgwas-error-bin"
@@ -37,9 +40,9 @@ def task_to_messages(task: TaskSpec) -> Iterator[pb.TaskMessage]:
     yield pb.TaskMessage(header=pb.TaskHeader(
         study_id=task.study_id, round=task.round, analysis=task.analysis,
         cohort=cohort_to_proto(task.cohort), privacy=task.privacy,
-        participants=[pb.Participant(site_name=n, secagg_public_key=k) for n, k in task.participants],
+        participants=[pb.Participant(site_name=n) for n in task.participants], threshold=task.threshold,
         block_size=task.block_size, n_variants=task.n_variants, requester=task.requester,
-        parameters=dict(task.parameters),
+        **header_fields(task.parameters),
     ))
     yield from _array_chunks("variant_index", task.variant_index, "<i8")
     yield from _array_chunks("flip", task.flip.astype(np.uint8), "|u1")
@@ -47,6 +50,7 @@ def task_to_messages(task: TaskSpec) -> Iterator[pb.TaskMessage]:
         yield from _array_chunks(name, values, values.dtype.newbyteorder("<").str)
     for name, material in task.privacy_material.items():  # e.g. the public CKKS context ("he")
         yield from _array_chunks(f"privacy:{name}", np.frombuffer(material, dtype=np.uint8), "|u1")
+    yield pb.TaskMessage(inputs_end=pb.InputsEnd())
 
 
 def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tuple[SiteDescription, VariantManifest]:
@@ -72,7 +76,7 @@ def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tupl
     description = SiteDescription(
         site_name=info.site_name, software_version=info.software_version,
         n_samples_total=info.n_samples_total, n_samples_analysed=info.n_samples_analysed,
-        n_variants=info.n_variants, secagg_public_key=bytes(info.secagg_public_key),
+        n_variants=info.n_variants, identity_public_key=bytes(info.identity_public_key),
         privacy_modes=tuple(info.privacy_modes), genotype_format=info.genotype_format,
         budget=dict(info.budget),
     )
@@ -84,12 +88,27 @@ def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tupl
     return description, manifest
 
 
-def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress | ResultBlock | TaskDone]:
+RoundEvent = KeyAdvertisement | list[EncryptedShare] | SurvivorSignature | ShareReveal
+
+
+def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress | ResultBlock | TaskDone | RoundEvent]:
     """Reassemble chunked result blocks; validates ordering and sizes of the stream."""
     header: pb.BlockHeader | None = None
     buffer = bytearray()
     for event in events:
         kind = event.WhichOneof("payload")
+        if kind in ("keys", "shares", "survivor_signature", "reveal"):
+            if header is not None:
+                raise ProtocolError(f"{kind} sent inside block {header.block}")
+            if kind == "keys":
+                yield round_messages.advertisement_from_proto(event.keys)
+            elif kind == "shares":
+                yield round_messages.shares_from_proto(event.shares)
+            elif kind == "survivor_signature":
+                yield round_messages.survivor_signature_from_proto(event.survivor_signature)
+            else:
+                yield round_messages.reveal_from_proto(event.reveal)
+            continue
         if kind == "progress":
             yield TaskProgress(event.progress.stage, event.progress.done, event.progress.total)
         elif kind == "block":
@@ -110,7 +129,8 @@ def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress 
             if header is not None:
                 raise ProtocolError(f"stream ended inside block {header.block}")
             d = event.done
-            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent)
+            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent,
+                           tuple(d.contributors), d.rho_spent, d.noise_scale)
             continue
         if header is not None and len(buffer) == header.total_bytes and kind in ("block", "chunk"):
             yield ResultBlock(header.block, header.first_variant, header.n_variants, header.width,

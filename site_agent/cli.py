@@ -24,13 +24,14 @@ import sys
 import threading
 from pathlib import Path
 
-from engine import secagg
+from engine.privacy.roster import identity_fingerprint
 from engine.errors import ConfigError, FedGwasError
 from engine.version import __version__
 from site_agent import audit_cli
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import he_context_pin, init_site
+from site_agent.policy import DENY_ALL
+from site_agent.provision import ensure_identity_key, he_context_pin, init_site
 from site_agent.pki import TlsFiles
 from site_agent.security_check import check_security
 from site_agent.server import make_server
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
                                 "site's certificate, CN = --name), e.g. from `fedgwas keys tls --site NAME`")
     transport.add_argument("--insecure", action="store_true",
                            help="serve plaintext gRPC (development machines only; results are labelled)")
+    init.add_argument("--roster", metavar="FILE",
+                      help="the consortium roster (site names and identity keys) this site pins; without one it "
+                           "serves no secure-aggregation or HE task")
+    init.add_argument("--open-access", action="store_true",
+                      help="serve any study and requester (development only; default: deny until [[access.study]] "
+                           "approvals are added)")
     init.add_argument("--consent", metavar="FILE", help="participant consent table (#FID IID DUO; docs/consent.md)")
     init.add_argument("--he-context", metavar="FILE",
                       help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
@@ -97,7 +104,9 @@ def _check(config_path: str) -> int:
     if data.covar is not None:
         print(f"  covariates: {', '.join(data.covar.names)}")
     print(f"  privacy modes accepted: {', '.join(config.privacy_modes)}")
-    print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
+    print(f"  identity key: {data.identity_public_key.hex()} (sha256 {identity_fingerprint(data.identity_public_key)[:16]})")
+    print(f"  roster: {config.roster} ({len(data.roster.entries)} sites)" if data.roster is not None else
+          "  WARNING: no consortium roster ([keys] roster): secure-aggregation and HE tasks are refused")
     if config.he_context_sha256:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
     for line in check_security(config, data):
@@ -112,7 +121,7 @@ def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     server.start()
     host = (listen or config.listen).rsplit(":", 1)[0]
     address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
-    log.info("site %s serving on port %d (key %s)", config.name, port, secagg.fingerprint(data.secagg_public_key))
+    log.info("site %s serving on port %d (key %s)", config.name, port, identity_fingerprint(data.identity_public_key)[:16])
     if ready_file:
         tmp = Path(f"{ready_file}.tmp")
         tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}), encoding="utf-8")
@@ -142,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                                                       Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
-                             consent=args.consent)
+                             consent=args.consent, roster=Path(args.roster) if args.roster else None,
+                             access=None if args.open_access else DENY_ALL)
+            public = ensure_identity_key(Path(args.dir))
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
+            print(f"identity key of {args.name!r} for the consortium roster: {public.hex()}")
             return EXIT_OK
         if args.command == "check":
             return _check(args.config)

@@ -13,6 +13,7 @@ The ``[access]`` section of ``site.toml``::
     id = "hm3-qt"
     analyses = ["qc", "linear"]       # optional; default: every analysis
     requesters = ["analyst-1"]        # optional; default: [access] requesters
+    purpose = "HMB"                   # optional: the only data use (DUO) the study may declare
 
 Without an ``[access]`` section a site serves any study and requester, with no minimums (the
 behaviour before authorisation existed; ``fedgwas-site check`` says so). Every refusal is a
@@ -23,9 +24,12 @@ the ledger with its reason by the handler.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError, PrivacyError
+
+if TYPE_CHECKING:
+    from engine.consent import DataUse
 
 ANY = "*"
 
@@ -37,6 +41,7 @@ class StudyApproval:
     study_id: str
     analyses: tuple[str, ...] | None = None
     requesters: tuple[str, ...] | None = None
+    purpose: str | None = None  # the study's pinned data use (DUO purpose); None: not pinned
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,16 @@ class AccessPolicy:
             raise PrivacyError(f"site {site!r} has approved study {study_id!r} for analyses "
                                f"{list(approval.analyses)}, not {analysis!r}")
 
+    def check_purpose(self, site: str, study_id: str, data_use: "DataUse | None") -> None:
+        """Refuse a task or Describe whose declared purpose is not the one pinned in the study's approval."""
+        approval = next((s for s in self.studies if s.study_id == study_id), None)
+        if approval is None or approval.purpose is None:
+            return
+        declared = None if data_use is None else data_use.purpose
+        if declared != approval.purpose:
+            raise PrivacyError(f"site {site!r} approved study {study_id!r} for purpose {approval.purpose!r} only, "
+                               f"not {declared or 'an undeclared purpose'!r}")
+
     def check_cohort_size(self, site: str, n_samples: int) -> None:
         """Refuse a cohort smaller than ``min_cohort`` (after consent, phenotype and covariate filters)."""
         if n_samples < self.min_cohort:
@@ -71,8 +86,13 @@ class AccessPolicy:
                                f"{self.min_cohort} ([access] min_cohort)")
 
 
+#: What ``fedgwas-site init`` writes: no study approved, no requester accepted, minimums on.
+DENY_ALL = AccessPolicy(any_study=False, studies=(), requesters=(), min_cohort=50, min_allele_count=5,
+                        min_cohort_difference=10)
+
+
 def _strings(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or any(not isinstance(v, str) or not v for v in value):
+    if not isinstance(value, list) or any(not isinstance(v, str) or not v for v in value):  # [] allowed: nobody
         raise ConfigError(f"{where} must be a list of non-empty strings, got {value!r}")
     return tuple(value)
 
@@ -81,6 +101,14 @@ def _count(table: dict[str, Any], key: str, where: str) -> int:
     value = table.get(key, 0)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{where} {key} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _purpose(value: Any, label: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{label} purpose must be a DUO purpose such as \"HMB\" or \"DS:MONDO:0005148\", got {value!r}")
     return value
 
 
@@ -105,13 +133,14 @@ def access_from_toml(table: Any, where: str) -> AccessPolicy:
         label = f"{where}: [[access.study]] #{number}"
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
             raise ConfigError(f"{label} needs id = \"STUDY-ID\"")
-        extra = sorted(set(entry) - {"id", "analyses", "requesters"})
+        extra = sorted(set(entry) - {"id", "analyses", "requesters", "purpose"})
         if extra:
             raise ConfigError(f"{label}: unknown key(s) {extra}")
         studies.append(StudyApproval(
             entry["id"],
             None if "analyses" not in entry else _strings(entry["analyses"], f"{label} analyses"),
-            None if "requesters" not in entry else _strings(entry["requesters"], f"{label} requesters")))
+            None if "requesters" not in entry else _strings(entry["requesters"], f"{label} requesters"),
+            _purpose(entry.get("purpose"), label)))
     ids = [s.study_id for s in studies]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: [[access.study]] lists a study twice: {ids}")
@@ -140,4 +169,6 @@ def render_access(policy: AccessPolicy | None) -> list[str]:
             lines.append(f"analyses = {q(study.analyses)}")
         if study.requesters is not None:
             lines.append(f"requesters = {q(study.requesters)}")
+        if study.purpose is not None:
+            lines.append(f"purpose = {q((study.purpose,))[1:-1]}")
     return lines

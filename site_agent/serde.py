@@ -14,7 +14,11 @@ from engine.consent import DataUse
 from engine.errors import ProtocolError
 from engine.harmonise import VariantManifest
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from engine.privacy.secure_round import EncryptedShare, KeyAdvertisement, ShareReveal, SurvivorSignature
+from protos import round_messages
 from protos import site_agent_pb2 as pb
+from protos.task_header import parameters_from_header
+from site_agent.handlers import OutgoingShares
 
 CHUNK_BYTES = 1 << 20
 MANIFEST_CHUNK_VARIANTS = 20_000
@@ -48,7 +52,7 @@ def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
         n_samples_total=description.n_samples_total,
         n_samples_analysed=description.n_samples_analysed,
         n_variants=description.n_variants,
-        secagg_public_key=description.secagg_public_key,
+        identity_public_key=description.identity_public_key,
         privacy_modes=list(description.privacy_modes),
         genotype_format=description.genotype_format,
         budget=dict(description.budget),
@@ -96,7 +100,8 @@ def _array_from_chunks(name: str, chunks: list[pb.ArrayChunk]) -> np.ndarray:
 
 
 def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
-    """Assemble a task from its header and array chunks, validating sizes, offsets and inputs."""
+    """Assemble a task from its header and array chunks, up to ``inputs_end``, validating sizes,
+    offsets and inputs. Later messages (the round's phases) stay in ``messages`` (:class:`StreamInbox`)."""
     iterator = iter(messages)
     first = next(iterator, None)
     if first is None or first.WhichOneof("payload") != "header":
@@ -105,13 +110,21 @@ def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
     n = header.n_variants
     if not 0 < n <= MAX_ARRAY_ELEMENTS:
         raise ProtocolError(f"task.n_variants {n} is out of range")
+    if not header.request_id:
+        raise ProtocolError("task.request_id is empty: every round carries the coordinator's request id")
+    parameters = parameters_from_header(header)
     chunks: dict[str, list[pb.ArrayChunk]] = {}
     for message in iterator:
-        if message.WhichOneof("payload") != "array":
-            raise ProtocolError("only ArrayChunk messages may follow the TaskHeader")
+        kind = message.WhichOneof("payload")
+        if kind == "inputs_end":
+            break
+        if kind != "array":
+            raise ProtocolError("only ArrayChunk messages, then inputs_end, may follow the TaskHeader")
         if len(chunks) >= MAX_ARRAYS and message.array.name not in chunks:
             raise ProtocolError(f"a task may carry at most {MAX_ARRAYS} arrays")
         chunks.setdefault(message.array.name, []).append(message.array)
+    else:
+        raise ProtocolError("the task stream ended before inputs_end")
     arrays = {name: _array_from_chunks(name, parts) for name, parts in chunks.items()}
     for name, dtype in TASK_ARRAYS.items():
         array = arrays.pop(name, None)
@@ -133,20 +146,62 @@ def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
         analysis=header.analysis,
         cohort=cohort_from_proto(header.cohort),
         privacy=header.privacy,
-        participants=tuple((p.site_name, bytes(p.secagg_public_key)) for p in header.participants),
+        participants=tuple(p.site_name for p in header.participants),
+        threshold=header.threshold,
         block_size=header.block_size,
         variant_index=arrays.pop("__variant_index").astype(np.int64),
         flip=flip.astype(bool),
         requester=header.requester,
         inputs=arrays,
-        parameters=dict(header.parameters),
+        parameters=parameters,
         privacy_material=privacy_material,
     )
 
 
-def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb.TaskEvent]:
+class StreamInbox:
+    """The round's later phases, read off the rest of the task stream (:class:`site_agent.handlers.RoundInbox`)."""
+
+    def __init__(self, messages: Iterator[pb.TaskMessage]) -> None:
+        self._messages = messages
+
+    def _next(self, kind: str) -> pb.TaskMessage:
+        message = next(self._messages, None)
+        if message is None:
+            raise ProtocolError(f"the coordinator ended the task stream while the site waited for {kind}")
+        if message.WhichOneof("payload") != kind:
+            raise ProtocolError(f"expected {kind} from the coordinator, got {message.WhichOneof('payload')}")
+        return message
+
+    def peer_keys(self) -> list[KeyAdvertisement]:
+        return round_messages.peer_keys_from_proto(self._next("peer_keys").peer_keys)
+
+    def share_bundle(self) -> list[EncryptedShare]:
+        return round_messages.shares_from_proto(self._next("share_bundle").share_bundle)
+
+    def survivors(self) -> list[str]:
+        sites = list(self._next("survivors").survivors.sites)
+        if len(sites) > round_messages.MAX_PARTICIPANTS:
+            raise ProtocolError("SurvivorSet lists too many sites")
+        return sites
+
+    def survivor_signatures(self) -> list[SurvivorSignature]:
+        signatures = self._next("survivor_signatures").survivor_signatures.signatures
+        if len(signatures) > round_messages.MAX_PARTICIPANTS:
+            raise ProtocolError("SurvivorSignatures lists too many signatures")
+        return [round_messages.survivor_signature_from_proto(s) for s in signatures]
+
+
+def event_to_protos(event: object) -> Iterator[pb.TaskEvent]:
     """One engine event as wire messages; result blocks are split into chunks of at most 1 MiB."""
-    if isinstance(event, TaskProgress):
+    if isinstance(event, KeyAdvertisement):
+        yield pb.TaskEvent(keys=round_messages.advertisement_to_proto(event))
+    elif isinstance(event, OutgoingShares):
+        yield pb.TaskEvent(shares=round_messages.shares_to_proto(event.shares))
+    elif isinstance(event, SurvivorSignature):
+        yield pb.TaskEvent(survivor_signature=round_messages.survivor_signature_to_proto(event))
+    elif isinstance(event, ShareReveal):
+        yield pb.TaskEvent(reveal=round_messages.reveal_to_proto(event))
+    elif isinstance(event, TaskProgress):
         yield pb.TaskEvent(progress=pb.Progress(stage=event.stage, done=event.done, total=event.total))
     elif isinstance(event, ResultBlock):
         yield pb.TaskEvent(block=pb.BlockHeader(
@@ -157,6 +212,8 @@ def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb
             yield pb.TaskEvent(chunk=pb.BlockChunk(block=event.block, offset=offset,
                                                    data=bytes(view[offset: offset + CHUNK_BYTES])))
     else:
+        assert isinstance(event, TaskDone)
         yield pb.TaskEvent(done=pb.TaskSummary(
             n_samples=event.n_samples, n_blocks=event.n_blocks, n_design=event.n_design,
-            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent))
+            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent,
+            contributors=list(event.contributors), rho_spent=event.rho_spent, noise_scale=event.noise_scale))

@@ -74,8 +74,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
         try:
             cohort = serde.cohort_from_proto(request.cohort)
             requester = requester_identity(context)
-            handlers.authorise_describe(self.data, request.study_id, requester)
-            description = handlers.describe(self.data, cohort, request.study_id, requester)
+            description = handlers.describe_recorded(self.data, cohort, request.study_id, requester)
         except FedGwasError as error:
             _abort(context, self.data.name, error)
             return
@@ -86,10 +85,12 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
     def RunTask(self, request_iterator: Iterator[pb.TaskMessage],
                 context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
         try:
-            task = serde.task_from_messages(request_iterator)
+            messages = iter(request_iterator)
+            task = serde.task_from_messages(messages)
             log.info("task %s round %d: %s, privacy %s, %d variants, %d participants", task.study_id,
                      task.round, task.analysis, task.privacy, task.n_variants, len(task.participants))
-            for event in handlers.run_task(self.data, task, context.is_active, requester_identity(context, task)):
+            for event in handlers.run_task(self.data, task, serde.StreamInbox(messages), context.is_active,
+                                           requester_identity(context, task)):
                 yield from serde.event_to_protos(event)
         except FedGwasError as error:
             log.warning("task refused or failed: %s", error)
