@@ -92,8 +92,11 @@ class Preview:
             f"  sensitivity: {norm} {c.sensitivity:.4g} ({row:.4g} per variant)",
             f"  noise: SD {math.sqrt(c.variance):.4g} per aggregate value from the honest sites; each of the "
             f"{self.n_sites} sites adds scale {self.share_scale:.4g} (all shares: SD {self.total_sd:.4g}), "
-            f"tolerating {self.collusion} colluding site(s)",
+            f"tolerating {self.collusion} colluding site(s) (each site sizes its share from its own policy)",
         ]
+        if plan.request.collusion > self.collusion:
+            lines.append(f"  WARNING: the study asks to tolerate {plan.request.collusion} colluding site(s); the sites' "
+                         f"own noise policies tolerate {self.collusion}")
         for what, noise_sd, sampling_sd, inflation in self.utility:
             lines.append(f"  expected: {what}: noise SD {noise_sd:.3g} vs sampling SD {sampling_sd:.3g} "
                          f"(x{inflation:.2f})")
@@ -146,16 +149,19 @@ def preview(plan: ReleasePlan, descriptions: Mapping[str, SiteDescription], priv
             cohort: CohortRequest) -> Preview:
     """The utility preview of one release over the sites in ``descriptions``."""
     n_sites = len(descriptions)
-    t = plan.collusion_for(n_sites, privacy)
+    # Each site sizes its own share from its [budget] honest_sites (reported in Describe); the preview
+    # assumes the smallest reported value, i.e. the largest shares (sites without a budget refuse anyway).
+    honest = int(min((d.budget.get("honest_sites", 1.0) for d in descriptions.values()), default=1.0))
+    t = n_sites - plan.honest_for(n_sites, privacy, honest)
     n_samples = sum(d.n_samples_analysed for d in descriptions.values())
     calibration = plan.calibration
-    share = calibration.scale / math.sqrt(n_sites - t) if calibration.mechanism == "gaussian" else calibration.scale
-    total = math.sqrt(plan.total_variance(n_sites, privacy))
+    share = plan.share_scale(n_sites, privacy, honest)
+    total = math.sqrt(plan.total_variance(n_sites, privacy, honest))
     # The honest sites' noise is what the guarantee rests on; all shares together is what the analyst gets.
-    utility = _utility(plan, plan.total_variance(n_sites, privacy), n_samples, cohort.phenotype)
+    utility = _utility(plan, plan.total_variance(n_sites, privacy, honest), n_samples, cohort.phenotype)
     colluding = []
     for k in range(t + 1, n_sites + 1):
-        rho = plan.rho_if_colluding(k, n_sites, privacy)
+        rho = plan.rho_if_colluding(k, n_sites, privacy, honest)
         colluding.append((k, dp.epsilon_from_rho(rho, calibration.delta) if math.isfinite(rho) else math.inf))
     budgets = []
     for name, description in descriptions.items():

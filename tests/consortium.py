@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from engine import secagg
+from engine.secagg import RoundMasker
 from site_agent.provision import init_site, provision_roster
 
 
@@ -24,3 +26,15 @@ def provision_sites(root: Path, bfiles: Mapping[str, Any], pheno: Any, covar: An
         configs[name] = init_site(name, str(bfile), str(pheno), None if covar is None else str(covar),
                                   directories[name], "127.0.0.1:0", roster=roster, **extra)
     return configs
+
+
+def pairwise_maskers(n: int, self_mask: bool = False, context: bytes = b"c" * 32) -> tuple[list[str], list[RoundMasker]]:
+    """Maskers of ``n`` sites from fresh X25519 keys, as a round's key exchange derives them (self seed b"s"*32)."""
+    names = [f"site{i}" for i in range(n)]
+    keys = [secagg.generate_private_key() for _ in names]
+    public = {name: secagg.public_key_bytes(key) for name, key in zip(names, keys)}
+    maskers = []
+    for name, key in zip(names, keys):
+        pairs = {other: secagg.pair_key(key, name, other, public[other], context) for other in names if other != name}
+        maskers.append(RoundMasker(name, b"s" * 32 if self_mask else None, pairs, context))
+    return names, maskers
