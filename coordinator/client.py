@@ -122,9 +122,10 @@ class SiteClient:
             raise SiteFailure(self.name, f"sent a malformed description: {error}", kind="ProtocolError") from None
         return description, manifest
 
-    def open_task(self, task: TaskSpec) -> "TaskCall":
-        """Start ``task`` as a two-way stream: the round's later phases are sent with :meth:`TaskCall.send`."""
-        return TaskCall(self, task)
+    def open_task(self, task: TaskSpec, timeout: float | None = None) -> "TaskCall":
+        """Start ``task`` as a two-way stream: the round's later phases are sent with :meth:`TaskCall.send`.
+        ``timeout`` (default: the client's) is the deadline of the whole round at this site."""
+        return TaskCall(self, task, self.timeout if timeout is None else timeout)
 
     def run_task(self, task: TaskSpec) -> Iterator[TaskProgress | ResultBlock | TaskDone]:
         """Send ``task`` (one that needs no later phase: plaintext, or a budget check) and yield the
@@ -150,11 +151,11 @@ class TaskCall:
     the stream and cancels the call.
     """
 
-    def __init__(self, client: SiteClient, task: TaskSpec) -> None:
+    def __init__(self, client: SiteClient, task: TaskSpec, timeout: float) -> None:
         self.client = client
         self.task = task
         self._queue: queue.Queue[pb.TaskMessage | None] = queue.Queue()
-        self._call = client._stub.RunTask(self._requests(), timeout=client.timeout)
+        self._call = client._stub.RunTask(self._requests(), timeout=timeout)
 
     def _requests(self) -> Iterator[pb.TaskMessage]:
         yield from serde.task_to_messages(self.task)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
@@ -86,7 +86,10 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
     names = [c.name for c in clients]
     first = tasks[names[0]]
     threshold = first.threshold or majority(len(names))
-    calls = {c.name: c.open_task(tasks[c.name]) for c in clients}
+    # A site has the study's timeout to deliver its blocks; the round's calls live twice as long, so that
+    # the survivors of a straggler cut off at that deadline still have time to unmask.
+    phase_timeout = min(c.timeout for c in clients)
+    calls = {c.name: c.open_task(tasks[c.name], timeout=2 * phase_timeout) for c in clients}
     streams = _Streams(calls, tasks, audit)
     sent = 0
     try:
@@ -107,7 +110,7 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
             sent += message.ByteSize()
         sizes = tuple((stop - start) * width for start, stop in (first.block_bounds(b) for b in range(first.n_blocks)))
         sums = MaskedRoundSum(len(names), sizes)
-        dropped = _masked_input(names, tasks, width, pool, streams, sums, on_block)
+        dropped = _masked_input(names, tasks, width, pool, streams, sums, on_block, phase_timeout)
         for name in dropped:
             calls[name].close()
         survivors = tuple(sorted(n for n in names if n not in dropped))
@@ -166,8 +169,10 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
 
 
 def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, pool: ThreadPoolExecutor,
-                  streams: _Streams, sums: MaskedRoundSum, on_block: Callable[[], None]) -> dict[str, SiteFailure]:
-    """Collect every site's masked blocks concurrently; returns the sites that failed to deliver them all."""
+                  streams: _Streams, sums: MaskedRoundSum, on_block: Callable[[], None],
+                  timeout: float) -> dict[str, SiteFailure]:
+    """Collect every site's masked blocks concurrently; returns the sites that failed to deliver them all
+    (within ``timeout`` seconds: a stalled site is cut off and recovered like a crashed one)."""
     lock = threading.Lock()
 
     def consume(name: str) -> None:
@@ -194,13 +199,19 @@ def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, p
         raise SiteFailure(name, "ended the task stream before its last result block", kind="ProtocolError")
 
     futures = {name: pool.submit(consume, name) for name in names}
+    wait(futures.values(), timeout=timeout)
     failed: dict[str, SiteFailure] = {}
     for name, future in futures.items():
+        if not future.done():
+            streams.calls[name].close()  # unblocks its reader
+            failed[name] = SiteFailure(name, f"did not deliver its result blocks before the deadline ({timeout:g} s)",
+                                       kind="DEADLINE_EXCEEDED", transient=True)
         try:
             future.result()
         except SiteFailure as failure:
-            log.warning("site %s dropped out of the round: %s", name, failure)
-            failed[name] = failure
+            failed.setdefault(name, failure)
+        if name in failed:
+            log.warning("site %s dropped out of the round: %s", name, failed[name])
     return failed
 
 
