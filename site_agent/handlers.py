@@ -115,7 +115,7 @@ def _check_cohort(data: SiteData, task: TaskSpec, cohort: Cohort, exact: bool) -
         cohort_guard.check_and_record_cohort(cohort_guard.registry_path(data.config.ledger), data.name,
                                              cohort.sample_index, cohort.n_in_fam, access.min_cohort_difference)
     registry = _registry(data)
-    if exact and registry is not None:
+    if exact and registry is not None and not access.allow_cohort_differencing:
         registry.check_samples(data.name, task.study_id, cohort.sample_index, cohort.n_in_fam,
                                access.min_cohort_difference, record=False)
 
@@ -207,7 +207,8 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
         yield TaskDone(0, 0, n_design, 0.0, 0, rho_spent=0.0)
         return
     with guard:  # leaving it before released() records the task as aborted
-        if dp_plan is None and registry is not None:  # pin the sample set (checked again, atomically)
+        if dp_plan is None and registry is not None and not data.config.access.allow_cohort_differencing:
+            # pin the study's sample set (checked again, atomically)
             registry.check_samples(data.name, task.study_id, cohort.sample_index, cohort.n_in_fam,
                                    data.config.access.min_cohort_difference, record=True)
         masker = None

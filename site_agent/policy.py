@@ -8,6 +8,7 @@ The ``[access]`` section of ``site.toml``::
     min_cohort = 50                   # refuse a task whose cohort (after every filter) is smaller
     min_allele_count = 5              # per-variant minor allele count below which this site abstains
     min_cohort_difference = 10        # refuse a cohort differing from a released one by 1..N-1 samples
+    allow_cohort_differencing = false # true: a study's exact releases may use any sample sets (development)
 
     [[access.study]]                  # one table per approved study
     id = "hm3-qt"
@@ -15,8 +16,9 @@ The ``[access]`` section of ``site.toml``::
     requesters = ["analyst-1"]        # optional; default: [access] requesters
     purpose = "HMB"                   # optional: the only data use (DUO) the study may declare
 
-Without an ``[access]`` section a site serves any study and requester, with no minimums (the
-behaviour before authorisation existed; ``fedgwas-site check`` says so). Every refusal is a
+Without an ``[access]`` section a site serves any study and requester, with no minimums and no
+study-level cohort guard (development and in-process tests; ``fedgwas-site check`` warns);
+``fedgwas-site init`` writes :data:`DENY_ALL` instead. Every refusal is a
 :class:`~engine.errors.PrivacyError` (``PERMISSION_DENIED``) naming the rule, and is recorded in
 the ledger with its reason by the handler.
 """
@@ -54,6 +56,10 @@ class AccessPolicy:
     min_cohort: int = 0
     min_allele_count: int = 0
     min_cohort_difference: int = 0
+    # Development only: exact releases of one study over any number of sample sets (the study-level
+    # guard of site_agent/release_registry.py off). True without an [access] section, False in any
+    # [access] section unless set.
+    allow_cohort_differencing: bool = True
 
     def authorise(self, site: str, study_id: str, analysis: str | None, requester: str | None) -> None:
         """Raise PrivacyError unless ``requester`` may run ``analysis`` (None: any, for Describe) in ``study_id``."""
@@ -88,7 +94,7 @@ class AccessPolicy:
 
 #: What ``fedgwas-site init`` writes: no study approved, no requester accepted, minimums on.
 DENY_ALL = AccessPolicy(any_study=False, studies=(), requesters=(), min_cohort=50, min_allele_count=5,
-                        min_cohort_difference=10)
+                        min_cohort_difference=10, allow_cohort_differencing=False)
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -118,13 +124,17 @@ def access_from_toml(table: Any, where: str) -> AccessPolicy:
         return AccessPolicy()
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [access] must be a table")
-    known = {"any_study", "study", "requesters", "min_cohort", "min_allele_count", "min_cohort_difference"}
+    known = {"any_study", "study", "requesters", "min_cohort", "min_allele_count", "min_cohort_difference",
+             "allow_cohort_differencing"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) in [access]: {unknown}; expected {sorted(known)}")
     any_study = table.get("any_study", False)
     if not isinstance(any_study, bool):
         raise ConfigError(f"{where}: [access] any_study must be true or false, got {any_study!r}")
+    differencing = table.get("allow_cohort_differencing", False)
+    if not isinstance(differencing, bool):
+        raise ConfigError(f"{where}: [access] allow_cohort_differencing must be true or false, got {differencing!r}")
     raw_studies = table.get("study", [])
     if not isinstance(raw_studies, list):
         raise ConfigError(f"{where}: [[access.study]] must be an array of tables")
@@ -148,7 +158,8 @@ def access_from_toml(table: Any, where: str) -> AccessPolicy:
     return AccessPolicy(any_study=any_study, studies=tuple(studies), requesters=requesters,
                         min_cohort=_count(table, "min_cohort", f"{where}: [access]"),
                         min_allele_count=_count(table, "min_allele_count", f"{where}: [access]"),
-                        min_cohort_difference=_count(table, "min_cohort_difference", f"{where}: [access]"))
+                        min_cohort_difference=_count(table, "min_cohort_difference", f"{where}: [access]"),
+                        allow_cohort_differencing=differencing)
 
 
 def render_access(policy: AccessPolicy | None) -> list[str]:
@@ -163,6 +174,8 @@ def render_access(policy: AccessPolicy | None) -> list[str]:
              f"requesters = {q(policy.requesters)}", f"min_cohort = {policy.min_cohort}",
              f"min_allele_count = {policy.min_allele_count}",
              f"min_cohort_difference = {policy.min_cohort_difference}"]
+    if policy.allow_cohort_differencing:
+        lines.append("allow_cohort_differencing = true  # development only")
     for study in policy.studies:
         lines += ["", "[[access.study]]", f"id = {q((study.study_id,))[1:-1]}"]
         if study.analyses is not None:

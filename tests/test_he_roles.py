@@ -26,7 +26,7 @@ from engine.simulate import SimulationSpec, simulate_study
 from site_agent.cli import main as site_main
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import init_site
+from tests.consortium import provision_sites
 from site_agent.server import make_server as make_site_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,10 +89,9 @@ def test_site_refuses_a_context_from_another_key_holder(study, tmp_path: Path,
     holder_server, holder_port = make_server(KeyHolder(*load_key_files(actual_dir)), "127.0.0.1:0")
     holder_server.start()
     try:
-        for index, bfile in enumerate(study.site_bfiles[:2]):
-            name = f"hosp{index}"
-            config = init_site(name, str(bfile), str(study.pheno_path), str(study.covar_path), tmp_path / name,
-                               "127.0.0.1:0", he_context_sha256=pinned)
+        configs = provision_sites(tmp_path, {f"hosp{i}": b for i, b in enumerate(study.site_bfiles[:2])},
+                                  study.pheno_path, study.covar_path, he_context_sha256=pinned)
+        for name, config in configs.items():
             server, port = make_site_server(load_site_data(load_site_config(config)), "127.0.0.1:0")
             server.start()
             servers.append(server)
@@ -148,8 +147,8 @@ def test_privacy_material_travels_apart_from_analysis_inputs() -> None:
     from site_agent import serde as site_serde
 
     fields = dict(study_id="s", round=1, analysis="linear", cohort=CohortRequest("QT"), privacy="he",
-                  participants=(("a", b"k" * 32), ("b", b"l" * 32)), block_size=8,
-                  variant_index=np.arange(20), flip=np.zeros(20, bool))
+                  participants=("a", "b"), block_size=8, variant_index=np.arange(20), flip=np.zeros(20, bool),
+                  parameters={"audit.request_id": "r"})
     context = bytes(range(256)) * 5000  # > 1 MiB: several chunks
     task = TaskSpec(**fields, privacy_material={"he_context": context})
     received = site_serde.task_from_messages(coordinator_serde.task_to_messages(task))
@@ -162,4 +161,5 @@ def test_privacy_material_travels_apart_from_analysis_inputs() -> None:
     wrong = pb.TaskMessage(array=pb.ArrayChunk(name="privacy:he_context", dtype="<f8", total_bytes=8, data=b"0" * 8,
                                                shape=[1]))
     with pytest.raises(ProtocolError, match="must be 1-D bytes"):
-        site_serde.task_from_messages([m for m in messages if m.array.name != "privacy:he_context"] + [wrong])
+        site_serde.task_from_messages([m for m in messages[:-1] if m.array.name != "privacy:he_context"] +
+                                      [wrong, messages[-1]])

@@ -43,7 +43,8 @@ def consortium(tmp_path_factory: pytest.TempPathFactory):
                                           write_pooled=False), root / "sim")
     played = {name: roster_module.generate_identity_key() for name in PLAYED}
     roster = write_roster(root / "roster.toml", {n: root / n for n in REAL}, played)
-    access = AccessPolicy(any_study=True, studies=(StudyApproval("pinned", purpose="HMB"),))
+    access = AccessPolicy(any_study=True, studies=(StudyApproval("pinned", purpose="HMB"),),
+                          allow_cohort_differencing=False)
     extra = {"site1": {"he_context_sha256": "0" * 64},
              "site3": {"budget": BudgetPolicy(epsilon=1000.0), "access": dataclasses.replace(access, min_allele_count=1000)}}
     servers, clients, datas = [], {}, {}
