@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import resource
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Generator, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -19,8 +18,8 @@ from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
 from engine.analyses import SiteAnalysis, get_analysis
 from engine.cohort import Cohort
 from engine.dp_release import CHECK_PHASE, PHASE_KEY
-from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, ShareReveal, SiteRound, SurvivorSignature,
-                                         task_digest)
+from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
+                                         SurvivorSignature, task_digest)
 from engine.protection import Protector, make_protector
 from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
                           TaskSpec)
@@ -38,13 +37,6 @@ log = logging.getLogger("site_agent")
 
 #: Privacy modes whose rounds run the signed key exchange against the roster.
 SECURE_MODES = ("secagg", "he")
-
-
-@dataclass(frozen=True)
-class OutgoingShares:
-    """This site's encrypted Shamir shares, one per peer (relayed by the coordinator)."""
-
-    shares: tuple[EncryptedShare, ...]
 
 
 TaskEvent = TaskProgress | ResultBlock | TaskDone | KeyAdvertisement | OutgoingShares | SurvivorSignature | ShareReveal

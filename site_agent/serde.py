@@ -14,11 +14,11 @@ from engine.consent import DataUse
 from engine.errors import ProtocolError
 from engine.harmonise import VariantManifest
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
-from engine.privacy.secure_round import EncryptedShare, KeyAdvertisement, ShareReveal, SurvivorSignature
+from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal,
+                                         SurvivorSignature)
 from protos import round_messages
 from protos import site_agent_pb2 as pb
 from protos.task_header import parameters_from_header
-from site_agent.handlers import OutgoingShares
 
 CHUNK_BYTES = 1 << 20
 MANIFEST_CHUNK_VARIANTS = 20_000

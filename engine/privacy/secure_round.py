@@ -130,6 +130,13 @@ class EncryptedShare:
 
 
 @dataclass(frozen=True)
+class OutgoingShares:
+    """A site's encrypted shares, one per peer, as one event (the coordinator relays them)."""
+
+    shares: tuple[EncryptedShare, ...]
+
+
+@dataclass(frozen=True)
 class SurvivorSignature:
     site: str
     survivors: tuple[str, ...]
