@@ -22,13 +22,13 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from coordinator.audit_log import CoordinatorLog, audited_events
+from engine.audit.coordinator_log import CoordinatorLog, audited_events
 from coordinator.client import SiteClient, TaskCall
 from coordinator.privacy_session import PrivacySession
 from engine.errors import FedGwasError, PrivacyError, SiteFailure, StudyFailed
 from engine.privacy.secure_round import (KeyAdvertisement, ShareReveal, SurvivorSignature, majority, recover,
                                          round_context)
-from engine.protection import MaskedRoundSum
+from engine.privacy.protection import MaskedRoundSum
 from engine.tasks import ResultBlock, TaskDone, TaskProgress, TaskSpec
 from protos import round_messages
 from protos import site_agent_pb2 as pb

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from engine.audit import REQUEST_ID_KEY
-from engine.dp_release import CHECK_PHASE, KEYS as DP_KEYS, PHASE_KEY, DpRequest
+from engine.audit.records import REQUEST_ID_KEY
+from engine.privacy.dp_release import CHECK_PHASE, KEYS as DP_KEYS, PHASE_KEY, DpRequest
 from engine.errors import ProtocolError
-from engine.pca import COVARIATES_PARAMETER, SCORES_PARAMETER
+from engine.stats.pca.kernel import COVARIATES_PARAMETER, SCORES_PARAMETER
 from engine.tasks import KEEP_GENOTYPES_PARAMETER
 from protos import site_agent_pb2 as pb
 

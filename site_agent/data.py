@@ -18,14 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.privacy import roster as roster_module
 from engine.privacy.roster import Roster
-from engine.cohort import Cohort, build_cohort
-from engine.consent import consent_mask, parse_duo
+from engine.cohort.cohort import Cohort, build_cohort
+from engine.cohort.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
-from engine.genotype_sources import GenotypeSource, open_genotypes
-from engine.tables import SampleTable, read_sample_table
+from engine.io.genotype_sources import GenotypeSource, open_genotypes
+from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.config import SiteConfig
-from site_agent.ledger import Ledger, verify
+from engine.audit.ledger import Ledger, verify
 
 
 @dataclass
@@ -35,7 +35,7 @@ class SiteData:
     pheno: SampleTable
     covar: SampleTable | None
     identity_key: Ed25519PrivateKey  # signs this site's ephemeral keys in every round
-    ledger: Ledger  # every task is recorded here (site_agent/ledger.py)
+    ledger: Ledger  # every task is recorded here (engine/audit/ledger.py)
     consent: SampleTable | None = None  # #FID IID DUO table ([data] consent), validated at load
     roster: Roster | None = None  # the pinned consortium roster ([keys] roster)
 

@@ -15,23 +15,25 @@ from typing import TYPE_CHECKING, Callable, Generator, Iterator, Protocol, Seque
 import numpy as np
 
 from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
-from engine.analyses import SiteAnalysis, get_analysis
-from engine.cohort import Cohort
-from engine.dp_release import CHECK_PHASE, PHASE_KEY
+from engine.stats.registry import get_statistic
+from engine.stats.statistic import SiteStatistic
+from engine.cohort.cohort import Cohort
+from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
 from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
                                          SurvivorSignature, task_digest)
-from engine.protection import Protector, make_protector
+from engine.privacy.protection import Protector, make_protector
 from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
                           TaskSpec)
 from engine.version import __version__
-from engine.pca import SCORES_PARAMETER
-from site_agent import budget, cohort_guard, release, scores
+from engine.stats.pca.kernel import SCORES_PARAMETER
+from engine.privacy import budget
+from site_agent import cohort_guard, release, scores
 from site_agent.data import SiteData
-from site_agent.ledger import canonical_json
+from engine.audit.ledger import canonical_json
 from site_agent.release_registry import ReleaseRegistry, registry_path, statistic_keys
 
 if TYPE_CHECKING:
-    from engine.he import PublicContext
+    from engine.privacy.he import PublicContext
 
 log = logging.getLogger("site_agent")
 
@@ -129,7 +131,7 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
             f"site {data.name!r} requires at least {data.config.min_participants} participating sites, "
             f"the task lists {len(names)}"
         )
-    if SCORES_PARAMETER in task.parameters and not hasattr(get_analysis(task.analysis), "sample_values"):
+    if SCORES_PARAMETER in task.parameters and not hasattr(get_statistic(task.analysis), "sample_values"):
         raise ProtocolError(f"task.parameters[{SCORES_PARAMETER!r}]: analysis {task.analysis!r} has no sample scores")
     index = task.variant_index
     if index.min() < 0 or index.max() >= data.genotypes.n_variants:
@@ -142,7 +144,7 @@ def _he_context(data: SiteData, task: TaskSpec) -> "PublicContext | None":
     """For "he", the key holder's context carried by the task, only if it is the one this site pinned."""
     if task.privacy != "he":
         return None
-    from engine.he import PublicContext  # imports tenseal: only for HE tasks
+    from engine.privacy.he import PublicContext  # imports tenseal: only for HE tasks
 
     pinned = data.config.he_context_sha256
     if pinned is None:
@@ -167,7 +169,7 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
     try:
         _check_task(data, task)
         _authorise(data, task, requester)
-        analysis = get_analysis(task.analysis)
+        analysis = get_statistic(task.analysis)
         dp_plan = release.plan(task)
         cohort = scores.task_cohort(data, task)
         n_design = len(task.cohort.covariates) + 1
@@ -230,7 +232,7 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
                               noise_scale=guard.noise_scale)
 
 
-def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Cohort, protector: Protector,
+def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Cohort, protector: Protector,
              guard: release.ReleaseGuard, is_active: Callable[[], bool]) -> Generator[TaskEvent, None, TaskDone | None]:
     """Blocks of the analysis, noised and protected; returns the summary (``None`` if cancelled)."""
     n_design = len(task.cohort.covariates) + 1

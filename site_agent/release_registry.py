@@ -27,9 +27,9 @@ from typing import Iterator
 
 import numpy as np
 
-from engine.analyses import get_analysis
-from engine.audit import REQUEST_ID_KEY
-from engine.dp_release import PHASE_KEY
+from engine.stats.registry import get_statistic
+from engine.audit.records import REQUEST_ID_KEY
+from engine.privacy.dp_release import PHASE_KEY
 from engine.errors import PrivacyError
 from engine.privacy.secure_round import encode
 from engine.tasks import KEEP_GENOTYPES_PARAMETER, TaskSpec
@@ -58,7 +58,7 @@ def _mix(values: np.ndarray) -> np.ndarray:
 
 def statistic_keys(task: TaskSpec) -> np.ndarray:
     """One uint64 key per variant of ``task``: equal keys, equal statistics (for the same site data)."""
-    analysis = get_analysis(task.analysis)
+    analysis = get_statistic(task.analysis)
     per_variant = sorted(name for name in task.inputs if analysis.inputs[name].per_variant)
     shared = {name: np.asarray(v) for name, v in task.inputs.items() if name not in per_variant}
     cohort = task.cohort

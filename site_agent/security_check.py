@@ -16,7 +16,7 @@ from engine.errors import ConfigError
 from site_agent.config import SiteConfig
 from site_agent.data import SiteData
 from site_agent.policy import ANY
-from site_agent.pki import TlsFiles
+from protos.pki import TlsFiles
 
 
 def check_certificates(name: str, tls: TlsFiles) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine import secagg
-from engine.secagg import RoundMasker
+from engine.privacy import secagg
+from engine.privacy.secagg import RoundMasker
 from site_agent.provision import init_site, provision_roster
 
 

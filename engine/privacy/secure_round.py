@@ -12,7 +12,7 @@ named in the task and a threshold ``t`` (default a majority):
    Shamir shares (:mod:`engine.privacy.shamir`) and encrypts one of each to every peer (AES-GCM under
    their X25519 agreement, bound to the context, sender and recipient).
 3. **Masked input.** Blocks leave the site with its self mask and pairwise masks
-   (:class:`engine.secagg.RoundMasker`).
+   (:class:`engine.privacy.secagg.RoundMasker`).
 4. **Consistency check.** The coordinator names the survivors (sites that sent every block); each
    survivor signs ``(context, survivors)``.
 5. **Unmasking.** Given at least ``t`` valid signatures over the same survivor set, a site reveals its
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from engine import secagg
+from engine.privacy import secagg
 from engine.errors import PrivacyError, ProtocolError
 from engine.privacy import roster as roster_module
 from engine.privacy import shamir

@@ -17,7 +17,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.client import SiteClient, SiteEndpoint, TaskCall
-from engine import ring
+from engine.privacy import ring
 from engine.errors import FedGwasError, SiteFailure
 from engine.privacy import roster as roster_module
 from engine.privacy.roster import Roster, RosterEntry

@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.consent import DataUse
-from engine.dp_release import DpRequest, plan_release
+from engine.cohort.consent import DataUse
+from engine.privacy.dp_release import DpRequest, plan_release
 from engine.errors import PrivacyError
-from engine.plink_io import MISSING_INT8
+from engine.io.plink import MISSING_INT8
 from engine.privacy import roster as roster_module
 from engine.privacy.secure_round import KeyAdvertisement
 from engine.simulate import SimulationSpec, simulate_study
 from engine.tasks import CohortRequest, TaskSpec
 from site_agent import handlers
-from site_agent.budget import BudgetPolicy
+from engine.privacy.budget import BudgetPolicy
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
 from site_agent.policy import AccessPolicy, StudyApproval
