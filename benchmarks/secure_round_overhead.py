@@ -32,7 +32,8 @@ from protos import site_agent_pb2 as pb  # noqa: E402
 
 
 def run_local(checkout: Path, study: object, out: Path) -> float:
-    command = [sys.executable, "-m", "coordinator", "local",
+    module = "fedgwas" if (checkout / "fedgwas" / "__main__.py").exists() else "coordinator"  # before the restructure
+    command = [sys.executable, "-m", module, "local",
                *[a for b in study.site_bfiles for a in ("--bfile", str(b))],  # type: ignore[attr-defined]
                "--pheno", str(study.pheno_path), "--pheno-name", "QT",  # type: ignore[attr-defined]
                "--covar", str(study.covar_path), "--covar-name", ",".join(COVARIATES),  # type: ignore[attr-defined]

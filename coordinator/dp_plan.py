@@ -192,6 +192,7 @@ class DpSession:
         self.announce = announce
         self.log = log
         self.previews: list[Preview] = []
+        self.spent: list[dict[str, tuple[float, float]]] = []  # per release: site -> (rho charged, noise scale)
 
     def parameters(self) -> dict[str, str]:
         """The ``dp.*`` task parameters of every round."""
@@ -239,13 +240,20 @@ class DpSession:
             reasons = "".join(f"\n  {failure}" for failure in refused)
             raise StudyFailed(f"the DP release was refused before anything was computed:{reasons}", failures=refused)
 
-    def after_round(self, analysis: str, totals: np.ndarray) -> np.ndarray:
-        """Post-processing of the noisy totals (free under DP)."""
+    def after_round(self, analysis: str, totals: np.ndarray,
+                    done: Mapping[str, TaskDone] | None = None) -> np.ndarray:
+        """Post-processing of the noisy totals (free under DP); ``done`` holds what each site reports it
+        charged and added (its own policy sized its share), shown in the notes."""
+        self.spent.append({name: (d.rho_spent, d.noise_scale) for name, d in sorted((done or {}).items())})
         return postprocess(analysis, totals)
 
     def notes(self) -> tuple[str, ...]:
-        """One line per release for the run summary and report."""
+        """One line per release for the run summary and report, and what each site charged."""
         notes = []
+        for spent in self.spent:
+            if spent:
+                notes.append("rho charged (noise share scale) by each site: " + ", ".join(
+                    f"{name} {rho:.4g} ({scale:.4g})" for name, (rho, scale) in spent.items()))
         for shown in self.previews:
             c = shown.plan.calibration
             guarantee = f"epsilon {c.epsilon:g}, delta {c.delta:g}" if c.mechanism == "gaussian" else \

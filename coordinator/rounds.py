@@ -89,7 +89,7 @@ class RoundExecutor:
                     totals = outcome.totals
                 else:
                     totals = self._dispatch(tasks, width, lambda: self.progress.advance(bar))
-                return totals if self.dp is None else self.dp.after_round(analysis, totals)
+                return totals if self.dp is None else self.dp.after_round(analysis, totals, self.last_done)
             except SiteFailure as failure:  # before any block was computed (or plaintext): restart without it
                 self.failures[failure.site] = failure
                 log.warning("round %d failed: %s", self.rounds, failure)
