@@ -143,9 +143,10 @@ def test_dp_linear_association_on_a_declared_variant_set(sites: Sites, tmp_path:
     assert main(["run", str(exact), "--no-progress"]) == 0
     dp = sites.study_file(tmp_path / "dp.toml", base + '[dp]\nepsilon = 1000.0\ndelta = 1e-6\n'
                           'bounds = { QT = [-4, 4], SEX_MALE = [0, 1], AGE = [20, 70], ANC1 = [-1, 1] }\n', out="dp")
-    # A budget large enough for this high-epsilon utility check.
+    # A budget large enough for this high-epsilon utility check; each site trusts the other two
+    # (honest_sites = 3), so the three shares together carry the calibrated noise once.
     for data in sites.datas:
-        data.config = dataclasses.replace(data.config, budget=BudgetPolicy(epsilon=1000.0))
+        data.config = dataclasses.replace(data.config, budget=BudgetPolicy(epsilon=1000.0, honest_sites=3))
     assert main(["run", str(dp), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "linear on 15 variants" in out and "SE of beta at MAF 0.2" in out
@@ -158,6 +159,7 @@ def test_dp_linear_association_on_a_declared_variant_set(sites: Sites, tmp_path:
     assert not np.allclose(a["beta"], b["beta"])
     summary = json.loads((tmp_path / "dp" / "QT.linear.summary.json").read_text())
     assert any("differentially private linear release" in note for note in summary["notes"])
+    assert any(note.startswith("rho charged (noise share scale) by each site: hosp1 ") for note in summary["notes"])
     kinds = [e.kind for e in sites.datas[0].ledger.entries() if e.kind != "described"]
     assert kinds == ["accepted", "released", "checked", "accepted", "released"]  # exact run, then DP run
 
