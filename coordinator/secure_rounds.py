@@ -55,7 +55,6 @@ class _Streams:
         self.calls = calls
         self._events: dict[str, Iterator[object]] = {
             name: audited_events(audit, name, tasks[name], call.events()) for name, call in calls.items()}  # type: ignore[arg-type]
-        self.received = 0
 
     def expect(self, name: str, kind: type, what: str) -> object:
         for event in self._events[name]:

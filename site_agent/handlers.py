@@ -216,6 +216,7 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
         if done is None:
             return
         contributors = tuple(sorted(task.participants))
+        reveal: ShareReveal | None = None
         if secure is not None and task.privacy == "secagg":
             survivors = tuple(sorted(inbox.survivors()))  # type: ignore[union-attr]
             if keys is not None and registry is not None:  # the sum will be over the survivors: same rule
@@ -223,9 +224,9 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
             yield secure.sign_survivors(survivors)
             reveal = secure.reveal(inbox.survivor_signatures())  # type: ignore[union-attr]
             contributors = secure.survivors
-        if keys is not None and registry is not None:
+        if keys is not None and registry is not None:  # recorded before the shares that unmask the sum leave
             registry.record_participants(data.name, task.study_id, keys, contributors)
-        if secure is not None and task.privacy == "secagg":
+        if reveal is not None:
             yield reveal
         guard.released(contributors)
     yield dataclasses.replace(done, contributors=contributors, rho_spent=guard.accepted.rho,
