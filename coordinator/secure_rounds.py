@@ -100,7 +100,13 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
             call.send(message)
             sent += message.ByteSize()
         if first.privacy == "he":
-            return _he_input(clients, tasks, width, pool, privacy, streams, on_block, sent)
+            try:
+                return _he_input(clients, tasks, width, pool, privacy, streams, on_block, sent)
+            except SiteFailure as failure:  # the key holder opens only complete sums
+                raise StudyFailed(f"{failure}: under --privacy he a site lost mid-round ends the study (the key "
+                                  f"holder decrypts only the sum over every participant, and a re-run over fewer "
+                                  f"sites would reveal the difference; same-round recovery is implemented for "
+                                  f"secagg)", failures=(failure,)) from None
         outgoing = {name: streams.expect(name, list, "its encrypted shares") for name in names}
         for name in names:
             bundle = [share for shares in outgoing.values() for share in shares if share.recipient == name]  # type: ignore[attr-defined]
