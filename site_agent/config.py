@@ -30,6 +30,8 @@ Example (``fedgwas-site init`` writes one)::
     delta = 1e-6
     study_epsilon = 2.0                # optional cap per study; requester_epsilon: per requester
     require_dp = false                 # true: refuse every release without DP noise
+    honest_sites = 1                   # honest participants (itself included) this site assumes when it
+                                       # sizes its noise share; never taken from the coordinator
 
     [audit]
     ledger = "ledger.sqlite"           # hash-chained record of every task (default: next to this file)
