@@ -7,6 +7,7 @@ expired deadlines (worth a retry or a restarted round), not transient for refusa
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -119,8 +120,14 @@ class SiteClient:
             raise SiteFailure(self.name, f"sent a malformed description: {error}", kind="ProtocolError") from None
         return description, manifest
 
+    def open_task(self, task: TaskSpec, timeout: float | None = None) -> "TaskCall":
+        """Start ``task`` as a two-way stream: the round's later phases are sent with :meth:`TaskCall.send`.
+        ``timeout`` (default: the client's) is the deadline of the whole round at this site."""
+        return TaskCall(self, task, self.timeout if timeout is None else timeout)
+
     def run_task(self, task: TaskSpec) -> Iterator[TaskProgress | ResultBlock | TaskDone]:
-        """Send ``task`` and yield the site's events; the call is cancelled if the caller stops early."""
+        """Send ``task`` (one that needs no later phase: plaintext, or a budget check) and yield the
+        site's events; the call is cancelled if the caller stops early."""
         call = self._stub.RunTask(serde.task_to_messages(task), timeout=self.timeout)
         try:
             for event in serde.events_from_protos(call):
@@ -133,3 +140,43 @@ class SiteClient:
             raise SiteFailure(self.name, f"sent a malformed result stream: {error}", kind="ProtocolError") from None
         finally:
             call.cancel()
+
+
+class TaskCall:
+    """One site's RunTask stream of a round: the task is sent first, then whatever :meth:`send` queues.
+
+    :meth:`events` yields the site's events (errors become :class:`SiteFailure`); :meth:`close` ends
+    the stream and cancels the call.
+    """
+
+    def __init__(self, client: SiteClient, task: TaskSpec, timeout: float) -> None:
+        self.client = client
+        self.task = task
+        self._queue: queue.Queue[pb.TaskMessage | None] = queue.Queue()
+        self._call = client._stub.RunTask(self._requests(), timeout=timeout)
+
+    def _requests(self) -> Iterator[pb.TaskMessage]:
+        yield from serde.task_to_messages(self.task)
+        while True:
+            message = self._queue.get()
+            if message is None:
+                return
+            yield message
+
+    def send(self, message: pb.TaskMessage) -> None:
+        self._queue.put(message)
+
+    def events(self) -> Iterator[object]:
+        try:
+            for event in serde.events_from_protos(self._call):
+                if isinstance(event, ResultBlock):
+                    self.client.bytes_received += len(event.payload)
+                yield event
+        except grpc.RpcError as error:
+            raise self.client._failure(error, f"task round {self.task.round}") from None
+        except ProtocolError as error:
+            raise SiteFailure(self.client.name, f"sent a malformed result stream: {error}", kind="ProtocolError") from None
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._call.cancel()

@@ -26,6 +26,7 @@ import numpy as np
 
 from engine.audit.coordinator_log import CoordinatorLog, audited_events
 from coordinator.client import SiteClient
+from engine.audit.records import REQUEST_ID_KEY
 from engine.privacy import dp
 from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY, DpRequest, ReleasePlan, plan_release, postprocess
 from engine.errors import SiteFailure, StudyFailed
@@ -91,8 +92,11 @@ class Preview:
             f"  sensitivity: {norm} {c.sensitivity:.4g} ({row:.4g} per variant)",
             f"  noise: SD {math.sqrt(c.variance):.4g} per aggregate value from the honest sites; each of the "
             f"{self.n_sites} sites adds scale {self.share_scale:.4g} (all shares: SD {self.total_sd:.4g}), "
-            f"tolerating {self.collusion} colluding site(s)",
+            f"tolerating {self.collusion} colluding site(s) (each site sizes its share from its own policy)",
         ]
+        if plan.request.collusion > self.collusion:
+            lines.append(f"  WARNING: the study asks to tolerate {plan.request.collusion} colluding site(s); the sites' "
+                         f"own noise policies tolerate {self.collusion}")
         for what, noise_sd, sampling_sd, inflation in self.utility:
             lines.append(f"  expected: {what}: noise SD {noise_sd:.3g} vs sampling SD {sampling_sd:.3g} "
                          f"(x{inflation:.2f})")
@@ -145,16 +149,19 @@ def preview(plan: ReleasePlan, descriptions: Mapping[str, SiteDescription], priv
             cohort: CohortRequest) -> Preview:
     """The utility preview of one release over the sites in ``descriptions``."""
     n_sites = len(descriptions)
-    t = plan.collusion_for(n_sites, privacy)
+    # Each site sizes its own share from its [budget] honest_sites (reported in Describe); the preview
+    # assumes the smallest reported value, i.e. the largest shares (sites without a budget refuse anyway).
+    honest = int(min((d.budget.get("honest_sites", 1.0) for d in descriptions.values()), default=1.0))
+    t = n_sites - plan.honest_for(n_sites, privacy, honest)
     n_samples = sum(d.n_samples_analysed for d in descriptions.values())
     calibration = plan.calibration
-    share = calibration.scale / math.sqrt(n_sites - t) if calibration.mechanism == "gaussian" else calibration.scale
-    total = math.sqrt(plan.total_variance(n_sites, privacy))
+    share = plan.share_scale(n_sites, privacy, honest)
+    total = math.sqrt(plan.total_variance(n_sites, privacy, honest))
     # The honest sites' noise is what the guarantee rests on; all shares together is what the analyst gets.
-    utility = _utility(plan, plan.total_variance(n_sites, privacy), n_samples, cohort.phenotype)
+    utility = _utility(plan, plan.total_variance(n_sites, privacy, honest), n_samples, cohort.phenotype)
     colluding = []
     for k in range(t + 1, n_sites + 1):
-        rho = plan.rho_if_colluding(k, n_sites, privacy)
+        rho = plan.rho_if_colluding(k, n_sites, privacy, honest)
         colluding.append((k, dp.epsilon_from_rho(rho, calibration.delta) if math.isfinite(rho) else math.inf))
     budgets = []
     for name, description in descriptions.items():
@@ -185,6 +192,7 @@ class DpSession:
         self.announce = announce
         self.log = log
         self.previews: list[Preview] = []
+        self.spent: list[dict[str, tuple[float, float]]] = []  # per release: site -> (rho charged, noise scale)
 
     def parameters(self) -> dict[str, str]:
         """The ``dp.*`` task parameters of every round."""
@@ -211,7 +219,9 @@ class DpSession:
 
         def one(client: SiteClient) -> TaskDone | None:
             task = tasks[client.name]
-            check = dataclasses.replace(task, parameters={**task.parameters, PHASE_KEY: CHECK_PHASE})
+            # its own request id: a site accepts each request id once, and the release follows
+            check = dataclasses.replace(task, parameters={**task.parameters, PHASE_KEY: CHECK_PHASE,
+                                                          REQUEST_ID_KEY: task.parameters[REQUEST_ID_KEY] + "-check"})
             done = None
             for event in audited_events(self.log, client.name, check, client.run_task(check)):
                 if isinstance(event, TaskDone):
@@ -230,13 +240,20 @@ class DpSession:
             reasons = "".join(f"\n  {failure}" for failure in refused)
             raise StudyFailed(f"the DP release was refused before anything was computed:{reasons}", failures=refused)
 
-    def after_round(self, analysis: str, totals: np.ndarray) -> np.ndarray:
-        """Post-processing of the noisy totals (free under DP)."""
+    def after_round(self, analysis: str, totals: np.ndarray,
+                    done: Mapping[str, TaskDone] | None = None) -> np.ndarray:
+        """Post-processing of the noisy totals (free under DP); ``done`` holds what each site reports it
+        charged and added (its own policy sized its share), shown in the notes."""
+        self.spent.append({name: (d.rho_spent, d.noise_scale) for name, d in sorted((done or {}).items())})
         return postprocess(analysis, totals)
 
     def notes(self) -> tuple[str, ...]:
-        """One line per release for the run summary and report."""
+        """One line per release for the run summary and report, and what each site charged."""
         notes = []
+        for spent in self.spent:
+            if spent:
+                notes.append("rho charged (noise share scale) by each site: " + ", ".join(
+                    f"{name} {rho:.4g} ({scale:.4g})" for name, (rho, scale) in spent.items()))
         for shown in self.previews:
             c = shown.plan.calibration
             guarantee = f"epsilon {c.epsilon:g}, delta {c.delta:g}" if c.mechanism == "gaussian" else \

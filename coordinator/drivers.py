@@ -14,7 +14,7 @@ from typing import Callable
 
 from coordinator.rounds import RoundExecutor
 from engine.stats.association import AssociationResult
-from engine.errors import InputError
+from engine.errors import InputError, StudyFailed
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.linear.solve import solve_linear
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
@@ -45,29 +45,39 @@ class _SitesChanged(Exception):
 
 
 def _run_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool) -> AssociationResult:
-    """The rounds of :class:`engine.stats.logistic.solve.BinaryTraitFit` until every variant is decided. If a
-    site drops out (``allow_dropout``), the fit restarts without it."""
+    """The rounds of :class:`engine.stats.logistic.solve.BinaryTraitFit` until every variant is decided.
+
+    A site that drops out of the first round (before anything was released) is left out and the fit
+    starts without it. A site lost later ends the study: restarting the fit would recompute released
+    statistics over another set of sites, whose difference is the lost site's (the sites refuse it)."""
     if cohort.phenotype_coding == "quantitative":
         raise InputError(f"--glm {'firth' if always_firth else 'logistic'} needs a case/control phenotype: "
                          f"{cohort.phenotype!r} is read as quantitative")
-    while True:
-        sites = executor.live_sites
-        try:
-            return _fit_case_control(executor, cohort, always_firth, sites)
-        except _SitesChanged:
-            log.warning("sites changed from %s to %s during the fit: restarting it", sites, executor.live_sites)
+    sites = executor.live_sites
+    try:
+        return _fit_case_control(executor, cohort, always_firth, sites)
+    except _SitesChanged:
+        lost = sorted(set(sites) - set(executor.live_sites))
+        raise StudyFailed(f"site(s) {lost} dropped out during the iterative {'firth' if always_firth else 'logistic'} "
+                          f"fit; the fit cannot be restarted over another set of sites without revealing their "
+                          f"statistics by difference (rerun the study once the sites are back, under a study id "
+                          f"they approve)", failures=tuple(executor.failures.values())) from None
 
 
 def _fit_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool,
                       sites: tuple[str, ...]) -> AssociationResult:
     fit = BinaryTraitFit(len(executor.harmonised.variants), len(cohort.covariates) + 1, always_firth=always_firth)
     keep = {KEEP_GENOTYPES_PARAMETER: "1"}  # every round reads the same samples: sites may keep them in memory
+    first = True
     while requests := fit.requests():
         for request in requests:
             totals = executor.run(request.analysis, request.width, cohort=cohort, variants=request.variants,
                                   inputs=request.inputs, parameters=keep)
             if executor.live_sites != sites:
-                raise _SitesChanged
+                if not first:
+                    raise _SitesChanged
+                sites = executor.live_sites  # lost in the first round: every round is over the new set
+            first = False
             started = time.perf_counter()
             try:
                 fit.update(request, totals)

@@ -54,7 +54,7 @@ class PrivacySession:
     def aggregators(self, task: TaskSpec, width: int) -> dict[int, Aggregator]:
         """One aggregator per block of ``task``'s round; for ``he`` the round is registered first."""
         sizes = [(stop - start) * width for start, stop in (task.block_bounds(b) for b in range(task.n_blocks))]
-        names = [name for name, _ in task.participants]
+        names = list(task.participants)
         decryptor = None
         if self._client is not None and self.he_context is not None:
             from engine.privacy.he_rounds import RoundRegistration

@@ -1,11 +1,12 @@
-"""Executing rounds across sites: dispatch, streaming aggregation, dropout restarts.
+"""Executing rounds across sites: dispatch, aggregation, dropouts.
 
 An analysis driver asks the :class:`RoundExecutor` for "the total over all sites of analysis A on
-these harmonised variants with these inputs"; the executor sends one task per live site, folds each
-site's protected blocks into per-block aggregators as they arrive (so the coordinator never holds a
-site's statistics in the clear), and returns the float64 totals. If a site fails and the study allows
-dropout, the round is re-run without it under a new round number (fresh masks); otherwise the
-failure ends the study. Every dispatched round, restarts included, gets a unique number.
+these harmonised variants with these inputs"; the executor sends one task per live site and returns
+the float64 totals. Secure rounds (secagg, he) run the signed key exchange and, for secagg, recover a
+site that fails after the shares were exchanged in the *same* round (coordinator/secure_rounds.py):
+the result is over the survivors, and the site is gone from later rounds. A site that fails before
+anything was computed (or in a plaintext round) ends the round: if the study allows dropout, it is
+re-run without it under a new round number, otherwise the failure ends the study.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from engine.audit.coordinator_log import CoordinatorLog, audited_events
 from coordinator.client import SiteClient
 from coordinator.dp_plan import DpSession
 from coordinator.privacy_session import PrivacySession
+from coordinator.secure_rounds import run_secure_round
 from coordinator.study import StudyConfig
 from engine.audit.records import REQUEST_ID_KEY
 from engine.errors import SiteFailure, StudyFailed
@@ -57,6 +59,7 @@ class RoundExecutor:
     rounds: int = 0
     last_done: dict[str, TaskDone] = field(default_factory=dict)
     privacy: PrivacySession | None = None  # opened on the first round (for "he": key holder connection)
+    protocol_bytes: int = 0  # bytes the secure rounds' key phases added (keys, shares, signatures, reveals)
 
     @property
     def live_sites(self) -> tuple[str, ...]:
@@ -80,22 +83,37 @@ class RoundExecutor:
             bar = self.progress.add_task(f"round {self.rounds} ({analysis}): {len(self.clients)} sites",
                                          total=next(iter(tasks.values())).n_blocks * len(self.clients))
             try:
-                totals = self._dispatch(tasks, width, lambda: self.progress.advance(bar))
-                return totals if self.dp is None else self.dp.after_round(analysis, totals)
-            except SiteFailure as failure:
+                if self.config.privacy in ("secagg", "he"):
+                    outcome = run_secure_round(self.clients, tasks, width, self.pool, self._privacy(), self.audit,
+                                               lambda: self.progress.advance(bar), self.config.allow_dropout)
+                    self.last_done, self.protocol_bytes = outcome.done, self.protocol_bytes + outcome.protocol_bytes
+                    for name, failure in outcome.dropped.items():  # recovered in this round: gone for the next
+                        self.failures[name] = failure
+                        self._drop(name)
+                    if outcome.dropped:
+                        self.require_enough(f"round {self.rounds}")
+                    totals = outcome.totals
+                else:
+                    totals = self._dispatch(tasks, width, lambda: self.progress.advance(bar))
+                return totals if self.dp is None else self.dp.after_round(analysis, totals, self.last_done)
+            except SiteFailure as failure:  # before any block was computed (or plaintext): restart without it
                 self.failures[failure.site] = failure
                 log.warning("round %d failed: %s", self.rounds, failure)
                 if not self.config.allow_dropout:
                     raise StudyFailed(f"{failure} (the study does not allow dropping sites)", failures=(failure,)) from None
-                index = self.live_sites.index(failure.site)
-                self.clients = [c for c in self.clients if c.name != failure.site]
-                self.harmonised = Harmonisation(
-                    variants=self.harmonised.variants,
-                    alignments=tuple(a for i, a in enumerate(self.harmonised.alignments) if i != index),
-                    dropped=self.harmonised.dropped, id_mismatches=self.harmonised.id_mismatches)
+                self._drop(failure.site)
                 self.require_enough(f"round {self.rounds}")
             finally:
                 self.progress.remove_task(bar)
+
+    def _drop(self, site: str) -> None:
+        """Remove a failed site from the live sites and the harmonisation of later rounds."""
+        index = self.live_sites.index(site)
+        self.clients = [c for c in self.clients if c.name != site]
+        self.harmonised = Harmonisation(
+            variants=self.harmonised.variants,
+            alignments=tuple(a for i, a in enumerate(self.harmonised.alignments) if i != index),
+            dropped=self.harmonised.dropped, id_mismatches=self.harmonised.id_mismatches)
 
     def require_enough(self, stage: str) -> None:
         require_enough(self.config, len(self.clients), self.failures, stage)
@@ -107,7 +125,7 @@ class RoundExecutor:
 
     def _tasks(self, analysis: str, cohort: CohortRequest, selected: np.ndarray,
                inputs: dict[str, np.ndarray], extra: dict[str, str] | None = None) -> dict[str, TaskSpec]:
-        participants = tuple((c.name, self.descriptions[c.name].secagg_public_key) for c in self.clients)
+        participants = tuple(c.name for c in self.clients)
         if cohort.data_use is None:  # every cohort of the study (QC, allelic test...) declares its data use
             cohort = dataclasses.replace(cohort, data_use=self.config.cohort.data_use)
         parameters = {REQUEST_ID_KEY: uuid.uuid4().hex, **(extra or {}),
@@ -118,13 +136,13 @@ class RoundExecutor:
                 privacy=self.config.privacy, participants=participants, block_size=self.config.block_size,
                 variant_index=alignment.index[selected], flip=alignment.flip[selected],
                 requester=self.config.requester, inputs=inputs, privacy_material=self._privacy().task_material(),
-                parameters=parameters,
+                parameters=parameters, threshold=_threshold(self.config.threshold, len(participants)),
             )
             for client, alignment in zip(self.clients, self.harmonised.alignments)
         }
 
     def _dispatch(self, tasks: dict[str, TaskSpec], width: int, on_block: Callable[[], None]) -> np.ndarray:
-        """One round at every live site; raises the first SiteFailure (the others are abandoned)."""
+        """One plaintext round at every live site; raises the first SiteFailure (the others are abandoned)."""
         first = next(iter(tasks.values()))
         aggregators = self._privacy().aggregators(first, width)
         totals = np.empty((first.n_variants, width))
@@ -167,6 +185,11 @@ class RoundExecutor:
             raise StudyFailed(f"blocks {sorted(aggregators)[:5]} were not received from every site")
         self.last_done = done
         return totals
+
+
+def _threshold(configured: int, n_sites: int) -> int:
+    """The round's Shamir threshold: the study's (0: a majority), never above the sites left nor below a majority."""
+    return max(min(configured, n_sites), n_sites // 2 + 1) if configured else 0
 
 
 def require_enough(config: StudyConfig, n_live: int, failures: Mapping[str, SiteFailure], stage: str) -> None:

@@ -37,8 +37,9 @@ A study TOML (see docs/study-example.toml)::
     [privacy]
     mode = "secagg"              # or "he" (needs key_holder) or "plaintext" (development only)
     key_holder = "10.0.0.9:50060"  # only with mode = "he": `fedgwas keyholder serve` address
-    allow_dropout = false        # restart a round without a failed site?
+    allow_dropout = false        # finish a round without a site that fails mid-round (secagg: same round)?
     min_sites = 2
+    threshold = 0                # Shamir threshold of secagg rounds (0: a majority of the round's sites)
 
     [dp]                         # optional: differentially private releases (coordinator/dp_options.py)
     epsilon = 1.0
@@ -169,6 +170,7 @@ class StudyConfig:
     block_size: int = 8192
     allow_dropout: bool = False
     min_sites: int = 2
+    threshold: int = 0  # [privacy] threshold: secagg Shamir threshold (0: majority)
     timeout_seconds: float = 3600.0
     requester: str = ""
     show_progress: bool = True
@@ -212,6 +214,9 @@ class StudyConfig:
             raise ConfigError(f"{where}: site names must be unique, got {names}")
         if not 2 <= self.min_sites <= len(self.sites):
             raise ConfigError(f"{where}: min_sites {self.min_sites} must be between 2 and the number of sites")
+        if self.threshold and not len(self.sites) // 2 + 1 <= self.threshold <= len(self.sites):
+            raise ConfigError(f"{where}: [privacy] threshold {self.threshold} must be 0 (a majority) or between a "
+                              f"majority ({len(self.sites) // 2 + 1}) and the number of sites ({len(self.sites)})")
         if not 1 <= self.block_size <= 65_536:
             raise ConfigError(f"{where}: block_size {self.block_size} must be between 1 and 65536")
         if self.timeout_seconds <= 0:
@@ -363,6 +368,7 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             allow_dropout=typed_value(privacy, "allow_dropout", bool, f"{name} [privacy]", False),
             key_holder=typed_value(privacy, "key_holder", str, f"{name} [privacy]", ""),
             min_sites=typed_value(privacy, "min_sites", int, f"{name} [privacy]", 2),
+            threshold=typed_value(privacy, "threshold", int, f"{name} [privacy]", 0),
             timeout_seconds=float(typed_value(tables["network"], "timeout_seconds", (int, float), f"{name} [network]", 3600)),
             sites=sites,
             out_dir=Path(output_dir),

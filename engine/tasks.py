@@ -65,7 +65,9 @@ class TaskSpec:
 
     ``variant_index`` ``(M,)`` int64 gives, for each harmonised variant, its row in the site's own
     manifest; ``flip`` ``(M,)`` bool marks variants where the site counts the other allele.
-    ``participants`` lists ``(site name, secure-aggregation public key)`` for every site of the round.
+    ``participants`` names every site of the round (names in the consortium roster; each site's keys
+    for the round are exchanged in the round itself, signed: :mod:`engine.privacy.secure_round`), and
+    ``threshold`` is the round's Shamir threshold (0: a majority).
     ``inputs`` holds the analysis's named input arrays (see :mod:`engine.stats.registry`);
     ``privacy_material`` the privacy mode's own inputs (:data:`PRIVACY_MATERIAL`), kept apart from
     them so that every analysis runs under every mode unchanged.
@@ -76,7 +78,7 @@ class TaskSpec:
     analysis: str
     cohort: CohortRequest
     privacy: str
-    participants: tuple[tuple[str, bytes], ...]
+    participants: tuple[str, ...]
     block_size: int
     variant_index: np.ndarray
     flip: np.ndarray
@@ -84,6 +86,7 @@ class TaskSpec:
     inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     parameters: Mapping[str, str] = field(default_factory=dict)
     privacy_material: Mapping[str, bytes] = field(default_factory=dict)
+    threshold: int = 0
 
     def __post_init__(self) -> None:
         if not self.study_id:
@@ -107,9 +110,13 @@ class TaskSpec:
             )
         if len(self.variant_index) == 0:
             raise ProtocolError("task selects no variants")
-        names = [name for name, _ in self.participants]
+        names = list(self.participants)
+        if any(not isinstance(name, str) or not name for name in names):
+            raise ProtocolError(f"task.participants must be site names, got {names}")
         if len(set(names)) != len(names):
             raise ProtocolError(f"task.participants repeats a site: {names}")
+        if not 0 <= self.threshold <= len(names):
+            raise ProtocolError(f"task.threshold {self.threshold} must be between 0 and the {len(names)} participants")
         check_inputs(analysis, self.inputs, len(self.variant_index))
         if len(self.parameters) > MAX_PARAMETERS or any(len(k) > 64 or len(v) > 1024 for k, v in self.parameters.items()):
             raise ProtocolError(f"task.parameters: at most {MAX_PARAMETERS} entries, keys <= 64 and values <= 1024 characters")
@@ -136,7 +143,7 @@ class SiteDescription:
     n_samples_total: int
     n_samples_analysed: int
     n_variants: int
-    secagg_public_key: bytes
+    identity_public_key: bytes
     privacy_modes: tuple[str, ...]
     genotype_format: str = "plink1"
     budget: Mapping[str, float] = field(default_factory=dict)  # DP budget state, see SiteInfo.budget
@@ -169,3 +176,6 @@ class TaskDone:
     compute_seconds: float
     bytes_sent: int
     ledger_head: SignedHead | None = None  # the site's signed ledger head after this task (its receipt)
+    contributors: tuple[str, ...] = ()  # secagg: the survivors this site revealed shares for
+    rho_spent: float = 0.0  # zCDP rho the site charged (0 for an exact release)
+    noise_scale: float = 0.0  # scale of the site's noise share (0 for an exact release)

@@ -1,7 +1,8 @@
 """``fedgwas local``: one real site-agent process per genotype fileset, on loopback.
 
-Each site gets a directory ``OUT/sites/<bfile stem>/`` holding its config, its key pair (kept across
-runs, so a site's identity is stable), its own rows of the phenotype and covariate files (a site
+Each site gets a directory ``OUT/sites/<bfile stem>/`` holding its config, its identity key (kept
+across runs, so a site's identity is stable) and a copy of the consortium roster ``OUT/roster.toml``
+listing every local site, its own rows of the phenotype and covariate files (a site
 never sees another site's samples), and its log. Agents bind port 0 and report their address in a
 ready file; they are stopped when the study ends, whatever happens.
 """
@@ -28,7 +29,7 @@ from engine.io.plink import FamTable, bfile_paths
 from engine.io.tables import SampleTable, read_sample_table
 from engine.privacy.budget import BudgetPolicy
 from protos.pki import TlsFiles, dev_pki
-from site_agent.provision import init_site
+from site_agent.provision import init_site, provision_roster
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,8 +118,11 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
     pheno_table = None if pheno is None else read_sample_table(pheno)
     covar_table = None if covar is None else read_sample_table(covar)
     consent_table = None if consent is None else read_sample_table(consent)
+    names = site_names([p for _, p in inputs])
+    # OUT/roster.toml: every local site's identity key (kept across runs) and certificate; every site pins it
+    roster = provision_roster({name: out_dir / "sites" / name for name in names}, out_dir / "roster.toml", tls)
     sites = []
-    for name, (fmt, path) in zip(site_names([p for _, p in inputs]), inputs):
+    for name, (fmt, path) in zip(names, inputs):
         directory = out_dir / "sites" / name
         directory.mkdir(parents=True, exist_ok=True)
         fam = sample_ids(fmt, Path(path))
@@ -140,7 +144,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            allow_plaintext=allow_plaintext, threads=threads, genotype_format=fmt,
                            he_context_sha256=he_context_sha256, budget=budget,
                            tls=None if tls is None else tls[name],
-                           consent=None if consent_path is None else str(consent_path), witness=witness)
+                           consent=None if consent_path is None else str(consent_path), witness=witness,
+                           roster=roster)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

@@ -36,7 +36,8 @@ class ServerLimits:
     at once, never queued); ``per_peer_rpcs`` calls per certificate identity; ``untrusted_rpcs``
     shared by identities no rule could authorise; ``work_slots`` computations at once; a first
     message within ``header_seconds``; no wait on the peer longer than ``idle_seconds``; a payload
-    complete within ``upload_seconds`` of its header; at most ``max_payload_bytes`` of it.
+    complete within ``upload_seconds`` of its header; at most ``max_payload_bytes`` of it; the round's
+    relayed phases each within ``round_phase_seconds``.
     """
 
     max_concurrent_rpcs: int = 32
@@ -46,13 +47,16 @@ class ServerLimits:
     header_seconds: float = 10.0
     idle_seconds: float = 120.0
     upload_seconds: float = 900.0
+    #: A round's later phases (peer keys, shares, survivors, signatures) come from the coordinator
+    #: once every site has computed its blocks: each within this of the site's previous message.
+    round_phase_seconds: float = 6 * 3600.0
     max_payload_bytes: int = MAX_TASK_BYTES
 
     def __post_init__(self) -> None:
         counts = {"max_concurrent_rpcs": self.max_concurrent_rpcs, "per_peer_rpcs": self.per_peer_rpcs,
                   "untrusted_rpcs": self.untrusted_rpcs, "work_slots": self.work_slots}
         bad = {k: v for k, v in counts.items() if not isinstance(v, int) or v < 1}
-        if bad or min(self.header_seconds, self.idle_seconds, self.upload_seconds) <= 0 or self.max_payload_bytes < 1:
+        if bad or min(self.header_seconds, self.idle_seconds, self.upload_seconds, self.round_phase_seconds) <= 0 or self.max_payload_bytes < 1:
             raise ValueError(f"server limits must be positive, got {self}")
         if self.untrusted_rpcs >= self.max_concurrent_rpcs or self.per_peer_rpcs >= self.max_concurrent_rpcs:
             raise ValueError("untrusted_rpcs and per_peer_rpcs must leave room below max_concurrent_rpcs: "

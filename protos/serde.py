@@ -17,7 +17,11 @@ from engine.cohort.consent import DataUse
 from engine.cohort.harmonise import VariantManifest
 from engine.errors import ProtocolError
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
+from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal,
+                                         SurvivorSignature)
+from protos import round_messages
 from protos import site_agent_pb2 as pb
+from protos.task_header import header_fields, parameters_from_header
 from protos.limits import (CHUNK_BYTES, MANIFEST_CHUNK_VARIANTS, MAX_ARRAY_ELEMENTS, MAX_ARRAYS, MAX_BLOCK_BYTES,
                            MAX_NAME_LENGTH, MAX_TASK_BYTES)
 from protos.witness_client import head_from_proto, head_to_proto
@@ -51,9 +55,9 @@ def task_to_messages(task: TaskSpec) -> Iterator[pb.TaskMessage]:
     yield pb.TaskMessage(header=pb.TaskHeader(
         study_id=task.study_id, round=task.round, analysis=task.analysis,
         cohort=cohort_to_proto(task.cohort), privacy=task.privacy,
-        participants=[pb.Participant(site_name=n, secagg_public_key=k) for n, k in task.participants],
+        participants=[pb.Participant(site_name=n) for n in task.participants], threshold=task.threshold,
         block_size=task.block_size, n_variants=task.n_variants, requester=task.requester,
-        parameters=dict(task.parameters),
+        **header_fields(task.parameters),
     ))
     yield from _array_chunks("variant_index", task.variant_index, "<i8")
     yield from _array_chunks("flip", task.flip.astype(np.uint8), "|u1")
@@ -61,6 +65,7 @@ def task_to_messages(task: TaskSpec) -> Iterator[pb.TaskMessage]:
         yield from _array_chunks(name, values, values.dtype.newbyteorder("<").str)
     for name, material in task.privacy_material.items():  # e.g. the public CKKS context ("he")
         yield from _array_chunks(f"privacy:{name}", np.frombuffer(material, dtype=np.uint8), "|u1")
+    yield pb.TaskMessage(inputs_end=pb.InputsEnd())
 
 
 def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tuple[SiteDescription, VariantManifest]:
@@ -86,7 +91,7 @@ def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tupl
     description = SiteDescription(
         site_name=info.site_name, software_version=info.software_version,
         n_samples_total=info.n_samples_total, n_samples_analysed=info.n_samples_analysed,
-        n_variants=info.n_variants, secagg_public_key=bytes(info.secagg_public_key),
+        n_variants=info.n_variants, identity_public_key=bytes(info.identity_public_key),
         privacy_modes=tuple(info.privacy_modes), genotype_format=info.genotype_format,
         budget=dict(info.budget),
     )
@@ -98,12 +103,27 @@ def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tupl
     return description, manifest
 
 
-def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress | ResultBlock | TaskDone]:
-    """Reassemble chunked result blocks; validates ordering and sizes of the stream."""
+RoundEvent = KeyAdvertisement | list[EncryptedShare] | SurvivorSignature | ShareReveal
+
+
+def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress | ResultBlock | TaskDone | RoundEvent]:
+    """Reassemble chunked result blocks and the round's phase events; validates ordering and sizes."""
     header: pb.BlockHeader | None = None
     buffer = bytearray()
     for event in events:
         kind = event.WhichOneof("payload")
+        if kind in ("keys", "shares", "survivor_signature", "reveal"):
+            if header is not None:
+                raise ProtocolError(f"{kind} sent inside block {header.block}")
+            if kind == "keys":
+                yield round_messages.advertisement_from_proto(event.keys)
+            elif kind == "shares":
+                yield round_messages.shares_from_proto(event.shares)
+            elif kind == "survivor_signature":
+                yield round_messages.survivor_signature_from_proto(event.survivor_signature)
+            else:
+                yield round_messages.reveal_from_proto(event.reveal)
+            continue
         if kind == "progress":
             yield TaskProgress(event.progress.stage, event.progress.done, event.progress.total)
         elif kind == "block":
@@ -125,7 +145,8 @@ def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress 
                 raise ProtocolError(f"stream ended inside block {header.block}")
             d = event.done
             yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent,
-                           head_from_proto(d.ledger_head) if d.HasField("ledger_head") else None)
+                           head_from_proto(d.ledger_head) if d.HasField("ledger_head") else None,
+                           tuple(d.contributors), d.rho_spent, d.noise_scale)
             continue
         if header is not None and len(buffer) == header.total_bytes and kind in ("block", "chunk"):
             yield ResultBlock(header.block, header.first_variant, header.n_variants, header.width,
@@ -156,7 +177,7 @@ def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
         n_samples_total=description.n_samples_total,
         n_samples_analysed=description.n_samples_analysed,
         n_variants=description.n_variants,
-        secagg_public_key=description.secagg_public_key,
+        identity_public_key=description.identity_public_key,
         privacy_modes=list(description.privacy_modes),
         genotype_format=description.genotype_format,
         budget=dict(description.budget),
@@ -218,23 +239,29 @@ def task_header(first: pb.TaskMessage | None) -> pb.TaskHeader:
         raise ProtocolError("a task stream must start with a TaskHeader")
     if not 0 < first.header.n_variants <= MAX_ARRAY_ELEMENTS:
         raise ProtocolError(f"task.n_variants {first.header.n_variants} is out of range")
+    if not first.header.request_id:
+        raise ProtocolError("task.request_id is empty: every round carries the coordinator's request id")
     return first.header
 
 
-def read_task_arrays(messages: Iterable[pb.TaskMessage], max_bytes: int = MAX_TASK_BYTES,
+def read_task_arrays(messages: Iterator[pb.TaskMessage], max_bytes: int = MAX_TASK_BYTES,
                      on_bytes: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """The arrays following a task header, assembled as they arrive.
+    """The arrays following a task header, assembled as they arrive, up to ``inputs_end``.
 
     Each array may carry only the bytes its first chunk declares (dtype x shape), and all arrays
     together at most ``max_bytes``: a stream that declares or sends more is refused at the first
     chunk that would exceed it, so nothing beyond the declaration is ever buffered. ``on_bytes`` is
-    told the size of every chunk accepted (the server's meter).
+    told the size of every chunk accepted (the server's meter). The messages after ``inputs_end``
+    (the round's later phases) stay in ``messages``.
     """
     buffers: dict[str, _ArrayBuffer] = {}
     declared = 0
     for message in messages:
-        if message.WhichOneof("payload") != "array":
-            raise ProtocolError("only ArrayChunk messages may follow the TaskHeader")
+        kind = message.WhichOneof("payload")
+        if kind == "inputs_end":
+            break
+        if kind != "array":
+            raise ProtocolError("only ArrayChunk messages, then inputs_end, may follow the TaskHeader")
         chunk = message.array
         buffer = buffers.get(chunk.name)
         if buffer is None:
@@ -248,6 +275,8 @@ def read_task_arrays(messages: Iterable[pb.TaskMessage], max_bytes: int = MAX_TA
         buffer.add(chunk)
         if on_bytes is not None:
             on_bytes(len(chunk.data))
+    else:
+        raise ProtocolError("the task stream ended before inputs_end")
     return {name: buffer.array() for name, buffer in buffers.items()}
 
 
@@ -255,13 +284,15 @@ def task_from_messages(messages: Iterable[pb.TaskMessage], *, header: pb.TaskHea
                        max_bytes: int = MAX_TASK_BYTES, on_bytes: Callable[[int], None] | None = None) -> TaskSpec:
     """Assemble a task from its header and array chunks, validating sizes, offsets and inputs.
 
-    ``header``: already read (and authorised) by the caller with :func:`task_header`; the
-    messages are then the array chunks that follow it.
+    ``header``: already read (and authorised) by the caller with :func:`task_header`; the messages
+    are then the array chunks that follow it. Later messages (the round's phases) stay in
+    ``messages`` (read them with :class:`StreamInbox`).
     """
     iterator = iter(messages)
     if header is None:
         header = task_header(next(iterator, None))
     n = header.n_variants
+    parameters = parameters_from_header(header)
     arrays = read_task_arrays(iterator, max_bytes, on_bytes)
     for name, dtype in TASK_ARRAYS.items():
         array = arrays.pop(name, None)
@@ -283,20 +314,62 @@ def task_from_messages(messages: Iterable[pb.TaskMessage], *, header: pb.TaskHea
         analysis=header.analysis,
         cohort=cohort_from_proto(header.cohort),
         privacy=header.privacy,
-        participants=tuple((p.site_name, bytes(p.secagg_public_key)) for p in header.participants),
+        participants=tuple(p.site_name for p in header.participants),
+        threshold=header.threshold,
         block_size=header.block_size,
         variant_index=arrays.pop("__variant_index").astype(np.int64),
         flip=flip.astype(bool),
         requester=header.requester,
         inputs=arrays,
-        parameters=dict(header.parameters),
+        parameters=parameters,
         privacy_material=privacy_material,
     )
 
 
-def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb.TaskEvent]:
+class StreamInbox:
+    """The round's later phases, read off the rest of the task stream (:class:`site_agent.handlers.RoundInbox`)."""
+
+    def __init__(self, messages: Iterator[pb.TaskMessage]) -> None:
+        self._messages = messages
+
+    def _next(self, kind: str) -> pb.TaskMessage:
+        message = next(self._messages, None)
+        if message is None:
+            raise ProtocolError(f"the coordinator ended the task stream while the site waited for {kind}")
+        if message.WhichOneof("payload") != kind:
+            raise ProtocolError(f"expected {kind} from the coordinator, got {message.WhichOneof('payload')}")
+        return message
+
+    def peer_keys(self) -> list[KeyAdvertisement]:
+        return round_messages.peer_keys_from_proto(self._next("peer_keys").peer_keys)
+
+    def share_bundle(self) -> list[EncryptedShare]:
+        return round_messages.shares_from_proto(self._next("share_bundle").share_bundle)
+
+    def survivors(self) -> list[str]:
+        sites = list(self._next("survivors").survivors.sites)
+        if len(sites) > round_messages.MAX_PARTICIPANTS:
+            raise ProtocolError("SurvivorSet lists too many sites")
+        return sites
+
+    def survivor_signatures(self) -> list[SurvivorSignature]:
+        signatures = self._next("survivor_signatures").survivor_signatures.signatures
+        if len(signatures) > round_messages.MAX_PARTICIPANTS:
+            raise ProtocolError("SurvivorSignatures lists too many signatures")
+        return [round_messages.survivor_signature_from_proto(s) for s in signatures]
+
+
+def event_to_protos(event: object) -> Iterator[pb.TaskEvent]:
     """One engine event as wire messages; result blocks are split into chunks of at most 1 MiB."""
-    if isinstance(event, TaskProgress):
+    if isinstance(event, KeyAdvertisement):
+        yield pb.TaskEvent(keys=round_messages.advertisement_to_proto(event))
+    elif isinstance(event, OutgoingShares):
+        yield pb.TaskEvent(shares=round_messages.shares_to_proto(event.shares))
+    elif isinstance(event, SurvivorSignature):
+        yield pb.TaskEvent(survivor_signature=round_messages.survivor_signature_to_proto(event))
+    elif isinstance(event, ShareReveal):
+        yield pb.TaskEvent(reveal=round_messages.reveal_to_proto(event))
+    elif isinstance(event, TaskProgress):
         yield pb.TaskEvent(progress=pb.Progress(stage=event.stage, done=event.done, total=event.total))
     elif isinstance(event, ResultBlock):
         yield pb.TaskEvent(block=pb.BlockHeader(
@@ -307,7 +380,9 @@ def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb
             yield pb.TaskEvent(chunk=pb.BlockChunk(block=event.block, offset=offset,
                                                    data=bytes(view[offset: offset + CHUNK_BYTES])))
     else:
+        assert isinstance(event, TaskDone)
         yield pb.TaskEvent(done=pb.TaskSummary(
             n_samples=event.n_samples, n_blocks=event.n_blocks, n_design=event.n_design,
             compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent,
-            ledger_head=None if event.ledger_head is None else head_to_proto(event.ledger_head)))
+            ledger_head=None if event.ledger_head is None else head_to_proto(event.ledger_head),
+            contributors=list(event.contributors), rho_spent=event.rho_spent, noise_scale=event.noise_scale))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 
-from engine.audit.records import REQUEST_ID_KEY
 from engine.errors import PrivacyError
 from protos import site_agent_pb2 as pb
 from site_agent.data import SiteData
@@ -44,7 +43,7 @@ def authorise_header(data: SiteData, header: pb.TaskHeader, requester: str | Non
         description = {"refused": "on the task header, before its payload was read",
                        "privacy": header.privacy, "n_variants": header.n_variants}
         data.ledger.append(kind="refused", requester=requester or "", study=header.study_id, round=header.round,
-                           request_id=header.parameters.get(REQUEST_ID_KEY, ""), analysis=header.analysis,
+                           request_id=header.request_id, analysis=header.analysis,
                            parameters=canonical_json(description), message=f"{type(error).__name__}: {error}")
         log.warning("task refused on its header: %s", error)
         raise

@@ -23,13 +23,14 @@ import sys
 from pathlib import Path
 from typing import Protocol, Sequence
 
-from engine.privacy import secagg
+from engine.privacy.roster import identity_fingerprint
 from engine.errors import ConfigError, ExitCode, FedGwasError
 from engine.version import __version__
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import he_context_pin, init_site
 from protos.servers import serve_until_signal
+from site_agent.policy import DENY_ALL
+from site_agent.provision import ensure_identity_key, he_context_pin, init_site
 from protos.pki import TlsFiles
 from site_agent.security_check import check_security
 from site_agent.server import make_server
@@ -76,6 +77,12 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
                                 "site's certificate, CN = --name), e.g. from `fedgwas keys tls --site NAME`")
     transport.add_argument("--insecure", action="store_true",
                            help="serve plaintext gRPC (development machines only; results are labelled)")
+    init.add_argument("--roster", metavar="FILE",
+                      help="the consortium roster (site names and identity keys) this site pins; without one it "
+                           "serves no secure-aggregation or HE task")
+    init.add_argument("--open-access", action="store_true",
+                      help="serve any study and requester (development only; default: deny until [[access.study]] "
+                           "approvals are added)")
     init.add_argument("--consent", metavar="FILE", help="participant consent table (#FID IID DUO; docs/consent.md)")
     init.add_argument("--witness", metavar="HOST:PORT",
                       help="a witness (`fedgwas witness serve`) to which the site publishes its signed ledger head "
@@ -109,7 +116,9 @@ def _check(config_path: str) -> int:
     if data.covar is not None:
         print(f"  covariates: {', '.join(data.covar.names)}")
     print(f"  privacy modes accepted: {', '.join(config.privacy_modes)}")
-    print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
+    print(f"  identity key: {data.identity_public_key.hex()} (sha256 {identity_fingerprint(data.identity_public_key)[:16]})")
+    print(f"  roster: {config.roster} ({len(data.roster.entries)} sites)" if data.roster is not None else
+          "  WARNING: no consortium roster ([keys] roster): secure-aggregation and HE tasks are refused")
     if config.he_context_sha256:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
     if data.heads is not None:
@@ -126,7 +135,7 @@ def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     config = load_site_config(config_path)
     data = load_site_data(config)
     server, port = make_server(data, listen or config.listen)
-    log.info("site %s serving on port %d (key %s)", config.name, port, secagg.fingerprint(data.secagg_public_key))
+    log.info("site %s serving on port %d (key %s)", config.name, port, identity_fingerprint(data.identity_public_key)[:16])
     serve_until_signal(server, listen or config.listen, port, ready_file)
     return ExitCode.OK
 
@@ -144,8 +153,11 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
                                                       Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
-                             consent=args.consent, witness=args.witness)
+                             consent=args.consent, witness=args.witness, roster=Path(args.roster) if args.roster else None,
+                             access=None if args.open_access else DENY_ALL)
+            public = ensure_identity_key(Path(args.dir))
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
+            print(f"identity key of {args.name!r} for the consortium roster: {public.hex()}")
             print(f"ledger signing key: {Path(args.dir) / 'keys' / 'ledger-signing.key'} (give the .pub file beside it "
                   f"to your auditor)")
             return ExitCode.OK

@@ -6,12 +6,13 @@
   cohort is between 1 and D-1 samples is refused: two releases over cohorts differing by a handful of
   participants would let their difference reveal those participants' statistics. Identical cohorts
   (every round of a study, or a study repeated) are allowed.
-* **Replays**: a task whose request id (``audit.request_id``; or, without one, whose study and round)
-  has already been *released* is refused, so a recorded round re-sent, by the coordinator or anyone
-  relaying it, yields nothing. Masks are bound to the request id as well (see handlers), so a
-  restarted coordinator reusing round numbers never reuses a mask.
-* **Minimum allele count** (``[access] min_allele_count = K``): for each variant whose minor allele
-  count among this site's analysed samples is below K, the site contributes an all-zero row, exactly
+* **Replays** are refused at admission (engine/privacy/budget.py): a request id seen before in any
+  state is refused in the same ledger transaction. Masks come from each round's fresh ephemeral keys.
+  The study-level guards (same statistics over another set of sites; a study's sample sets) are in
+  site_agent/release_registry.py.
+* **Minimum allele count** (``[access] min_allele_count = K``, exact releases only: a DP release is
+  never suppressed before its noise): for each variant whose minor allele count among this site's
+  analysed samples is below K, the site contributes an all-zero row, exactly
   as if it had no observed sample at that variant. The decision uses only the site's own data, so it
   needs nothing from other sites; under secure aggregation the coordinator sees only the sum, in which
   the abstention shows only through the pooled sample count of that variant (one bit: "this site's
@@ -29,7 +30,6 @@ import numpy as np
 
 from engine.errors import PrivacyError
 from engine.io.plink import MISSING_INT8
-from engine.audit.ledger import LedgerEntry
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS cohorts (digest TEXT PRIMARY KEY, n_fam INTEGER NOT NULL, members BLOB NOT NULL)"
 
@@ -69,17 +69,6 @@ def check_and_record_cohort(path: Path, site: str, sample_index: np.ndarray, n_f
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
-
-
-def check_not_replayed(entries: list[LedgerEntry], site: str, study: str, round_: int, request_id: str) -> None:
-    """Refuse a task whose request (or, without a request id, whose study and round) was already released."""
-    for entry in entries:
-        if entry.kind != "released":
-            continue
-        if (request_id and entry.request_id == request_id) or \
-                (not request_id and not entry.request_id and entry.study == study and entry.round == round_):
-            raise PrivacyError(f"site {site!r} already released this request (study {study!r}, round {round_}, "
-                               f"ledger entry {entry.seq}): a replayed task is refused")
 
 
 def suppress_rare(values: np.ndarray, genotypes: np.ndarray, min_allele_count: int) -> np.ndarray:

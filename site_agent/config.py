@@ -13,7 +13,8 @@ Example (``fedgwas-site init`` writes one)::
     covar = "/data/gwas/covar.txt"     # optional
 
     [keys]
-    secagg_private_key = "keys/secagg.key"
+    identity_key = "keys/identity.key" # Ed25519: signs this site's ephemeral keys in every round
+    roster = "roster.toml"             # the consortium roster this site pins (engine/privacy/roster.py)
     ledger_signing_key = "keys/ledger-signing.key"   # Ed25519 key signing the ledger head (0600)
     he_context_sha256 = "..."          # only with "he": the key holder's public-context fingerprint
 
@@ -30,6 +31,8 @@ Example (``fedgwas-site init`` writes one)::
     delta = 1e-6
     study_epsilon = 2.0                # optional cap per study; requester_epsilon: per requester
     require_dp = false                 # true: refuse every release without DP noise
+    honest_sites = 1                   # honest participants (itself included) this site assumes when it
+                                       # sizes its noise share; never taken from the coordinator
 
     [audit]
     ledger = "ledger.sqlite"           # hash-chained record of every task (default: next to this file)
@@ -79,7 +82,7 @@ class SiteConfig:
     genotype_format: str  # "plink1" | "pgen" | "vcf"
     pheno: Path
     covar: Path | None
-    secagg_private_key: Path
+    identity_key: Path
     privacy_modes: tuple[str, ...] = ("secagg",)
     min_participants: int = 2
     threads: int | None = None
@@ -94,6 +97,7 @@ class SiteConfig:
     ledger_signing_key: Path | None = None  # [keys] ledger_signing_key (engine/audit/heads.py); needed to serve
     published_head: Path | None = None  # [audit] published_head: the last signed head published
     witness: str | None = None  # [witness] address
+    roster: Path | None = None  # [keys] roster: the pinned consortium roster (None: secagg/he refused)
 
     @property
     def insecure(self) -> bool:
@@ -172,7 +176,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         genotype_format=GENOTYPE_KEYS[given[0]],
         pheno=resolve(_get(data, "data", "pheno", str, path)),  # type: ignore[arg-type]
         covar=resolve(_get(data, "data", "covar", str, path, required=False)),
-        secagg_private_key=resolve(_get(keys, "keys", "secagg_private_key", str, path)),  # type: ignore[arg-type]
+        identity_key=resolve(_get(keys, "keys", "identity_key", str, path)),  # type: ignore[arg-type]
         privacy_modes=tuple(modes),
         min_participants=min_participants or 2,
         threads=threads,
@@ -187,6 +191,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         ledger_signing_key=signing_key,
         published_head=published_head,
         witness=witness_address,
+        roster=resolve(_get(keys, "keys", "roster", str, path, required=False)),
     )
 
 
@@ -206,12 +211,13 @@ def _tls_files(tls: dict[str, Any], path: Path, resolve: Any) -> TlsFiles | None
 
 
 def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, covar: str | None,
-                       secagg_private_key: str, privacy_modes: tuple[str, ...] = ("secagg",),
+                       identity_key: str, privacy_modes: tuple[str, ...] = ("secagg",),
                        threads: int | None = None, genotype_format: str = "plink1",
                        he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                        tls: TlsFiles | None = None, access: AccessPolicy | None = None,
                        consent: str | None = None, ledger_signing_key: str | None = None,
-                       witness: str | None = None) -> str:
+                       witness: str | None = None, roster: str | None = None,
+                       min_participants: int = 2) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -224,13 +230,15 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
         lines.append(f"covar = {q(covar)}")
     if consent is not None:
         lines.append(f"consent = {q(consent)}")
-    lines += ["", "[keys]", f"secagg_private_key = {q(secagg_private_key)}"]
+    lines += ["", "[keys]", f"identity_key = {q(identity_key)}"]
+    if roster is not None:
+        lines.append(f"roster = {q(roster)}")
     if ledger_signing_key is not None:
         lines.append(f"ledger_signing_key = {q(ledger_signing_key)}")
     if he_context_sha256 is not None:
         lines.append(f"he_context_sha256 = {q(he_context_sha256)}")
     lines += ["", "[policy]",
-              "privacy_modes = [" + ", ".join(q(m) for m in privacy_modes) + "]", "min_participants = 2"]
+              "privacy_modes = [" + ", ".join(q(m) for m in privacy_modes) + "]", f"min_participants = {min_participants}"]
     if threads is not None:
         lines += ["", "[compute]", f"threads = {threads}"]
     lines += render_policy(budget)

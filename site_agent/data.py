@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from engine.privacy import secagg
+from engine.privacy import roster as roster_module
+from engine.privacy.roster import Roster
 from engine.cohort.cohort import Cohort, build_cohort
 from engine.cohort.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
@@ -34,10 +35,11 @@ class SiteData:
     genotypes: GenotypeSource
     pheno: SampleTable
     covar: SampleTable | None
-    secagg_key: X25519PrivateKey
+    identity_key: Ed25519PrivateKey  # signs this site's ephemeral keys in every round
     ledger: Ledger  # every task is recorded here (engine/audit/ledger.py)
     consent: SampleTable | None = None  # #FID IID DUO table ([data] consent), validated at load
     heads: HeadPublisher | None = None  # signs the ledger head after every append (site_agent/head_publisher.py)
+    roster: Roster | None = None  # the pinned consortium roster ([keys] roster)
 
     def __post_init__(self) -> None:
         self._cohorts: dict[tuple[CohortRequest, str], Cohort] = {}
@@ -49,8 +51,15 @@ class SiteData:
         return self.config.name
 
     @property
-    def secagg_public_key(self) -> bytes:
-        return secagg.public_key_bytes(self.secagg_key)
+    def identity_public_key(self) -> bytes:
+        return roster_module.public_bytes(self.identity_key)
+
+    def require_roster(self) -> Roster:
+        """The pinned roster; PrivacyError when the site has none (it then serves no secagg/he task)."""
+        if self.roster is None:
+            raise PrivacyError(f"site {self.name!r} has no consortium roster ([keys] roster; `fedgwas-site init "
+                               f"--roster FILE`) and refuses every secure-aggregation or HE task")
+        return self.roster
 
     def cohort(self, request: CohortRequest, extra: SampleTable | None = None, extra_key: str = "") -> Cohort:
         """Analysed samples for ``request`` (raises InputError for unknown names/non-numeric values).
@@ -151,17 +160,43 @@ def load_site_data(config: SiteConfig) -> SiteData:
     of spent privacy budget can no longer be trusted.
     """
     ledger, heads = open_checked_ledger(config)
+    identity = roster_module.load_identity_key(config.identity_key)
+    roster = load_pinned_roster(config, identity)
     return SiteData(
         config=config,
         genotypes=open_genotypes(config.genotype_format, config.genotypes, config.path.parent / "cache",
                                  num_threads=config.threads),
         pheno=read_sample_table(config.pheno),
         covar=None if config.covar is None else read_sample_table(config.covar),
-        secagg_key=secagg.load_private_key(config.secagg_private_key),
+        identity_key=identity,
         ledger=ledger,
         consent=None if config.consent is None else read_consent_table(config.consent),
         heads=heads,
+        roster=roster,
     )
+
+
+def load_pinned_roster(config: SiteConfig, identity: Ed25519PrivateKey) -> Roster | None:
+    """The site's roster (None without one), after checking that it lists this site with its identity key
+    (and, when the roster pins one, this site's TLS certificate)."""
+    if config.roster is None:
+        return None
+    roster = roster_module.load_roster(config.roster)
+    entry = roster.get(config.name)
+    if entry is None:
+        raise ConfigError(f"roster {str(config.roster)!r} does not list this site {config.name!r}")
+    if entry.identity_key != roster_module.public_bytes(identity):
+        raise ConfigError(f"roster {str(config.roster)!r} lists another identity key for {config.name!r} "
+                          f"({entry.fingerprint[:16]}) than {str(config.identity_key)!r}")
+    if entry.certificate_sha256 and config.tls is not None:
+        try:
+            pem = config.tls.cert.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"[tls] cert {str(config.tls.cert)!r} cannot be read: {exc.strerror}") from None
+        if roster_module.certificate_sha256(pem) != entry.certificate_sha256:
+            raise ConfigError(f"roster {str(config.roster)!r} pins another certificate for {config.name!r} than "
+                              f"[tls] cert {str(config.tls.cert)!r}")
+    return roster
 
 
 def read_consent_table(path: Path) -> SampleTable:

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import resource
 import time
-from typing import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Callable, Generator, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -18,64 +18,100 @@ from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
 from engine.stats.registry import get_statistic
 from engine.stats.statistic import SiteStatistic
 from engine.cohort.cohort import Cohort
-from engine.privacy.protection import make_protector
-from engine.privacy.secagg import PairwiseMasker
+from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
+from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
+                                         SurvivorSignature, task_digest)
+from engine.privacy.protection import Protector, make_protector
 from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
                           TaskSpec)
-from engine.privacy.protection import Protector
 from engine.version import __version__
 from engine.stats.pca.kernel import SCORES_PARAMETER
-from engine.audit.records import REQUEST_ID_KEY
 from engine.privacy import budget
 from site_agent import cohort_guard, release, scores
 from site_agent.data import SiteData
+from engine.audit.ledger import canonical_json
+from site_agent.release_registry import ReleaseRegistry, registry_path, statistic_keys
+
+if TYPE_CHECKING:
+    from engine.privacy.he import PublicContext
 
 log = logging.getLogger("site_agent")
 
-TaskEvent = TaskProgress | ResultBlock | TaskDone
+#: Privacy modes whose rounds run the signed key exchange against the roster.
+SECURE_MODES = ("secagg", "he")
+
+
+TaskEvent = TaskProgress | ResultBlock | TaskDone | KeyAdvertisement | OutgoingShares | SurvivorSignature | ShareReveal
+
+
+class RoundInbox(Protocol):
+    """The coordinator's messages of a round's later phases, in order (the servicer reads them off the stream)."""
+
+    def peer_keys(self) -> Sequence[KeyAdvertisement]: ...
+
+    def share_bundle(self) -> Sequence[EncryptedShare]: ...
+
+    def survivors(self) -> Sequence[str]: ...
+
+    def survivor_signatures(self) -> Sequence[SurvivorSignature]: ...
 
 
 def describe(data: SiteData, cohort: CohortRequest, study_id: str = "", requester: str | None = None) -> SiteDescription:
     """The site's self-description for ``cohort`` (sizes only; the manifest is sent separately),
     with the DP budget that remains for ``study_id`` (and ``requester``, when known)."""
     selected = data.cohort(cohort)
+    data.config.access.check_purpose(data.name, study_id, cohort.data_use)
+    data.config.access.check_cohort_size(data.name, selected.n_samples)
     return SiteDescription(
         site_name=data.name,
         software_version=__version__,
         n_samples_total=data.genotypes.n_samples,
         n_samples_analysed=selected.n_samples,
         n_variants=data.genotypes.n_variants,
-        secagg_public_key=data.secagg_public_key,
+        identity_public_key=data.identity_public_key,
         privacy_modes=data.config.privacy_modes,
         genotype_format=data.genotypes.genotype_format,
         budget=budget.remaining(data.ledger, data.config.budget, study=study_id, requester=requester),
     )
 
 
-def authorise_describe(data: SiteData, study_id: str, requester: str | None) -> None:
-    """Refuse (and record in the ledger) a Describe from a requester or for a study the site does not serve."""
+def describe_recorded(data: SiteData, cohort: CohortRequest, study_id: str, requester: str | None) -> SiteDescription:
+    """:func:`describe` for an authorised requester and approved study and purpose, with a minimum
+    cohort; every Describe is recorded in the ledger (``described`` with the cohort, or ``refused``)."""
+    fields = {"requester": requester or "", "study": study_id, "analysis": "describe",
+              "parameters": canonical_json({"phenotype": cohort.phenotype, "covariates": list(cohort.covariates),
+                                            "purpose": "" if cohort.data_use is None else cohort.data_use.purpose})}
     try:
         data.config.access.authorise(data.name, study_id, None, requester)
-    except PrivacyError as error:
-        data.ledger.append(kind="refused", requester=requester or "", study=study_id, analysis="describe",
-                           message=f"{type(error).__name__}: {error}")
+        description = describe(data, cohort, study_id, requester)
+    except FedGwasError as error:
+        data.ledger.append(kind="refused", message=f"{type(error).__name__}: {error}", **fields)
         raise
+    data.ledger.append(kind="described", message=f"{description.n_samples_analysed} samples analysed", **fields)
+    return description
 
 
 def _authorise(data: SiteData, task: TaskSpec, requester: str) -> None:
-    """The site's ``[access]`` rules and the replay rule (site_agent/policy.py, cohort_guard.py)."""
+    """The site's ``[access]`` rules, the study's pinned purpose included (site_agent/policy.py)."""
     data.config.access.authorise(data.name, task.study_id, task.analysis, requester)
-    cohort_guard.check_not_replayed(data.ledger.entries(), data.name, task.study_id, task.round,
-                                    task.parameters.get(REQUEST_ID_KEY, ""))
+    data.config.access.check_purpose(data.name, task.study_id, task.cohort.data_use)
 
 
-def _check_cohort(data: SiteData, cohort: Cohort) -> None:
-    """Minimum cohort size and the differencing rule, on the cohort after every site filter."""
+def _registry(data: SiteData) -> ReleaseRegistry | None:
+    return None if data.config.ledger is None else ReleaseRegistry(registry_path(data.config.ledger))
+
+
+def _check_cohort(data: SiteData, task: TaskSpec, cohort: Cohort, exact: bool) -> None:
+    """Minimum cohort size and the differencing rules, on the cohort after every site filter."""
     access = data.config.access
     access.check_cohort_size(data.name, cohort.n_samples)
     if access.min_cohort_difference > 1 and data.config.ledger is not None:
         cohort_guard.check_and_record_cohort(cohort_guard.registry_path(data.config.ledger), data.name,
                                              cohort.sample_index, cohort.n_in_fam, access.min_cohort_difference)
+    registry = _registry(data)
+    if exact and registry is not None and not access.allow_cohort_differencing:
+        registry.check_samples(data.name, task.study_id, cohort.sample_index, cohort.n_in_fam,
+                               access.min_cohort_difference, record=False)
 
 
 def _check_task(data: SiteData, task: TaskSpec) -> None:
@@ -83,9 +119,13 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
         raise PrivacyError(
             f"site {data.name!r} does not accept privacy mode {task.privacy!r}; it accepts {list(data.config.privacy_modes)}"
         )
-    names = [name for name, _ in task.participants]
+    names = list(task.participants)
     if data.name not in names:
         raise ProtocolError(f"site {data.name!r} is not among the task's participants {names}")
+    if task.privacy in SECURE_MODES:  # only roster members count, and nobody else may be named
+        roster = data.require_roster()
+        for name in names:
+            roster.require(data.name, name)
     if len(names) < data.config.min_participants:
         raise PrivacyError(
             f"site {data.name!r} requires at least {data.config.min_participants} participating sites, "
@@ -100,60 +140,97 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
         )
 
 
-def _protector(data: SiteData, task: TaskSpec) -> Protector:
-    """The task's protector; for "he", only under the key holder's context that this site pinned."""
-    masker = None
-    if task.privacy in ("secagg", "he"):  # HE uses the pairwise keys for its zero-sum tags
-        masker = PairwiseMasker(data.name, data.secagg_key, dict(task.participants))
-    he_context = None
-    if task.privacy == "he":
-        from engine.privacy.he import PublicContext  # imports tenseal: only for HE tasks
+def _he_context(data: SiteData, task: TaskSpec) -> "PublicContext | None":
+    """For "he", the key holder's context carried by the task, only if it is the one this site pinned."""
+    if task.privacy != "he":
+        return None
+    from engine.privacy.he import PublicContext  # imports tenseal: only for HE tasks
 
-        pinned = data.config.he_context_sha256
-        if pinned is None:
-            raise PrivacyError(f"site {data.name!r} has no pinned key-holder context ([keys] he_context_sha256)")
-        he_context = PublicContext(task.privacy_material["he_context"], expected_sha256=pinned)
-    # Masks are bound to the request id too: a restarted coordinator reusing round numbers gets fresh masks.
-    request_id = task.parameters.get(REQUEST_ID_KEY, "")
-    return make_protector(task.privacy, masker=masker, study_id=f"{task.study_id}#{request_id}" if request_id
-                          else task.study_id, round_=task.round, he_context=he_context)
+    pinned = data.config.he_context_sha256
+    if pinned is None:
+        raise PrivacyError(f"site {data.name!r} has no pinned key-holder context ([keys] he_context_sha256)")
+    return PublicContext(task.privacy_material["he_context"], expected_sha256=pinned)
 
 
-def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lambda: True,
+def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is_active: Callable[[], bool] = lambda: True,
              requester: str | None = None) -> Iterator[TaskEvent]:
-    """Execute one round of ``task``: per block, the registered analysis, DP noise, then protection.
+    """Execute one round of ``task``: the key phases, per block the analysis, DP noise and protection,
+    then (secagg) the consistency check and the unmasking shares.
 
     Every task is recorded in the site's ledger (site_agent/release.py): refused, or charged against
-    the DP budget (durably, before any genotype is read) and then released or aborted. ``requester``
-    is the authenticated identity when the transport provides one, else ``task.requester``.
-    Stops early, without error, if ``is_active`` turns False (the client went away or its deadline
-    passed).
+    the DP budget (durably, before any genotype is read) and then released or aborted. ``inbox`` gives
+    the coordinator's messages of the later phases (:class:`RoundInbox`; needed for secagg and he).
+    ``requester`` is the authenticated identity when the transport provides one, else
+    ``task.requester``. Stops early, without error, if ``is_active`` turns False.
     """
     requester = task.requester if requester is None else requester
+    check_only = task.parameters.get(PHASE_KEY) == CHECK_PHASE
+    secure: SiteRound | None = None
     try:
         _check_task(data, task)
         _authorise(data, task, requester)
         analysis = get_statistic(task.analysis)
+        dp_plan = release.plan(task)
         cohort = scores.task_cohort(data, task)
         n_design = len(task.cohort.covariates) + 1
         if cohort.n_samples == 0:
             raise InputError(f"site {data.name!r} has no samples with phenotype {task.cohort.phenotype!r} and all covariates")
-        _check_cohort(data, cohort)
-        protector = _protector(data, task)
-        dp_plan = release.plan(task)
+        _check_cohort(data, task, cohort, exact=dp_plan is None)
+        he_context = _he_context(data, task)
+        keys = None if dp_plan is not None else statistic_keys(task)
+        registry = _registry(data)
+        if keys is not None and registry is not None:
+            registry.check_participants(data.name, task.study_id, keys, task.participants)
+        if task.privacy in SECURE_MODES and not check_only:
+            if inbox is None:
+                raise ProtocolError(f"privacy mode {task.privacy!r} needs the round's key exchange")
+            secure = SiteRound(data.name, data.identity_key, data.require_roster(), task.participants, task.threshold,
+                               task_digest(task), data.config.min_participants, self_mask=task.privacy == "secagg")
     except FedGwasError as error:
         release.record_refusal(data, task, requester, error)
         raise
-    guard = release.admit(data, task, dp_plan, cohort.n_samples, requester)
+    if secure is not None:
+        yield secure.advertisement
+        try:
+            secure.receive_keys(inbox.peer_keys())  # type: ignore[union-attr]
+        except FedGwasError as error:
+            release.record_refusal(data, task, requester, error)
+            raise
+    guard = release.admit(data, task, dp_plan, cohort.n_samples, requester, len(task.participants))
     if guard.check_only:
-        yield _with_receipt(data, TaskDone(0, 0, n_design, 0.0, 0))
+        yield _with_receipt(data, TaskDone(0, 0, n_design, 0.0, 0, rho_spent=0.0))
         return
     with guard:  # leaving it before released() records the task as aborted
+        if dp_plan is None and registry is not None and not data.config.access.allow_cohort_differencing:
+            # pin the study's sample set (checked again, atomically)
+            registry.check_samples(data.name, task.study_id, cohort.sample_index, cohort.n_in_fam,
+                                   data.config.access.min_cohort_difference, record=True)
+        masker = None
+        if secure is not None:
+            if task.privacy == "secagg":
+                yield OutgoingShares(tuple(secure.shares()))
+                secure.receive_shares(inbox.share_bundle())  # type: ignore[union-attr]
+            masker = secure.masker()
+        protector = make_protector(task.privacy, masker=masker, he_context=he_context)
         done = yield from _compute(data, task, analysis, guard.clip(cohort), protector, guard, is_active)
         if done is None:
             return
-        guard.released()
-    yield _with_receipt(data, done)
+        contributors = tuple(sorted(task.participants))
+        reveal: ShareReveal | None = None
+        if secure is not None and task.privacy == "secagg":
+            survivors = tuple(sorted(inbox.survivors()))  # type: ignore[union-attr]
+            if keys is not None and registry is not None:  # the sum will be over the survivors: same rule
+                registry.check_participants(data.name, task.study_id, keys, survivors)
+            yield secure.sign_survivors(survivors)
+            reveal = secure.reveal(inbox.survivor_signatures())  # type: ignore[union-attr]
+            contributors = secure.survivors
+        if keys is not None and registry is not None:  # recorded before the shares that unmask the sum leave
+            registry.record_participants(data.name, task.study_id, keys, contributors)
+        if reveal is not None:
+            yield reveal
+        guard.released(contributors)
+    yield _with_receipt(data, dataclasses.replace(done, contributors=contributors, rho_spent=guard.accepted.rho,
+                                                  noise_scale=guard.noise_scale))
 
 
 def _with_receipt(data: SiteData, done: TaskDone) -> TaskDone:
@@ -191,7 +268,9 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
         genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
         values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
-        values = guard.noise(cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count))
+        if guard.plan is None:  # never suppress before noise: in a DP release the noise protects rare variants
+            values = cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count)
+        values = guard.noise(values)
         payload = protector.protect(block, values)
         bytes_sent += len(payload)
         result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)

@@ -39,7 +39,7 @@ def task_fields(task: TaskSpec, requester: str, release: ReleasePlan | None = No
         "cohort": {"phenotype": task.cohort.phenotype, "covariates": list(task.cohort.covariates),
                    "coding": task.cohort.phenotype_coding},
         "privacy": task.privacy, "n_variants": task.n_variants, "block_size": task.block_size,
-        "participants": [name for name, _ in task.participants], "parameters": dict(task.parameters),
+        "participants": list(task.participants), "threshold": task.threshold, "parameters": dict(task.parameters),
     }
     if release is not None:
         description["dp_charge"] = {"sensitivity": release.calibration.sensitivity,
@@ -59,9 +59,7 @@ def plan(task: TaskSpec) -> ReleasePlan | None:
     phase = task.parameters.get(PHASE_KEY, "")
     if phase not in ("", CHECK_PHASE):
         raise ProtocolError(f"task parameter {PHASE_KEY} = {phase!r} must be {CHECK_PHASE!r} or absent")
-    release = plan_release(request, task.analysis, task.cohort, task.n_variants)
-    release.collusion_for(len(task.participants), task.privacy)  # validates the collusion parameter
-    return release
+    return plan_release(request, task.analysis, task.cohort, task.n_variants)
 
 
 def record_refusal(data: SiteData, task: TaskSpec, requester: str, error: FedGwasError) -> None:
@@ -116,9 +114,12 @@ class ReleaseGuard:
             **{k: getattr(self.accepted, k) for k in ("requester", "study", "round", "request_id", "analysis",
                                                      "parameters")})
 
-    def released(self) -> None:
-        """Record that every block left the site (with the digest of what was sent)."""
-        self._close("released", f"{self.digest.n_blocks} blocks, {self.digest.n_bytes} bytes")
+    def released(self, contributors: tuple[str, ...] = ()) -> None:
+        """Record that every block left the site (with the digest of what was sent), the sites its sum
+        is over and the noise share it carries."""
+        noise = f"; noise share scale {self.noise_scale:.6g}, rho {self.accepted.rho:.6g}" if self.plan else ""
+        over = f"; summed over {', '.join(contributors)}" if contributors else ""
+        self._close("released", f"{self.digest.n_blocks} blocks, {self.digest.n_bytes} bytes{over}{noise}")
 
     def __enter__(self) -> "ReleaseGuard":
         return self
@@ -136,8 +137,12 @@ class ReleaseGuard:
 
 
 def admit(data: SiteData, task: TaskSpec, release: ReleasePlan | None, n_participants: int,
-          requester: str) -> ReleaseGuard:
+          requester: str, n_sites: int) -> ReleaseGuard:
     """Check the budget and charge it (or record the check), durably, before any computation.
+
+    ``n_participants`` is the cohort size; ``n_sites`` counts the sites this site *verified* (roster
+    members whose signed keys it checked), from which alone it sizes its noise share. The request id
+    is checked unseen in the same ledger transaction.
 
     Raises
     ------
@@ -154,9 +159,11 @@ def admit(data: SiteData, task: TaskSpec, release: ReleasePlan | None, n_partici
                             n_participants=n_participants, **task_fields(task, requester, release))
     guard = ReleaseGuard(data=data, task=task, accepted=accepted, plan=release)
     if release is not None:
-        names = [name for name, _ in task.participants]
-        guard.noise_scale = release.share_scale(data.name, names, task.privacy)
-        log.info("task %s round %d: DP %s release, epsilon %g, rho %.4g %s, noise share scale %.4g",
-                 task.study_id, task.round, charge.mechanism, charge.epsilon, charge.rho,
-                 "within budget (check only)" if check_only else "charged", guard.noise_scale)
+        assert data.config.budget is not None  # admitted DP tasks have a budget
+        # The share comes from this site's own policy and the participants it verified, nothing else.
+        guard.noise_scale = release.share_scale(n_sites, task.privacy, data.config.budget.honest_sites)
+        log.info("task %s round %d: DP %s release, epsilon %g, rho %.4g %s, noise share scale %.4g "
+                 "(%d verified participants, %d assumed honest)", task.study_id, task.round, charge.mechanism,
+                 charge.epsilon, charge.rho, "within budget (check only)" if check_only else "charged",
+                 guard.noise_scale, n_sites, data.config.budget.honest_sites)
     return guard

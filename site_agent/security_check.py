@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from engine.errors import ConfigError
 from site_agent.config import SiteConfig
 from site_agent.data import SiteData
+from site_agent.policy import ANY
 from protos.pki import TlsFiles
 
 
@@ -57,6 +58,7 @@ def check_security(config: SiteConfig, data: SiteData) -> list[str]:
     lines = [check_certificates(config.name, config.tls) if config.tls is not None else
              "INSECURE: plaintext gRPC ([tls] insecure = true), for development machines only"]
     access = config.access
+    lines += permissive_warnings(config, data)
     studies = ", ".join(s.study_id for s in access.studies) or "none listed"
     lines.append(f"studies: {'ANY (any_study = true)' if access.any_study else 'approved: ' + studies}")
     lines.append(f"requesters: {', '.join(access.requesters)}; minimum cohort {access.min_cohort}, minimum allele "
@@ -68,3 +70,26 @@ def check_security(config: SiteConfig, data: SiteData) -> list[str]:
         listed = ", ".join(f"{c} {n}" for c, n in zip(codes.tolist(), counts.tolist()))
         lines.append(f"consent: {len(data.consent.iid)} participants listed ({listed})")
     return lines
+
+
+def permissive_warnings(config: SiteConfig, data: SiteData) -> list[str]:
+    """One ``WARNING:`` line per permissive setting (``fedgwas-site check``)."""
+    access, warnings = config.access, []
+    if data.roster is None:
+        warnings.append("no consortium roster ([keys] roster): secure-aggregation and HE tasks are refused")
+    if access.any_study:
+        warnings.append("[access] any_study = true (or no [access] section): every study id is served")
+    if ANY in access.requesters or any(s.requesters and ANY in s.requesters for s in access.studies):
+        warnings.append("[access] requesters includes \"*\": any certificate of the consortium CA may request")
+    if access.min_cohort == 0:
+        warnings.append("[access] min_cohort = 0: cohorts of any size are released")
+    if access.allow_cohort_differencing:
+        warnings.append("[access] allow_cohort_differencing: a study may release over any number of sample sets")
+    if any(s.purpose is None for s in access.studies):
+        warnings.append("an [[access.study]] has no purpose: its studies may declare any data use")
+    if "plaintext" in config.privacy_modes:
+        warnings.append("[policy] privacy_modes accepts \"plaintext\": statistics may leave in the clear")
+    if config.min_participants < 3:
+        warnings.append(f"[policy] min_participants = {config.min_participants}: a sum over {config.min_participants} "
+                        f"sites exposes this site to one colluding site")
+    return [f"WARNING: {w}" for w in warnings]

@@ -68,8 +68,7 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
             try:
                 cohort = serde.cohort_from_proto(request.cohort)
                 requester = requester_identity(context)
-                handlers.authorise_describe(self.data, request.study_id, requester)
-                description = handlers.describe(self.data, cohort, request.study_id, requester)
+                description = handlers.describe_recorded(self.data, cohort, request.study_id, requester)
             except FedGwasError as error:
                 _abort(context, self.data.name, error)
                 return
@@ -90,10 +89,13 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
                                                                self.limits.upload_seconds),
                                                 header=header, max_bytes=self.limits.max_payload_bytes,
                                                 on_bytes=self.meter.add)
+                # The round's later phases wait on the coordinator's relays, which come once every site
+                # has computed: a wait bounded by the round, not by the upload's idle deadline.
+                inbox = serde.StreamInbox(watch.messages(request_iterator, self.limits.round_phase_seconds))
                 log.info("task %s round %d: %s, privacy %s, %d variants, %d participants", task.study_id,
                          task.round, task.analysis, task.privacy, task.n_variants, len(task.participants))
                 with self._work:
-                    for event in handlers.run_task(self.data, task, context.is_active, requester):
+                    for event in handlers.run_task(self.data, task, inbox, context.is_active, requester):
                         yield from watch.replies(serde.event_to_protos(event), self.limits.idle_seconds)
             except CallCut:
                 log.warning("a task stream from %s was cut: it stalled or was cancelled", identity or "a peer")

@@ -29,7 +29,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping
 from engine.errors import ConfigError
 
 GENESIS = "0" * 64
-KINDS = ("accepted", "released", "aborted", "refused", "checked")
+KINDS = ("accepted", "released", "aborted", "refused", "checked", "described")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -182,6 +182,12 @@ class _Appender:
             sql += " AND requester = ?"
             arguments.append(requester)
         return float(self.connection.execute(sql, arguments).fetchone()[0])
+
+    def request_seen(self, request_id: str) -> int | None:
+        """The first entry of any kind (refused, checked, accepted...) recording ``request_id``, if any."""
+        row = self.connection.execute("SELECT seq FROM entries WHERE request_id = ? ORDER BY seq LIMIT 1",
+                                      (request_id,)).fetchone()
+        return None if row is None else int(row[0])
 
     def append(self, **fields: Any) -> LedgerEntry:
         unknown = set(fields) - set(FIELDS)

@@ -36,6 +36,7 @@ class BudgetPolicy:
     study_epsilon: float | None = None
     requester_epsilon: float | None = None
     require_dp: bool = False
+    honest_sites: int = 1  # honest participants this site assumes (itself included) when sizing its noise share
 
     def rho(self, epsilon: float) -> float:
         """The zCDP budget equivalent to ``epsilon`` at this policy's δ."""
@@ -43,7 +44,8 @@ class BudgetPolicy:
 
     def to_json(self) -> str:
         return json.dumps({"epsilon": self.epsilon, "delta": self.delta, "study_epsilon": self.study_epsilon,
-                           "requester_epsilon": self.requester_epsilon, "require_dp": self.require_dp},
+                           "requester_epsilon": self.requester_epsilon, "require_dp": self.require_dp,
+                           "honest_sites": self.honest_sites},
                           sort_keys=True, separators=(",", ":"))
 
 
@@ -135,8 +137,13 @@ def admit(ledger: Ledger, policy: BudgetPolicy | None, charge: Charge, *, check_
     cost = {"mechanism": charge.mechanism, "rho": charge.rho, "epsilon": charge.epsilon, "delta": charge.delta,
             "budget": policy.to_json() if policy is not None else ""}
     error: PrivacyError | None = None
+    request_id = str(fields.get("request_id", ""))
     with ledger.transaction() as appender:
-        if charge.is_dp and policy is None:
+        seen = appender.request_seen(request_id) if request_id else None
+        if seen is not None:
+            error = PrivacyError(f"site {ledger.site!r} has already seen request {request_id!r} (ledger entry {seen}): "
+                                 f"a request id is accepted once, whatever became of it")
+        elif charge.is_dp and policy is None:
             error = PrivacyError(f"site {ledger.site!r} has no differential-privacy budget configured "
                                  f"([budget] in its site.toml) and refuses DP releases")
         elif not charge.is_dp and policy is not None and policy.require_dp:
@@ -180,6 +187,7 @@ def remaining(ledger: Ledger, policy: BudgetPolicy | None, *, study: str = "",
         state[f"{scope.kind}_epsilon_spent"] = dp.epsilon_from_rho(scope.rho_spent, policy.delta)
     rho_remaining = min(scope.rho_remaining for scope in found)
     state["rho_remaining"] = rho_remaining
+    state["honest_sites"] = float(policy.honest_sites)
     state["epsilon_remaining"] = dp.epsilon_from_rho(rho_remaining, policy.delta)
     return state
 
@@ -202,7 +210,7 @@ def policy_from_toml(table: object, where: str) -> BudgetPolicy | None:
     if table is None:
         return None
     table = checked_table(table, f"{where} [budget]",
-                          {"epsilon", "delta", "study_epsilon", "requester_epsilon", "require_dp"})
+                          {"epsilon", "delta", "study_epsilon", "requester_epsilon", "require_dp", "honest_sites"})
     epsilon = _number(table, "epsilon", where)
     if epsilon is None:
         raise ConfigError(f"{where}: missing key [budget] epsilon")
@@ -210,9 +218,13 @@ def policy_from_toml(table: object, where: str) -> BudgetPolicy | None:
     if not isinstance(require_dp, bool):
         raise ConfigError(f"{where}: [budget] require_dp must be true or false, got {require_dp!r}")
     delta = _number(table, "delta", where, positive=False, below_one=True)
+    honest = table.get("honest_sites", 1)
+    if not isinstance(honest, int) or isinstance(honest, bool) or honest < 1:
+        raise ConfigError(f"{where}: [budget] honest_sites must be an integer >= 1 (this site counts), got {honest!r}")
     return BudgetPolicy(epsilon=epsilon, delta=1e-6 if delta is None else delta,
                         study_epsilon=_number(table, "study_epsilon", where),
-                        requester_epsilon=_number(table, "requester_epsilon", where), require_dp=require_dp)
+                        requester_epsilon=_number(table, "requester_epsilon", where), require_dp=require_dp,
+                        honest_sites=honest)
 
 
 def render_policy(policy: BudgetPolicy | None) -> list[str]:
@@ -222,4 +234,5 @@ def render_policy(policy: BudgetPolicy | None) -> list[str]:
     lines = ["", "[budget]", f"epsilon = {policy.epsilon!r}", f"delta = {policy.delta!r}"]
     lines += [f"{key} = {value!r}" for key, value in (("study_epsilon", policy.study_epsilon),
                                                        ("requester_epsilon", policy.requester_epsilon)) if value is not None]
+    lines += [f"honest_sites = {policy.honest_sites}"] if policy.honest_sites != 1 else []
     return lines + (["require_dp = true"] if policy.require_dp else [])

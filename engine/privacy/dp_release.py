@@ -10,17 +10,17 @@ in step. Neighbouring datasets differ by one participant added or removed at one
 
 Distributed noise
 -----------------
-With ``n`` participating sites of which up to ``t`` (the study's ``collusion``) may pool their
-knowledge with the coordinator, the noise must survive the removal of any ``t`` shares:
+Each site sizes its own share from its own policy, never from anything the coordinator sends (a
+collusion count or a participant list could be forged). With ``n`` participants *verified* against
+its roster and its ``[budget] honest_sites = h`` (the honest sites it assumes, itself included;
+default 1):
 
-* Gaussian: every site adds ``N(0, σ² / (n - t))``; any ``n - t`` honest shares sum to ``N(0, σ²)``.
-  If ``c > t`` sites collude, the honest noise is ``σ² (n - c) / (n - t)`` and the release is
-  ``ρ (n - t) / (n - c)``-zCDP instead of ``ρ`` (no guarantee left at ``c = n``).
-* Laplace (sums of Laplace variables are not Laplace): the first ``t + 1`` participants by name
-  each add the full ``Laplace(b)``, so at least one honest site carries it; if all ``t + 1``
-  collude, the release is not DP.
+* Gaussian: the site adds ``N(0, σ² / min(h, n))``; any ``min(h, n)`` honest shares sum to at least
+  ``N(0, σ²)``. With ``h = 1`` every site adds the full noise, which no collusion can remove.
+* Laplace (sums of Laplace variables are not Laplace): every site adds the full ``Laplace(b)``, so
+  no participant order can leave a site without noise.
 
-In ``plaintext`` mode the coordinator sees every share, so each site adds the full noise (``t = n - 1``).
+In ``plaintext`` mode the coordinator sees every share, so each site adds the full noise.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -90,9 +90,10 @@ class DpRequest:
                             f"and every covariate")
 
     def to_parameters(self) -> dict[str, str]:
-        """TaskHeader.parameters entries (``repr`` keeps floats exact)."""
+        """Task parameter entries (``repr`` keeps floats exact). ``collusion`` is the coordinator's
+        planning assumption only: it never reaches a site, which sizes its noise from its own policy."""
         return {KEYS["epsilon"]: repr(self.epsilon), KEYS["delta"]: repr(self.delta),
-                KEYS["mechanism"]: self.mechanism, KEYS["collusion"]: str(self.collusion),
+                KEYS["mechanism"]: self.mechanism,
                 KEYS["bounds"]: json.dumps({n: [lo, hi] for n, lo, hi in self.bounds}, sort_keys=True)}
 
     @classmethod
@@ -120,7 +121,7 @@ class DpRequest:
             raise ProtocolError(f"task parameter {KEYS['bounds']} must be a JSON object of name -> [lo, hi]") from None
         return cls(epsilon=float(number("epsilon", "", float)), delta=float(number("delta", "1e-6", float)),
                    mechanism=parameters.get(KEYS["mechanism"], "gaussian"),
-                   collusion=int(number("collusion", "0", int)), bounds=bounds)
+                   bounds=bounds)
 
 
 @dataclass(frozen=True)
@@ -187,36 +188,37 @@ class ReleasePlan:
     def n_values(self) -> int:
         return self.n_variants * self.row.width
 
-    def collusion_for(self, n_sites: int, privacy: str) -> int:
-        """Shares that may be seen by the coordinator: ``t``, or all but one in plaintext mode."""
-        if not 0 <= self.request.collusion < n_sites:
-            raise ProtocolError(f"{KEYS['collusion']} {self.request.collusion} must be below the number of "
-                                f"participating sites ({n_sites})")
-        return n_sites - 1 if privacy == "plaintext" else self.request.collusion
+    def honest_for(self, n_sites: int, privacy: str, honest_sites: int) -> int:
+        """Honest shares the noise is sized for: the site's own ``[budget] honest_sites`` among the
+        ``n_sites`` *verified* participants, or 1 in plaintext mode (the coordinator sees every share)."""
+        if honest_sites < 1:
+            raise ConfigError(f"honest_sites {honest_sites} must be at least 1 (the site itself)")
+        return 1 if privacy == "plaintext" else min(honest_sites, n_sites)
 
-    def share_scale(self, site: str, participants: Sequence[str], privacy: str) -> float:
-        """Noise scale this site adds to each value (0 when it carries no share)."""
-        n = len(participants)
-        t = self.collusion_for(n, privacy)
+    def share_scale(self, n_sites: int, privacy: str, honest_sites: int = 1) -> float:
+        """Noise scale one site adds to each value: never zero, whatever the participants' order.
+
+        Gaussian: ``σ / sqrt(h)``, so any ``h`` honest shares sum to at least ``N(0, σ²)``. Laplace (sums
+        of Laplace variables are not Laplace): the full ``Laplace(b)`` at every site.
+        """
         if self.calibration.mechanism == "gaussian":
-            return self.calibration.scale / math.sqrt(n - t)
-        return self.calibration.scale if sorted(participants).index(site) <= t else 0.0
+            return self.calibration.scale / math.sqrt(self.honest_for(n_sites, privacy, honest_sites))
+        return self.calibration.scale
 
-    def total_variance(self, n_sites: int, privacy: str) -> float:
-        """Variance of the aggregate noise on each value (all shares, not just the honest ones)."""
-        t = self.collusion_for(n_sites, privacy)
-        if self.calibration.mechanism == "gaussian":
-            return self.calibration.variance * n_sites / (n_sites - t)
-        return self.calibration.variance * (t + 1)
+    def total_variance(self, n_sites: int, privacy: str, honest_sites: int = 1) -> float:
+        """Variance of the aggregate noise on each value (every site's share)."""
+        return n_sites * self.share_scale(n_sites, privacy, honest_sites) ** 2 * \
+            (self.calibration.variance / self.calibration.scale ** 2)
 
-    def rho_if_colluding(self, colluders: int, n_sites: int, privacy: str) -> float:
+    def rho_if_colluding(self, colluders: int, n_sites: int, privacy: str, honest_sites: int = 1) -> float:
         """zCDP loss of the release if ``colluders`` sites' shares are known (``inf``: no guarantee)."""
-        t = self.collusion_for(n_sites, privacy)
-        if colluders <= t:
-            return self.calibration.rho
-        if self.calibration.mechanism == "laplace" or colluders >= n_sites:
+        honest = n_sites - colluders
+        if honest <= 0:
             return math.inf
-        return self.calibration.rho * (n_sites - t) / (n_sites - colluders)
+        if self.calibration.mechanism == "laplace":
+            return self.calibration.rho
+        h = self.honest_for(n_sites, privacy, honest_sites)
+        return self.calibration.rho * h / honest if honest < h else self.calibration.rho
 
 
 def plan_release(request: DpRequest, analysis: str, cohort: CohortRequest, n_variants: int) -> ReleasePlan:

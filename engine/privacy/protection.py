@@ -4,8 +4,9 @@ Each privacy mode is a pair: a *protector* that turns a site's float64 block int
 *aggregator* that turns all sites' bytes for a block into the float64 total. Adding a mode means
 adding one pair here; handlers and the coordinator only see this small API.
 
-* ``secagg``: fixed-point ring encoding plus pairwise masks (:mod:`engine.privacy.secagg`); the aggregator
-  only ever holds masked vectors and their sum.
+* ``secagg``: fixed-point ring encoding plus self and pairwise masks (:mod:`engine.privacy.secagg`); the
+  coordinator holds masked vectors, sums the survivors' and removes the masks only with what the
+  survivors reveal after the consistency check (:class:`MaskedRoundSum`).
 * ``plaintext``: raw float64, for development only; every result produced this way is labelled.
 * ``he``: CKKS homomorphic encryption under a key holder's public context (:mod:`engine.privacy.he`,
   :mod:`engine.privacy.he_encoding`); the aggregator sums ciphertexts it cannot decrypt and hands the sum
@@ -23,7 +24,7 @@ import numpy as np
 
 from engine.privacy import he_encoding, ring
 from engine.errors import PrivacyError, ProtocolError
-from engine.privacy.secagg import PairwiseMasker
+from engine.privacy.secagg import RoundMasker, Unmasker
 
 if TYPE_CHECKING:  # engine.privacy.he imports tenseal: only the HE code paths load it
     from engine.privacy.he import Ciphertexts, PublicContext
@@ -50,17 +51,15 @@ class PlaintextProtector:
 
 @dataclass(frozen=True)
 class SecAggProtector:
-    """Ring-encodes and masks blocks for one (study, round) of pairwise-masked aggregation."""
+    """Ring-encodes and masks blocks for one round of double-masked aggregation."""
 
-    masker: PairwiseMasker
-    study_id: str
-    round: int
+    masker: RoundMasker
     encoding: str = ENCODINGS["secagg"]
 
     def protect(self, block: int, values: np.ndarray) -> bytes:
         n_parties = len(self.masker.participants)
         encoded = ring.encode(values, n_parties)
-        return ring.to_bytes(self.masker.mask(encoded, self.study_id, self.round, block))
+        return ring.to_bytes(self.masker.mask(encoded, block))
 
 
 @dataclass(frozen=True)
@@ -72,33 +71,31 @@ class HeProtector:
     """
 
     context: PublicContext
-    masker: PairwiseMasker
-    study_id: str
-    round: int
+    masker: RoundMasker
     encoding: str = ENCODINGS["he"]
 
     def protect(self, block: int, values: np.ndarray) -> bytes:
         slots = he_encoding.encode(values, len(self.masker.participants))
-        tags = self.masker.zero_sum_tags(self.study_id, self.round, block,
-                                         slots.shape[0] * he_encoding.TAGS_PER_CIPHERTEXT, he_encoding.TAG_BITS)
+        tags = self.masker.zero_sum_tags(block, slots.shape[0] * he_encoding.TAGS_PER_CIPHERTEXT,
+                                         he_encoding.TAG_BITS)
         return self.context.encrypt(he_encoding.attach_tags(slots, tags.reshape(slots.shape[0], -1)))
 
 
-def make_protector(privacy: str, *, masker: PairwiseMasker | None = None, study_id: str = "",
-                   round_: int = 0, he_context: PublicContext | None = None) -> Protector:
+def make_protector(privacy: str, *, masker: RoundMasker | None = None,
+                   he_context: PublicContext | None = None) -> Protector:
     """The protector for a privacy mode; refuses (never downgrades) when its key material is missing."""
     if privacy == "plaintext":
         return PlaintextProtector()
     if privacy == "secagg":
         if masker is None:
             raise PrivacyError("secure aggregation requested but no masker (keys) is available")
-        return SecAggProtector(masker=masker, study_id=study_id, round=round_)
+        return SecAggProtector(masker=masker)
     if privacy == "he":
         if he_context is None or masker is None:
             missing = "the key holder's public context" if he_context is None else "a masker (keys) for the tags"
             raise PrivacyError(f"homomorphic encryption requested but {missing} is not available")
         he_encoding.max_abs_for(len(masker.participants))  # refuses more sites than the encoding holds
-        return HeProtector(context=he_context, masker=masker, study_id=study_id, round=round_)
+        return HeProtector(context=he_context, masker=masker)
     raise PrivacyError(f"privacy mode {privacy!r} is not implemented; known modes: {sorted(ENCODINGS)}")
 
 
@@ -136,8 +133,8 @@ class BlockAggregator(_Contributions):
     """Sums one block's contributions from every participant of a round.
 
     ``add`` takes each site's wire bytes for the block; ``total`` returns the float64 aggregate of
-    shape ``(n_values,)`` once all ``n_parties`` have contributed. For ``secagg`` the per-site
-    inputs are masked ring elements and only the unmasked *sum* is ever decoded.
+    shape ``(n_values,)`` once all ``n_parties`` have contributed (``plaintext`` only: secagg rounds
+    use :class:`MaskedRoundSum`).
     """
 
     privacy: str
@@ -147,29 +144,60 @@ class BlockAggregator(_Contributions):
     contributors: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        if self.privacy not in ("secagg", "plaintext"):
+        if self.privacy != "plaintext":
             raise PrivacyError(f"BlockAggregator does not handle privacy mode {self.privacy!r}; use make_aggregator")
 
     def add(self, site: str, encoding: str, payload: bytes) -> None:
         self._admit(site, encoding)
-        if self.privacy == "plaintext":
-            values = np.frombuffer(payload, dtype="<f8")
-            if values.size != self.n_values:
-                raise ProtocolError(f"site {site!r} sent {values.size} values, expected {self.n_values}")
-            self._sum = values.astype(np.float64) if self._sum is None else self._sum + values
-        else:
-            elements = ring.from_bytes(payload)
-            if len(elements) != self.n_values:
-                raise ProtocolError(f"site {site!r} sent {len(elements)} ring elements, expected {self.n_values}")
-            self._sum = elements if self._sum is None else ring.add(self._sum, elements)
+        values = np.frombuffer(payload, dtype="<f8")
+        if values.size != self.n_values:
+            raise ProtocolError(f"site {site!r} sent {values.size} values, expected {self.n_values}")
+        self._sum = values.astype(np.float64) if self._sum is None else self._sum + values
         self.contributors.add(site)
 
     def total(self) -> np.ndarray:
         self._require_complete()
         assert self._sum is not None  # complete implies n_parties >= 1 contributions
-        if self.privacy == "plaintext":
-            return self._sum
-        return ring.decode(self._sum, self.n_parties)
+        return self._sum
+
+
+@dataclass
+class MaskedRoundSum:
+    """Every site's masked blocks of one secagg round, until the survivors' sum can be unmasked.
+
+    ``sizes`` are the ring elements per block; ``n_parties`` the round's participants (the encoding's
+    headroom). A site that does not deliver every block is a dropout: none of its blocks is summed.
+    """
+
+    n_parties: int
+    sizes: tuple[int, ...]
+    _parts: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def add(self, site: str, block: int, encoding: str, payload: bytes) -> None:
+        if encoding != ENCODINGS["secagg"]:
+            raise ProtocolError(f"site {site!r} sent {encoding!r} data in a secagg round")
+        parts = self._parts.setdefault(site, {})
+        if block in parts:
+            raise ProtocolError(f"site {site!r} sent block {block} twice")
+        elements = ring.from_bytes(payload)
+        if len(elements) != self.sizes[block]:
+            raise ProtocolError(f"site {site!r} sent {len(elements)} ring elements for block {block}, "
+                                f"expected {self.sizes[block]}")
+        parts[block] = elements
+
+    def delivered(self, site: str) -> bool:
+        """True when ``site`` sent every block of the round."""
+        return len(self._parts.get(site, {})) == len(self.sizes)
+
+    def totals(self, survivors: tuple[str, ...], unmasker: Unmasker) -> list[np.ndarray]:
+        """float64 totals per block over ``survivors``, every remaining mask removed by ``unmasker``."""
+        out = []
+        for block in range(len(self.sizes)):
+            total = self._parts[survivors[0]][block]
+            for site in survivors[1:]:
+                total = ring.add(total, self._parts[site][block])
+            out.append(ring.decode(unmasker.unmask(total, block), self.n_parties))
+        return out
 
 
 class Aggregator(Protocol):
@@ -239,4 +267,6 @@ def make_aggregator(privacy: str, n_parties: int, n_values: int, *, block: int =
             raise PrivacyError("homomorphic-encryption aggregation needs the key holder's public context and a "
                                "connection to the key holder")
         return HeBlockAggregator(n_parties, n_values, block, he_context, decryptor)
+    if privacy == "secagg":
+        raise PrivacyError("secagg rounds are summed by MaskedRoundSum (unmasked after the consistency check)")
     return BlockAggregator(privacy, n_parties, n_values)

@@ -13,7 +13,7 @@ from coordinator.study import load_study
 from engine.simulate import SimulationSpec, simulate_study
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import init_site
+from tests.consortium import provision_sites
 from site_agent.server import make_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,10 +31,9 @@ def running_sites(tmp_path: Path):
     study = simulate_study(SimulationSpec(site_sizes=(150, 130), n_variants=500, seed=9, write_pooled=True),
                            tmp_path / "sim")
     servers, endpoints = [], []
-    for index, bfile in enumerate(study.site_bfiles):
-        name = f"hosp{index + 1}"
-        config = init_site(name, str(bfile), str(study.pheno_path), str(study.covar_path), tmp_path / name,
-                           "127.0.0.1:0")
+    configs = provision_sites(tmp_path, {f"hosp{i + 1}": b for i, b in enumerate(study.site_bfiles)},
+                              study.pheno_path, study.covar_path)
+    for name, config in configs.items():
         server, port = make_server(load_site_data(load_site_config(config)), "127.0.0.1:0")
         server.start()
         servers.append(server)

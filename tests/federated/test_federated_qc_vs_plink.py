@@ -23,7 +23,7 @@ from engine.simulate import SimulatedStudy, SimulationSpec, simulate_study
 from engine.io.tables import read_sample_table
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import init_site
+from tests.consortium import provision_sites
 from site_agent.server import make_server
 from tests.plink_tools import (
     DATA,
@@ -166,10 +166,9 @@ def small_study(tmp_path_factory: pytest.TempPathFactory) -> SimulatedStudy:
 @pytest.fixture()
 def agents(small_study: SimulatedStudy, tmp_path: Path):
     servers, endpoints = [], []
-    for index, bfile in enumerate(small_study.site_bfiles):
-        name = f"hosp{index + 1}"
-        config = init_site(name, str(bfile), str(small_study.pheno_path), str(small_study.covar_path),
-                           tmp_path / name, "127.0.0.1:0")
+    configs = provision_sites(tmp_path, {f"hosp{i + 1}": b for i, b in enumerate(small_study.site_bfiles)},
+                              small_study.pheno_path, small_study.covar_path)
+    for name, config in configs.items():
         server, port = make_server(load_site_data(load_site_config(config)), "127.0.0.1:0")
         server.start()
         servers.append(server)

@@ -21,7 +21,7 @@ from engine.errors import SiteFailure, StudyFailed
 from engine.io.plink import bfile_paths, read_bim
 from engine.simulate import SimulatedStudy, SimulationSpec, simulate_study
 from engine.tasks import CohortRequest
-from site_agent.provision import init_site
+from site_agent.provision import init_site, provision_roster
 from fedgwas.site_command import main as site_main
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
@@ -293,10 +293,13 @@ def test_unreachable_sites_exit_3_naming_the_site(tmp_path, capsys) -> None:
 def serve_site(tmp_path: Path) -> Iterator[Callable[[str, Path, SimulatedStudy], str]]:
     """Start an in-process site agent on a free port for a fileset; returns its address."""
     servers = []
+    # every site these tests start is one of site1, site2, site3: they pin one roster of the three
+    roster = provision_roster({n: tmp_path / "agents" / n for n in ("site1", "site2", "site3")},
+                              tmp_path / "agents" / "roster.toml")
 
     def start(name: str, prefix: Path, study: SimulatedStudy) -> str:
         config = init_site(name, str(prefix), str(study.pheno_path), str(study.covar_path),
-                           tmp_path / "agents" / name, "127.0.0.1:0")
+                           tmp_path / "agents" / name, "127.0.0.1:0", roster=roster)
         server, port = make_server(load_site_data(load_site_config(config)), "127.0.0.1:0")
         server.start()
         servers.append(server)

@@ -22,7 +22,7 @@ from coordinator.client import SiteEndpoint
 from engine.errors import ConfigError
 from engine.simulate import SimulatedStudy, SimulationSpec, simulate_study
 from engine.tasks import CohortRequest
-from site_agent.provision import init_site
+from site_agent.provision import init_site, provision_roster
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
 from site_agent.server import make_server
@@ -155,10 +155,13 @@ def test_study_config_refuses_a_model_that_does_not_fit_the_coding(tmp_path: Pat
 def serve_site(tmp_path: Path) -> Iterator[Callable[[str, Path, Path, Path], str]]:
     """An in-process site agent on a free port; returns its address."""
     servers = []
+    # every site these tests start is one of site1, site2, site3: they pin one roster of the three
+    roster = provision_roster({n: tmp_path / "agents" / n for n in ("site1", "site2", "site3")},
+                              tmp_path / "agents" / "roster.toml")
 
     def start(name: str, prefix: Path, pheno: Path, covar: Path) -> str:
         config = init_site(name, str(prefix), str(pheno), str(covar), tmp_path / "agents" / name, "127.0.0.1:0",
-                           allow_plaintext=True)
+                           allow_plaintext=True, roster=roster)
         server, port = make_server(load_site_data(load_site_config(config)), "127.0.0.1:0")
         server.start()
         servers.append(server)

@@ -11,10 +11,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health, health_pb2_grpc
+
+from coordinator.client import SiteEndpoint
+from coordinator.runner import run_study
+from coordinator.study import StudyConfig
+from engine.errors import StudyFailed
+from engine.tasks import CohortRequest
+from protos import site_agent_pb2_grpc as pb_grpc
+from site_agent.servicer import SiteAgentServicer
 
 from fedgwas.cli import main
 from key_holder.keys import PUBLIC_FILE, SECRET_FILE, KeyHolder, load_key_files, write_key_files
@@ -27,7 +38,7 @@ from engine.simulate import SimulationSpec, simulate_study
 from fedgwas.site_command import main as site_main
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import init_site
+from tests.consortium import provision_sites
 from site_agent.server import make_server as make_site_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,10 +102,9 @@ def test_site_refuses_a_context_from_another_key_holder(study, tmp_path: Path,
     holder_server, holder_port = make_server(holder, "127.0.0.1:0")
     holder_server.start()
     try:
-        for index, bfile in enumerate(study.site_bfiles[:2]):
-            name = f"hosp{index}"
-            config = init_site(name, str(bfile), str(study.pheno_path), str(study.covar_path), tmp_path / name,
-                               "127.0.0.1:0", he_context_sha256=pinned)
+        configs = provision_sites(tmp_path, {f"hosp{i}": b for i, b in enumerate(study.site_bfiles[:2])},
+                                  study.pheno_path, study.covar_path, he_context_sha256=pinned)
+        for name, config in configs.items():
             server, port = make_site_server(load_site_data(load_site_config(config)), "127.0.0.1:0")
             server.start()
             servers.append(server)
@@ -150,8 +160,8 @@ def test_privacy_material_travels_apart_from_analysis_inputs() -> None:
     from protos import serde as site_serde
 
     fields = dict(study_id="s", round=1, analysis="linear", cohort=CohortRequest("QT"), privacy="he",
-                  participants=(("a", b"k" * 32), ("b", b"l" * 32)), block_size=8,
-                  variant_index=np.arange(20), flip=np.zeros(20, bool))
+                  participants=("a", "b"), block_size=8, variant_index=np.arange(20), flip=np.zeros(20, bool),
+                  parameters={"audit.request_id": "r"})
     context = bytes(range(256)) * 5000  # > 1 MiB: several chunks
     task = TaskSpec(**fields, privacy_material={"he_context": context})
     received = site_serde.task_from_messages(coordinator_serde.task_to_messages(task))
@@ -164,4 +174,42 @@ def test_privacy_material_travels_apart_from_analysis_inputs() -> None:
     wrong = pb.TaskMessage(array=pb.ArrayChunk(name="privacy:he_context", dtype="<f8", total_bytes=8, data=b"0" * 8,
                                                shape=[1]))
     with pytest.raises(ProtocolError, match="must be 1-D bytes"):
-        site_serde.task_from_messages([m for m in messages if m.array.name != "privacy:he_context"] + [wrong])
+        site_serde.task_from_messages([m for m in messages[:-1] if m.array.name != "privacy:he_context"] +
+                                      [wrong, messages[-1]])
+
+
+def test_a_site_lost_mid_round_under_he_ends_the_study_cleanly(study, tmp_path: Path) -> None:
+    """No same-round recovery under HE: the round ends, nothing is decrypted, and no re-run over fewer sites."""
+
+    class CrashesAfterOneChunk(SiteAgentServicer):
+        def RunTask(self, request_iterator, context):
+            for message in super().RunTask(request_iterator, context):
+                yield message
+                if message.WhichOneof("payload") == "chunk":
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "site process crashed")
+
+    pin = write_key_files(tmp_path / "kh")
+    holder_server, holder_port = make_server(KeyHolder(*load_key_files(tmp_path / "kh")), "127.0.0.1:0")
+    holder_server.start()
+    configs = provision_sites(tmp_path, {f"hosp{i}": b for i, b in enumerate(study.site_bfiles)},
+                              study.pheno_path, study.covar_path, he_context_sha256=pin)
+    servers, endpoints = [holder_server], []
+    for index, (name, config) in enumerate(configs.items()):
+        data = load_site_data(load_site_config(config))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        pb_grpc.add_SiteAgentServicer_to_server((CrashesAfterOneChunk if index == 2 else SiteAgentServicer)(data), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        endpoints.append(SiteEndpoint(name, f"127.0.0.1:{port}"))
+    config = StudyConfig(study_id="he-drop", glm="linear", cohort=CohortRequest("QT"), privacy="he",
+                         sites=tuple(endpoints), out_dir=tmp_path / "out", block_size=700, show_progress=False,
+                         timeout_seconds=60, allow_dropout=True, key_holder=f"127.0.0.1:{holder_port}")
+    try:
+        with pytest.raises(StudyFailed, match="under --privacy he a site lost mid-round ends the study"):
+            run_study(config)
+    finally:
+        for server in servers:
+            server.stop(grace=None)
+    assert not (tmp_path / "out" / "QT.linear.tsv.gz").exists()

@@ -25,7 +25,7 @@ from engine.simulate import SimulationSpec, simulate_study
 from engine.tasks import CohortRequest
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
-from site_agent.provision import init_site
+from site_agent.provision import init_site, provision_roster
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
 from site_agent.servicer import SiteAgentServicer
@@ -76,10 +76,10 @@ def study(tmp_path_factory: pytest.TempPathFactory):
                           tmp_path_factory.mktemp("sim"))
 
 
-def _serve(study, tmp: Path, index: int, fault: str | None):
+def _serve(study, tmp: Path, index: int, fault: str | None, roster: Path):
     name = f"site{index + 1}"
     config = init_site(name, str(study.site_bfiles[index]), str(study.pheno_path), str(study.covar_path),
-                       tmp / name, "127.0.0.1:0")
+                       tmp / name, "127.0.0.1:0", roster=roster)
     data = load_site_data(load_site_config(config))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     servicer = FaultyServicer(data, fault) if fault else SiteAgentServicer(data)
@@ -93,7 +93,9 @@ def _serve(study, tmp: Path, index: int, fault: str | None):
 @pytest.fixture
 def sites(study, tmp_path: Path, request):
     faults = request.param
-    served = [_serve(study, tmp_path, i, fault) for i, fault in enumerate(faults)]
+    roster = provision_roster({f"site{i + 1}": tmp_path / f"site{i + 1}" for i in range(len(faults))},
+                              tmp_path / "roster.toml")
+    served = [_serve(study, tmp_path, i, fault, roster) for i, fault in enumerate(faults)]
     yield served
     for server, _, _ in served:
         server.stop(grace=None)
@@ -107,16 +109,18 @@ def _config(endpoints, out: Path, **changes) -> StudyConfig:
 
 
 @pytest.mark.parametrize("sites", [(None, None, "crash")], indirect=True)
-def test_crashed_site_is_dropped_and_round_restarts_with_fresh_masks(sites, tmp_path: Path) -> None:
+def test_crashed_site_is_recovered_in_the_same_round(sites, tmp_path: Path) -> None:
     endpoints = [s[2] for s in sites]
     outcome = run_study(_config(endpoints, tmp_path / "out", allow_dropout=True))
     summary = outcome.summary
-    assert summary.rounds == 2
+    assert summary.rounds == 1  # no re-run: the survivors revealed what removes site3's masks
     assert summary.contributing_sites == ("site1", "site2")
     failed = summary.sites[2]
     assert not failed.contributed and "crashed" in failed.failure
     assert sites[2][1].rounds_seen == [1]  # the failed site is not asked again
-    # Nothing lost or double counted: equal to a clean two-site study.
+    released = [e for e in sites[0][1].data.ledger.entries() if e.kind == "released"]
+    assert len(released) == 1 and "summed over site1, site2" in released[0].message
+    # Nothing lost or double counted: equal to a clean two-site study (the same set of sites: allowed).
     clean = run_study(_config(endpoints[:2], tmp_path / "clean"))
     np.testing.assert_allclose(outcome.result.beta, clean.result.beta, rtol=1e-10, equal_nan=True)
     np.testing.assert_array_equal(outcome.result.n, clean.result.n)
@@ -139,8 +143,14 @@ def test_hung_site_past_its_deadline_is_dropped(sites, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sites", [(None, "crash")], indirect=True)
 def test_dropout_below_the_minimum_number_of_sites_fails(sites, tmp_path: Path) -> None:
-    with pytest.raises(StudyFailed, match="only 1 site\\(s\\) left, the study needs 2"):
+    with pytest.raises(StudyFailed, match="only 1 of 2 sites delivered every block, below the threshold 2: "
+                                          "the round is abandoned and nothing was unmasked"):
         run_study(_config([s[2] for s in sites], tmp_path / "out", allow_dropout=True))
+    ledger = sites[0][1].data.ledger
+    deadline = time.monotonic() + 10  # the site records the abort when it notices the cancelled call
+    while "aborted" not in [e.kind for e in ledger.entries()] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e.kind for e in ledger.entries() if e.kind != "described"] == ["accepted", "aborted"]  # nothing released
 
 
 @pytest.mark.parametrize("sites", [(None, None, "crash")], indirect=True)
@@ -167,3 +177,30 @@ def test_a_corrupted_chunk_fails_the_study_clearly(sites, tmp_path: Path) -> Non
     with pytest.raises(RingOverflowError, match="outside the range of valid sums"):
         run_study(_config([s[2] for s in sites], tmp_path / "out"))
     assert not (tmp_path / "out" / "QT.linear.tsv.gz").exists()
+
+
+def test_a_site_killed_mid_round_leaves_the_survivors_result_equal_to_plink2(tmp_path: Path) -> None:
+    """Acceptance: a site dies mid-round; the same round finishes over the survivors, equal to PLINK 2 on
+    the survivors' pooled data, and the summary names who contributed."""
+    from coordinator.results.gwas_ssf import read_gwas_ssf
+    from tests.plink_tools import plink2_glm_linear, run_plink2
+    from tests.federated.test_federated_linear_vs_plink2 import assert_matches_plink
+
+    study = simulate_study(SimulationSpec(site_sizes=(150, 130, 120), n_variants=300, seed=21, write_pooled=True),
+                           tmp_path / "sim")
+    roster = provision_roster({f"site{i}": tmp_path / f"site{i}" for i in (1, 2, 3)}, tmp_path / "roster.toml")
+    served = [_serve(study, tmp_path, i, fault, roster) for i, fault in enumerate((None, "crash", None))]
+    try:
+        outcome = run_study(_config([s[2] for s in served], tmp_path / "out", allow_dropout=True))
+    finally:
+        for server, _, _ in served:
+            server.stop(grace=None)
+    assert outcome.summary.rounds == 1 and outcome.summary.contributing_sites == ("site1", "site3")
+    assert not outcome.summary.sites[1].contributed and "crashed" in outcome.summary.sites[1].failure
+    survivors = [line.split()[:2] for i in (0, 2) for line in Path(f"{study.site_bfiles[i]}.fam").read_text().splitlines()]
+    (tmp_path / "keep.txt").write_text("".join(f"{fid}\t{iid}\n" for fid, iid in survivors))
+    run_plink2(["--bfile", str(study.pooled_bfile), "--keep", str(tmp_path / "keep.txt"), "--make-bed",
+                "--out", str(tmp_path / "survivors")], cwd=tmp_path)
+    reference = plink2_glm_linear(tmp_path / "survivors", study.pheno_path, "QT", study.covar_path,
+                                  list(COHORT.covariates), tmp_path)
+    assert_matches_plink(read_gwas_ssf(tmp_path / "out" / "QT.linear.tsv.gz"), reference)

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from coordinator.client import SiteClient, SiteEndpoint
-from engine.privacy import secagg
 from engine.audit.records import REQUEST_ID_KEY
 from engine.simulate import SimulationSpec, simulate_study
-from engine.tasks import CohortRequest, ResultBlock, TaskSpec
+from engine.privacy import roster as roster_module
+from engine.tasks import CohortRequest, TaskSpec
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
 from protos.guards import ServerMeter
@@ -31,6 +31,7 @@ from site_agent.data import load_site_data
 from protos.pki import dev_pki
 from site_agent.policy import AccessPolicy, StudyApproval
 from site_agent.provision import init_site
+from tests.adversarial.harness import Coordinator, write_roster
 from site_agent.server import make_server
 from protos.tls import secure_channel
 
@@ -49,9 +50,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory):
 def site_data(pki, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("sim")
     study = simulate_study(SimulationSpec(site_sizes=(150, 120), n_variants=200, seed=4, write_pooled=False), out)
+    directory = tmp_path_factory.mktemp("site1")
+    write_roster(directory / "roster.toml", {"site1": directory}, {"site2": PEER})
     config = init_site("site1", str(study.site_bfiles[0]), str(study.pheno_path), str(study.covar_path),
-                       tmp_path_factory.mktemp("site1"), "127.0.0.1:0", tls=pki["site1"], access=APPROVED)
+                       directory, "127.0.0.1:0", tls=pki["site1"], access=APPROVED, roster=directory / "roster.toml")
     return load_site_data(load_site_config(config))
+
+
+PEER = roster_module.generate_identity_key()  # site2, played by the test
 
 
 CHANNELS: list[grpc.Channel] = []
@@ -81,10 +87,9 @@ def _stub(address: str, pki, who: str) -> pb_grpc.SiteAgentStub:
 
 
 def _task(data) -> TaskSpec:
-    other = secagg.public_key_bytes(secagg.generate_private_key())
     n = data.genotypes.n_variants
     return TaskSpec(study_id="approved", round=1, analysis="linear", cohort=CohortRequest("QT", COVARIATES),
-                    privacy="secagg", participants=(("site1", data.secagg_public_key), ("site2", other)),
+                    privacy="secagg", participants=("site1", "site2"),
                     block_size=64, variant_index=np.arange(n), flip=np.zeros(n, bool), requester="analyst",
                     parameters={REQUEST_ID_KEY: uuid.uuid4().hex})
 
@@ -92,7 +97,7 @@ def _task(data) -> TaskSpec:
 def _header(request_id: str) -> pb.TaskMessage:
     return pb.TaskMessage(header=pb.TaskHeader(
         study_id="approved", round=1, analysis="linear", privacy="secagg", n_variants=200, block_size=64,
-        cohort=pb.CohortSpec(phenotype="QT", covariates=list(COVARIATES)), parameters={REQUEST_ID_KEY: request_id}))
+        cohort=pb.CohortSpec(phenotype="QT", covariates=list(COVARIATES)), request_id=request_id))
 
 
 def test_an_unauthorised_certificate_is_refused_on_its_header_before_any_payload(serve, site_data, pki) -> None:
@@ -168,11 +173,12 @@ def test_stalled_streams_do_not_block_an_authorised_call(serve, site_data, pki) 
     time.sleep(0.5)
     client = SiteClient(SiteEndpoint("site1", address), timeout=20, connect_timeout=5, tls=pki["analyst"])
     try:
-        blocks = [e for e in client.run_task(_task(site_data)) if isinstance(e, ResultBlock)]
+        task = _task(site_data)
+        result = Coordinator({"site1": client}, site_data.roster, {"site2": PEER}).run({"site1": task, "site2": task})
         description, _ = client.describe("approved", CohortRequest("QT", COVARIATES))
     finally:
         client.close()
-    assert len(blocks) == 4 and description.n_samples_analysed > 0
+    assert len(result.blocks["site1"]) == 4 and description.n_samples_analysed > 0
     # Served while every stall was still open (the header deadline, 30 s, had not cut any).
     assert meter.cut == 0 and sum(t.is_alive() for t in stalls) == 6
     assert sorted(outcomes) == ["RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]  # the intruder gets two slots only

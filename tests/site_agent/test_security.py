@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from coordinator.client import SiteClient, SiteEndpoint
-from engine.privacy import secagg
+from engine.privacy import roster as roster_module
 from engine.audit.records import REQUEST_ID_KEY
 from engine.errors import PrivacyError, SiteFailure
 from engine.simulate import SimulationSpec, simulate_study
-from engine.tasks import CohortRequest, ResultBlock, TaskSpec
+from engine.tasks import CohortRequest, TaskSpec
 from site_agent import handlers
 from site_agent.cohort_guard import check_and_record_cohort, suppress_rare
 from site_agent.config import load_site_config
@@ -24,10 +24,14 @@ from protos.pki import create_ca, dev_pki, issue
 from site_agent.policy import AccessPolicy, StudyApproval
 from site_agent.provision import init_site
 from site_agent.server import make_server
+from tests.adversarial.harness import Coordinator, write_roster
 
 COVARIATES = ("SEX_MALE", "AGE")
 APPROVED = AccessPolicy(any_study=False, studies=(StudyApproval("approved", ("linear",), ("analyst",)),),
                         requesters=("analyst",))
+
+
+PEER = roster_module.generate_identity_key()  # site2, played by the tests
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +50,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory):
 def served(pki, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("sim")
     study = simulate_study(SimulationSpec(site_sizes=(150, 120), n_variants=200, seed=4, write_pooled=False), out)
+    directory = tmp_path_factory.mktemp("site1")
+    write_roster(directory / "roster.toml", {"site1": directory}, {"site2": PEER})
     config = init_site("site1", str(study.site_bfiles[0]), str(study.pheno_path), str(study.covar_path),
-                       tmp_path_factory.mktemp("site1"), "127.0.0.1:0", tls=pki["site1"], access=APPROVED)
+                       directory, "127.0.0.1:0", tls=pki["site1"], access=APPROVED, roster=directory / "roster.toml")
     data = load_site_data(load_site_config(config))
     server, port = make_server(data, "127.0.0.1:0")
     server.start()
@@ -61,10 +67,9 @@ def _client(address: str, tls, name: str = "site1") -> SiteClient:
 
 def _task(data, study_id: str = "approved", analysis: str = "linear", request_id: str | None = None,
           cohort: CohortRequest = CohortRequest("QT", COVARIATES)) -> TaskSpec:
-    other = secagg.public_key_bytes(secagg.generate_private_key())
     n = data.genotypes.n_variants
     return TaskSpec(study_id=study_id, round=1, analysis=analysis, cohort=cohort, privacy="secagg",
-                    participants=(("site1", data.secagg_public_key), ("site2", other)), block_size=64,
+                    participants=("site1", "site2"), block_size=64,
                     variant_index=np.arange(n), flip=np.zeros(n, bool), requester="mallory",
                     parameters={REQUEST_ID_KEY: request_id or uuid.uuid4().hex})
 
@@ -129,23 +134,32 @@ def test_authorisation_refusals_name_the_rule_and_are_logged_with_the_certificat
     intruder.close()
 
 
+def _played(data, client: SiteClient) -> Coordinator:
+    return Coordinator({"site1": client}, data.roster, {"site2": PEER})
+
+
+def _both(task: TaskSpec) -> dict[str, TaskSpec]:
+    return {"site1": task, "site2": task}
+
+
 def test_a_replayed_task_is_refused_and_masks_depend_on_the_request(served, pki) -> None:
     data, address = served
     client = _client(address, pki["analyst"])
     task = _task(data, request_id="round-once")
-    first = [e for e in client.run_task(task) if isinstance(e, ResultBlock)]
-    assert len(first) == 4
-    with pytest.raises(SiteFailure, match="a replayed task is refused"):
-        list(client.run_task(task))
-    # A restarted coordinator (same study and round, a new request id) gets a fresh mask.
-    again = [e for e in client.run_task(_task(data, request_id="after-restart")) if isinstance(e, ResultBlock)]
-    assert first[0].payload != again[0].payload
+    first = _played(data, client).run(_both(task))
+    assert len(first.blocks["site1"]) == 4 and first.total is not None
+    replay = _played(data, client).run(_both(task))
+    assert "has already seen request 'round-once'" in str(replay.errors["site1"])
+    # A restarted coordinator (same study and round, a new request id) gets fresh masks.
+    again = _played(data, client).run(_both(_task(data, request_id="after-restart")))
+    assert not np.array_equal(first.blocks["site1"][0], again.blocks["site1"][0])
+    np.testing.assert_array_equal(first.total, again.total)
     assert data.ledger.entries()[-1].requester == "analyst"
     client.close()
 
 
-def test_differencing_two_cohorts_one_participant_apart_is_refused(served, tmp_path: Path) -> None:
-    data, _ = served
+def test_differencing_two_cohorts_one_participant_apart_is_refused(served, pki, tmp_path: Path) -> None:
+    data, address = served
     base = data.cohort(CohortRequest("QT", COVARIATES)).sample_index
     registry = tmp_path / "cohorts.sqlite"
     check_and_record_cohort(registry, "site1", base, 150, 5)
@@ -161,13 +175,14 @@ def test_differencing_two_cohorts_one_participant_apart_is_refused(served, tmp_p
     original = data.config
     data.config = dataclasses.replace(original, access=dataclasses.replace(
         APPROVED, min_cohort_difference=20, studies=(StudyApproval("approved"),)))
+    client = _client(address, pki["analyst"])
     try:
-        list(handlers.run_task(data, _task(data), requester="analyst"))
-        with pytest.raises(PrivacyError, match=f"differs from one it already released by {differ} sample"):
-            list(handlers.run_task(data, _task(data, analysis="qc", cohort=CohortRequest("", COVARIATES)),
-                                   requester="analyst"))
+        assert _played(data, client).run(_both(_task(data))).total is not None
+        refused = _played(data, client).run(_both(_task(data, analysis="qc", cohort=CohortRequest("", COVARIATES))))
+        assert f"differs from one it already released by {differ} sample" in str(refused.errors["site1"])
     finally:
         data.config = original
+        client.close()
     assert data.ledger.entries()[-1].kind == "refused"
 
 

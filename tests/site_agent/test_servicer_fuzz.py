@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protos import serde
-from engine.privacy import secagg
+from engine.privacy import roster as roster_module
 from engine.simulate import SimulationSpec, simulate_study
 from engine.tasks import CohortRequest, TaskSpec
 from protos import site_agent_pb2 as pb
@@ -24,6 +24,7 @@ from site_agent.config import load_site_config
 from site_agent.data import load_site_data
 from site_agent.provision import init_site
 from site_agent.server import make_server
+from tests.adversarial.harness import write_roster
 
 ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
            grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -33,15 +34,16 @@ ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, 
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[pb_grpc.SiteAgentStub, list[pb.TaskMessage]]]:
     out = tmp_path_factory.mktemp("sim")
     study = simulate_study(SimulationSpec(site_sizes=(40, 40), n_variants=30, seed=9, write_pooled=False), out)
+    directory = tmp_path_factory.mktemp("site1")
+    write_roster(directory / "roster.toml", {"site1": directory}, {"site2": roster_module.generate_identity_key()})
     config = init_site("site1", str(study.site_bfiles[0]), str(study.pheno_path), str(study.covar_path),
-                       tmp_path_factory.mktemp("site1"), "127.0.0.1:0")  # in-process: [tls] insecure = true
+                       directory, "127.0.0.1:0", roster=directory / "roster.toml")  # in-process: insecure
     data = load_site_data(load_site_config(config))
     server, port = make_server(data, "127.0.0.1:0")
     server.start()
-    other = secagg.public_key_bytes(secagg.generate_private_key())
     good = TaskSpec(study_id="fuzz", round=1, analysis="linear", cohort=CohortRequest("QT", ("SEX_MALE",)),
-                    privacy="secagg", participants=(("site1", data.secagg_public_key), ("site2", other)),
-                    block_size=16, variant_index=np.arange(30), flip=np.zeros(30, bool))
+                    privacy="secagg", participants=("site1", "site2"), block_size=16, variant_index=np.arange(30),
+                    flip=np.zeros(30, bool), parameters={"audit.request_id": "fuzz-1"})
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield pb_grpc.SiteAgentStub(channel), list(serde.task_to_messages(good))
     channel.close()
@@ -58,14 +60,23 @@ header = st.builds(
                      data_use=st.builds(pb.DataUse, purpose=st.sampled_from(["", "HMB", "DS:X:1", "bad"]),
                                         commercial=st.booleans())),
     privacy=st.sampled_from(["secagg", "plaintext", "he", "x"]), block_size=st.integers(0, 70_000),
-    n_variants=st.integers(0, 100), requester=text,
+    n_variants=st.integers(0, 100), requester=text, request_id=text, threshold=st.integers(0, 5),
+    check_only=st.booleans(), participants=st.lists(st.builds(pb.Participant, site_name=st.sampled_from(
+        ["site1", "site2", "sybil", ""])), max_size=3),
     parameters=st.dictionaries(st.sampled_from(["audit.request_id", "dp.epsilon", "dp.delta", "dp.phase", "k"]),
                                text, max_size=3))
 chunk = st.builds(pb.ArrayChunk, name=st.sampled_from(["variant_index", "flip", "coef", "privacy:he_context", "z"]),
                   dtype=st.sampled_from(["<i8", "|u1", "<f8", ">i8", "O", "xx", ""]),
                   total_bytes=st.integers(0, 1 << 20), offset=st.integers(0, 1 << 20), data=st.binary(max_size=64),
                   shape=st.lists(st.integers(0, 1 << 40), max_size=5))
-message = st.one_of(st.builds(pb.TaskMessage, header=header), st.builds(pb.TaskMessage, array=chunk))
+advertisement = st.builds(pb.KeyAdvertisement, site_name=st.sampled_from(["site1", "site2", "x"]),
+                          encryption_key=st.binary(max_size=40), mask_key=st.binary(max_size=40),
+                          nonce=st.binary(max_size=40), task_digest=st.binary(max_size=40),
+                          signature=st.binary(max_size=70), seed_commitment=st.binary(max_size=40))
+message = st.one_of(st.builds(pb.TaskMessage, header=header), st.builds(pb.TaskMessage, array=chunk),
+                    st.just(pb.TaskMessage(inputs_end=pb.InputsEnd())),
+                    st.builds(pb.TaskMessage, peer_keys=st.builds(pb.PeerKeys, keys=st.lists(advertisement, max_size=3))),
+                    st.builds(pb.TaskMessage, survivors=st.builds(pb.SurvivorSet, sites=st.lists(text, max_size=3))))
 
 
 def _status(stub: pb_grpc.SiteAgentStub, messages: list[pb.TaskMessage]) -> grpc.StatusCode:

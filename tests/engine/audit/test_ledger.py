@@ -70,10 +70,15 @@ def test_admission_charges_and_refuses_with_what_remains(ledger: Ledger) -> None
     assert state["study_epsilon_total"] == 0.8 and state["rho_remaining"] >= 0.0
     assert state["epsilon_remaining"] < 0.5
     with pytest.raises(PrivacyError, match="no differential-privacy budget"):
-        budget.admit(ledger, None, _charge(0.1), **_fields(epsilon=0.1))
+        budget.admit(ledger, None, _charge(0.1), **_fields(epsilon=0.1, round_=7))
     with pytest.raises(PrivacyError, match="only differentially private"):
-        budget.admit(ledger, budget.BudgetPolicy(1.0, require_dp=True), budget.EXACT, **_fields())
+        budget.admit(ledger, budget.BudgetPolicy(1.0, require_dp=True), budget.EXACT, **_fields(round_=8))
     assert [e.kind for e in ledger.entries()][-2:] == ["refused", "refused"]
+    # A request id is admitted once, whatever became of it: checked in the admission transaction.
+    with pytest.raises(PrivacyError, match="has already seen request 's1-1' \\(ledger entry 1\\)"):
+        budget.admit(ledger, POLICY, budget.EXACT, **_fields(round_=1))
+    with pytest.raises(PrivacyError, match="has already seen request 's1-7'"):  # a refused one too
+        budget.admit(ledger, POLICY, budget.EXACT, **_fields(round_=7))
 
 
 def _execute(path: Path, *statements: str) -> None:

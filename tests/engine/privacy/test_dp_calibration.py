@@ -36,7 +36,7 @@ def _chi2_variance_test(sample: np.ndarray, variance: float) -> tuple[float, flo
 
 def test_gaussian_share_has_the_claimed_variance() -> None:
     plan = plan_release(DpRequest(epsilon=1.0, delta=1e-6), "qc", CohortRequest(""), 50)
-    scale = plan.share_scale("a", ["a", "b"], "secagg")
+    scale = plan.share_scale(2, "secagg", honest_sites=2)  # a site assuming both sites honest
     assert scale == pytest.approx(plan.calibration.scale / math.sqrt(2))
     noise = dp.sample_noise("gaussian", scale, np.zeros((5_000, 4)))
     statistic, lower, upper = _chi2_variance_test(noise.ravel(), scale ** 2)
@@ -45,17 +45,25 @@ def test_gaussian_share_has_the_claimed_variance() -> None:
 
 
 def test_honest_shares_add_up_to_the_calibrated_noise() -> None:
-    """With t = 1 of 3 sites colluding, any 2 honest shares sum to N(0, sigma^2)."""
-    plan = plan_release(DpRequest(epsilon=0.5, delta=1e-6, collusion=1), "qc", CohortRequest(""), 20)
+    """Sites assuming 2 honest of 3 (honest_sites = 2): any 2 honest shares sum to N(0, sigma^2)."""
+    plan = plan_release(DpRequest(epsilon=0.5, delta=1e-6), "qc", CohortRequest(""), 20)
     sites = ["a", "b", "c"]
-    shares = [dp.sample_noise("gaussian", plan.share_scale(s, sites, "secagg"), np.zeros(10_000)) for s in sites]
+    shares = [dp.sample_noise("gaussian", plan.share_scale(3, "secagg", 2), np.zeros(10_000)) for _ in sites]
     honest = shares[0] + shares[1]
     statistic, lower, upper = _chi2_variance_test(honest, plan.calibration.variance)
     assert lower < statistic < upper
     everything = honest + shares[2]
-    statistic, lower, upper = _chi2_variance_test(everything, plan.total_variance(3, "secagg"))
+    statistic, lower, upper = _chi2_variance_test(everything, plan.total_variance(3, "secagg", 2))
     assert lower < statistic < upper
-    assert plan.total_variance(3, "secagg") == pytest.approx(1.5 * plan.calibration.variance)
+    assert plan.total_variance(3, "secagg", 2) == pytest.approx(1.5 * plan.calibration.variance)
+    # With one colluder the release keeps its rho; with two, the one honest share gives twice the rho.
+    assert plan.rho_if_colluding(1, 3, "secagg", 2) == plan.calibration.rho
+    assert plan.rho_if_colluding(2, 3, "secagg", 2) == pytest.approx(2 * plan.calibration.rho)
+    # The default (honest_sites = 1): every site carries the full noise, which no collusion removes.
+    assert plan.share_scale(3, "secagg") == plan.calibration.scale
+    assert plan.rho_if_colluding(2, 3, "secagg") == plan.calibration.rho
+    # A verified participant list shorter than the assumption never shrinks the share below sigma / sqrt(n).
+    assert plan.share_scale(2, "secagg", 5) == pytest.approx(plan.calibration.scale / math.sqrt(2))
 
 
 def test_laplace_noise_has_the_claimed_variance() -> None:
@@ -70,13 +78,14 @@ def test_laplace_noise_has_the_claimed_variance() -> None:
     assert plan.calibration.variance == pytest.approx(2 * b * b)
 
 
-def test_laplace_noise_comes_from_the_first_t_plus_one_sites() -> None:
-    plan = plan_release(DpRequest(epsilon=1.0, mechanism="laplace", collusion=1), "qc", CohortRequest(""), 5)
-    scales = [plan.share_scale(s, ["c", "a", "b"], "secagg") for s in ("a", "b", "c")]
-    assert scales == [plan.calibration.scale, plan.calibration.scale, 0.0]
-    assert plan.rho_if_colluding(2, 3, "secagg") == math.inf
+def test_laplace_noise_is_carried_in_full_by_every_site() -> None:
+    plan = plan_release(DpRequest(epsilon=1.0, mechanism="laplace"), "qc", CohortRequest(""), 5)
+    # No participant order or count can make a share zero (the coordinator chooses both).
+    assert all(plan.share_scale(n, "secagg", h) == plan.calibration.scale for n in (1, 2, 10) for h in (1, 3))
+    assert plan.rho_if_colluding(2, 3, "secagg") == plan.calibration.rho
+    assert plan.rho_if_colluding(3, 3, "secagg") == math.inf
     # In plaintext the coordinator sees every share: every site carries the full noise.
-    assert all(plan.share_scale(s, ["a", "b", "c"], "plaintext") == plan.calibration.scale for s in "abc")
+    assert plan.share_scale(3, "plaintext", 3) == plan.calibration.scale
 
 
 def _exact_gaussian_epsilon(sigma: float, sensitivity: float, delta: float) -> float:
@@ -174,8 +183,10 @@ def test_clipping_and_rescaling_leave_the_genotype_estimate_unchanged() -> None:
 
 
 def test_request_round_trips_through_task_parameters_and_refuses_bad_values() -> None:
-    request = DpRequest(epsilon=0.7, delta=1e-7, mechanism="gaussian", collusion=2, bounds=BOUNDS)
+    request = DpRequest(epsilon=0.7, delta=1e-7, mechanism="gaussian", bounds=BOUNDS)
     assert DpRequest.from_parameters(request.to_parameters()) == request
+    # The coordinator's collusion assumption never reaches a site.
+    assert "dp.collusion" not in DpRequest(epsilon=0.7, collusion=2).to_parameters()
     assert DpRequest.from_parameters({"audit.request_id": "x"}) is None
     for bad in ({"dp.epsilon": "-1"}, {"dp.epsilon": "abc"}, {"dp.epsilon": "1", "dp.mechanism": "exponential"},
                 {"dp.epsilon": "1", "dp.bounds": "[1, 2]"}, {"dp.delta": "1e-6"},

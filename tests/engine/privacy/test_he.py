@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.privacy import he, he_encoding, secagg
+from engine.privacy import he, he_encoding
+from tests.consortium import pairwise_maskers
 from engine.errors import PrivacyError, ProtocolError
 from engine.privacy.protection import HeBlockAggregator, make_aggregator, make_protector
 
@@ -49,16 +50,9 @@ class Opener:
         return he_encoding.decode(slots, n_values, self.n_parties).values
 
 
-def _sites(n: int) -> tuple[list[str], list[secagg.PairwiseMasker]]:
-    names = [f"site{i}" for i in range(n)]
-    keys = [secagg.generate_private_key() for _ in names]
-    peers = {name: secagg.public_key_bytes(key) for name, key in zip(names, keys)}
-    return names, [secagg.PairwiseMasker(name, key, peers) for name, key in zip(names, keys)]
-
-
 def _blocks(public: he.PublicContext, values: list[np.ndarray], block: int = 0) -> tuple[list[str], list[bytes]]:
-    names, maskers = _sites(len(values))
-    protectors = [make_protector("he", masker=m, study_id="s", round_=1, he_context=public) for m in maskers]
+    names, maskers = pairwise_maskers(len(values))
+    protectors = [make_protector("he", masker=m, he_context=public) for m in maskers]
     return names, [p.protect(block, v) for p, v in zip(protectors, values)]
 
 
@@ -200,7 +194,7 @@ def test_sites_with_mismatched_parameters_or_keys_are_refused(public: he.PublicC
 
 def test_protector_and_aggregator_refuse_missing_material(public: he.PublicContext) -> None:
     with pytest.raises(PrivacyError, match="public context"):
-        make_protector("he", masker=_sites(2)[1][0])
+        make_protector("he", masker=pairwise_maskers(2)[1][0])
     with pytest.raises(PrivacyError, match="masker"):
         make_protector("he", he_context=public)
     with pytest.raises(PrivacyError, match="connection to the key holder"):

@@ -46,7 +46,7 @@ def _released_frequencies(pool: np.ndarray, epsilon: float | None) -> np.ndarray
     counts = genotype_counts(pool, np.zeros(N_VARIANTS, dtype=bool))
     if epsilon is not None:
         plan = plan_release(DpRequest(epsilon=epsilon, delta=DOCUMENTED_DELTA), "qc", CohortRequest(""), N_VARIANTS)
-        counts = postprocess("qc", dp.sample_noise("gaussian", plan.share_scale("site", ["site"], "secagg"), counts))
+        counts = postprocess("qc", dp.sample_noise("gaussian", plan.share_scale(1, "secagg"), counts))
     frequency = GenotypeCounts.from_totals(counts).effect_allele_frequency
     return np.clip(np.nan_to_num(frequency, nan=0.5), 0.0, 1.0)
 

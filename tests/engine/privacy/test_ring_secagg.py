@@ -10,7 +10,8 @@ import pytest
 
 from engine.privacy import ring, secagg
 from engine.errors import InputError, PrivacyError, ProtocolError, RingOverflowError
-from engine.privacy.protection import BlockAggregator, make_protector
+from engine.privacy.protection import BlockAggregator, MaskedRoundSum, make_protector
+from tests.consortium import pairwise_maskers as _maskers
 
 
 def test_encode_decode_round_trip_to_fixed_point_precision() -> None:
@@ -60,18 +61,14 @@ def test_decode_rejects_sums_outside_the_valid_range() -> None:
         ring.decode(garbage, 2)
 
 
-def _sites(n: int) -> tuple[list[str], list, dict[str, bytes]]:
-    names = [f"site{i}" for i in range(n)]
-    keys = [secagg.generate_private_key() for _ in names]
-    return names, keys, {name: secagg.public_key_bytes(key) for name, key in zip(names, keys)}
+CONTEXT = b"c" * 32
 
 
-def test_masks_cancel_only_in_the_full_sum() -> None:
-    names, keys, peers = _sites(4)
+def test_pairwise_masks_cancel_only_in_the_full_sum() -> None:
+    names, maskers = _maskers(4)
     rng = np.random.default_rng(3)
     values = [rng.normal(size=500) * 100 for _ in names]
-    masked = [secagg.PairwiseMasker(n, k, peers).mask(ring.encode(v, 4), "study", 1, 0)
-              for n, k, v in zip(names, keys, values)]
+    masked = [m.mask(ring.encode(v, 4), 0) for m, v in zip(maskers, values)]
     np.testing.assert_allclose(ring.decode(secagg.unmask_sum(masked), 4), np.sum(values, axis=0), atol=1e-9)
     # One site's masked vector looks nothing like its values, and a partial sum does not unmask.
     one = ring.from_bytes(ring.to_bytes(masked[0]))
@@ -81,55 +78,64 @@ def test_masks_cancel_only_in_the_full_sum() -> None:
         ring.decode(partial, 4)
 
 
-def test_masks_are_bound_to_round_and_block() -> None:
-    names, keys, peers = _sites(2)
-    masker = secagg.PairwiseMasker(names[0], keys[0], peers)
+def test_self_masks_hide_even_the_full_sum_until_removed() -> None:
+    names, maskers = _maskers(3, self_mask=True)
+    values = [np.full(8, float(i)) for i in range(3)]
+    total = secagg.unmask_sum([m.mask(ring.encode(v, 3), 2) for m, v in zip(maskers, values)])
+    with pytest.raises(RingOverflowError):
+        ring.decode(total, 3)
+    unmasker = secagg.Unmasker({n: secagg.self_key(b"s" * 32, n, CONTEXT) for n in names}, {})
+    np.testing.assert_allclose(ring.decode(unmasker.unmask(total, 2), 3), np.full(8, 3.0), atol=1e-12)
+
+
+def test_masks_are_bound_to_the_block_and_the_context() -> None:
+    names, maskers = _maskers(2)
     zeros = ring.encode(np.zeros(64), 2)
-    streams = {(r, b): masker.mask(zeros, "s", r, b).tobytes() for r in (1, 2) for b in (0, 1)}
+    streams = {b: maskers[0].mask(zeros, b).tobytes() for b in range(4)}
     assert len(set(streams.values())) == 4
-
-
-def test_masker_refuses_inconsistent_participants() -> None:
-    names, keys, peers = _sites(3)
-    with pytest.raises(PrivacyError, match="not this site's key"):
-        secagg.PairwiseMasker(names[0], keys[1], peers)
-    with pytest.raises(PrivacyError, match="not among"):
-        secagg.PairwiseMasker("elsewhere", keys[0], peers)
-    with pytest.raises(PrivacyError, match="at least two"):
-        secagg.PairwiseMasker(names[0], keys[0], {names[0]: peers[names[0]]})
-
-
-def test_private_key_file_is_owner_only_and_never_overwritten(tmp_path: Path) -> None:
     key = secagg.generate_private_key()
-    path = tmp_path / "keys" / "secagg.key"
-    secagg.save_private_key(key, path)
+    peer = secagg.public_key_bytes(secagg.generate_private_key())
+    assert secagg.pair_key(key, "a", "b", peer, b"x" * 32) != secagg.pair_key(key, "a", "b", peer, b"y" * 32)
+    with pytest.raises(PrivacyError, match="at least two"):
+        secagg.RoundMasker("a", None, {}, CONTEXT)
+
+
+def test_identity_key_file_is_owner_only_and_never_overwritten(tmp_path: Path) -> None:
+    from engine.privacy import roster
+
+    key = roster.generate_identity_key()
+    path = tmp_path / "keys" / "identity.key"
+    roster.save_identity_key(key, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert secagg.public_key_bytes(secagg.load_private_key(path)) == secagg.public_key_bytes(key)
+    assert roster.public_bytes(roster.load_identity_key(path)) == roster.public_bytes(key)
     with pytest.raises(FileExistsError):
-        secagg.save_private_key(secagg.generate_private_key(), path)
+        roster.save_identity_key(roster.generate_identity_key(), path)
     path.write_bytes(b"short")
     with pytest.raises(InputError, match="expected 32"):
-        secagg.load_private_key(path)
+        roster.load_identity_key(path)
 
 
-def test_block_aggregator_checks_encoding_duplicates_and_sizes() -> None:
-    names, keys, peers = _sites(2)
+def test_masked_round_sum_and_block_aggregator_check_encoding_duplicates_and_sizes() -> None:
+    names, maskers = _maskers(2)
     values = [np.arange(6.0), np.ones(6)]
-    protectors = [make_protector("secagg", masker=secagg.PairwiseMasker(n, k, peers), study_id="s", round_=1)
-                  for n, k in zip(names, keys)]
-    aggregator = BlockAggregator("secagg", 2, 6)
-    aggregator.add(names[0], protectors[0].encoding, protectors[0].protect(0, values[0]))
+    protectors = [make_protector("secagg", masker=m) for m in maskers]
+    sums = MaskedRoundSum(2, (6,))
+    sums.add(names[0], 0, protectors[0].encoding, protectors[0].protect(0, values[0]))
     with pytest.raises(ProtocolError, match="twice"):
-        aggregator.add(names[0], protectors[0].encoding, protectors[0].protect(0, values[0]))
-    with pytest.raises(ProtocolError, match="expected 'ring128-masked'"):
-        aggregator.add(names[1], "float64", np.ones(6).tobytes())
+        sums.add(names[0], 0, protectors[0].encoding, protectors[0].protect(0, values[0]))
+    with pytest.raises(ProtocolError, match="in a secagg round"):
+        sums.add(names[1], 0, "float64", np.ones(6).tobytes())
+    assert sums.delivered(names[0]) and not sums.delivered(names[1])
+    sums.add(names[1], 0, protectors[1].encoding, protectors[1].protect(0, values[1]))
+    (total,) = sums.totals(tuple(names), secagg.Unmasker({}, {}))
+    np.testing.assert_allclose(total, values[0] + values[1], atol=1e-9)
+    aggregator = BlockAggregator("plaintext", 2, 6)
+    aggregator.add(names[0], "float64", values[0].tobytes())
     with pytest.raises(ProtocolError, match="1 of 2"):
         aggregator.total()
-    aggregator.add(names[1], protectors[1].encoding, protectors[1].protect(0, values[1]))
-    np.testing.assert_allclose(aggregator.total(), values[0] + values[1], atol=1e-9)
     with pytest.raises(PrivacyError, match="no masker"):
         make_protector("secagg")
     with pytest.raises(PrivacyError, match="not implemented"):
         make_protector("rot13")
     with pytest.raises(PrivacyError, match="homomorphic encryption requested but the key holder's public context"):
-        make_protector("he", masker=secagg.PairwiseMasker(names[0], keys[0], peers))
+        make_protector("he", masker=maskers[0])
