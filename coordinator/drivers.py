@@ -7,9 +7,12 @@ analysis in :mod:`engine.analyses` and a driver registered here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable
+
+import numpy as np
 
 from coordinator.rounds import RoundExecutor
 from engine.association import AssociationResult
@@ -17,16 +20,67 @@ from engine.errors import InputError
 from engine.linear import LinearLayout
 from engine.linear_solve import solve_linear
 from engine.logistic_solve import BinaryTraitFit, NoCasesOrControls
+from engine import ring, he_encoding
+from engine.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, refine
 from engine.tasks import KEEP_GENOTYPES_PARAMETER
 
 log = logging.getLogger("coordinator")
 
 
+def _resolution(executor: RoundExecutor) -> float:
+    """Absolute error bound of one aggregated sum under the study's privacy mode (its fixed point)."""
+    n_sites = len(executor.clients)
+    bits = {"secagg": ring.FRACTION_BITS, "he": he_encoding.FRACTION_BITS}.get(executor.config.privacy)
+    return 0.0 if bits is None else n_sites * 2.0 ** -(bits + 1)
+
+
+def study_standardisation(executor: RoundExecutor, scale_phenotype: bool) -> np.ndarray:
+    """The study-level centres and scales ``(2, 1 + k)`` of the phenotype and covariates (:mod:`engine.standardise`).
+
+    ``moments`` rounds on one variant until every column is centred and scaled into range (usually
+    two). A covariate constant over the pooled cohort is excluded, as PLINK 2 excludes it, with a
+    warning; it is recorded in ``executor.excluded_covariates`` and the study's cohort no longer lists
+    it. Under differential privacy the sites already clip and rescale to the declared bounds
+    (:func:`engine.dp_release.clip_cohort`) and no extra round is released: the identity is returned.
+    For a case/control phenotype the case and control counts are recorded in ``executor.case_control``.
+    """
+    cohort = executor.config.cohort
+    table = identity(len(cohort.covariates))
+    if executor.dp is not None:
+        return table
+    resolution = _resolution(executor)
+    first = np.array([0])
+    for _ in range(MAX_ROUNDS):
+        totals = executor.run("moments", 1 + 2 * table.shape[1], variants=first, inputs={STANDARDISE_INPUT: table})[0]
+        step = refine(table, totals, resolution, scale_phenotype)
+        if not scale_phenotype:
+            n_cases = int(round(totals[1]))
+            executor.case_control = (n_cases, int(round(totals[0])) - n_cases)
+        table = step.table
+        if step.settled:
+            break
+    constant = step.constant | ~(step.settled | step.resolved)
+    if constant[0]:
+        raise InputError(f"phenotype {cohort.phenotype!r} is constant over the analysed samples of the "
+                         f"{len(executor.clients)} sites: nothing to regress")
+    if np.any(constant[1:]):
+        dropped = tuple(name for name, flag in zip(cohort.covariates, constant[1:]) if flag)
+        log.warning("excluding covariate(s) %s: constant over the pooled cohort (as PLINK 2 does)", ", ".join(dropped))
+        executor.excluded_covariates += dropped
+        kept = tuple(name for name in cohort.covariates if name not in dropped)
+        executor.config = dataclasses.replace(executor.config, cohort=dataclasses.replace(cohort, covariates=kept))
+        table = table[:, np.r_[True, ~constant[1:]]]
+    return table
+
+
 def run_linear(executor: RoundExecutor) -> AssociationResult:
-    """Exact per-variant OLS: one round of sufficient statistics, then the batched solve."""
+    """Exact per-variant OLS: the standardisation rounds, one round of sufficient statistics, then the
+    batched solve; beta and SE are mapped back to the phenotype's original units."""
+    table = study_standardisation(executor, scale_phenotype=True)
     layout = LinearLayout(len(executor.config.cohort.covariates) + 1)
-    totals = executor.run("linear", layout.width)
-    return solve_linear(totals, layout.n_design, executor.harmonised.variants)
+    totals = executor.run("linear", layout.width, inputs={STANDARDISE_INPUT: table})
+    result = solve_linear(totals, layout.n_design, executor.harmonised.variants)
+    return dataclasses.replace(result, beta=result.beta * table[1, 0], se=result.se * table[1, 0])
 
 
 def run_logistic(executor: RoundExecutor) -> AssociationResult:
@@ -59,13 +113,14 @@ def _run_case_control(executor: RoundExecutor, always_firth: bool) -> Associatio
 
 
 def _fit_case_control(executor: RoundExecutor, always_firth: bool, sites: tuple[str, ...]) -> AssociationResult:
+    table = study_standardisation(executor, scale_phenotype=False)
     cohort = executor.config.cohort
     fit = BinaryTraitFit(len(executor.harmonised.variants), len(cohort.covariates) + 1, always_firth=always_firth)
     keep = {KEEP_GENOTYPES_PARAMETER: "1"}  # every round reads the same samples: sites may keep them in memory
     while requests := fit.requests():
         for request in requests:
             totals = executor.run(request.analysis, request.width, variants=request.variants,
-                                  inputs=request.inputs, parameters=keep)
+                                  inputs={**request.inputs, STANDARDISE_INPUT: table}, parameters=keep)
             if executor.live_sites != sites:
                 raise _SitesChanged
             started = time.perf_counter()

@@ -51,6 +51,8 @@ class RoundExecutor:
     dp: DpSession | None = None  # DP studies: task options, preview and budget pre-check per round
     audit: CoordinatorLog | None = None  # what was requested and received (coordinator/audit_log.py)
     parameters: dict[str, str] = field(default_factory=dict)  # sent with every later task (e.g. pca.covariates)
+    excluded_covariates: tuple[str, ...] = ()  # constant over the pooled cohort (coordinator/drivers.py)
+    case_control: tuple[int, int] | None = None  # pooled (cases, controls) of a case/control model
 
     @property
     def live_sites(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from engine.logistic import (DesignProducts, LogisticLayout, StartLayout, covari
 from engine.ld import LdPairsAnalysis
 from engine.pca import PcaAnalysis
 from engine.qc import QcAnalysis
+from engine.standardise import STANDARDISE_INPUT, moments_row, standardise_cohort
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class InputSpec:
     dtype: str
     per_variant: bool = True
     trailing: tuple[int | None, ...] = ()
+    optional: bool = False  # may be absent (the analysis then uses its documented default)
+
+
+#: The study-level centring and scaling of the phenotype and covariates (:mod:`engine.standardise`),
+#: ``(2, 1 + k)``; absent: the values as read.
+_STANDARDISE = {STANDARDISE_INPUT: InputSpec("float64", per_variant=False, trailing=(2, None), optional=True)}
 
 
 class SiteAnalysis(Protocol):
@@ -88,9 +95,10 @@ class LinearAnalysis:
 
     name = "linear"
     needs_phenotype = True
-    inputs: Mapping[str, InputSpec] = {}
+    inputs: Mapping[str, InputSpec] = _STANDARDISE
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LinearState:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=True)
         design = cohort.design
         return _LinearState(design, cohort.phenotype, sample_cross_products(design, cohort.phenotype))
 
@@ -121,9 +129,10 @@ class LogisticAnalysis:
     needs_phenotype = True
     firth = False
     exact = False
-    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
+    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,)), **_STANDARDISE}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LogisticState:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=False)
         design = cohort.design
         if inputs["coef"].shape[1] != design.shape[1] + 1:
             raise ProtocolError(f"input 'coef' has {inputs['coef'].shape[1]} columns, the model has "
@@ -159,9 +168,11 @@ class LogisticStartAnalysis:
 
     name = "logistic_start"
     needs_phenotype = True
-    inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,))}
+    inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,)),
+                                       **_STANDARDISE}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> Cohort:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=False)
         design = cohort.design
         if inputs["null_coef"].shape != (design.shape[1],):
             raise ProtocolError(f"input 'null_coef' has shape {inputs['null_coef'].shape}, the covariate-only "
@@ -196,9 +207,10 @@ class CovariateFitAnalysis:
 
     name = "covariate_fit"
     needs_phenotype = True
-    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
+    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,)), **_STANDARDISE}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LogisticState:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=False)
         design = cohort.design
         if inputs["coef"].shape[1] != design.shape[1]:
             raise ProtocolError(f"input 'coef' has {inputs['coef'].shape[1]} columns, the covariate-only model "
@@ -215,9 +227,32 @@ class CovariateFitAnalysis:
         return covariate_statistics(state.design, state.y, inputs["coef"], state.products)
 
 
+class MomentsAnalysis:
+    """Pooled ``n, sum z, sum z^2`` of the phenotype and each covariate over the cohort, with z the
+    values under the task's standardisation (:func:`engine.standardise.moments_row`); from them the
+    coordinator chooses the study-level constants (:func:`engine.standardise.refine`). The genotypes
+    are not used: run it on one variant. Width ``1 + 2 (1 + k)``.
+    """
+
+    name = "moments"
+    needs_phenotype = True
+    inputs: Mapping[str, InputSpec] = _STANDARDISE
+
+    def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return moments_row(standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=True))
+
+    def width(self, state: np.ndarray) -> int:
+        return len(state)
+
+    def block(self, state: np.ndarray, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.tile(state, (genotypes.shape[1], 1))
+
+
 REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in
                                    (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), ExactLogisticAnalysis(),
-                                    LogisticStartAnalysis(), FirthAnalysis(), CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis())}
+                                    LogisticStartAnalysis(), FirthAnalysis(), CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis(),
+                                    MomentsAnalysis())}
 
 
 def get_analysis(name: str) -> SiteAnalysis:
@@ -234,6 +269,8 @@ def check_inputs(analysis: SiteAnalysis, inputs: Mapping[str, np.ndarray], n_var
     if unknown:
         raise ProtocolError(f"analysis {analysis.name!r} takes no input {unknown[0]!r}; it takes {sorted(analysis.inputs)}")
     for name, spec in analysis.inputs.items():
+        if name not in inputs and spec.optional:
+            continue
         if name not in inputs:
             raise ProtocolError(f"analysis {analysis.name!r} needs input {name!r}")
         array = inputs[name]
