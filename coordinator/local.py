@@ -78,8 +78,8 @@ def _rows_for_site(table: SampleTable, fam: FamTable, iid_only: bool = False) ->
     if table.fid is None:
         keep = np.isin(table.iid, fam.iid)
     else:
-        keys = np.char.add(np.char.add(table.fid, "\x00"), table.iid)
-        keep = np.isin(keys, np.char.add(np.char.add(fam.fid, "\x00"), fam.iid))
+        keys = np.char.add(np.char.add(table.fid, "\t"), table.iid)
+        keep = np.isin(keys, np.char.add(np.char.add(fam.fid, "\t"), fam.iid))
     return table.keep_rows(keep)
 
 

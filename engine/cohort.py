@@ -44,7 +44,7 @@ class Cohort:
 
 
 def _sample_keys(fid: np.ndarray | None, iid: np.ndarray) -> np.ndarray:
-    return iid if fid is None else np.char.add(np.char.add(fid.astype(str), "\x00"), iid.astype(str))
+    return iid if fid is None else np.char.add(np.char.add(fid.astype(str), "\t"), iid.astype(str))
 
 
 def _align(fam: FamTable, table: SampleTable, values: np.ndarray) -> np.ndarray:

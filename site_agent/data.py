@@ -173,7 +173,7 @@ def read_consent_table(path: Path) -> SampleTable:
                          f"found {list(table.names)}")
     for code in set(table.columns["DUO"].tolist()):
         parse_duo(code, f"consent table {str(path)!r}")
-    keys = table.iid if table.fid is None else np.char.add(np.char.add(table.fid, "\x00"), table.iid)
+    keys = table.iid if table.fid is None else np.char.add(np.char.add(table.fid, "\t"), table.iid)
     if len(np.unique(keys)) != len(keys):
         raise InputError(f"consent table {str(path)!r} lists a participant more than once")
     return table
