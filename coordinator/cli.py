@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from coordinator import audit_cli, dp_options, key_holder_cli, structure_cli
 from coordinator.local import LOCAL_COORDINATOR, SiteInput, local_pki, prepare_key_holder, prepare_sites, \
     running_key_holder, running_sites, site_names
-from coordinator.study import QcSettings, StudyConfig, load_study
+from coordinator.study import GENOME_BUILDS, QcSettings, StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.plink_io import check_bfile
 from engine.cohort import code_phenotype
@@ -73,6 +73,12 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=8192, help="variants per result block (default 8192)")
     parser.add_argument("--match-by", choices=["position", "id"], default="position",
                         help="match variants across sites by chromosome+position+alleles (default) or ID+alleles")
+    parser.add_argument("--genome-build", choices=list(GENOME_BUILDS), default="NR",
+                        help="genome assembly of the sites' positions, for the GWAS-SSF metadata (default NR: not reported)")
+    parser.add_argument("--genotyping-technology", default="NR", metavar="NAME[,NAME...]",
+                        help="GWAS-SSF genotyping_technology, e.g. 'Genome-wide genotyping array' (default NR)")
+    parser.add_argument("--ancestry-category", default="NR", metavar="NAME[,NAME...]",
+                        help="GWAS-SSF sample_ancestry_category, e.g. European (default NR)")
     parser.add_argument("--allow-dropout", action="store_true",
                         help="if a site fails mid-round, restart the round without it (needs --min-sites left)")
     parser.add_argument("--min-sites", type=int, default=2, help="fewest sites a result may come from (default 2)")
@@ -265,7 +271,9 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
             tls=None if pki is None else pki[LOCAL_COORDINATOR],
             key_holder=key_holder.address() if key_holder else "",
             qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
-            ld_prune=ld_prune, pca=pca,
+            ld_prune=ld_prune, pca=pca, genome_build=getattr(args, "genome_build", "NR"),
+            genotyping_technology=tuple(getattr(args, "genotyping_technology", "NR").split(",")),
+            ancestry_category=tuple(getattr(args, "ancestry_category", "NR").split(",")),
         )
         return run_study(config)
 

@@ -125,18 +125,28 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 phase("rounds and solve")
         summary = RunSummary(
             study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
-            covariates=config.cohort.covariates, privacy=config.privacy,
+            covariates=executor.config.cohort.covariates, privacy=config.privacy,
             sites=tuple(_site_summary(c, described, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
             variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {})},
             rounds=executor.rounds, software_version=__version__,
-            notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ()),
+            notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ())
+            + ((f"covariate(s) {', '.join(executor.excluded_covariates)} excluded: constant over the pooled "
+                "cohort (as PLINK 2 excludes them)",) if executor.excluded_covariates else ()),
             insecure_transport=config.tls is None,
+            excluded_covariates=executor.excluded_covariates,
+            case_count=None if executor.case_control is None else executor.case_control[0],
+            control_count=None if executor.case_control is None else executor.case_control[1],
+            genome_build=config.genome_build, genotyping_technology=config.genotyping_technology,
+            ancestry_category=config.ancestry_category,
         )
         if executor.dp is not None:
             summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())
         paths = None
         if result is not None:
+            # The report shows the wall time: measured up to here (writing the files is in the JSON's).
+            summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
+                                          wall_seconds=time.perf_counter() - phase.started)
             paths = write_results(result, summary, config.out_dir, config.output_name)
             phase("write")
         summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),

@@ -5,6 +5,9 @@ A study TOML (see docs/study-example.toml)::
     [study]
     id = "hm3-qt"
     requester = "analyst@consortium.example"
+    genome_build = "GRCh38"      # GWAS-SSF genome_assembly: GRCh38, GRCh37, NCBI36, NCBI35, NCBI34 (default NR)
+    genotyping_technology = ["Genome-wide genotyping array"]   # GWAS-SSF metadata (default NR)
+    ancestry_category = ["European"]                          # GWAS-SSF sample_ancestry_category (default NR)
 
     [analysis]
     glm = "linear"               # or "logistic" (PLINK 2's firth-fallback) or "firth"
@@ -155,6 +158,10 @@ class PcaSettings:
         return tuple(f"PC{i + 1}" for i in range(self.components))
 
 
+#: GWAS-SSF ``genome_assembly`` values a study may declare (NR: not reported).
+GENOME_BUILDS = ("GRCh38", "GRCh37", "NCBI36", "NCBI35", "NCBI34", "NR")
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     study_id: str
@@ -179,6 +186,9 @@ class StudyConfig:
     pca: PcaSettings | None = None  # federated PCA; covariates PC1..PCk then come from it
     tls: TlsFiles | None = None  # mutual TLS material; None: plaintext channels (development only, labelled)
     key_holder_name: str = "keyholder"  # the name the key holder's certificate must carry
+    genome_build: str = "NR"  # GWAS-SSF genome_assembly (GENOME_BUILDS); NR = not reported
+    genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
+    ancestry_category: tuple[str, ...] = ("NR",)  # GWAS-SSF sample_ancestry_category
 
     def __post_init__(self) -> None:
         where = "study"
@@ -216,6 +226,12 @@ class StudyConfig:
             raise ConfigError(f"{where}: timeout_seconds must be positive")
         if self.dp is not None:
             check_dp_study(self.dp, self.glm, self.cohort)
+        if self.genome_build not in GENOME_BUILDS:
+            raise ConfigError(f"{where}: genome_build {self.genome_build!r} is not one of {list(GENOME_BUILDS)}")
+        for key in ("genotyping_technology", "ancestry_category"):
+            values = getattr(self, key)
+            if not values or any(not v.strip() or any(c in v for c in "\t\n\r") for v in values):
+                raise ConfigError(f"{where}: {key} must be a non-empty list of non-empty one-line names, got {list(values)}")
 
     @property
     def output_name(self) -> str:
@@ -392,9 +408,21 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             ld_prune=_prune_settings(raw.get("ld_prune"), name),
             pca=_pca_settings(raw.get("pca"), name),
             tls=tls, key_holder_name=key_holder_name,
+            genome_build=_typed(study, "genome_build", str, f"{name} [study]", "NR"),
+            genotyping_technology=_names(study, "genotyping_technology", f"{name} [study]"),
+            ancestry_category=_names(study, "ancestry_category", f"{name} [study]"),
         )
     except ConfigError as error:
         raise ConfigError(f"{name}: {error}") from None
+
+
+def _names(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """A string or list of strings (GWAS-SSF metadata lists); ``("NR",)`` when absent."""
+    value = _typed(table, key, (list, str), where, ["NR"])
+    values = [value] if isinstance(value, str) else value
+    if not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: {key} must be a string or a list of strings")
+    return tuple(values)
 
 
 def _tls(table: Any, name: str, base: Path) -> tuple[TlsFiles | None, str]:

@@ -53,6 +53,12 @@ class RunSummary:
     software_version: str = ""
     notes: tuple[str, ...] = ()
     insecure_transport: bool = False  # channels without mutual TLS (development only)
+    excluded_covariates: tuple[str, ...] = ()  # constant over the pooled cohort, left out as PLINK 2 does
+    case_count: int | None = None  # case/control models: pooled analysed cases and controls
+    control_count: int | None = None
+    genome_build: str = "NR"  # GWAS-SSF genome_assembly, as the study declares it
+    genotyping_technology: tuple[str, ...] = ("NR",)
+    ancestry_category: tuple[str, ...] = ("NR",)
 
     @property
     def privacy_label(self) -> str:
