@@ -76,3 +76,33 @@ def test_results_pass_the_gwas_ssf_validator(sites: Path, tmp_path: Path, phenot
     assert list(full["variant_id"]) == list(ref["ID"])
     rows = np.isin(full["variant_id"], untested["ID"])
     assert list(full["errcode"][rows]) == list(untested["ERRCODE"]) and np.all(np.isnan(full["beta"][rows]))
+
+
+def test_minus_nine_point_zero_and_a_constant_covariate_as_plink2(sites: Path, tmp_path: Path) -> None:
+    """A phenotype of -9.0 is missing and a covariate constant over the pooled cohort is excluded, as
+    PLINK 2 does: N and p-values equal PLINK 2's on the pooled data."""
+    pheno = (sites / "pheno.txt").read_text().splitlines()
+    rows = [line.split() for line in pheno[1:]]
+    for row in rows[::10]:
+        row[2] = "-9.0"
+    (tmp_path / "pheno.txt").write_text(pheno[0] + "\n" + "".join(" ".join(r) + "\n" for r in rows))
+    covar = (sites / "covar.txt").read_text().splitlines()
+    (tmp_path / "covar.txt").write_text(covar[0] + " BATCH\n" + "".join(line + " 5\n" for line in covar[1:]))
+    out = tmp_path / "out"
+    code = main(["local", "--bfile", str(sites / "siteA"), "--bfile", str(sites / "siteB"),
+                 "--pheno", str(tmp_path / "pheno.txt"), "--pheno-name", "QT", "--covar", str(tmp_path / "covar.txt"),
+                 "--covar-name", "AGE,BATCH", "--glm", "linear", "--out", str(out), "--no-progress",
+                 "--insecure-transport"])
+    assert code == 0
+    ours = read_gwas_ssf(out / "QT.linear.tsv.gz")
+    run_plink2(["--bfile", str(sites / "pooled"), "--pheno", str(tmp_path / "pheno.txt"), "--pheno-name", "QT",
+                "--covar", str(tmp_path / "covar.txt"), "--covar-name", "AGE,BATCH", "--glm", "omit-ref", "hide-covar",
+                "--out", str(tmp_path / "ref")], cwd=tmp_path)
+    ref = read_plink_table(tmp_path / "ref.QT.glm.linear")
+    np.testing.assert_array_equal(ours["n"], ref["OBS_CT"])
+    ok = np.isfinite(ref["P"]) & np.isfinite(ours["neg_log10_p"])
+    assert ok.sum() > 70
+    assert np.max(np.abs(ours["neg_log10_p"][ok] + np.log10(ref["P"][ok]))) < 1e-4
+    meta = (out / "QT.linear.tsv.gz-meta.yaml").read_text()
+    assert "  excluded_covariates:\n    - BATCH\n" in meta
+    assert "adjusted_covariates:\n  - AGE\n" in meta
