@@ -73,6 +73,11 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=8192, help="variants per result block (default 8192)")
     parser.add_argument("--match-by", choices=["position", "id"], default="position",
                         help="match variants across sites by chromosome+position+alleles (default) or ID+alleles")
+    parser.add_argument("--xchr-model", type=int, choices=[0, 1, 2], default=2,
+                        help="chrX in --glm as PLINK 2: 2 (default) males coded 0/2 with the .fam sex as a covariate; "
+                             "0 skips chrX (1, males 0/1, is not implemented)")
+    parser.add_argument("--no-x-sex", action="store_true",
+                        help="no automatic .fam sex covariate on chrX (PLINK 2's --glm no-x-sex)")
     parser.add_argument("--genome-build", choices=list(GENOME_BUILDS), default="NR",
                         help="genome assembly of the sites' positions, for the GWAS-SSF metadata (default NR: not reported)")
     parser.add_argument("--genotyping-technology", default="NR", metavar="NAME[,NAME...]",
@@ -272,6 +277,7 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
             key_holder=key_holder.address() if key_holder else "",
             qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
             ld_prune=ld_prune, pca=pca, genome_build=getattr(args, "genome_build", "NR"),
+            xchr_model=getattr(args, "xchr_model", 2), x_sex=not getattr(args, "no_x_sex", False),
             genotyping_technology=tuple(getattr(args, "genotyping_technology", "NR").split(",")),
             ancestry_category=tuple(getattr(args, "ancestry_category", "NR").split(",")),
         )

@@ -53,6 +53,7 @@ class RoundExecutor:
     parameters: dict[str, str] = field(default_factory=dict)  # sent with every later task (e.g. pca.covariates)
     excluded_covariates: tuple[str, ...] = ()  # constant over the pooled cohort (coordinator/drivers.py)
     case_control: tuple[int, int] | None = None  # pooled (cases, controls) of a case/control model
+    variants_skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (e.g. --xchr-model 0)
 
     @property
     def live_sites(self) -> tuple[str, ...]:

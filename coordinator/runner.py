@@ -32,6 +32,7 @@ from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
+from coordinator.sex_chromosomes import by_chromosome_class
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
 from engine.association import AssociationResult
@@ -75,6 +76,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         driver = DRIVERS.get(config.glm)
         if driver is None:
             raise StudyFailed(f"no driver for model {config.glm!r}")
+        driver = by_chromosome_class(driver)  # chrX/Y/MT as PLINK 2 codes them
     clients = [SiteClient(endpoint, timeout=config.timeout_seconds, tls=config.tls) for endpoint in config.sites]
     pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(clients)), thread_name_prefix="coordinator")
     try:
@@ -128,7 +130,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             covariates=executor.config.cohort.covariates, privacy=config.privacy,
             sites=tuple(_site_summary(c, described, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
-            variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {})},
+            variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {}),
+                              **executor.variants_skipped},
             rounds=executor.rounds, software_version=__version__,
             notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ())
             + ((f"covariate(s) {', '.join(executor.excluded_covariates)} excluded: constant over the pooled "

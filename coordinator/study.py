@@ -17,6 +17,8 @@ A study TOML (see docs/study-example.toml)::
     match_by = "position"        # or "id"
     block_size = 8192
     extract = "ids.txt"          # optional: only these variant IDs (PLINK's --extract)
+    xchr_model = 2               # chrX as PLINK 2's --xchr-model: 2 (default) or 0 (skip chrX)
+    x_sex = true                 # PLINK 2's .fam sex covariate on chrX (false: its no-x-sex)
 
     assoc = false                # PLINK 1.9's allelic test (case/control phenotype)
 
@@ -81,6 +83,7 @@ from typing import Any
 
 from coordinator.client import SiteEndpoint
 from coordinator.dp_options import read_extract, request_from_toml
+from engine.sex_chromosomes import XCHR_MODELS
 from engine.dp_release import DpRequest, check_dp_study
 from engine.consent import DataUse
 from engine.errors import ConfigError, FedGwasError
@@ -187,6 +190,8 @@ class StudyConfig:
     tls: TlsFiles | None = None  # mutual TLS material; None: plaintext channels (development only, labelled)
     key_holder_name: str = "keyholder"  # the name the key holder's certificate must carry
     genome_build: str = "NR"  # GWAS-SSF genome_assembly (GENOME_BUILDS); NR = not reported
+    xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2 + sex covariate, 0 skip chrX
+    x_sex: bool = True  # PLINK 2's automatic .fam sex covariate on chrX (False: its no-x-sex)
     genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
     ancestry_category: tuple[str, ...] = ("NR",)  # GWAS-SSF sample_ancestry_category
 
@@ -226,6 +231,9 @@ class StudyConfig:
             raise ConfigError(f"{where}: timeout_seconds must be positive")
         if self.dp is not None:
             check_dp_study(self.dp, self.glm, self.cohort)
+        if self.xchr_model not in XCHR_MODELS:
+            raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not implemented (available: "
+                              f"{list(XCHR_MODELS)}; PLINK 2's default is 2, males coded 0/2)")
         if self.genome_build not in GENOME_BUILDS:
             raise ConfigError(f"{where}: genome_build {self.genome_build!r} is not one of {list(GENOME_BUILDS)}")
         for key in ("genotyping_technology", "ancestry_category"):
@@ -409,6 +417,8 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             pca=_pca_settings(raw.get("pca"), name),
             tls=tls, key_holder_name=key_holder_name,
             genome_build=_typed(study, "genome_build", str, f"{name} [study]", "NR"),
+            xchr_model=_typed(analysis, "xchr_model", int, f"{name} [analysis]", 2),
+            x_sex=_typed(analysis, "x_sex", bool, f"{name} [analysis]", True),
             genotyping_technology=_names(study, "genotyping_technology", f"{name} [study]"),
             ancestry_category=_names(study, "ancestry_category", f"{name} [study]"),
         )

@@ -71,6 +71,8 @@ class SiteAnalysis(Protocol):
     #     before any output block (PCA accumulates its sample-space product there);
     # ``sample_values(state) -> (n, b)``: per-sample values that stay at the site, kept when the task
     #     asks for it (the PCA's sample scores, engine.pca.SCORES_PARAMETER).
+    # ``males_only_on_y = True``: association analyses, for which the site sets non-males' chrY calls
+    #     missing before the block (PLINK 2's --glm; engine.sex_chromosomes).
 
 
 def flip_genotypes(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -95,6 +97,7 @@ class LinearAnalysis:
 
     name = "linear"
     needs_phenotype = True
+    males_only_on_y = True  # the site drops non-males' chrY calls first (engine/sex_chromosomes.py)
     inputs: Mapping[str, InputSpec] = _STANDARDISE
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LinearState:
@@ -127,6 +130,7 @@ class LogisticAnalysis:
 
     name = "logistic"
     needs_phenotype = True
+    males_only_on_y = True
     firth = False
     exact = False
     inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,)), **_STANDARDISE}
@@ -168,6 +172,7 @@ class LogisticStartAnalysis:
 
     name = "logistic_start"
     needs_phenotype = True
+    males_only_on_y = True
     inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,)),
                                        **_STANDARDISE}
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.plink_io import FamTable
+from engine.sex_chromosomes import FAM_SEX_COVARIATE, fam_sex_covariate
 from engine.tables import SampleTable
 
 
@@ -108,7 +109,8 @@ def build_cohort(
     (the site's consent filter, engine/consent.py); excluded samples count as dropped.
 
     A covariate that is a column of ``extra`` (the site's PCA scores, site_agent/scores.py) is taken
-    from it, the others from ``covar``.
+    from it, :data:`engine.sex_chromosomes.FAM_SEX_COVARIATE` from the .fam (PLINK 2's sex covariate
+    on chrX), the others from ``covar``.
 
     Raises
     ------
@@ -116,15 +118,17 @@ def build_cohort(
         Unknown phenotype/covariate name, non-numeric values, covariates requested without a file.
     """
     from_extra = set(extra.columns) if extra is not None else set()
-    if covar is None and any(name not in from_extra for name in covariates):
+    if covar is None and any(name not in from_extra and name != FAM_SEX_COVARIATE for name in covariates):
         raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
     if phenotype:
         raw = code_phenotype(pheno.numeric(phenotype), coding, f"{str(pheno.path)!r} column {phenotype!r}")
         y = _align(fam, pheno, raw)
     else:
         y = np.zeros(len(fam))
-    columns = [_align(fam, table, table.numeric(name)) for name in covariates
-               for table in [extra if extra is not None and name in from_extra else covar] if table is not None]
+    columns = [fam_sex_covariate(fam.sex) if name == FAM_SEX_COVARIATE else _align(fam, table, table.numeric(name))
+               for name in covariates
+               for table in [extra if extra is not None and name in from_extra else covar]
+               if table is not None or name == FAM_SEX_COVARIATE]
     covariate_matrix = np.column_stack(columns) if columns else np.empty((len(fam), 0))
     keep = np.isfinite(y) & np.all(np.isfinite(covariate_matrix), axis=1)
     if include is not None:

@@ -7,6 +7,7 @@ cached because every round of a study asks for the same one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from engine.cohort import Cohort, build_cohort
 from engine.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
 from engine.genotype_sources import GenotypeSource, open_genotypes
+from engine.sex_chromosomes import Y, chromosome_class
 from engine.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.config import SiteConfig
@@ -45,6 +47,11 @@ class SiteData:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @functools.cached_property
+    def on_chromosome_y(self) -> np.ndarray:
+        """bool ``(n_variants,)``: the site's chrY variants (association drops non-males' calls there)."""
+        return chromosome_class(self.genotypes.manifest.chrom) == Y
 
     @property
     def secagg_public_key(self) -> bytes:

@@ -18,6 +18,7 @@ from engine.analyses import SiteAnalysis, get_analysis
 from engine.cohort import Cohort
 from engine.protection import make_protector
 from engine.secagg import PairwiseMasker
+from engine.sex_chromosomes import males_only_on_y
 from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
                           TaskSpec)
 from engine.protection import Protector
@@ -181,6 +182,9 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
         start, stop = task.block_bounds(block)
         # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
         genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
+        if getattr(analysis, "males_only_on_y", False):
+            genotypes = males_only_on_y(genotypes, data.on_chromosome_y[task.variant_index[start:stop]],
+                                        data.genotypes.fam.sex[cohort.sample_index] == 1)
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
         values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
         values = guard.noise(cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count))
