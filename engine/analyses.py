@@ -22,7 +22,7 @@ from engine.logistic import (DesignProducts, LogisticLayout, StartLayout, covari
                              logistic_statistics, start_statistics)
 from engine.ld import LdPairsAnalysis
 from engine.pca import PcaAnalysis
-from engine.qc import QcAnalysis
+from engine.qc import BY_SEX_INPUT, QcAnalysis
 from engine.standardise import STANDARDISE_INPUT, moments_row, standardise_cohort
 
 
@@ -253,6 +253,8 @@ class MomentsAnalysis:
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.tile(state, (genotypes.shape[1], 1))
 
+
+QcAnalysis.inputs = {BY_SEX_INPUT: InputSpec("float64", per_variant=False, trailing=(1,), optional=True)}
 
 REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in
                                    (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), ExactLogisticAnalysis(),

@@ -33,6 +33,7 @@ class Cohort:
     covariate_names: tuple[str, ...]
     n_in_fam: int
     n_dropped: int
+    sex: np.ndarray | None = None  # int8 (n,) .fam sex codes of the analysed samples (1 male, 2 female, 0 unknown)
 
     @property
     def n_samples(self) -> int:
@@ -144,4 +145,5 @@ def build_cohort(
         covariate_names=tuple(covariates),
         n_in_fam=len(fam),
         n_dropped=int(len(fam) - len(index)),
+        sex=fam.sex[index],
     )

@@ -113,3 +113,32 @@ def test_chromosome_classes_and_y_masking() -> None:
     g = np.array([[0, 2], [1, 2], [2, 0]], dtype=np.int8, order="F")
     masked = males_only_on_y(g, np.array([False, True]), np.array([True, False, True]))
     np.testing.assert_array_equal(masked, [[0, 2], [1, -127], [2, 0]])
+
+
+def test_qc_reports_on_x_y_mt_equal_plink2(sites: Path, tmp_path: Path) -> None:
+    """``.afreq``/``.acount``/``.gcount``/``.vmiss``/``.hardy``/``.hardy.x`` byte-identical to PLINK 2's:
+    haploid counts (male X, Y over males, MT), heterozygous haploid calls as PLINK 2 counts them,
+    females-and-males chrX HWE test, X/Y/MT left out of ``.hardy``."""
+    out = tmp_path / "out"
+    for outputs in (["--freq", "--hardy", "--missing", "--geno-counts"], ["--freq", "counts"]):
+        code = main(["local", "--bfile", str(sites / "s1"), "--bfile", str(sites / "s2"), *outputs, "--out", str(out),
+                     "--no-progress", "--insecure-transport"])
+        assert code == 0
+        run_plink2(["--bfile", str(sites / "pooled"), *outputs, "--out", str(tmp_path / "ref")], cwd=tmp_path)
+    for extension in ("afreq", "acount", "gcount", "vmiss", "hardy", "hardy.x"):
+        assert (out / f"fedgwas.{extension}").read_text() == (tmp_path / f"ref.{extension}").read_text(), extension
+
+
+@pytest.mark.parametrize("filters", [["--hwe", "1e-3", "--geno", "0.02", "--maf", "0.1"],
+                                     ["--hwe", "0.05", "midp", "--geno", "0.01"]])
+def test_filters_on_x_y_mt_as_plink2(sites: Path, tmp_path: Path, filters: list[str]) -> None:
+    run_plink2(["--bfile", str(sites / "pooled"), *filters, "--write-snplist", "--out", str(tmp_path / "ref")],
+               cwd=tmp_path)
+    code = main(["local", "--bfile", str(sites / "s1"), "--bfile", str(sites / "s2"), "--pheno", str(sites / "pheno.txt"),
+                 "--pheno-name", "QT", "--glm", "linear", *filters, "--out", str(tmp_path / "out"), "--no-progress",
+                 "--insecure-transport"])
+    assert code == 0
+    kept = read_gwas_ssf(tmp_path / "out" / "QT.linear.tsv.gz")["variant_id"]
+    expected = (tmp_path / "ref.snplist").read_text().split()
+    assert sorted(kept) == sorted(expected)
+    assert {"X", "Y", "MT"} <= {CHROMOSOMES[int(v[1:])] for v in expected}
