@@ -256,7 +256,9 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
     consent = Path(args.consent) if getattr(args, "consent", None) else None
     sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
                           he_context_sha256=holder.fingerprint if holder else None, budget=budget,
-                          tls=pki, consent=consent)
+                          tls=pki, consent=consent,
+                          genotyping_technology=None if getattr(args, "genotyping_technology", "NR") == "NR"
+                          else args.genotyping_technology)
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
     importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
     importer.start()

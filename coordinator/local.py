@@ -96,7 +96,8 @@ def _placeholder_pheno(fam: FamTable, iid_only: bool) -> SampleTable:
 def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path | None, out_dir: Path,
                   allow_plaintext: bool, threads: int | None = None,
                   he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
-                  tls: dict[str, TlsFiles] | None = None, consent: Path | None = None) -> list[LocalSite]:
+                  tls: dict[str, TlsFiles] | None = None, consent: Path | None = None,
+                  genotyping_technology: str | None = None) -> list[LocalSite]:
     """Create (or refresh) each site's directory, config and data subset; keys are kept if present.
 
     ``he_context_sha256`` pins the local key holder's public context in every site's config (mode "he").
@@ -138,7 +139,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            allow_plaintext=allow_plaintext, threads=threads, genotype_format=fmt,
                            he_context_sha256=he_context_sha256, budget=budget,
                            tls=None if tls is None else tls[name],
-                           consent=None if consent_path is None else str(consent_path))
+                           consent=None if consent_path is None else str(consent_path),
+                           genotyping_technology=genotyping_technology)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

@@ -131,7 +131,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             sites=tuple(_site_summary(c, described, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
             variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {}),
-                              **executor.variants_skipped},
+                              **executor.variants_skipped, **_multiallelic(described)},
             rounds=executor.rounds, software_version=__version__,
             notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ())
             + ((f"covariate(s) {', '.join(executor.excluded_covariates)} excluded: constant over the pooled "
@@ -140,7 +140,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             excluded_covariates=executor.excluded_covariates,
             case_count=None if executor.case_control is None else executor.case_control[0],
             control_count=None if executor.case_control is None else executor.case_control[1],
-            genome_build=config.genome_build, genotyping_technology=config.genotyping_technology,
+            genome_build=config.genome_build,
+            genotyping_technology=_technologies(described) or config.genotyping_technology,
             ancestry_category=config.ancestry_category,
         )
         if executor.dp is not None:
@@ -177,6 +178,17 @@ def _notes(config: StudyConfig, id_mismatches: int, qc: QcOutcome | None) -> tup
     return tuple(notes)
 
 
+def _multiallelic(described: dict) -> dict[str, int]:
+    """Multi-allelic records the sites' readers left out (they cannot be harmonised as biallelic)."""
+    skipped = sum(description.multiallelic_skipped for description, _ in described.values())
+    return {"multi_allelic_records_at_sites": skipped} if skipped else {}
+
+
+def _technologies(described: dict) -> tuple[str, ...]:
+    """The genotyping technologies the sites declare (GWAS-SSF metadata), sorted; () when none does."""
+    return tuple(sorted({d.genotyping_technology for d, _ in described.values() if d.genotyping_technology}))
+
+
 def _site_summary(client: SiteClient, described: dict, executor: RoundExecutor) -> SiteSummary:
     description = described.get(client.name, (None, None))[0]
     return SiteSummary(
@@ -186,4 +198,5 @@ def _site_summary(client: SiteClient, described: dict, executor: RoundExecutor) 
         contributed=client.name in executor.live_sites and client.name in executor.last_done,
         failure=str(executor.failures.get(client.name, "")),
         bytes_sent=client.bytes_received,
+        genotyping_technology=description.genotyping_technology if description else "",
     )

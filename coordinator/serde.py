@@ -74,7 +74,8 @@ def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tupl
         n_samples_total=info.n_samples_total, n_samples_analysed=info.n_samples_analysed,
         n_variants=info.n_variants, secagg_public_key=bytes(info.secagg_public_key),
         privacy_modes=tuple(info.privacy_modes), genotype_format=info.genotype_format,
-        budget=dict(info.budget),
+        budget=dict(info.budget), multiallelic_skipped=info.multiallelic_skipped,
+        genotyping_technology=info.genotyping_technology,
     )
     manifest = VariantManifest(
         chrom=np.array(columns["chrom"], dtype=str), pos=np.array(columns["pos"], dtype=np.int64),

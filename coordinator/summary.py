@@ -33,6 +33,7 @@ class SiteSummary:
     contributed: bool
     failure: str = ""  # why it did not contribute, if it did not
     bytes_sent: int = 0  # bytes the site streamed to the coordinator for the association rounds
+    genotyping_technology: str = ""  # as the site declares it ([data] genotyping_technology)
 
 
 @dataclass(frozen=True)

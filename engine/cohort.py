@@ -126,10 +126,14 @@ def build_cohort(
         y = _align(fam, pheno, raw)
     else:
         y = np.zeros(len(fam))
-    columns = [fam_sex_covariate(fam.sex) if name == FAM_SEX_COVARIATE else _align(fam, table, table.numeric(name))
-               for name in covariates
-               for table in [extra if extra is not None and name in from_extra else covar]
-               if table is not None or name == FAM_SEX_COVARIATE]
+    def column(name: str) -> np.ndarray:
+        if name == FAM_SEX_COVARIATE:
+            return fam_sex_covariate(fam.sex)
+        table = extra if extra is not None and name in from_extra else covar
+        assert table is not None  # checked above
+        return _align(fam, table, table.numeric(name))
+
+    columns = [column(name) for name in covariates]
     covariate_matrix = np.column_stack(columns) if columns else np.empty((len(fam), 0))
     keep = np.isfinite(y) & np.all(np.isfinite(covariate_matrix), axis=1)
     if include is not None:

@@ -13,7 +13,7 @@ the allelic test (:mod:`engine.allelic`) needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
@@ -105,6 +105,9 @@ class QcAnalysis:
         return genotype_counts_by_status(genotypes, flip, state.groups)
 
 
+_NONE = np.zeros(0, dtype=np.int64)  # placeholder default of the haploid counts (replaced by zeros)
+
+
 @dataclass(frozen=True)
 class GenotypeCounts:
     """Pooled genotype counts per variant, shapes ``(m,)`` int64, in the study's orientation.
@@ -120,13 +123,13 @@ class GenotypeCounts:
     missing: np.ndarray
     # Haploid calls (chrX males, chrY, MT; engine.sex_chromosomes): effect/other allele, and
     # heterozygous haploid calls (one observation, half an effect allele; missing in .gcount).
-    hap_effect: np.ndarray | None = None
-    hap_other: np.ndarray | None = None
-    hap_het: np.ndarray | None = None
+    hap_effect: np.ndarray = field(default_factory=lambda: _NONE)
+    hap_other: np.ndarray = field(default_factory=lambda: _NONE)
+    hap_het: np.ndarray = field(default_factory=lambda: _NONE)
 
     def __post_init__(self) -> None:
         for name in ("hap_effect", "hap_other", "hap_het"):
-            if getattr(self, name) is None:
+            if getattr(self, name) is _NONE:  # not given: no haploid calls
                 object.__setattr__(self, name, np.zeros(len(self.het), dtype=np.int64))
 
     @classmethod

@@ -138,6 +138,8 @@ class SiteDescription:
     privacy_modes: tuple[str, ...]
     genotype_format: str = "plink1"
     budget: Mapping[str, float] = field(default_factory=dict)  # DP budget state, see SiteInfo.budget
+    multiallelic_skipped: int = 0  # multi-allelic records left out of the site's manifest
+    genotyping_technology: str = ""  # declared in the site config (GWAS-SSF metadata); "" when not
 
 
 @dataclass(frozen=True)

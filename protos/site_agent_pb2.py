@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/site_agent.proto\x12\x11protos.site_agent\"{\n\nCohortSpec\x12\x11\n\tphenotype\x18\x01 \x01(\t\x12\x12\n\ncovariates\x18\x02 \x03(\t\x12\x18\n\x10phenotype_coding\x18\x03 \x01(\t\x12,\n\x08\x64\x61ta_use\x18\x04 \x01(\x0b\x32\x1a.protos.site_agent.DataUse\".\n\x07\x44\x61taUse\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x12\n\ncommercial\x18\x02 \x01(\x08\"s\n\x0f\x44\x65scribeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12-\n\x06\x63ohort\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x1f\n\x17manifest_chunk_variants\x18\x03 \x01(\r\"\xb3\x02\n\x08SiteInfo\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fn_samples_total\x18\x03 \x01(\x04\x12\x1a\n\x12n_samples_analysed\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\x12\x19\n\x11secagg_public_key\x18\x06 \x01(\x0c\x12\x15\n\rprivacy_modes\x18\x07 \x03(\t\x12\x17\n\x0fgenotype_format\x18\x08 \x01(\t\x12\x37\n\x06\x62udget\x18\t \x03(\x0b\x32\'.protos.site_agent.SiteInfo.BudgetEntry\x1a-\n\x0b\x42udgetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0cVariantChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63hrom\x18\x02 \x03(\t\x12\x0b\n\x03pos\x18\x03 \x03(\x03\x12\x12\n\nvariant_id\x18\x04 \x03(\t\x12\x0f\n\x07\x61llele1\x18\x05 \x03(\t\x12\x0f\n\x07\x61llele2\x18\x06 \x03(\t\"\x7f\n\x10\x44\x65scribeResponse\x12+\n\x04info\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.SiteInfoH\x00\x12\x33\n\x08variants\x18\x02 \x01(\x0b\x32\x1f.protos.site_agent.VariantChunkH\x00\x42\t\n\x07payload\";\n\x0bParticipant\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x19\n\x11secagg_public_key\x18\x02 \x01(\x0c\"\xe6\x02\n\nTaskHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x03 \x01(\t\x12-\n\x06\x63ohort\x18\x04 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x0f\n\x07privacy\x18\x05 \x01(\t\x12\x34\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1e.protos.site_agent.Participant\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nn_variants\x18\x08 \x01(\x04\x12\x11\n\trequester\x18\t \x01(\t\x12\x41\n\nparameters\x18\n \x03(\x0b\x32-.protos.site_agent.TaskHeader.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\nArrayChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x04\"y\n\x0bTaskMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.protos.site_agent.TaskHeaderH\x00\x12.\n\x05\x61rray\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.ArrayChunkH\x00\x42\t\n\x07payload\"6\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"}\n\x0b\x42lockHeader\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x15\n\rfirst_variant\x18\x02 \x01(\x04\x12\x12\n\nn_variants\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\"9\n\nBlockChunk\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"q\n\x0bTaskSummary\x12\x11\n\tn_samples\x18\x01 \x01(\x04\x12\x10\n\x08n_blocks\x18\x02 \x01(\r\x12\x10\n\x08n_design\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\"\xd8\x01\n\tTaskEvent\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.ProgressH\x00\x12/\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1e.protos.site_agent.BlockHeaderH\x00\x12.\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1d.protos.site_agent.BlockChunkH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.protos.site_agent.TaskSummaryH\x00\x42\t\n\x07payload\"I\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t2\xaf\x01\n\tSiteAgent\x12U\n\x08\x44\x65scribe\x12\".protos.site_agent.DescribeRequest\x1a#.protos.site_agent.DescribeResponse0\x01\x12K\n\x07RunTask\x12\x1e.protos.site_agent.TaskMessage\x1a\x1c.protos.site_agent.TaskEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/site_agent.proto\x12\x11protos.site_agent\"{\n\nCohortSpec\x12\x11\n\tphenotype\x18\x01 \x01(\t\x12\x12\n\ncovariates\x18\x02 \x03(\t\x12\x18\n\x10phenotype_coding\x18\x03 \x01(\t\x12,\n\x08\x64\x61ta_use\x18\x04 \x01(\x0b\x32\x1a.protos.site_agent.DataUse\".\n\x07\x44\x61taUse\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x12\n\ncommercial\x18\x02 \x01(\x08\"s\n\x0f\x44\x65scribeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12-\n\x06\x63ohort\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x1f\n\x17manifest_chunk_variants\x18\x03 \x01(\r\"\xf0\x02\n\x08SiteInfo\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fn_samples_total\x18\x03 \x01(\x04\x12\x1a\n\x12n_samples_analysed\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\x12\x19\n\x11secagg_public_key\x18\x06 \x01(\x0c\x12\x15\n\rprivacy_modes\x18\x07 \x03(\t\x12\x17\n\x0fgenotype_format\x18\x08 \x01(\t\x12\x37\n\x06\x62udget\x18\t \x03(\x0b\x32\'.protos.site_agent.SiteInfo.BudgetEntry\x12\x1c\n\x14multiallelic_skipped\x18\n \x01(\x04\x12\x1d\n\x15genotyping_technology\x18\x0b \x01(\t\x1a-\n\x0b\x42udgetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0cVariantChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63hrom\x18\x02 \x03(\t\x12\x0b\n\x03pos\x18\x03 \x03(\x03\x12\x12\n\nvariant_id\x18\x04 \x03(\t\x12\x0f\n\x07\x61llele1\x18\x05 \x03(\t\x12\x0f\n\x07\x61llele2\x18\x06 \x03(\t\"\x7f\n\x10\x44\x65scribeResponse\x12+\n\x04info\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.SiteInfoH\x00\x12\x33\n\x08variants\x18\x02 \x01(\x0b\x32\x1f.protos.site_agent.VariantChunkH\x00\x42\t\n\x07payload\";\n\x0bParticipant\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x19\n\x11secagg_public_key\x18\x02 \x01(\x0c\"\xe6\x02\n\nTaskHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x03 \x01(\t\x12-\n\x06\x63ohort\x18\x04 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x0f\n\x07privacy\x18\x05 \x01(\t\x12\x34\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1e.protos.site_agent.Participant\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nn_variants\x18\x08 \x01(\x04\x12\x11\n\trequester\x18\t \x01(\t\x12\x41\n\nparameters\x18\n \x03(\x0b\x32-.protos.site_agent.TaskHeader.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\nArrayChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x04\"y\n\x0bTaskMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.protos.site_agent.TaskHeaderH\x00\x12.\n\x05\x61rray\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.ArrayChunkH\x00\x42\t\n\x07payload\"6\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"}\n\x0b\x42lockHeader\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x15\n\rfirst_variant\x18\x02 \x01(\x04\x12\x12\n\nn_variants\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\"9\n\nBlockChunk\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"q\n\x0bTaskSummary\x12\x11\n\tn_samples\x18\x01 \x01(\x04\x12\x10\n\x08n_blocks\x18\x02 \x01(\r\x12\x10\n\x08n_design\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\"\xd8\x01\n\tTaskEvent\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.ProgressH\x00\x12/\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1e.protos.site_agent.BlockHeaderH\x00\x12.\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1d.protos.site_agent.BlockChunkH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.protos.site_agent.TaskSummaryH\x00\x42\t\n\x07payload\"I\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t2\xaf\x01\n\tSiteAgent\x12U\n\x08\x44\x65scribe\x12\".protos.site_agent.DescribeRequest\x1a#.protos.site_agent.DescribeResponse0\x01\x12K\n\x07RunTask\x12\x1e.protos.site_agent.TaskMessage\x1a\x1c.protos.site_agent.TaskEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,35 +42,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEREQUEST']._serialized_start=219
   _globals['_DESCRIBEREQUEST']._serialized_end=334
   _globals['_SITEINFO']._serialized_start=337
-  _globals['_SITEINFO']._serialized_end=644
-  _globals['_SITEINFO_BUDGETENTRY']._serialized_start=599
-  _globals['_SITEINFO_BUDGETENTRY']._serialized_end=644
-  _globals['_VARIANTCHUNK']._serialized_start=646
-  _globals['_VARIANTCHUNK']._serialized_end=758
-  _globals['_DESCRIBERESPONSE']._serialized_start=760
-  _globals['_DESCRIBERESPONSE']._serialized_end=887
-  _globals['_PARTICIPANT']._serialized_start=889
-  _globals['_PARTICIPANT']._serialized_end=948
-  _globals['_TASKHEADER']._serialized_start=951
-  _globals['_TASKHEADER']._serialized_end=1309
-  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_start=1260
-  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_end=1309
-  _globals['_ARRAYCHUNK']._serialized_start=1311
-  _globals['_ARRAYCHUNK']._serialized_end=1418
-  _globals['_TASKMESSAGE']._serialized_start=1420
-  _globals['_TASKMESSAGE']._serialized_end=1541
-  _globals['_PROGRESS']._serialized_start=1543
-  _globals['_PROGRESS']._serialized_end=1597
-  _globals['_BLOCKHEADER']._serialized_start=1599
-  _globals['_BLOCKHEADER']._serialized_end=1724
-  _globals['_BLOCKCHUNK']._serialized_start=1726
-  _globals['_BLOCKCHUNK']._serialized_end=1783
-  _globals['_TASKSUMMARY']._serialized_start=1785
-  _globals['_TASKSUMMARY']._serialized_end=1898
-  _globals['_TASKEVENT']._serialized_start=1901
-  _globals['_TASKEVENT']._serialized_end=2117
-  _globals['_ERRORDETAIL']._serialized_start=2119
-  _globals['_ERRORDETAIL']._serialized_end=2192
-  _globals['_SITEAGENT']._serialized_start=2195
-  _globals['_SITEAGENT']._serialized_end=2370
+  _globals['_SITEINFO']._serialized_end=705
+  _globals['_SITEINFO_BUDGETENTRY']._serialized_start=660
+  _globals['_SITEINFO_BUDGETENTRY']._serialized_end=705
+  _globals['_VARIANTCHUNK']._serialized_start=707
+  _globals['_VARIANTCHUNK']._serialized_end=819
+  _globals['_DESCRIBERESPONSE']._serialized_start=821
+  _globals['_DESCRIBERESPONSE']._serialized_end=948
+  _globals['_PARTICIPANT']._serialized_start=950
+  _globals['_PARTICIPANT']._serialized_end=1009
+  _globals['_TASKHEADER']._serialized_start=1012
+  _globals['_TASKHEADER']._serialized_end=1370
+  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_start=1321
+  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_end=1370
+  _globals['_ARRAYCHUNK']._serialized_start=1372
+  _globals['_ARRAYCHUNK']._serialized_end=1479
+  _globals['_TASKMESSAGE']._serialized_start=1481
+  _globals['_TASKMESSAGE']._serialized_end=1602
+  _globals['_PROGRESS']._serialized_start=1604
+  _globals['_PROGRESS']._serialized_end=1658
+  _globals['_BLOCKHEADER']._serialized_start=1660
+  _globals['_BLOCKHEADER']._serialized_end=1785
+  _globals['_BLOCKCHUNK']._serialized_start=1787
+  _globals['_BLOCKCHUNK']._serialized_end=1844
+  _globals['_TASKSUMMARY']._serialized_start=1846
+  _globals['_TASKSUMMARY']._serialized_end=1959
+  _globals['_TASKEVENT']._serialized_start=1962
+  _globals['_TASKEVENT']._serialized_end=2178
+  _globals['_ERRORDETAIL']._serialized_start=2180
+  _globals['_ERRORDETAIL']._serialized_end=2253
+  _globals['_SITEAGENT']._serialized_start=2256
+  _globals['_SITEAGENT']._serialized_end=2431
 # @@protoc_insertion_point(module_scope)

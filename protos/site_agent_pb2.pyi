@@ -37,7 +37,7 @@ class DescribeRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., manifest_chunk_variants: _Optional[int] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
-    __slots__ = ("site_name", "software_version", "n_samples_total", "n_samples_analysed", "n_variants", "secagg_public_key", "privacy_modes", "genotype_format", "budget")
+    __slots__ = ("site_name", "software_version", "n_samples_total", "n_samples_analysed", "n_variants", "secagg_public_key", "privacy_modes", "genotype_format", "budget", "multiallelic_skipped", "genotyping_technology")
     class BudgetEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class SiteInfo(_message.Message):
     PRIVACY_MODES_FIELD_NUMBER: _ClassVar[int]
     GENOTYPE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MULTIALLELIC_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    GENOTYPING_TECHNOLOGY_FIELD_NUMBER: _ClassVar[int]
     site_name: str
     software_version: str
     n_samples_total: int
@@ -63,7 +65,9 @@ class SiteInfo(_message.Message):
     privacy_modes: _containers.RepeatedScalarFieldContainer[str]
     genotype_format: str
     budget: _containers.ScalarMap[str, float]
-    def __init__(self, site_name: _Optional[str] = ..., software_version: _Optional[str] = ..., n_samples_total: _Optional[int] = ..., n_samples_analysed: _Optional[int] = ..., n_variants: _Optional[int] = ..., secagg_public_key: _Optional[bytes] = ..., privacy_modes: _Optional[_Iterable[str]] = ..., genotype_format: _Optional[str] = ..., budget: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    multiallelic_skipped: int
+    genotyping_technology: str
+    def __init__(self, site_name: _Optional[str] = ..., software_version: _Optional[str] = ..., n_samples_total: _Optional[int] = ..., n_samples_analysed: _Optional[int] = ..., n_variants: _Optional[int] = ..., secagg_public_key: _Optional[bytes] = ..., privacy_modes: _Optional[_Iterable[str]] = ..., genotype_format: _Optional[str] = ..., budget: _Optional[_Mapping[str, float]] = ..., multiallelic_skipped: _Optional[int] = ..., genotyping_technology: _Optional[str] = ...) -> None: ...
 
 class VariantChunk(_message.Message):
     __slots__ = ("offset", "chrom", "pos", "variant_id", "allele1", "allele2")

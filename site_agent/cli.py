@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     transport.add_argument("--insecure", action="store_true",
                            help="serve plaintext gRPC (development machines only; results are labelled)")
     init.add_argument("--consent", metavar="FILE", help="participant consent table (#FID IID DUO; docs/consent.md)")
+    init.add_argument("--genotyping-technology", metavar="NAME",
+                      help="the site's genotyping technology for the GWAS-SSF metadata, e.g. 'Genome-wide genotyping array'")
     init.add_argument("--he-context", metavar="FILE",
                       help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
                            "its SHA-256 and accept --privacy he tasks encrypted under it")
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
-                             consent=args.consent)
+                             consent=args.consent, genotyping_technology=args.genotyping_technology)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             return EXIT_OK
         if args.command == "check":

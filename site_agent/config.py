@@ -85,6 +85,7 @@ class SiteConfig:
     tls: TlsFiles | None = None  # [tls]: mutual TLS material; None only with [tls] insecure = true
     access: AccessPolicy = AccessPolicy()  # [access]: studies, requesters and release minimums
     consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/consent.py)
+    genotyping_technology: str = ""  # [data] genotyping_technology, e.g. "Genome-wide genotyping array"
 
     @property
     def insecure(self) -> bool:
@@ -177,6 +178,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         tls=tls,
         access=access_from_toml(raw.get("access"), repr(str(path))),
         consent=resolve(_get(data, "data", "consent", str, path, required=False)),
+        genotyping_technology=_get(data, "data", "genotyping_technology", str, path, required=False) or "",
     )
 
 
@@ -200,7 +202,7 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        threads: int | None = None, genotype_format: str = "plink1",
                        he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                        tls: TlsFiles | None = None, access: AccessPolicy | None = None,
-                       consent: str | None = None) -> str:
+                       consent: str | None = None, genotyping_technology: str | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -213,6 +215,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
         lines.append(f"covar = {q(covar)}")
     if consent is not None:
         lines.append(f"consent = {q(consent)}")
+    if genotyping_technology:
+        lines.append(f"genotyping_technology = {q(genotyping_technology)}")
     lines += ["", "[keys]", f"secagg_private_key = {q(secagg_private_key)}"]
     if he_context_sha256 is not None:
         lines.append(f"he_context_sha256 = {q(he_context_sha256)}")

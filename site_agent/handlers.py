@@ -47,6 +47,8 @@ def describe(data: SiteData, cohort: CohortRequest, study_id: str = "", requeste
         privacy_modes=data.config.privacy_modes,
         genotype_format=data.genotypes.genotype_format,
         budget=budget.remaining(data.ledger, data.config.budget, study=study_id, requester=requester),
+        multiallelic_skipped=int(getattr(data.genotypes, "multiallelic_skipped", 0)),
+        genotyping_technology=data.config.genotyping_technology,
     )
 
 

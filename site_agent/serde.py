@@ -52,6 +52,8 @@ def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
         privacy_modes=list(description.privacy_modes),
         genotype_format=description.genotype_format,
         budget=dict(description.budget),
+        multiallelic_skipped=description.multiallelic_skipped,
+        genotyping_technology=description.genotyping_technology,
     ))
 
 
