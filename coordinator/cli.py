@@ -78,6 +78,9 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
                              "0 skips chrX (1, males 0/1, is not implemented)")
     parser.add_argument("--no-x-sex", action="store_true",
                         help="no automatic .fam sex covariate on chrX (PLINK 2's --glm no-x-sex)")
+    parser.add_argument("--overlap-check", action="store_true",
+                        help="count the participants (same IID) each pair of sites shares, by private set "
+                             "intersection: the sites and the analyst learn how many, never which")
     parser.add_argument("--genome-build", choices=list(GENOME_BUILDS), default="NR",
                         help="genome assembly of the sites' positions, for the GWAS-SSF metadata (default NR: not reported)")
     parser.add_argument("--genotyping-technology", default="NR", metavar="NAME[,NAME...]",
@@ -280,6 +283,7 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
             qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
             ld_prune=ld_prune, pca=pca, genome_build=getattr(args, "genome_build", "NR"),
             xchr_model=getattr(args, "xchr_model", 2), x_sex=not getattr(args, "no_x_sex", False),
+            overlap_check=getattr(args, "overlap_check", False),
             genotyping_technology=tuple(getattr(args, "genotyping_technology", "NR").split(",")),
             ancestry_category=tuple(getattr(args, "ancestry_category", "NR").split(",")),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -120,6 +120,19 @@ class SiteClient:
         except ProtocolError as error:
             raise SiteFailure(self.name, f"sent a malformed description: {error}", kind="ProtocolError") from None
         return description, manifest
+
+    def compare_cohorts(self, study_id: str, phase: str, peer: str, peer_public_key: bytes, cohort: CohortRequest,
+                        first: Sequence[bytes] = (), second: Sequence[bytes] = (),
+                        requester: str = "") -> tuple[list[bytes], list[bytes], int]:
+        """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`)."""
+        request = pb.OverlapRequest(study_id=study_id, phase=phase, peer=peer, peer_public_key=peer_public_key,
+                                    cohort=serde.cohort_to_proto(cohort), first=list(first), second=list(second),
+                                    requester=requester)
+        try:
+            response = self._stub.CompareCohorts(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise self._failure(error, f"overlap ({phase})") from None
+        return list(response.first), list(response.second), int(response.count)
 
     def run_task(self, task: TaskSpec) -> Iterator[TaskProgress | ResultBlock | TaskDone]:
         """Send ``task`` and yield the site's events; the call is cancelled if the caller stops early."""

@@ -32,6 +32,7 @@ from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
+from coordinator.overlap import pairwise_overlaps
 from coordinator.sex_chromosomes import by_chromosome_class
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
@@ -106,6 +107,9 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                                         announce=lambda text: progress.console.print(text, highlight=False, markup=False,
                                                                               soft_wrap=True),
                                         log=executor.audit)
+            overlaps = pairwise_overlaps(executor) if config.overlap_check else {}
+            if overlaps:
+                phase("overlap check")
             if config.qc.active or config.assoc:
                 qc = run_qc(executor, config.qc, config.out_dir)
                 files.update(qc.files)
@@ -135,14 +139,16 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             rounds=executor.rounds, software_version=__version__,
             notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ())
             + ((f"covariate(s) {', '.join(executor.excluded_covariates)} excluded: constant over the pooled "
-                "cohort (as PLINK 2 excludes them)",) if executor.excluded_covariates else ()),
+                "cohort (as PLINK 2 excludes them)",) if executor.excluded_covariates else ())
+            + ((f"participants shared between sites (private set intersection on IIDs): "
+                + ", ".join(f"{pair}: {n}" for pair, n in overlaps.items()),) if overlaps else ()),
             insecure_transport=config.tls is None,
             excluded_covariates=executor.excluded_covariates,
             case_count=None if executor.case_control is None else executor.case_control[0],
             control_count=None if executor.case_control is None else executor.case_control[1],
             genome_build=config.genome_build,
             genotyping_technology=_technologies(described) or config.genotyping_technology,
-            ancestry_category=config.ancestry_category,
+            ancestry_category=config.ancestry_category, participant_overlaps=overlaps,
         )
         if executor.dp is not None:
             summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())

@@ -8,6 +8,7 @@ A study TOML (see docs/study-example.toml)::
     genome_build = "GRCh38"      # GWAS-SSF genome_assembly: GRCh38, GRCh37, NCBI36, NCBI35, NCBI34 (default NR)
     genotyping_technology = ["Genome-wide genotyping array"]   # GWAS-SSF metadata (default NR)
     ancestry_category = ["European"]                          # GWAS-SSF sample_ancestry_category (default NR)
+    overlap_check = true         # count participants each pair of sites shares (never which; engine/overlap.py)
 
     [analysis]
     glm = "linear"               # or "logistic" (PLINK 2's firth-fallback) or "firth"
@@ -192,6 +193,7 @@ class StudyConfig:
     genome_build: str = "NR"  # GWAS-SSF genome_assembly (GENOME_BUILDS); NR = not reported
     xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2 + sex covariate, 0 skip chrX
     x_sex: bool = True  # PLINK 2's automatic .fam sex covariate on chrX (False: its no-x-sex)
+    overlap_check: bool = False  # count participants shared by each pair of sites (private set intersection)
     genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
     ancestry_category: tuple[str, ...] = ("NR",)  # GWAS-SSF sample_ancestry_category
 
@@ -419,6 +421,7 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             genome_build=_typed(study, "genome_build", str, f"{name} [study]", "NR"),
             xchr_model=_typed(analysis, "xchr_model", int, f"{name} [analysis]", 2),
             x_sex=_typed(analysis, "x_sex", bool, f"{name} [analysis]", True),
+            overlap_check=_typed(study, "overlap_check", bool, f"{name} [study]", False),
             genotyping_technology=_names(study, "genotyping_technology", f"{name} [study]"),
             ancestry_category=_names(study, "ancestry_category", f"{name} [study]"),
         )

@@ -60,6 +60,7 @@ class RunSummary:
     genome_build: str = "NR"  # GWAS-SSF genome_assembly, as the study declares it
     genotyping_technology: tuple[str, ...] = ("NR",)
     ancestry_category: tuple[str, ...] = ("NR",)
+    participant_overlaps: dict[str, int] = field(default_factory=dict)  # "A+B" -> participants shared
 
     @property
     def privacy_label(self) -> str:

@@ -6,6 +6,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class OverlapRequest(_message.Message):
+    __slots__ = ("study_id", "phase", "peer", "peer_public_key", "cohort", "first", "second", "requester")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    PEER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    phase: str
+    peer: str
+    peer_public_key: bytes
+    cohort: CohortSpec
+    first: _containers.RepeatedScalarFieldContainer[bytes]
+    second: _containers.RepeatedScalarFieldContainer[bytes]
+    requester: str
+    def __init__(self, study_id: _Optional[str] = ..., phase: _Optional[str] = ..., peer: _Optional[str] = ..., peer_public_key: _Optional[bytes] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., requester: _Optional[str] = ...) -> None: ...
+
+class OverlapResponse(_message.Message):
+    __slots__ = ("first", "second", "count")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    first: _containers.RepeatedScalarFieldContainer[bytes]
+    second: _containers.RepeatedScalarFieldContainer[bytes]
+    count: int
+    def __init__(self, first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ...) -> None: ...
+
 class CohortSpec(_message.Message):
     __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use")
     PHENOTYPE_FIELD_NUMBER: _ClassVar[int]

@@ -17,6 +17,7 @@ from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
 from engine.analyses import SiteAnalysis, get_analysis
 from engine.cohort import Cohort
 from engine.protection import make_protector
+from engine import overlap
 from engine.secagg import PairwiseMasker
 from engine.sex_chromosomes import males_only_on_y
 from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
@@ -202,3 +203,40 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
     log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,
              task.round, task.n_variants, task.n_blocks, elapsed, peak_mib)
     return TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)
+
+
+def compare_cohorts(data: SiteData, study_id: str, phase: str, peer: str, peer_public_key: bytes,
+                    cohort: CohortRequest, first: list[bytes], second: list[bytes],
+                    requester: str | None) -> tuple[list[bytes], list[bytes], int]:
+    """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`):
+    ``(first, second, count)`` of the response. The IDs are the IIDs of this site's analysed samples.
+
+    Raises
+    ------
+    PrivacyError
+        The site's ``[access]`` rules refuse ``overlap`` for this study and requester, or the cohort is
+        below the site's minimum.
+    ProtocolError
+        Unknown phase, this site named as its own peer, a malformed key or blinded ID, or (phase
+        ``count``) a double-blinded set that is not exactly this site's own (a probe of subsets).
+    """
+    data.config.access.authorise(data.name, study_id, "overlap", requester)
+    if phase not in overlap.PHASES:
+        raise ProtocolError(f"overlap phase {phase!r} is not one of {list(overlap.PHASES)}")
+    if peer == data.name or len(peer_public_key) != overlap.POINT_BYTES:
+        raise ProtocolError(f"overlap peer {peer!r} must be another site with a {overlap.POINT_BYTES}-byte public key")
+    selected = data.cohort(cohort)
+    data.config.access.check_cohort_size(data.name, selected.n_samples)
+    ids = overlap.unique_ids(data.genotypes.fam.iid[selected.sample_index])
+    scalar = overlap.blinding_scalar(data.secagg_key, study_id, data.name, peer)
+    own = overlap.hash_ids(ids, overlap.id_key(data.secagg_key, peer_public_key, study_id, data.name, peer))
+    if phase == "blind":
+        return overlap.blind(own, scalar), [], 0
+    if phase == "reblind":
+        return overlap.blind(first, scalar), overlap.blind(own, scalar), 0
+    if len(set(first)) != len(ids):
+        raise ProtocolError(f"overlap count: {len(set(first))} doubly blinded IDs, this site has {len(ids)}: "
+                            "only the whole set is compared")
+    count = overlap.count_shared(first, second, scalar)
+    log.info("overlap with %s for study %s: %d participants shared", peer, study_id, count)
+    return [], [], count

@@ -83,6 +83,19 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
         yield serde.description_to_proto(description)
         yield from serde.manifest_to_protos(self.data.genotypes.manifest, request.manifest_chunk_variants)
 
+    def CompareCohorts(self, request: pb.OverlapRequest, context: grpc.ServicerContext) -> pb.OverlapResponse:
+        try:
+            requester = requester_identity(context)
+            if requester is None and request.requester:  # insecure development transport only
+                requester = request.requester
+            first, second, count = handlers.compare_cohorts(
+                self.data, request.study_id, request.phase, request.peer, bytes(request.peer_public_key),
+                serde.cohort_from_proto(request.cohort), list(request.first), list(request.second), requester)
+        except FedGwasError as error:
+            _abort(context, self.data.name, error)
+            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+        return pb.OverlapResponse(first=first, second=second, count=count)
+
     def RunTask(self, request_iterator: Iterator[pb.TaskMessage],
                 context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
         try:
