@@ -78,6 +78,8 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
                              "0 skips chrX (1, males 0/1, is not implemented)")
     parser.add_argument("--no-x-sex", action="store_true",
                         help="no automatic .fam sex covariate on chrX (PLINK 2's --glm no-x-sex)")
+    parser.add_argument("--input-missing-phenotype", type=float, default=-9.0, metavar="V",
+                        help="phenotype/covariate value read as missing, besides NA and nan (default -9, as PLINK 2)")
     parser.add_argument("--overlap-check", action="store_true",
                         help="count the participants (same IID) each pair of sites shares, by private set "
                              "intersection: the sites and the analyst learn how many, never which")
@@ -221,7 +223,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: str, covar: Path | None,
-                        covariates: list[str], case_control: bool = False, coding: str = "case-control") -> None:
+                        covariates: list[str], case_control: bool = False, coding: str = "case-control",
+                        missing_value: float = -9.0) -> None:
     """Validate the filesets and the requested columns before any site agent starts.
 
     The agents would find the same problems, but only once started, and would report them as site
@@ -238,13 +241,13 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: 
             raise InputError(f"--vcf {str(path)!r} does not exist")
     if pheno is not None:
         table = read_sample_table(pheno)
-        values = table.numeric(phenotype)
+        values = table.numeric(phenotype, missing_value)
         if case_control:
             code_phenotype(values, coding, f"{str(pheno)!r} column {phenotype!r}")
     if covar is not None:
         table = read_sample_table(covar)
         for name in covariates:
-            table.numeric(name)
+            table.numeric(name, missing_value)
 
 
 def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path | None, covar: Path | None,
@@ -272,7 +275,8 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
 
         config = StudyConfig(
             study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", None) or "",
-            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args), data_use),
+            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args), data_use,
+                                 missing_value=getattr(args, "input_missing_phenotype", -9.0)),
             privacy=args.privacy,
             sites=tuple(endpoints), out_dir=out, match_by=getattr(args, "match_by", "position"),
             block_size=getattr(args, "block_size", 8192), allow_dropout=getattr(args, "allow_dropout", False),
@@ -393,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             coding = _phenotype_coding(args)
             _check_local_inputs(inputs, pheno, args.pheno_name, covar, from_covar,
                                 case_control=args.assoc or coding != "quantitative",
-                                coding="case-control" if coding == "quantitative" else coding)
+                                coding="case-control" if coding == "quantitative" else coding,
+                                missing_value=args.input_missing_phenotype)
             outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out), qc)
         else:
             outcome = _demo(args)

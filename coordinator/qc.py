@@ -163,7 +163,8 @@ def assoc_cohort(config: StudyConfig) -> CohortRequest:
     """The case/control cohort of the allelic test: the phenotype only (no covariates), 1/2 coded
     unless the study reads it as 0/1."""
     coding = config.cohort.phenotype_coding
-    return CohortRequest(config.cohort.phenotype, (), coding if coding != "quantitative" else "case-control")
+    return CohortRequest(config.cohort.phenotype, (), coding if coding != "quantitative" else "case-control",
+                         missing_value=config.cohort.missing_value)
 
 
 def run_assoc(executor: RoundExecutor, config: StudyConfig, all_samples: GenotypeCounts) -> tuple[AllelicTest, Path]:

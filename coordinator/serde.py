@@ -21,7 +21,8 @@ def cohort_to_proto(cohort: CohortRequest) -> pb.CohortSpec:
     data_use = None if cohort.data_use is None else \
         pb.DataUse(purpose=cohort.data_use.purpose, commercial=cohort.data_use.commercial)
     return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates),
-                         phenotype_coding=cohort.phenotype_coding, data_use=data_use)
+                         phenotype_coding=cohort.phenotype_coding, data_use=data_use,
+                         missing_phenotype=cohort.missing_value)
 
 
 def _array_chunks(name: str, values: np.ndarray, dtype: str) -> Iterator[pb.TaskMessage]:

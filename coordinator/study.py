@@ -19,6 +19,7 @@ A study TOML (see docs/study-example.toml)::
     block_size = 8192
     extract = "ids.txt"          # optional: only these variant IDs (PLINK's --extract)
     xchr_model = 2               # chrX as PLINK 2's --xchr-model: 2 (default) or 0 (skip chrX)
+    input_missing_phenotype = -9 # phenotype/covariate value read as missing (PLINK 2's default -9)
     x_sex = true                 # PLINK 2's .fam sex covariate on chrX (false: its no-x-sex)
 
     assoc = false                # PLINK 1.9's allelic test (case/control phenotype)
@@ -403,7 +404,9 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             glm=glm,
             assoc=assoc,
             qc=qc,
-            cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding, data_use),
+            cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding, data_use,
+                                 missing_value=float(_typed(analysis, "input_missing_phenotype", (int, float),
+                                                            f"{name} [analysis]", -9.0))),
             match_by=_typed(analysis, "match_by", str, f"{name} [analysis]", "position"),
             block_size=_typed(analysis, "block_size", int, f"{name} [analysis]", 8192),
             privacy=_typed(privacy, "mode", str, f"{name} [privacy]", "secagg"),

@@ -102,12 +102,14 @@ def build_cohort(
     coding: str = "quantitative",
     include: np.ndarray | None = None,
     extra: SampleTable | None = None,
+    missing_value: float = -9.0,
 ) -> Cohort:
     """Analysed samples: in the .fam, with the phenotype (unless ``phenotype`` is empty) and every
     covariate present. Without a phenotype, ``Cohort.phenotype`` is all zeros.
 
     ``include`` (bool ``(n_fam,)``), when given, restricts the cohort further before any statistic
     (the site's consent filter, engine/consent.py); excluded samples count as dropped.
+    ``missing_value`` is PLINK 2's ``--input-missing-phenotype`` (phenotype and covariates).
 
     A covariate that is a column of ``extra`` (the site's PCA scores, site_agent/scores.py) is taken
     from it, :data:`engine.sex_chromosomes.FAM_SEX_COVARIATE` from the .fam (PLINK 2's sex covariate
@@ -122,7 +124,7 @@ def build_cohort(
     if covar is None and any(name not in from_extra and name != FAM_SEX_COVARIATE for name in covariates):
         raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
     if phenotype:
-        raw = code_phenotype(pheno.numeric(phenotype), coding, f"{str(pheno.path)!r} column {phenotype!r}")
+        raw = code_phenotype(pheno.numeric(phenotype, missing_value), coding, f"{str(pheno.path)!r} column {phenotype!r}")
         y = _align(fam, pheno, raw)
     else:
         y = np.zeros(len(fam))
@@ -131,7 +133,7 @@ def build_cohort(
             return fam_sex_covariate(fam.sex)
         table = extra if extra is not None and name in from_extra else covar
         assert table is not None  # checked above
-        return _align(fam, table, table.numeric(name))
+        return _align(fam, table, table.numeric(name, missing_value))
 
     columns = [column(name) for name in covariates]
     covariate_matrix = np.column_stack(columns) if columns else np.empty((len(fam), 0))

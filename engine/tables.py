@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.errors import InputError
 
-MISSING_TOKENS = frozenset({"NA", "na", "NaN", "nan", "-9", "."})
+MISSING_TOKENS = frozenset({"NA", "na", "NaN", "nan", "."})
 #: PLINK 2's default ``--input-missing-phenotype``: a value equal to it (in any spelling) is missing.
 MISSING_VALUE = -9.0
 
@@ -40,8 +40,9 @@ class SampleTable:
     def names(self) -> list[str]:
         return list(self.columns)
 
-    def numeric(self, name: str) -> np.ndarray:
-        """Column ``name`` as float64 with NaN for missing tokens.
+    def numeric(self, name: str, missing_value: float = MISSING_VALUE) -> np.ndarray:
+        """Column ``name`` as float64 with NaN for missing tokens and for values equal to
+        ``missing_value`` (PLINK 2's ``--input-missing-phenotype``, default -9, in any spelling).
 
         Raises
         ------
@@ -72,7 +73,7 @@ class SampleTable:
         if not np.all(np.isfinite(values[~missing])):
             row = int(np.flatnonzero(~missing & ~np.isfinite(values))[0])
             raise InputError(f"{str(self.path)!r} data row {row + 1}, column {name!r}: {text[row]!r} is not finite")
-        values[values == MISSING_VALUE] = np.nan
+        values[values == missing_value] = np.nan
         return values
 
     def keep_rows(self, mask: np.ndarray) -> "SampleTable":

@@ -7,6 +7,7 @@ so a hostile or malformed request is refused before any computation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -47,12 +48,15 @@ class CohortRequest:
     covariates: tuple[str, ...] = ()
     phenotype_coding: str = "quantitative"
     data_use: DataUse | None = None
+    missing_value: float = -9.0  # PLINK 2's --input-missing-phenotype (phenotype and covariates)
 
     def __post_init__(self) -> None:
         if self.phenotype_coding not in PHENOTYPE_CODINGS:
             raise ProtocolError(f"cohort.phenotype_coding {self.phenotype_coding!r} is not one of {list(PHENOTYPE_CODINGS)}")
         if len(set(self.covariates)) != len(self.covariates):
             raise ProtocolError(f"cohort.covariates repeats a name: {list(self.covariates)}")
+        if not math.isfinite(self.missing_value):
+            raise ProtocolError(f"cohort.missing_value {self.missing_value!r} must be finite")
         if self.phenotype in self.covariates:
             raise ProtocolError(f"cohort.phenotype {self.phenotype!r} is also listed as a covariate")
 

@@ -69,6 +69,7 @@ class SiteData:
                 self._cohorts[request, extra_key] = build_cohort(
                     self.genotypes.fam, self.pheno, request.phenotype, self.covar, request.covariates,
                     request.phenotype_coding, include=self._consented(request), extra=extra,
+                    missing_value=request.missing_value,
                 )
             return self._cohorts[request, extra_key]
 

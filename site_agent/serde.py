@@ -38,7 +38,8 @@ def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
             raise ProtocolError(f"cohort.data_use.purpose must be at most {MAX_NAME_LENGTH} characters")
         data_use = DataUse(message.data_use.purpose, bool(message.data_use.commercial))
     return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates),
-                         phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use)
+                         phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use,
+                         missing_value=message.missing_phenotype if message.HasField("missing_phenotype") else -9.0)
 
 
 def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:

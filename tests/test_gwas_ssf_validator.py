@@ -106,3 +106,31 @@ def test_minus_nine_point_zero_and_a_constant_covariate_as_plink2(sites: Path, t
     meta = (out / "QT.linear.tsv.gz-meta.yaml").read_text()
     assert "  excluded_covariates:\n    - BATCH\n" in meta
     assert "adjusted_covariates:\n  - AGE\n" in meta
+
+
+def test_input_missing_phenotype_as_plink2(sites: Path, tmp_path: Path) -> None:
+    """``--input-missing-phenotype -7``: -7 is missing in the phenotype and the covariates (and -9 is a value)."""
+    rows = [line.split() for line in (sites / "pheno.txt").read_text().splitlines()]
+    for row in rows[1:21]:
+        row[2] = "-7"
+    (tmp_path / "pheno.txt").write_text("".join(" ".join(r) + "\n" for r in rows))
+    covar = [line.split() for line in (sites / "covar.txt").read_text().splitlines()]
+    for row in covar[15:30]:
+        row[2] = "-7.0"
+    for row in covar[40:45]:
+        row[2] = "-9"
+    (tmp_path / "covar.txt").write_text("".join(" ".join(r) + "\n" for r in covar))
+    out = tmp_path / "out"
+    code = main(["local", "--bfile", str(sites / "siteA"), "--bfile", str(sites / "siteB"),
+                 "--pheno", str(tmp_path / "pheno.txt"), "--pheno-name", "QT", "--covar", str(tmp_path / "covar.txt"),
+                 "--covar-name", "AGE", "--glm", "linear", "--input-missing-phenotype", "-7", "--out", str(out),
+                 "--no-progress", "--insecure-transport"])
+    assert code == 0
+    ours = read_gwas_ssf(out / "QT.linear.tsv.gz")
+    run_plink2(["--bfile", str(sites / "pooled"), "--pheno", str(tmp_path / "pheno.txt"), "--pheno-name", "QT",
+                "--covar", str(tmp_path / "covar.txt"), "--covar-name", "AGE", "--input-missing-phenotype", "-7",
+                "--glm", "omit-ref", "hide-covar", "--out", str(tmp_path / "ref")], cwd=tmp_path)
+    ref = read_plink_table(tmp_path / "ref.QT.glm.linear")
+    np.testing.assert_array_equal(ours["n"], ref["OBS_CT"])
+    ok = np.isfinite(ref["P"]) & np.isfinite(ours["neg_log10_p"])
+    assert np.max(np.abs(ours["neg_log10_p"][ok] + np.log10(ref["P"][ok]))) < 1e-4
