@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from coordinator.audit_log import LOG_NAME, CoordinatorLog
+from engine.audit.coordinator_log import LOG_NAME, CoordinatorLog
 from coordinator.client import SiteClient
 from coordinator.dp_options import restrict_to_ids
 from coordinator.dp_plan import DpSession
@@ -36,9 +36,9 @@ from coordinator.overlap import pairwise_overlaps
 from coordinator.sex_chromosomes import by_chromosome_class
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 from engine.errors import InputError, StudyFailed
-from engine.harmonise import harmonise
+from engine.cohort.harmonise import harmonise
 from engine.version import __version__
 
 log = logging.getLogger("coordinator")

@@ -18,10 +18,10 @@ import numpy as np
 
 from coordinator.qc import restrict
 from coordinator.rounds import RoundExecutor
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 from engine.errors import ConfigError
-from engine.harmonise import Harmonisation
-from engine.sex_chromosomes import AUTOSOMAL, FAM_SEX_COVARIATE, HAPLOID_SCALE, MT, X, Y, chromosome_class
+from engine.cohort.harmonise import Harmonisation
+from engine.cohort.sex_chromosomes import AUTOSOMAL, FAM_SEX_COVARIATE, HAPLOID_SCALE, MT, X, Y, chromosome_class
 
 log = logging.getLogger("coordinator")
 

@@ -14,7 +14,7 @@ from coordinator.results.gwas_ssf import take_rows, is_sorted, read_gwas_ssf, te
 from coordinator.results.plots import genomic_inflation, manhattan_plot, qq_plot
 from coordinator.results.report import ResultPaths, result_paths, write_report
 from coordinator.summary import RunSummary
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 from engine.errors import InputError
 
 __all__ = [

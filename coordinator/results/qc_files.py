@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from engine.allelic import AllelicTest
-from engine.association import VariantTable
+from engine.stats.qc.allelic import AllelicTest
+from engine.stats.association import VariantTable
 from engine.errors import InputError
-from engine.qc import GenotypeCounts
+from engine.stats.qc.counts import GenotypeCounts
 
 #: Header of each PLINK 2 report, by file extension.
 HEADERS = {
@@ -152,7 +152,7 @@ def write_hardy(path: Path, variants: VariantTable, counts: GenotypeCounts, *, m
 def write_hardy_x(path: Path, variants: VariantTable, female: GenotypeCounts, male_effect: np.ndarray,
                   male_other: np.ndarray, *, midp: bool = False) -> Path:
     """PLINK 2 ``.hardy.x`` (A1 = REF): females' genotypes, males' alleles, and the chrX exact test."""
-    from engine.sex_chromosomes import x_hwe_neg_log10_p
+    from engine.cohort.sex_chromosomes import x_hwe_neg_log10_p
 
     chrom, ids, ref, alt = _variant_columns(variants)
     n_f = female.n_observed.astype(np.float64)
