@@ -1,6 +1,6 @@
 """Sex chromosomes in association tests, as PLINK 2 (v2.00a3.5) ``--glm`` codes them.
 
-Measured against ``plink2 --glm`` on the pooled data (tests/test_sex_chromosomes.py):
+Measured against ``plink2 --glm`` on the pooled data (tests/federated/test_sex_chromosomes.py):
 
 * **chrX** (outside the pseudo-autosomal regions; PLINK names the PARs ``XY``, which stay diploid):
   PLINK 2's default ``--xchr-model 2`` codes males' calls 0/2 like females' (so the genotype column

@@ -1,7 +1,7 @@
 """ERRCODE and FIRTH? equal PLINK 2's on a rare-variant case/control simulation with many Firth rows.
 
 No missing calls, so PLINK 2's order-dependent standard errors do not arise (see
-tests/test_federated_logistic_vs_plink2.py). fedgwas fits on study-standardised covariates
+tests/federated/test_federated_logistic_vs_plink2.py). fedgwas fits on study-standardised covariates
 (engine/standardise.py), so its reference is PLINK 2 with ``--covar-variance-standardize``: every
 ERRCODE and FIRTH? must be equal. Against PLINK 2 on the raw covariates, the only differences allowed
 are PLINK's own units artefacts: an ``UNFINISHED`` that PLINK 2 itself does not repeat when AGE is merely
