@@ -35,13 +35,13 @@ def _resolution(executor: RoundExecutor) -> float:
 
 
 def study_standardisation(executor: RoundExecutor, scale_phenotype: bool) -> np.ndarray:
-    """The study-level centres and scales ``(2, 1 + k)`` of the phenotype and covariates (:mod:`engine.standardise`).
+    """The study-level centres and scales ``(2, 1 + k)`` of the phenotype and covariates (:mod:`engine.cohort.standardise`).
 
     ``moments`` rounds on one variant until every column is centred and scaled into range (usually
-    two). A covariate constant over the pooled cohort is excluded, as PLINK 2 excludes it, with a
+    one; more for a column lost to the fixed-point resolution or a constant one). A covariate constant over the pooled cohort is excluded, as PLINK 2 excludes it, with a
     warning; it is recorded in ``executor.excluded_covariates`` and the study's cohort no longer lists
     it. Under differential privacy the sites already clip and rescale to the declared bounds
-    (:func:`engine.dp_release.clip_cohort`) and no extra round is released: the identity is returned.
+    (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released: the identity is returned.
     For a case/control phenotype the case and control counts are recorded in ``executor.case_control``.
     """
     cohort = executor.config.cohort

@@ -42,6 +42,9 @@ MAX_ROUNDS = 6
 _SETTLED = 4.0
 #: A column's variance is resolved when it exceeds this many times its error bound.
 _RESOLVED = 100.0
+#: A column's variance is known to ~1e-8 relative when it exceeds this many times its error bound: the
+#: constants it gives standardise it without a confirming round.
+_PRECISE = 1e8
 #: An unresolved column whose SD bound is below this fraction of its mean is constant.
 _CONSTANT = 1e-11
 
@@ -128,7 +131,9 @@ def refine(table: np.ndarray, totals: np.ndarray, resolution: float, scale_pheno
     sd = np.where(resolved, np.sqrt(np.maximum(var, 1e-300)), bound)
     centre = table[0] + table[1] * mean
     scale = table[1] * sd
-    settled_cols = resolved & (np.abs(mean) <= _SETTLED) & (sd <= _SETTLED) & (sd >= 1.0 / _SETTLED)
+    # Settled: already in range, or resolved so precisely that the new constants put it in range.
+    precise = var > _PRECISE * error
+    settled_cols = resolved & (((np.abs(mean) <= _SETTLED) & (sd <= _SETTLED) & (sd >= 1.0 / _SETTLED)) | precise)
     # Constant: its spread is below float64's precision around its value (or was never resolved).
     constant = ~resolved & (scale <= _CONSTANT * np.abs(centre))
     if not scale_phenotype:
