@@ -1,9 +1,11 @@
 """Auditor's views of a site ledger: budget spent and left per dataset, study and requester, over time.
 
 ``fedgwas-site audit report LEDGER`` prints :func:`render_table`; ``--json`` prints :func:`to_json`;
-``--png FILE`` draws :func:`plot_spending`. Spending is the sum of the zCDP ρ of ``accepted``
-entries (see engine/privacy/budget.py), shown as ε at the budget's δ through OpenDP's conversion; the
-budget is the policy recorded in the ledger with each charge (the latest one is shown).
+``--png FILE`` draws :func:`plot_spending`; ``--html FILE`` writes a self-contained page
+(audit/html.py). Spending is the sum of the zCDP ρ of ``accepted`` entries *as the auditor recomputes
+them* through OpenDP (audit/charges.py; a stored ρ is never trusted), shown as ε at the budget's δ
+through OpenDP's conversion; the budget is the policy recorded in the ledger with each charge (the
+latest one is shown). Refusals are counted by reason (:func:`refusal_reason`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+from audit.charges import ChargeCheck, recompute_charges
 from engine.privacy import dp
 from engine.audit.ledger import LedgerEntry, Verification
 
@@ -60,6 +63,22 @@ class LedgerReport:
     delta: float
     scopes: tuple[ScopeReport, ...]
     timeline: tuple[TimelineRow, ...]
+    charge_problems: tuple[str, ...] = ()  # charges that do not recompute (audit/charges.py)
+    refusals: tuple[tuple[str, int], ...] = ()  # (reason, count), most frequent first
+    site: str = ""
+
+
+def refusal_reason(entry: LedgerEntry) -> str:
+    """A short reason for a ``refused`` entry: which budget was exceeded, or the kind of error."""
+    message = entry.message
+    if message.startswith("privacy budget exceeded for "):
+        return f"budget exceeded ({message.split()[4]})"
+    if "has no differential-privacy budget" in message:
+        return "DP release at a site without budget"
+    if "releases only differentially private" in message:
+        return "release without DP at a site that requires DP"
+    kind = message.split(":", 1)[0] if ":" in message else "other"
+    return kind if kind.isidentifier() else "other"
 
 
 def _latest_budget(entries: Sequence[LedgerEntry]) -> dict[str, Any]:
@@ -69,8 +88,16 @@ def _latest_budget(entries: Sequence[LedgerEntry]) -> dict[str, Any]:
     return {}
 
 
-def build_report(path: Path | str, entries: Sequence[LedgerEntry], verification: Verification) -> LedgerReport:
-    """Spending per scope and the charge/refusal timeline of a ledger's entries."""
+def build_report(path: Path | str, entries: Sequence[LedgerEntry], verification: Verification,
+                 charges: ChargeCheck | None = None) -> LedgerReport:
+    """Spending per scope and the charge/refusal timeline of a ledger's entries, from recomputed charges
+    (``charges``, computed here when not given; an entry whose charge cannot be recomputed counts its
+    recorded ρ and is listed in ``charge_problems``)."""
+    charges = recompute_charges(entries) if charges is None else charges
+
+    def rho_of(entry: LedgerEntry) -> float:
+        return charges.rho.get(entry.seq, entry.rho)
+
     budget = _latest_budget(entries)
     delta = float(budget.get("delta") or DEFAULT_DELTA)
     limits = {"dataset": budget.get("epsilon"), "study": budget.get("study_epsilon"),
@@ -81,10 +108,10 @@ def build_report(path: Path | str, entries: Sequence[LedgerEntry], verification:
             groups.setdefault((scope, name), []).append(entry)
     # A site has one dataset; the latest entry names it (earlier labels, if it was renamed, are shown too).
     current = entries[-1].dataset if entries else ""
-    current_rho = sum(e.rho for e in groups.get(("dataset", current), []) if e.kind == "accepted")
+    current_rho = sum(rho_of(e) for e in groups.get(("dataset", current), []) if e.kind == "accepted")
     scopes = []
     for (scope, name), group in groups.items():
-        rho = sum(e.rho for e in group if e.kind == "accepted")
+        rho = sum(rho_of(e) for e in group if e.kind == "accepted")
         limit = limits[scope]
         remaining = None
         if budget and (scope != "dataset" or name == current):
@@ -105,21 +132,33 @@ def build_report(path: Path | str, entries: Sequence[LedgerEntry], verification:
     for entry in entries:
         if entry.kind not in ("accepted", "refused") or entry.mechanism == "exact":
             continue
-        spent += entry.rho if entry.kind == "accepted" else 0.0
+        spent += rho_of(entry) if entry.kind == "accepted" else 0.0
         timeline.append(TimelineRow(entry.time, entry.seq, entry.kind, entry.requester, entry.study, entry.analysis,
-                                    entry.mechanism, entry.epsilon, entry.rho, dp.epsilon_from_rho(spent, delta)))
-    return LedgerReport(str(path), verification, budget, delta, tuple(scopes), tuple(timeline))
+                                    entry.mechanism, entry.epsilon, rho_of(entry), dp.epsilon_from_rho(spent, delta)))
+    reasons: dict[str, int] = {}
+    for entry in entries:
+        if entry.kind == "refused":
+            reasons[refusal_reason(entry)] = reasons.get(refusal_reason(entry), 0) + 1
+    refusals = tuple(sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+    return LedgerReport(str(path), verification, budget, delta, tuple(scopes), tuple(timeline), charges.problems,
+                        refusals, entries[-1].site if entries else "")
+
+
+def to_dict(report: LedgerReport) -> dict[str, Any]:
+    v = report.verification
+    return {
+        "ledger": report.ledger, "site": report.site,
+        "verification": {"ok": v.ok, "entries": v.n_entries, "head": v.head, "first_bad_entry": v.first_bad or None,
+                         "problem": v.problem or None},
+        "charges_recomputed": not report.charge_problems, "charge_problems": list(report.charge_problems),
+        "budget": report.budget or None, "delta": report.delta,
+        "scopes": [asdict(s) for s in report.scopes], "timeline": [asdict(t) for t in report.timeline],
+        "refusals": [{"reason": reason, "count": count} for reason, count in report.refusals],
+    }
 
 
 def to_json(report: LedgerReport) -> str:
-    v = report.verification
-    return json.dumps({
-        "ledger": report.ledger,
-        "verification": {"ok": v.ok, "entries": v.n_entries, "head": v.head, "first_bad_entry": v.first_bad or None,
-                         "problem": v.problem or None},
-        "budget": report.budget or None, "delta": report.delta,
-        "scopes": [asdict(s) for s in report.scopes], "timeline": [asdict(t) for t in report.timeline],
-    }, indent=2)
+    return json.dumps(to_dict(report), indent=2)
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -130,6 +169,7 @@ def render_table(report: LedgerReport) -> str:
     v = report.verification
     status = f"hash chain intact (head {v.head[:16]}...)" if v.ok else f"FAILED VERIFICATION: {v.problem}"
     lines = [f"ledger {report.ledger}: {v.n_entries} entries, {status}"]
+    lines += [f"CHARGE DOES NOT RECOMPUTE: {problem}" for problem in report.charge_problems]
     if report.budget:
         caps = [f"{k} {report.budget[k]:g}" for k in ("study_epsilon", "requester_epsilon") if report.budget.get(k)]
         lines.append(f"budget: epsilon {report.budget['epsilon']:g} at delta {report.delta:g} per dataset"
@@ -144,7 +184,10 @@ def render_table(report: LedgerReport) -> str:
         lines.append(f"{s.scope:<10} {s.name[:24]:<24} {s.dp_releases:>7} {s.exact_releases:>6} {s.refused:>7} "
                      f"{s.rho_spent:>10.4g} {s.epsilon_spent:>10.4g} {_number(s.epsilon_budget):>10} "
                      f"{_number(s.epsilon_remaining):>10}")
-    lines.append("* eps left: the largest epsilon (at the budget's delta) one more release may have")
+    lines.append("* eps left: the largest epsilon (at the budget's delta) one more release may have; spending is "
+                 "recomputed by the auditor through OpenDP")
+    if report.refusals:
+        lines += ["", "refusals by reason: " + ", ".join(f"{reason} {count}" for reason, count in report.refusals)]
     if report.timeline:
         header = (f"{'time (UTC)':<26} {'entry':>5} {'event':<9} {'requester':<16} {'study':<16} {'analysis':<8} "
                   f"{'mech.':<8} {'epsilon':>8} {'rho':>9} {'dataset eps spent':>17}")
@@ -162,12 +205,22 @@ def plot_spending(report: LedgerReport, path: Path | str) -> Path:
     Drawn on a :class:`matplotlib.figure.Figure` with its own Agg canvas (no pyplot state).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import date2num
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.0, 4.5), dpi=110)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    draw_spending(fig.add_subplot(1, 1, 1), report, f"Privacy budget spent: {Path(report.ledger).name}")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out
+
+
+def draw_spending(ax: Any, report: LedgerReport, title: str) -> None:
+    """Draw one ledger's cumulative spending on the matplotlib axes ``ax``."""
+    from matplotlib.dates import date2num
+
     rows = report.timeline
     start = datetime.fromisoformat(rows[0].time) if rows else None
     end = datetime.fromisoformat(rows[-1].time) if rows else None
@@ -199,11 +252,36 @@ def plot_spending(report: LedgerReport, path: Path | str) -> Path:
     ax.set_ylim(bottom=0.0)
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel(f"epsilon spent (at delta {report.delta:g})")
-    ax.set_title(f"Privacy budget spent: {Path(report.ledger).name}")
+    ax.set_title(title)
     if rows or report.budget:
         ax.legend(fontsize=7, loc="upper left")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out)
-    return out
+
+
+SCOPE_HEADER = ("scope", "name", "DP releases", "exact releases", "refused", "rho spent", "epsilon spent",
+                "epsilon budget", "epsilon left")
+TIMELINE_HEADER = ("time (UTC)", "entry", "event", "requester", "study", "analysis", "mechanism", "epsilon", "rho",
+                   "dataset epsilon spent")
+
+
+def html_sections(report: LedgerReport, heading: str = "") -> list[Any]:
+    """The report as sections of an HTML page (audit/html.py)."""
+    from audit.html import Section
+
+    v = report.verification
+    section = Section(heading or f"Ledger {report.ledger}")
+    section.lines.append((f"{v.n_entries} entries, hash chain intact (head {v.head})" if v.ok else
+                          f"FAILED VERIFICATION at entry {v.first_bad}: {v.problem}", v.ok))
+    section.lines += [(f"charge does not recompute: {problem}", False) for problem in report.charge_problems]
+    if report.budget:
+        section.lines.append((f"budget: epsilon {report.budget['epsilon']:g} at delta {report.delta:g} per dataset "
+                              f"(zCDP accounting; spending recomputed through OpenDP)", None))
+    section.tables.append((SCOPE_HEADER, [(s.scope, s.name, s.dp_releases, s.exact_releases, s.refused, s.rho_spent,
+                                           s.epsilon_spent, s.epsilon_budget, s.epsilon_remaining)
+                                          for s in report.scopes]))
+    if report.refusals:
+        section.tables.append((("refusal reason", "count"), list(report.refusals)))
+    if report.timeline:
+        section.tables.append((TIMELINE_HEADER, [(t.time, t.seq, t.kind, t.requester, t.study, t.analysis,
+                                                  t.mechanism, t.epsilon, t.rho, t.dataset_epsilon_spent)
+                                                 for t in report.timeline]))
+    return [section]

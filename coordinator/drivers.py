@@ -1,8 +1,9 @@
 """Coordinator-side drivers: turn aggregated site outputs into results, one function per model.
 
-A driver receives a :class:`RoundExecutor` and asks it for as many rounds as its algorithm needs
-(one for linear regression; several for iterative fits), then solves. Adding a model means a site
-analysis in :mod:`engine.stats.registry` and a driver registered here.
+A driver receives a :class:`RoundExecutor` and the study's cohort (after the PCA, with its
+``pca_run``), asks the executor for as many rounds as its algorithm needs (one for linear
+regression; several for iterative fits), then solves. Adding a model means its statistics in
+:mod:`engine.stats.registry`, its entry in :mod:`engine.models` and a driver registered here.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Callable
 import numpy as np
 
 from coordinator.rounds import RoundExecutor
-from engine.stats.association import AssociationResult
-from engine.errors import InputError
 from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, refine
 from engine.privacy import he_encoding, ring
+from engine.stats.association import AssociationResult
+from engine.errors import InputError
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.linear.solve import solve_linear
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
-from engine.tasks import KEEP_GENOTYPES_PARAMETER
+from engine.tasks import KEEP_GENOTYPES_PARAMETER, CohortRequest
 
 log = logging.getLogger("coordinator")
 
@@ -34,24 +35,27 @@ def _resolution(executor: RoundExecutor) -> float:
     return 0.0 if bits is None else n_sites * 2.0 ** -(bits + 1)
 
 
-def study_standardisation(executor: RoundExecutor, scale_phenotype: bool) -> np.ndarray:
-    """The study-level centres and scales ``(2, 1 + k)`` of the phenotype and covariates (:mod:`engine.cohort.standardise`).
+def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
+                          scale_phenotype: bool) -> tuple[np.ndarray, CohortRequest]:
+    """The study-level centres and scales ``(2, 1 + k)`` of the phenotype and covariates
+    (:mod:`engine.cohort.standardise`), and the cohort without any constant covariate.
 
     ``moments`` rounds on one variant until every column is centred and scaled into range (usually
-    one; more for a column lost to the fixed-point resolution or a constant one). A covariate constant over the pooled cohort is excluded, as PLINK 2 excludes it, with a
-    warning; it is recorded in ``executor.excluded_covariates`` and the study's cohort no longer lists
-    it. Under differential privacy the sites already clip and rescale to the declared bounds
-    (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released: the identity is returned.
-    For a case/control phenotype the case and control counts are recorded in ``executor.case_control``.
+    one; more for a column lost to the fixed-point resolution or a constant one). A covariate constant
+    over the pooled cohort is excluded, as PLINK 2 excludes it, with a warning, and recorded in
+    ``executor.excluded_covariates``. Under differential privacy the sites already clip and rescale to
+    the declared bounds (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released:
+    the identity is returned. For a case/control phenotype the case and control counts are recorded in
+    ``executor.case_control``.
     """
-    cohort = executor.config.cohort
     table = identity(len(cohort.covariates))
     if executor.dp is not None:
-        return table
+        return table, cohort
     resolution = _resolution(executor)
     first = np.array([0])
     for _ in range(MAX_ROUNDS):
-        totals = executor.run("moments", 1 + 2 * table.shape[1], variants=first, inputs={STANDARDISE_INPUT: table})[0]
+        totals = executor.run("moments", 1 + 2 * table.shape[1], cohort=cohort, variants=first,
+                              inputs={STANDARDISE_INPUT: table})[0]
         step = refine(table, totals, resolution, scale_phenotype)
         if not scale_phenotype:
             n_cases = int(round(totals[1]))
@@ -66,60 +70,58 @@ def study_standardisation(executor: RoundExecutor, scale_phenotype: bool) -> np.
     if np.any(constant[1:]):
         dropped = tuple(name for name, flag in zip(cohort.covariates, constant[1:]) if flag)
         log.warning("excluding covariate(s) %s: constant over the pooled cohort (as PLINK 2 does)", ", ".join(dropped))
-        executor.excluded_covariates += dropped
-        kept = tuple(name for name in cohort.covariates if name not in dropped)
-        executor.config = dataclasses.replace(executor.config, cohort=dataclasses.replace(cohort, covariates=kept))
+        executor.excluded_covariates += tuple(name for name in dropped if name not in executor.excluded_covariates)
+        cohort = dataclasses.replace(cohort, covariates=tuple(c for c in cohort.covariates if c not in dropped))
         table = table[:, np.r_[True, ~constant[1:]]]
-    return table
+    return table, cohort
 
 
-def run_linear(executor: RoundExecutor) -> AssociationResult:
+def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
     """Exact per-variant OLS: the standardisation rounds, one round of sufficient statistics, then the
     batched solve; beta and SE are mapped back to the phenotype's original units."""
-    table = study_standardisation(executor, scale_phenotype=True)
-    layout = LinearLayout(len(executor.config.cohort.covariates) + 1)
-    totals = executor.run("linear", layout.width, inputs={STANDARDISE_INPUT: table})
+    table, cohort = study_standardisation(executor, cohort, scale_phenotype=True)
+    layout = LinearLayout(len(cohort.covariates) + 1)
+    totals = executor.run("linear", layout.width, cohort=cohort, inputs={STANDARDISE_INPUT: table})
     result = solve_linear(totals, layout.n_design, executor.harmonised.variants)
     return dataclasses.replace(result, beta=result.beta * table[1, 0], se=result.se * table[1, 0])
 
 
-def run_logistic(executor: RoundExecutor) -> AssociationResult:
+def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
     """Logistic regression with PLINK 2's firth-fallback (see :mod:`engine.stats.logistic.solve`)."""
-    return _run_case_control(executor, always_firth=False)
+    return _run_case_control(executor, cohort, always_firth=False)
 
 
-def run_firth(executor: RoundExecutor) -> AssociationResult:
+def run_firth(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
     """Firth-penalised logistic regression for every variant (PLINK 2's ``--glm firth``)."""
-    return _run_case_control(executor, always_firth=True)
+    return _run_case_control(executor, cohort, always_firth=True)
 
 
 class _SitesChanged(Exception):
     """A site dropped out during an iterative fit: its earlier rounds no longer match the cohort."""
 
 
-def _run_case_control(executor: RoundExecutor, always_firth: bool) -> AssociationResult:
+def _run_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool) -> AssociationResult:
     """The rounds of :class:`engine.stats.logistic.solve.BinaryTraitFit` until every variant is decided. If a
     site drops out (``allow_dropout``), the fit restarts without it."""
-    cohort = executor.config.cohort
     if cohort.phenotype_coding == "quantitative":
         raise InputError(f"--glm {'firth' if always_firth else 'logistic'} needs a case/control phenotype: "
                          f"{cohort.phenotype!r} is read as quantitative")
     while True:
         sites = executor.live_sites
         try:
-            return _fit_case_control(executor, always_firth, sites)
+            return _fit_case_control(executor, cohort, always_firth, sites)
         except _SitesChanged:
             log.warning("sites changed from %s to %s during the fit: restarting it", sites, executor.live_sites)
 
 
-def _fit_case_control(executor: RoundExecutor, always_firth: bool, sites: tuple[str, ...]) -> AssociationResult:
-    table = study_standardisation(executor, scale_phenotype=False)
-    cohort = executor.config.cohort
+def _fit_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool,
+                      sites: tuple[str, ...]) -> AssociationResult:
+    table, cohort = study_standardisation(executor, cohort, scale_phenotype=False)
     fit = BinaryTraitFit(len(executor.harmonised.variants), len(cohort.covariates) + 1, always_firth=always_firth)
     keep = {KEEP_GENOTYPES_PARAMETER: "1"}  # every round reads the same samples: sites may keep them in memory
     while requests := fit.requests():
         for request in requests:
-            totals = executor.run(request.analysis, request.width, variants=request.variants,
+            totals = executor.run(request.analysis, request.width, cohort=cohort, variants=request.variants,
                                   inputs={**request.inputs, STANDARDISE_INPUT: table}, parameters=keep)
             if executor.live_sites != sites:
                 raise _SitesChanged
@@ -141,5 +143,5 @@ def _log_round(executor: RoundExecutor, analysis: str, n_variants: int) -> None:
              {name: done.bytes_sent for name, done in sorted(executor.last_done.items())})
 
 
-DRIVERS: dict[str, Callable[[RoundExecutor], AssociationResult]] = {
+DRIVERS: dict[str, Callable[[RoundExecutor, CohortRequest], AssociationResult]] = {
     "linear": run_linear, "logistic": run_logistic, "firth": run_firth}

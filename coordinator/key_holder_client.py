@@ -81,20 +81,27 @@ class KeyHolderClient:
             raise StudyFailed("the key holder's public context does not match the fingerprint it announced")
         return data
 
-    def register_round(self, registration: RoundRegistration) -> None:
+    def register_round(self, registration: RoundRegistration) -> str:
+        """Register a round; returns the registration id that its decryptions name."""
         request = registration_to_proto(registration)
         try:
-            self._stub.RegisterRound(request, timeout=self.connect_timeout * 4)
+            receipt = self._stub.RegisterRound(request, timeout=self.connect_timeout * 4)
         except grpc.RpcError as error:
             raise self._failure(error, f"to register round {registration.round}") from None
+        if not receipt.registration_id or receipt.n_blocks != len(registration.block_values):
+            raise StudyFailed(f"the key holder's receipt for round {registration.round} does not match "
+                              "the registration")
+        return receipt.registration_id
 
-    def decrypt(self, study_id: str, round_: int, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
+    def decrypt(self, registration_id: str, study_id: str, round_: int, block: int, n_values: int,
+                ciphertext: bytes) -> np.ndarray:
         """Released totals ``(n_values,)`` float64 of one block's aggregate ciphertext."""
 
         what = f"block {block} of round {round_}"
         try:
             return totals_from_protos(self._stub.DecryptAggregate(
-                aggregate_to_messages(study_id, round_, block, n_values, ciphertext), timeout=self.timeout), n_values)
+                aggregate_to_messages(registration_id, study_id, round_, block, n_values, ciphertext),
+                timeout=self.timeout), n_values)
         except ProtocolError as error:
             raise StudyFailed(f"{error} for {what}") from None
         except grpc.RpcError as error:
@@ -104,8 +111,8 @@ class KeyHolderClient:
 class RoundDecryptor:
     """An :class:`engine.privacy.protection.AggregateDecryptor` for one registered round of one study."""
 
-    def __init__(self, client: KeyHolderClient, study_id: str, round_: int) -> None:
-        self.client, self.study_id, self.round = client, study_id, round_
+    def __init__(self, client: KeyHolderClient, study_id: str, round_: int, registration_id: str) -> None:
+        self.client, self.study_id, self.round, self.registration_id = client, study_id, round_, registration_id
 
     def decrypt(self, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
-        return self.client.decrypt(self.study_id, self.round, block, n_values, ciphertext)
+        return self.client.decrypt(self.registration_id, self.study_id, self.round, block, n_values, ciphertext)

@@ -60,10 +60,10 @@ class PrivacySession:
             from engine.privacy.he_rounds import RoundRegistration
             from coordinator.key_holder_client import RoundDecryptor
 
-            self._client.register_round(RoundRegistration(
+            registration_id = self._client.register_round(RoundRegistration(
                 study_id=task.study_id, round=task.round, participants=tuple(names), block_values=tuple(sizes),
                 encoding=he_encoding.ENCODING, context_sha256=self.he_context.fingerprint, requester=self.requester))
-            decryptor = RoundDecryptor(self._client, task.study_id, task.round)
+            decryptor = RoundDecryptor(self._client, task.study_id, task.round, registration_id)
         return {block: make_aggregator(task.privacy, len(names), size, block=block, he_context=self.he_context,
                                        decryptor=decryptor)
                 for block, size in enumerate(sizes)}

@@ -36,7 +36,14 @@ log = logging.getLogger("coordinator")
 
 @dataclass
 class RoundExecutor:
-    """Runs rounds for one study over the sites that are still live."""
+    """Runs rounds for one study over the sites that are still live.
+
+    Everything about the study is given at construction (the study config, the sites' descriptions,
+    the coordinator's log, the DP session); each round's cohort, variants, inputs and parameters are
+    explicit arguments of :meth:`run`, so nothing one phase sets rides along on a later task. What
+    changes over a study is only what the sites do: which are live, their failures, and the round
+    counter (each dispatched round gets a fresh number, hence fresh masks).
+    """
 
     config: StudyConfig
     clients: list[SiteClient]  # live sites, study order
@@ -44,6 +51,8 @@ class RoundExecutor:
     harmonised: Harmonisation
     pool: ThreadPoolExecutor
     progress: Progress
+    audit: CoordinatorLog | None  # what was requested and received (engine/audit/coordinator_log.py)
+    dp: DpSession | None = None  # DP studies: task options, preview and budget pre-check per round
     failures: dict[str, SiteFailure] = field(default_factory=dict)
     rounds: int = 0
     last_done: dict[str, TaskDone] = field(default_factory=dict)
@@ -59,19 +68,19 @@ class RoundExecutor:
     def live_sites(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.clients)
 
-    def run(self, analysis: str, width: int, *, cohort: CohortRequest | None = None,
+    def run(self, analysis: str, width: int, *, cohort: CohortRequest,
             variants: np.ndarray | None = None, inputs: Mapping[str, np.ndarray] | None = None,
             parameters: Mapping[str, str] | None = None) -> np.ndarray:
-        """Aggregated output ``(len(variants), width)`` of ``analysis`` over all live sites.
+        """Aggregated output ``(len(variants), width)`` of statistic ``analysis`` over all live sites.
 
+        ``cohort`` is the round's cohort (the study's, or a phase's own: QC, PCA, the allelic test);
         ``variants`` are indices into the harmonised variant table (default: all); per-variant
-        ``inputs`` are given in the same order; ``parameters`` go into this round's task header.
+        ``inputs`` are given in the same order; ``parameters`` go into this round's task header only.
         """
         selected = np.arange(len(self.harmonised.variants)) if variants is None else np.asarray(variants)
         while True:
             self.rounds += 1
-            tasks = self._tasks(analysis, cohort or self.config.cohort, selected, dict(inputs or {}),
-                                dict(parameters or {}))
+            tasks = self._tasks(analysis, cohort, selected, dict(inputs or {}), dict(parameters or {}))
             if self.dp is not None:  # the analyst sees the preview, then every site checks its budget
                 self.dp.before_round(self.clients, tasks)
             bar = self.progress.add_task(f"round {self.rounds} ({analysis}): {len(self.clients)} sites",
@@ -107,7 +116,7 @@ class RoundExecutor:
         participants = tuple((c.name, self.descriptions[c.name].secagg_public_key) for c in self.clients)
         if cohort.data_use is None:  # every cohort of the study (QC, allelic test...) declares its data use
             cohort = dataclasses.replace(cohort, data_use=self.config.cohort.data_use)
-        parameters = {REQUEST_ID_KEY: uuid.uuid4().hex, **self.parameters, **(extra or {}),
+        parameters = {REQUEST_ID_KEY: uuid.uuid4().hex, **(extra or {}),
                       **(self.dp.parameters() if self.dp is not None else {})}
         return {
             client.name: TaskSpec(

@@ -98,15 +98,14 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         result = None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=True, disable=not config.show_progress) as progress:
-            executor = RoundExecutor(config=config, clients=live,
-                                     descriptions={n: d for n, (d, _) in described.items()},
-                                     harmonised=harmonised, pool=pool, progress=progress, failures=failures)
-            executor.audit = CoordinatorLog(config.out_dir / LOG_NAME)
-            if config.dp is not None:
-                executor.dp = DpSession(config.dp, executor.descriptions, config.privacy, pool,
-                                        announce=lambda text: progress.console.print(text, highlight=False, markup=False,
-                                                                              soft_wrap=True),
-                                        log=executor.audit)
+            descriptions = {n: d for n, (d, _) in described.items()}
+            audit = CoordinatorLog(config.out_dir / LOG_NAME)
+            dp = None if config.dp is None else DpSession(
+                config.dp, descriptions, config.privacy, pool, log=audit,
+                announce=lambda text: progress.console.print(text, highlight=False, markup=False, soft_wrap=True))
+            executor = RoundExecutor(config=config, clients=live, descriptions=descriptions, harmonised=harmonised,
+                                     pool=pool, progress=progress, audit=audit, dp=dp, failures=failures)
+            cohort = config.cohort
             overlaps = pairwise_overlaps(executor) if config.overlap_check else {}
             if overlaps:
                 phase("overlap check")
@@ -122,16 +121,18 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             if config.ld_prune is not None or config.pca is not None:  # before association: PCs as covariates
                 structure = run_structure(executor, config, qc.counts.take(qc.keep) if qc is not None else None)
                 files.update(structure.files)
+                cohort = dataclasses.replace(cohort, pca_run=structure.run_id)  # PC1.. from each site's own scores
                 phase("population structure")
             if config.assoc and qc is not None:
                 _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
                 phase("allelic test")
             if driver is not None:
-                result = driver(executor)
+                result = driver(executor, cohort)
                 phase("rounds and solve")
         summary = RunSummary(
             study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
-            covariates=executor.config.cohort.covariates, privacy=config.privacy,
+            covariates=tuple(c for c in config.cohort.covariates if c not in executor.excluded_covariates),
+            privacy=config.privacy,
             sites=tuple(_site_summary(c, described, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
             variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {}),

@@ -20,21 +20,22 @@ from coordinator.qc import restrict
 from coordinator.rounds import RoundExecutor
 from engine.stats.association import AssociationResult
 from engine.errors import ConfigError
+from engine.tasks import CohortRequest
 from engine.cohort.harmonise import Harmonisation
 from engine.cohort.sex_chromosomes import AUTOSOMAL, FAM_SEX_COVARIATE, HAPLOID_SCALE, MT, X, Y, chromosome_class
 
 log = logging.getLogger("coordinator")
 
-Driver = Callable[[RoundExecutor], AssociationResult]
+Driver = Callable[[RoundExecutor, CohortRequest], AssociationResult]
 
 
 def by_chromosome_class(driver: Driver) -> Driver:
     """``driver`` applied per chromosome class, results merged in harmonised order (skipped chrX left out)."""
 
-    def run(executor: RoundExecutor) -> AssociationResult:
+    def run(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
         classes = chromosome_class(executor.harmonised.variants.chrom)
         if np.all(classes == AUTOSOMAL):
-            return driver(executor)
+            return driver(executor, cohort)
         config = executor.config
         parts: list[tuple[np.ndarray, AssociationResult]] = []
         for kind in (AUTOSOMAL, X, Y, MT):
@@ -44,13 +45,13 @@ def by_chromosome_class(driver: Driver) -> Driver:
             if kind == X and config.xchr_model == 0:
                 executor.variants_skipped["chrX (--xchr-model 0)"] = len(rows)
                 continue
-            covariates = config.cohort.covariates
+            covariates = cohort.covariates
             if kind == X and config.x_sex:
                 if config.dp is not None:
                     raise ConfigError("differential privacy on chrX needs no-x-sex or --xchr-model 0: the .fam sex "
                                       "covariate has no declared clipping range")
                 covariates = covariates + (FAM_SEX_COVARIATE,)
-            result = _on_subset(executor, driver, rows, covariates)
+            result = _on_subset(executor, driver, rows, dataclasses.replace(cohort, covariates=covariates))
             if kind in (Y, MT):
                 result = dataclasses.replace(result, beta=result.beta * HAPLOID_SCALE, se=result.se * HAPLOID_SCALE)
             parts.append((rows, result))
@@ -60,26 +61,21 @@ def by_chromosome_class(driver: Driver) -> Driver:
     return run
 
 
-def _on_subset(executor: RoundExecutor, driver: Driver, rows: np.ndarray,
-               covariates: tuple[str, ...]) -> AssociationResult:
-    """``driver`` on the harmonised variants ``rows`` with these covariates; the executor's variant
-    table and cohort are restored afterwards (without any site that dropped out meanwhile)."""
-    full, config = executor.harmonised, executor.config
+def _on_subset(executor: RoundExecutor, driver: Driver, rows: np.ndarray, cohort: CohortRequest) -> AssociationResult:
+    """``driver`` on the harmonised variants ``rows`` and ``cohort``; the executor's variant table is
+    restored afterwards (without any site that dropped out meanwhile)."""
+    full = executor.harmonised
     names = executor.live_sites
     keep = np.zeros(len(full.variants), dtype=bool)
     keep[rows] = True
     executor.harmonised = restrict(full, keep)
-    executor.config = dataclasses.replace(config, cohort=dataclasses.replace(config.cohort, covariates=covariates))
     try:
-        return driver(executor)
+        return driver(executor, cohort)
     finally:
         executor.harmonised = Harmonisation(
             variants=full.variants,
             alignments=tuple(a for name, a in zip(names, full.alignments) if name in executor.live_sites),
             dropped=full.dropped, id_mismatches=full.id_mismatches)
-        excluded = set(executor.excluded_covariates)
-        executor.config = dataclasses.replace(config, cohort=dataclasses.replace(
-            config.cohort, covariates=tuple(c for c in config.cohort.covariates if c not in excluded)))
 
 
 def _merge(parts: list[tuple[np.ndarray, AssociationResult]], kept: np.ndarray, variants) -> AssociationResult:

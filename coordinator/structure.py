@@ -33,7 +33,7 @@ from coordinator.rounds import RoundExecutor
 from coordinator.study import QC_OUTPUT_NAME, PcaSettings, StudyConfig
 from engine.stats.ld.kernel import PAIR_FIELDS
 from engine.stats.ld.prune import PruneSettings, band_width, exceeds, indep_pairwise, windows
-from engine.stats.pca.kernel import COVARIATES_PARAMETER, SCORES_PARAMETER
+from engine.stats.pca.kernel import SCORES_PARAMETER
 from engine.stats.pca.solve import (BlockKrylov, PcaResult, finish, krylov_plan, major_is_effect, score_inputs,
                               standardisation)
 from engine.stats.qc.counts import GenotypeCounts
@@ -106,7 +106,6 @@ def _run(executor: RoundExecutor, config: StudyConfig, counts: GenotypeCounts | 
         files["eigenval"] = write_eigenval(config.out_dir / EIGENVAL_FILE, result)
         files["eigenvec.var"] = write_eigenvec_var(config.out_dir / EIGENVEC_VAR_FILE, variants.take(selected),
                                                    result, major_is_effect(counts.take(selected)))
-        executor.parameters[COVARIATES_PARAMETER] = run_id
         status = ("PLINK 2's approx budget" if config.pca.approx else
                   "converged" if result.converged else "NOT converged: raise [pca] max_rounds")
         notes.append(f"PCA ({config.pca.components} PCs, {result.n_variants} "

@@ -39,6 +39,11 @@ class PrivacyError(FedGwasError):
     """A requested privacy mode or key material is unavailable or inconsistent."""
 
 
+class HeadError(FedGwasError, ValueError):
+    """A signed ledger head that does not verify, or that contradicts a head held before (a ledger
+    rolled back, forked or signed by another key)."""
+
+
 class BudgetExceededError(PrivacyError):
     """A site refused a release that would exceed its differential-privacy budget (nothing was
     computed); the message says what the request needs and what budget remains."""

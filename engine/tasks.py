@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from engine.audit.heads import SignedHead
 from engine.stats.registry import get_statistic
 from engine.stats.statistic import check_inputs
 from engine.cohort.consent import DataUse
@@ -45,9 +46,13 @@ class CohortRequest:
     covariates: tuple[str, ...] = ()
     phenotype_coding: str = "quantitative"
     data_use: DataUse | None = None
+    #: Covariates named ``PC1``.. come from each site's own scores of this PCA run ("" : none).
+    pca_run: str = ""
     missing_value: float = -9.0  # PLINK 2's --input-missing-phenotype (phenotype and covariates)
 
     def __post_init__(self) -> None:
+        if len(self.pca_run) > 64 or not all(c in "0123456789abcdef" for c in self.pca_run):
+            raise ProtocolError(f"cohort.pca_run {self.pca_run[:80]!r} is not a PCA run identifier (hex, at most 64)")
         if self.phenotype_coding not in PHENOTYPE_CODINGS:
             raise ProtocolError(f"cohort.phenotype_coding {self.phenotype_coding!r} is not one of {list(PHENOTYPE_CODINGS)}")
         if len(set(self.covariates)) != len(self.covariates):
@@ -169,3 +174,4 @@ class TaskDone:
     n_design: int
     compute_seconds: float
     bytes_sent: int
+    ledger_head: SignedHead | None = None  # the site's signed ledger head after this task (its receipt)

@@ -17,6 +17,8 @@ Subcommands::
                                                 development CA and mutual-TLS certificates
     fedgwas keyholder serve --keys DIR          run the key holder (see key_holder/cli.py)
     fedgwas audit cross-check --coordinator-log LOG --ledger L1 ...   (see audit/consortium_cli.py)
+    fedgwas audit report --coordinator-log LOG --ledger L1 ... [--json F] [--png F] [--html F]
+    fedgwas witness serve --dir DIR [--listen HOST:PORT]   co-sign and keep the sites' ledger heads
 
 Exit codes: 0 success; 2 bad input, configuration or usage (including a request every failing site
 refused as invalid, e.g. a phenotype name no site has); 3 a site failed, refused or could not be
@@ -48,6 +50,7 @@ from engine.io.tables import expand_names, read_sample_table
 from engine.models import CASE_CONTROL_MODELS, GLM_MODELS
 from engine.tasks import PRIVACY_MODES, CohortRequest
 from engine.version import __version__
+from witness import cli as witness_cli
 
 if TYPE_CHECKING:
     from coordinator.runner import StudyOutcome
@@ -209,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     dp_options.add_options(local)
     _add_consent_options(local)
     local.add_argument("--out", required=True, help="output directory")
+    local.add_argument("--witness", metavar="HOST:PORT",
+                       help="every local site publishes its signed ledger head to this witness (fedgwas witness serve)")
     _add_study_options(local)
 
     demo = sub.add_parser("demo", help="simulate 3 cohorts, start 3 site agents, run a secure linear GWAS")
@@ -221,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     key_holder_cli.add_commands(sub)
     audit_cli.add_commands(sub)
+    witness_cli.add_commands(sub)
     return parser
 
 
@@ -264,7 +270,7 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
     consent = Path(args.consent) if getattr(args, "consent", None) else None
     sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
                           he_context_sha256=holder.fingerprint if holder else None, budget=budget,
-                          tls=pki, consent=consent,
+                          tls=pki, consent=consent, witness=getattr(args, "witness", None),
                           genotyping_technology=None if getattr(args, "genotyping_technology", "NR") == "NR"
                           else args.genotyping_technology)
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
@@ -373,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in key_holder_cli.COMMANDS:
         return key_holder_cli.run(args)
+    if args.command in witness_cli.COMMANDS:
+        return witness_cli.run(args)
     try:
         if args.command in audit_cli.COMMANDS:
             return audit_cli.run(args)

@@ -97,7 +97,7 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                   allow_plaintext: bool, threads: int | None = None,
                   he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                   tls: dict[str, TlsFiles] | None = None, consent: Path | None = None,
-                  genotyping_technology: str | None = None) -> list[LocalSite]:
+                  witness: str | None = None, genotyping_technology: str | None = None) -> list[LocalSite]:
     """Create (or refresh) each site's directory, config and data subset; keys are kept if present.
 
     ``he_context_sha256`` pins the local key holder's public context in every site's config (mode "he").
@@ -109,7 +109,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
 
     ``tls`` maps each site name to its certificate (:func:`local_pki`); None configures plaintext
     agents (``[tls] insecure = true``). ``consent`` is a ``#FID IID DUO`` table: each site receives its
-    own rows only (participants it does not list are excluded by the site).
+    own rows only (participants it does not list are excluded by the site). ``witness`` is the address
+    of a ledger-head witness every site publishes to (``[witness] address``).
     """
     if len(inputs) < 2:
         raise InputError(f"a federated study needs at least two sites (--bfile/--pfile/--vcf), got {len(inputs)}")
@@ -139,7 +140,7 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            allow_plaintext=allow_plaintext, threads=threads, genotype_format=fmt,
                            he_context_sha256=he_context_sha256, budget=budget,
                            tls=None if tls is None else tls[name],
-                           consent=None if consent_path is None else str(consent_path),
+                           consent=None if consent_path is None else str(consent_path), witness=witness,
                            genotyping_technology=genotyping_technology)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
@@ -267,7 +268,8 @@ def running_key_holder(holder: LocalKeyHolder | None, start_timeout: float = 120
     ready.unlink(missing_ok=True)
     command = [sys.executable, "-m", "fedgwas", "keyholder", "serve", "--keys", str(holder.directory),
                "--listen", "127.0.0.1:0", "--ready-file", str(ready),
-               *(["--insecure"] if tls_dir is None else ["--tls-dir", str(tls_dir), "--tls-name", LOCAL_KEY_HOLDER])]
+               *(["--insecure"] if tls_dir is None else ["--tls-dir", str(tls_dir), "--tls-name", LOCAL_KEY_HOLDER,
+                                                      "--coordinator", LOCAL_COORDINATOR])]
     with open(holder.directory / "keyholder.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

@@ -5,8 +5,14 @@
     fedgwas keys he --out DIR
         CKKS key pair: DIR/he_secret.ctx (0600, never overwritten) and DIR/he_public.ctx; prints the
         public context's SHA-256, which every site pins (fedgwas-site init --he-context he_public.ctx).
-    fedgwas keyholder serve --keys DIR [--listen HOST:PORT] [--ready-file PATH] [--min-participants N]
-        serve decryptions of registered aggregates until SIGTERM/SIGINT.
+    fedgwas keyholder serve --keys DIR --tls-dir DIR --coordinator NAME [--coordinator NAME ...]
+                            [--listen HOST:PORT] [--ready-file PATH] [--min-participants N] [--refusal-budget N]
+        serve decryptions of registered aggregates, to the named coordinator certificates only, until
+        SIGTERM/SIGINT. Its record (registrations, releases, refusals, locks) is DIR/key_holder.sqlite.
+    fedgwas keyholder status --keys DIR
+        whether decryption is locked, the refusals counted since the last reset, the recent refusals.
+    fedgwas keyholder reset-lock --keys DIR --reason TEXT
+        unlock decryption after the refusal budget was spent (recorded with the reason; works while serving).
 
 Exit codes: 0 success, 2 bad input or configuration, 1 internal error (a bug).
 """
@@ -52,11 +58,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--ready-file", help="write {\"address\": ..., \"sha256\": ...} as JSON here once serving")
     serve.add_argument("--min-participants", type=int, default=2,
                        help="fewest sites a decrypted sum may come from (default 2)")
+    serve.add_argument("--coordinator", action="append", default=[], metavar="NAME",
+                       help="certificate name (CN) of a coordinator allowed to call (repeat); required with --tls-dir; "
+                            "every other caller, a site included, is refused")
+    serve.add_argument("--refusal-budget", type=int, default=3, metavar="N",
+                       help="refused decryptions after which nothing is decrypted until `fedgwas keyholder "
+                            "reset-lock` (default 3)")
     transport = serve.add_mutually_exclusive_group(required=True)
     transport.add_argument("--tls-dir", metavar="DIR",
                            help="mutual TLS: DIR/ca.pem and DIR/NAME.pem, DIR/NAME.key (from `fedgwas keys tls`)")
     transport.add_argument("--insecure", action="store_true", help="plaintext gRPC (development only)")
     serve.add_argument("--tls-name", default="keyholder", help="certificate name in --tls-dir (default keyholder)")
+    status = actions.add_parser("status", help="show the lock state and recent refusals of a key holder's store")
+    status.add_argument("--keys", required=True, help="the key holder's keys directory")
+    reset = actions.add_parser("reset-lock", help="unlock decryption after the refusal budget was spent",
+                               description="Appends a reset (with your reason) to DIR/key_holder.sqlite; a running key "
+                                           "holder decrypts again at once. Read the refusals first "
+                                           "(fedgwas keyholder status): they may be an attack. Locked studies stay "
+                                           "locked.")
+    reset.add_argument("--keys", required=True, help="the key holder's keys directory")
+    reset.add_argument("--reason", required=True, help="why the lock is reset (recorded)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"public context sha256: {fingerprint}")
             print(f"each site pins it with: fedgwas-site init ... --he-context {out / PUBLIC_FILE}")
             return ExitCode.OK
+        if args.keyholder_command == "reset-lock":
+            from key_holder.keys import reset_lock
+
+            cleared = reset_lock(Path(args.keys), args.reason)
+            print(f"decryption unlocked; {cleared} counted refusal(s) cleared (recorded with your reason)")
+            return ExitCode.OK
+        if args.keyholder_command == "status":
+            return _status(Path(args.keys))
         from key_holder.server import serve
 
         logging.getLogger("key_holder.keys").setLevel(logging.INFO)
@@ -80,11 +109,38 @@ def run(args: argparse.Namespace) -> int:
 
         tls = None if args.insecure else TlsFiles(Path(args.tls_dir) / "ca.pem", Path(args.tls_dir) / f"{args.tls_name}.pem",
                                                   Path(args.tls_dir) / f"{args.tls_name}.key")
-        serve(Path(args.keys), args.listen, args.ready_file, min_participants=args.min_participants, tls=tls)
+        if tls is not None and not args.coordinator:
+            raise FedGwasError("name the coordinator certificate(s) allowed to call: --coordinator NAME (repeat)")
+        if tls is None and args.coordinator:
+            raise FedGwasError("--coordinator needs --tls-dir: over --insecure plaintext, callers have no certificate")
+        coordinators = tuple(args.coordinator) if args.coordinator else ("*",)  # --insecure: callers have no identity
+        serve(Path(args.keys), args.listen, args.ready_file, coordinators, min_participants=args.min_participants,
+              refusal_budget=args.refusal_budget, tls=tls)
         return ExitCode.OK
     except FedGwasError as error:
         print(f"fedgwas: error: {error}", file=sys.stderr)
         return ExitCode.INPUT
+
+
+def _status(keys: Path) -> int:
+    """``fedgwas keyholder status``: lock state, counted refusals and the last refusals' reasons."""
+    from engine.errors import ConfigError
+    from key_holder.store import STORE_FILE, KeyHolderStore
+
+    if not (keys / STORE_FILE).is_file():
+        raise ConfigError(f"{str(keys / STORE_FILE)!r} does not exist: this key holder never served")
+    store = KeyHolderStore(keys / STORE_FILE)
+    with store.transaction() as tx:
+        locked, counted = tx.locked(), tx.counted_refusals()
+    events = store.events()
+    print(f"decryption {'LOCKED' if locked else 'open'}; {counted} counted refusal(s) since the last reset; "
+          f"{sum(e.kind == 'registered' for e in events)} registered round(s), "
+          f"{sum(e.kind == 'released' for e in events)} released block(s)")
+    for event in [e for e in events if e.kind in ("refused", "locked", "reset")][-10:]:
+        where = f" study {event.study!r} round {event.round} block {event.block}" if event.study else ""
+        print(f"  {event.time} {event.kind}{where} caller {event.caller or '-'}: "
+              f"{event.details.get('reason') or event.details.get('note') or event.details}")
+    return ExitCode.OK
 
 
 def _tls_keys(args: argparse.Namespace) -> int:

@@ -41,24 +41,28 @@ class RoundRegistration(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., block_values: _Optional[_Iterable[int]] = ..., encoding: _Optional[str] = ..., context_sha256: _Optional[str] = ..., requester: _Optional[str] = ...) -> None: ...
 
 class RegistrationReceipt(_message.Message):
-    __slots__ = ("n_blocks",)
+    __slots__ = ("n_blocks", "registration_id")
     N_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_ID_FIELD_NUMBER: _ClassVar[int]
     n_blocks: int
-    def __init__(self, n_blocks: _Optional[int] = ...) -> None: ...
+    registration_id: str
+    def __init__(self, n_blocks: _Optional[int] = ..., registration_id: _Optional[str] = ...) -> None: ...
 
 class AggregateHeader(_message.Message):
-    __slots__ = ("study_id", "round", "block", "n_values", "total_bytes")
+    __slots__ = ("study_id", "round", "block", "n_values", "total_bytes", "registration_id")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     N_VALUES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_ID_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     round: int
     block: int
     n_values: int
     total_bytes: int
-    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., n_values: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+    registration_id: str
+    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., n_values: _Optional[int] = ..., total_bytes: _Optional[int] = ..., registration_id: _Optional[str] = ...) -> None: ...
 
 class AggregateChunk(_message.Message):
     __slots__ = ("offset", "data")

@@ -7,7 +7,7 @@ and size, so a malformed stream is a :class:`ProtocolError` (or, at the coordina
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -32,33 +32,40 @@ def registration_from_proto(message: pb.RoundRegistration) -> RoundRegistration:
     )
 
 
-def aggregate_from_messages(messages: Iterable[pb.AggregateMessage]) -> tuple[pb.AggregateHeader, bytes]:
-    """The header and the reassembled ciphertext of one DecryptAggregate stream, checked for order and size."""
-    iterator = iter(messages)
-    first = next(iterator, None)
-    if first is None or first.WhichOneof("payload") != "header":
+def aggregate_header_from_message(message: pb.AggregateMessage | None) -> pb.AggregateHeader:
+    """The header of a DecryptAggregate stream, from its first message (``None``: the stream was empty)."""
+    if message is None or message.WhichOneof("payload") != "header":
         raise ProtocolError("a DecryptAggregate stream must start with an AggregateHeader")
-    header = first.header
-    if not 0 < header.total_bytes <= MAX_BLOCK_BYTES:
-        raise ProtocolError(f"aggregate.total_bytes {header.total_bytes} is out of range")
+    if not 0 < message.header.total_bytes <= MAX_BLOCK_BYTES:
+        raise ProtocolError(f"aggregate.total_bytes {message.header.total_bytes} is out of range")
+    return message.header
+
+
+def ciphertext_from_messages(messages: Iterable[pb.AggregateMessage], total_bytes: int,
+                             on_bytes: Callable[[int], None] | None = None) -> bytes:
+    """The ciphertext following an (admitted) header: chunks in order, never more than ``total_bytes``
+    buffered; ``on_bytes`` is told the size of every chunk accepted (the server's meter)."""
     buffer = bytearray()
-    for message in iterator:
+    for message in messages:
         if message.WhichOneof("payload") != "chunk":
             raise ProtocolError("only AggregateChunk messages may follow the AggregateHeader")
         chunk = message.chunk
-        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > header.total_bytes:
+        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > total_bytes:
             raise ProtocolError(f"aggregate chunk at offset {chunk.offset} is out of sequence or too long")
         buffer.extend(chunk.data)
-    if len(buffer) != header.total_bytes:
-        raise ProtocolError(f"the aggregate ciphertext is truncated ({len(buffer)} of {header.total_bytes} bytes)")
-    return header, bytes(buffer)
+        if on_bytes is not None:
+            on_bytes(len(chunk.data))
+    if len(buffer) != total_bytes:
+        raise ProtocolError(f"the aggregate ciphertext is truncated ({len(buffer)} of {total_bytes} bytes)")
+    return bytes(buffer)
 
 
-def aggregate_to_messages(study_id: str, round_: int, block: int, n_values: int,
+def aggregate_to_messages(registration_id: str, study_id: str, round_: int, block: int, n_values: int,
                           ciphertext: bytes) -> Iterator[pb.AggregateMessage]:
     """One block's aggregate ciphertext as a header and chunks (the DecryptAggregate request stream)."""
     yield pb.AggregateMessage(header=pb.AggregateHeader(
-        study_id=study_id, round=round_, block=block, n_values=n_values, total_bytes=len(ciphertext)))
+        study_id=study_id, round=round_, block=block, n_values=n_values, total_bytes=len(ciphertext),
+        registration_id=registration_id))
     view = memoryview(ciphertext)
     for offset in range(0, len(view), CHUNK_BYTES):
         yield pb.AggregateMessage(chunk=pb.AggregateChunk(offset=offset, data=bytes(view[offset: offset + CHUNK_BYTES])))

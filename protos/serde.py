@@ -9,7 +9,7 @@ malformed or hostile request becomes a :class:`ProtocolError` naming the field, 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from engine.errors import ProtocolError
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
 from protos import site_agent_pb2 as pb
 from protos.limits import (CHUNK_BYTES, MANIFEST_CHUNK_VARIANTS, MAX_ARRAY_ELEMENTS, MAX_ARRAYS, MAX_BLOCK_BYTES,
-                           MAX_NAME_LENGTH)
+                           MAX_NAME_LENGTH, MAX_TASK_BYTES)
+from protos.witness_client import head_from_proto, head_to_proto
 
 #: Arrays every task carries, with their dtype; statistics may declare more (engine/stats/statistic.py).
 TASK_ARRAYS = {"variant_index": "<i8", "flip": "|u1"}
@@ -34,7 +35,7 @@ def cohort_to_proto(cohort: CohortRequest) -> pb.CohortSpec:
     data_use = None if cohort.data_use is None else \
         pb.DataUse(purpose=cohort.data_use.purpose, commercial=cohort.data_use.commercial)
     return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates),
-                         phenotype_coding=cohort.phenotype_coding, data_use=data_use,
+                         phenotype_coding=cohort.phenotype_coding, data_use=data_use, pca_run=cohort.pca_run,
                          missing_phenotype=cohort.missing_value)
 
 
@@ -125,7 +126,8 @@ def events_from_protos(events: Iterable[pb.TaskEvent]) -> Iterator[TaskProgress 
             if header is not None:
                 raise ProtocolError(f"stream ended inside block {header.block}")
             d = event.done
-            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent)
+            yield TaskDone(d.n_samples, d.n_blocks, d.n_design, d.compute_seconds, d.bytes_sent,
+                           head_from_proto(d.ledger_head) if d.HasField("ledger_head") else None)
             continue
         if header is not None and len(buffer) == header.total_bytes and kind in ("block", "chunk"):
             yield ResultBlock(header.block, header.first_variant, header.n_variants, header.width,
@@ -146,6 +148,7 @@ def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
         data_use = DataUse(message.data_use.purpose, bool(message.data_use.commercial))
     return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates),
                          phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use,
+                         pca_run=message.pca_run,
                          missing_value=message.missing_phenotype if message.HasField("missing_phenotype") else -9.0)
 
 
@@ -179,50 +182,92 @@ def manifest_to_protos(manifest: VariantManifest, chunk_variants: int = 0) -> It
         ))
 
 
-def _array_from_chunks(name: str, chunks: list[pb.ArrayChunk]) -> np.ndarray:
-    first = chunks[0]
-    try:
-        dtype = np.dtype(first.dtype)
-    except TypeError:
-        raise ProtocolError(f"task array {name!r} has an unknown dtype {first.dtype!r}") from None
-    if dtype.kind not in "biuf" or dtype.byteorder == ">":
-        raise ProtocolError(f"task array {name!r}: dtype {first.dtype!r} is not a little-endian number type")
-    shape = tuple(int(d) for d in first.shape)
-    if len(shape) > 4 or any(d > MAX_ARRAY_ELEMENTS for d in shape):
-        raise ProtocolError(f"task array {name!r} has an unsupported shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if expected > MAX_ARRAY_ELEMENTS * 8:
-        raise ProtocolError(f"task array {name!r} is too large ({expected} bytes)")
-    buffer = bytearray()
-    for chunk in chunks:
-        if chunk.dtype != first.dtype or tuple(chunk.shape) != tuple(first.shape) or chunk.total_bytes != expected:
-            raise ProtocolError(f"task array {name!r}: chunks disagree on dtype, shape or size")
-        if chunk.offset != len(buffer) or len(buffer) + len(chunk.data) > expected:
-            raise ProtocolError(f"task array {name!r}: chunk at offset {chunk.offset} is out of sequence or too long")
-        buffer.extend(chunk.data)
-    if len(buffer) != expected:
-        raise ProtocolError(f"task array {name!r} is incomplete ({len(buffer)} of {expected} bytes)")
-    return np.frombuffer(bytes(buffer), dtype=dtype).reshape(shape)
+class _ArrayBuffer:
+    """One array being received: its declared dtype, shape and size, and the bytes so far."""
+
+    def __init__(self, first: pb.ArrayChunk) -> None:
+        name = first.name
+        try:
+            self.dtype = np.dtype(first.dtype)
+        except TypeError:
+            raise ProtocolError(f"task array {name!r} has an unknown dtype {first.dtype!r}") from None
+        if self.dtype.kind not in "biuf" or self.dtype.byteorder == ">":
+            raise ProtocolError(f"task array {name!r}: dtype {first.dtype!r} is not a little-endian number type")
+        self.shape = tuple(int(d) for d in first.shape)
+        if len(self.shape) > 4 or any(d > MAX_ARRAY_ELEMENTS for d in self.shape):
+            raise ProtocolError(f"task array {name!r} has an unsupported shape {self.shape}")
+        self.expected = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        if self.expected > MAX_ARRAY_ELEMENTS * 8:
+            raise ProtocolError(f"task array {name!r} is too large ({self.expected} bytes)")
+        self.name, self.first, self.buffer = name, first, bytearray()
+
+    def add(self, chunk: pb.ArrayChunk) -> None:
+        """Append a chunk, refusing one that disagrees with the declaration or goes past its size."""
+        first = self.first
+        if chunk.dtype != first.dtype or tuple(chunk.shape) != tuple(first.shape) or chunk.total_bytes != self.expected:
+            raise ProtocolError(f"task array {self.name!r}: chunks disagree on dtype, shape or size")
+        if chunk.offset != len(self.buffer) or len(self.buffer) + len(chunk.data) > self.expected:
+            raise ProtocolError(f"task array {self.name!r}: chunk at offset {chunk.offset} is out of sequence "
+                                "or too long")
+        self.buffer.extend(chunk.data)
+
+    def array(self) -> np.ndarray:
+        if len(self.buffer) != self.expected:
+            raise ProtocolError(f"task array {self.name!r} is incomplete ({len(self.buffer)} of {self.expected} bytes)")
+        return np.frombuffer(bytes(self.buffer), dtype=self.dtype).reshape(self.shape)
 
 
-def task_from_messages(messages: Iterable[pb.TaskMessage]) -> TaskSpec:
-    """Assemble a task from its header and array chunks, validating sizes, offsets and inputs."""
-    iterator = iter(messages)
-    first = next(iterator, None)
+def task_header(first: pb.TaskMessage | None) -> pb.TaskHeader:
+    """The header of a task stream from its first message (``None``: the stream was empty)."""
     if first is None or first.WhichOneof("payload") != "header":
         raise ProtocolError("a task stream must start with a TaskHeader")
-    header = first.header
-    n = header.n_variants
-    if not 0 < n <= MAX_ARRAY_ELEMENTS:
-        raise ProtocolError(f"task.n_variants {n} is out of range")
-    chunks: dict[str, list[pb.ArrayChunk]] = {}
-    for message in iterator:
+    if not 0 < first.header.n_variants <= MAX_ARRAY_ELEMENTS:
+        raise ProtocolError(f"task.n_variants {first.header.n_variants} is out of range")
+    return first.header
+
+
+def read_task_arrays(messages: Iterable[pb.TaskMessage], max_bytes: int = MAX_TASK_BYTES,
+                     on_bytes: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The arrays following a task header, assembled as they arrive.
+
+    Each array may carry only the bytes its first chunk declares (dtype x shape), and all arrays
+    together at most ``max_bytes``: a stream that declares or sends more is refused at the first
+    chunk that would exceed it, so nothing beyond the declaration is ever buffered. ``on_bytes`` is
+    told the size of every chunk accepted (the server's meter).
+    """
+    buffers: dict[str, _ArrayBuffer] = {}
+    declared = 0
+    for message in messages:
         if message.WhichOneof("payload") != "array":
             raise ProtocolError("only ArrayChunk messages may follow the TaskHeader")
-        if len(chunks) >= MAX_ARRAYS and message.array.name not in chunks:
-            raise ProtocolError(f"a task may carry at most {MAX_ARRAYS} arrays")
-        chunks.setdefault(message.array.name, []).append(message.array)
-    arrays = {name: _array_from_chunks(name, parts) for name, parts in chunks.items()}
+        chunk = message.array
+        buffer = buffers.get(chunk.name)
+        if buffer is None:
+            if len(buffers) >= MAX_ARRAYS:
+                raise ProtocolError(f"a task may carry at most {MAX_ARRAYS} arrays")
+            buffer = buffers[chunk.name] = _ArrayBuffer(chunk)
+            declared += buffer.expected
+            if declared > max_bytes:
+                raise ProtocolError(f"the task's arrays declare {declared} bytes, more than this site accepts "
+                                    f"({max_bytes} bytes)")
+        buffer.add(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk.data))
+    return {name: buffer.array() for name, buffer in buffers.items()}
+
+
+def task_from_messages(messages: Iterable[pb.TaskMessage], *, header: pb.TaskHeader | None = None,
+                       max_bytes: int = MAX_TASK_BYTES, on_bytes: Callable[[int], None] | None = None) -> TaskSpec:
+    """Assemble a task from its header and array chunks, validating sizes, offsets and inputs.
+
+    ``header``: already read (and authorised) by the caller with :func:`task_header`; the
+    messages are then the array chunks that follow it.
+    """
+    iterator = iter(messages)
+    if header is None:
+        header = task_header(next(iterator, None))
+    n = header.n_variants
+    arrays = read_task_arrays(iterator, max_bytes, on_bytes)
     for name, dtype in TASK_ARRAYS.items():
         array = arrays.pop(name, None)
         if array is None or array.shape != (n,) or array.dtype != np.dtype(dtype):
@@ -269,4 +314,5 @@ def event_to_protos(event: TaskProgress | ResultBlock | TaskDone) -> Iterator[pb
     else:
         yield pb.TaskEvent(done=pb.TaskSummary(
             n_samples=event.n_samples, n_blocks=event.n_blocks, n_design=event.n_design,
-            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent))
+            compute_seconds=event.compute_seconds, bytes_sent=event.bytes_sent,
+            ledger_head=None if event.ledger_head is None else head_to_proto(event.ledger_head)))

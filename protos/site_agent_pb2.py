@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from protos import witness_pb2 as protos_dot_witness__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/site_agent.proto\x12\x11protos.site_agent\"\xb9\x01\n\x0eOverlapRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x17\n\x0fpeer_public_key\x18\x04 \x01(\x0c\x12-\n\x06\x63ohort\x18\x05 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\r\n\x05\x66irst\x18\x06 \x03(\x0c\x12\x0e\n\x06second\x18\x07 \x03(\x0c\x12\x11\n\trequester\x18\x08 \x01(\t\"?\n\x0fOverlapResponse\x12\r\n\x05\x66irst\x18\x01 \x03(\x0c\x12\x0e\n\x06second\x18\x02 \x03(\x0c\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xb1\x01\n\nCohortSpec\x12\x11\n\tphenotype\x18\x01 \x01(\t\x12\x12\n\ncovariates\x18\x02 \x03(\t\x12\x18\n\x10phenotype_coding\x18\x03 \x01(\t\x12,\n\x08\x64\x61ta_use\x18\x04 \x01(\x0b\x32\x1a.protos.site_agent.DataUse\x12\x1e\n\x11missing_phenotype\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x14\n\x12_missing_phenotype\".\n\x07\x44\x61taUse\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x12\n\ncommercial\x18\x02 \x01(\x08\"s\n\x0f\x44\x65scribeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12-\n\x06\x63ohort\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x1f\n\x17manifest_chunk_variants\x18\x03 \x01(\r\"\xf0\x02\n\x08SiteInfo\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fn_samples_total\x18\x03 \x01(\x04\x12\x1a\n\x12n_samples_analysed\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\x12\x19\n\x11secagg_public_key\x18\x06 \x01(\x0c\x12\x15\n\rprivacy_modes\x18\x07 \x03(\t\x12\x17\n\x0fgenotype_format\x18\x08 \x01(\t\x12\x37\n\x06\x62udget\x18\t \x03(\x0b\x32\'.protos.site_agent.SiteInfo.BudgetEntry\x12\x1c\n\x14multiallelic_skipped\x18\n \x01(\x04\x12\x1d\n\x15genotyping_technology\x18\x0b \x01(\t\x1a-\n\x0b\x42udgetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0cVariantChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63hrom\x18\x02 \x03(\t\x12\x0b\n\x03pos\x18\x03 \x03(\x03\x12\x12\n\nvariant_id\x18\x04 \x03(\t\x12\x0f\n\x07\x61llele1\x18\x05 \x03(\t\x12\x0f\n\x07\x61llele2\x18\x06 \x03(\t\"\x7f\n\x10\x44\x65scribeResponse\x12+\n\x04info\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.SiteInfoH\x00\x12\x33\n\x08variants\x18\x02 \x01(\x0b\x32\x1f.protos.site_agent.VariantChunkH\x00\x42\t\n\x07payload\";\n\x0bParticipant\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x19\n\x11secagg_public_key\x18\x02 \x01(\x0c\"\xe6\x02\n\nTaskHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x03 \x01(\t\x12-\n\x06\x63ohort\x18\x04 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x0f\n\x07privacy\x18\x05 \x01(\t\x12\x34\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1e.protos.site_agent.Participant\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nn_variants\x18\x08 \x01(\x04\x12\x11\n\trequester\x18\t \x01(\t\x12\x41\n\nparameters\x18\n \x03(\x0b\x32-.protos.site_agent.TaskHeader.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\nArrayChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x04\"y\n\x0bTaskMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.protos.site_agent.TaskHeaderH\x00\x12.\n\x05\x61rray\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.ArrayChunkH\x00\x42\t\n\x07payload\"6\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"}\n\x0b\x42lockHeader\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x15\n\rfirst_variant\x18\x02 \x01(\x04\x12\x12\n\nn_variants\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\"9\n\nBlockChunk\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"q\n\x0bTaskSummary\x12\x11\n\tn_samples\x18\x01 \x01(\x04\x12\x10\n\x08n_blocks\x18\x02 \x01(\r\x12\x10\n\x08n_design\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\"\xd8\x01\n\tTaskEvent\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.ProgressH\x00\x12/\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1e.protos.site_agent.BlockHeaderH\x00\x12.\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1d.protos.site_agent.BlockChunkH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.protos.site_agent.TaskSummaryH\x00\x42\t\n\x07payload\"I\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t2\x88\x02\n\tSiteAgent\x12U\n\x08\x44\x65scribe\x12\".protos.site_agent.DescribeRequest\x1a#.protos.site_agent.DescribeResponse0\x01\x12K\n\x07RunTask\x12\x1e.protos.site_agent.TaskMessage\x1a\x1c.protos.site_agent.TaskEvent(\x01\x30\x01\x12W\n\x0e\x43ompareCohorts\x12!.protos.site_agent.OverlapRequest\x1a\".protos.site_agent.OverlapResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/site_agent.proto\x12\x11protos.site_agent\x1a\x14protos/witness.proto\"\xb9\x01\n\x0eOverlapRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x17\n\x0fpeer_public_key\x18\x04 \x01(\x0c\x12-\n\x06\x63ohort\x18\x05 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\r\n\x05\x66irst\x18\x06 \x03(\x0c\x12\x0e\n\x06second\x18\x07 \x03(\x0c\x12\x11\n\trequester\x18\x08 \x01(\t\"?\n\x0fOverlapResponse\x12\r\n\x05\x66irst\x18\x01 \x03(\x0c\x12\x0e\n\x06second\x18\x02 \x03(\x0c\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xc2\x01\n\nCohortSpec\x12\x11\n\tphenotype\x18\x01 \x01(\t\x12\x12\n\ncovariates\x18\x02 \x03(\t\x12\x18\n\x10phenotype_coding\x18\x03 \x01(\t\x12,\n\x08\x64\x61ta_use\x18\x04 \x01(\x0b\x32\x1a.protos.site_agent.DataUse\x12\x0f\n\x07pca_run\x18\x05 \x01(\t\x12\x1e\n\x11missing_phenotype\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x14\n\x12_missing_phenotype\".\n\x07\x44\x61taUse\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x12\n\ncommercial\x18\x02 \x01(\x08\"s\n\x0f\x44\x65scribeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12-\n\x06\x63ohort\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x1f\n\x17manifest_chunk_variants\x18\x03 \x01(\r\"\xf0\x02\n\x08SiteInfo\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x17\n\x0fn_samples_total\x18\x03 \x01(\x04\x12\x1a\n\x12n_samples_analysed\x18\x04 \x01(\x04\x12\x12\n\nn_variants\x18\x05 \x01(\x04\x12\x19\n\x11secagg_public_key\x18\x06 \x01(\x0c\x12\x15\n\rprivacy_modes\x18\x07 \x03(\t\x12\x17\n\x0fgenotype_format\x18\x08 \x01(\t\x12\x37\n\x06\x62udget\x18\t \x03(\x0b\x32\'.protos.site_agent.SiteInfo.BudgetEntry\x12\x1c\n\x14multiallelic_skipped\x18\n \x01(\x04\x12\x1d\n\x15genotyping_technology\x18\x0b \x01(\t\x1a-\n\x0b\x42udgetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0cVariantChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63hrom\x18\x02 \x03(\t\x12\x0b\n\x03pos\x18\x03 \x03(\x03\x12\x12\n\nvariant_id\x18\x04 \x03(\t\x12\x0f\n\x07\x61llele1\x18\x05 \x03(\t\x12\x0f\n\x07\x61llele2\x18\x06 \x03(\t\"\x7f\n\x10\x44\x65scribeResponse\x12+\n\x04info\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.SiteInfoH\x00\x12\x33\n\x08variants\x18\x02 \x01(\x0b\x32\x1f.protos.site_agent.VariantChunkH\x00\x42\t\n\x07payload\";\n\x0bParticipant\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x19\n\x11secagg_public_key\x18\x02 \x01(\x0c\"\xe6\x02\n\nTaskHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08\x61nalysis\x18\x03 \x01(\t\x12-\n\x06\x63ohort\x18\x04 \x01(\x0b\x32\x1d.protos.site_agent.CohortSpec\x12\x0f\n\x07privacy\x18\x05 \x01(\t\x12\x34\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1e.protos.site_agent.Participant\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x12\n\nn_variants\x18\x08 \x01(\x04\x12\x11\n\trequester\x18\t \x01(\t\x12\x41\n\nparameters\x18\n \x03(\x0b\x32-.protos.site_agent.TaskHeader.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\nArrayChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05shape\x18\x06 \x03(\x04\"y\n\x0bTaskMessage\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.protos.site_agent.TaskHeaderH\x00\x12.\n\x05\x61rray\x18\x02 \x01(\x0b\x32\x1d.protos.site_agent.ArrayChunkH\x00\x42\t\n\x07payload\"6\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\"}\n\x0b\x42lockHeader\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x15\n\rfirst_variant\x18\x02 \x01(\x04\x12\x12\n\nn_variants\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\"9\n\nBlockChunk\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa2\x01\n\x0bTaskSummary\x12\x11\n\tn_samples\x18\x01 \x01(\x04\x12\x10\n\x08n_blocks\x18\x02 \x01(\r\x12\x10\n\x08n_design\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\x12/\n\x0bledger_head\x18\x06 \x01(\x0b\x32\x1a.protos.witness.SignedHead\"\xd8\x01\n\tTaskEvent\x12/\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.protos.site_agent.ProgressH\x00\x12/\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x1e.protos.site_agent.BlockHeaderH\x00\x12.\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1d.protos.site_agent.BlockChunkH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.protos.site_agent.TaskSummaryH\x00\x42\t\n\x07payload\"I\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t2\x88\x02\n\tSiteAgent\x12U\n\x08\x44\x65scribe\x12\".protos.site_agent.DescribeRequest\x1a#.protos.site_agent.DescribeResponse0\x01\x12K\n\x07RunTask\x12\x1e.protos.site_agent.TaskMessage\x1a\x1c.protos.site_agent.TaskEvent(\x01\x30\x01\x12W\n\x0e\x43ompareCohorts\x12!.protos.site_agent.OverlapRequest\x1a\".protos.site_agent.OverlapResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +36,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITEINFO_BUDGETENTRY']._serialized_options = b'8\001'
   _globals['_TASKHEADER_PARAMETERSENTRY']._loaded_options = None
   _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_OVERLAPREQUEST']._serialized_start=47
-  _globals['_OVERLAPREQUEST']._serialized_end=232
-  _globals['_OVERLAPRESPONSE']._serialized_start=234
-  _globals['_OVERLAPRESPONSE']._serialized_end=297
-  _globals['_COHORTSPEC']._serialized_start=300
-  _globals['_COHORTSPEC']._serialized_end=477
-  _globals['_DATAUSE']._serialized_start=479
-  _globals['_DATAUSE']._serialized_end=525
-  _globals['_DESCRIBEREQUEST']._serialized_start=527
-  _globals['_DESCRIBEREQUEST']._serialized_end=642
-  _globals['_SITEINFO']._serialized_start=645
-  _globals['_SITEINFO']._serialized_end=1013
-  _globals['_SITEINFO_BUDGETENTRY']._serialized_start=968
-  _globals['_SITEINFO_BUDGETENTRY']._serialized_end=1013
-  _globals['_VARIANTCHUNK']._serialized_start=1015
-  _globals['_VARIANTCHUNK']._serialized_end=1127
-  _globals['_DESCRIBERESPONSE']._serialized_start=1129
-  _globals['_DESCRIBERESPONSE']._serialized_end=1256
-  _globals['_PARTICIPANT']._serialized_start=1258
-  _globals['_PARTICIPANT']._serialized_end=1317
-  _globals['_TASKHEADER']._serialized_start=1320
-  _globals['_TASKHEADER']._serialized_end=1678
-  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_start=1629
-  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_end=1678
-  _globals['_ARRAYCHUNK']._serialized_start=1680
-  _globals['_ARRAYCHUNK']._serialized_end=1787
-  _globals['_TASKMESSAGE']._serialized_start=1789
-  _globals['_TASKMESSAGE']._serialized_end=1910
-  _globals['_PROGRESS']._serialized_start=1912
-  _globals['_PROGRESS']._serialized_end=1966
-  _globals['_BLOCKHEADER']._serialized_start=1968
-  _globals['_BLOCKHEADER']._serialized_end=2093
-  _globals['_BLOCKCHUNK']._serialized_start=2095
-  _globals['_BLOCKCHUNK']._serialized_end=2152
-  _globals['_TASKSUMMARY']._serialized_start=2154
-  _globals['_TASKSUMMARY']._serialized_end=2267
-  _globals['_TASKEVENT']._serialized_start=2270
-  _globals['_TASKEVENT']._serialized_end=2486
-  _globals['_ERRORDETAIL']._serialized_start=2488
-  _globals['_ERRORDETAIL']._serialized_end=2561
-  _globals['_SITEAGENT']._serialized_start=2564
-  _globals['_SITEAGENT']._serialized_end=2828
+  _globals['_OVERLAPREQUEST']._serialized_start=69
+  _globals['_OVERLAPREQUEST']._serialized_end=254
+  _globals['_OVERLAPRESPONSE']._serialized_start=256
+  _globals['_OVERLAPRESPONSE']._serialized_end=319
+  _globals['_COHORTSPEC']._serialized_start=322
+  _globals['_COHORTSPEC']._serialized_end=516
+  _globals['_DATAUSE']._serialized_start=518
+  _globals['_DATAUSE']._serialized_end=564
+  _globals['_DESCRIBEREQUEST']._serialized_start=566
+  _globals['_DESCRIBEREQUEST']._serialized_end=681
+  _globals['_SITEINFO']._serialized_start=684
+  _globals['_SITEINFO']._serialized_end=1052
+  _globals['_SITEINFO_BUDGETENTRY']._serialized_start=1007
+  _globals['_SITEINFO_BUDGETENTRY']._serialized_end=1052
+  _globals['_VARIANTCHUNK']._serialized_start=1054
+  _globals['_VARIANTCHUNK']._serialized_end=1166
+  _globals['_DESCRIBERESPONSE']._serialized_start=1168
+  _globals['_DESCRIBERESPONSE']._serialized_end=1295
+  _globals['_PARTICIPANT']._serialized_start=1297
+  _globals['_PARTICIPANT']._serialized_end=1356
+  _globals['_TASKHEADER']._serialized_start=1359
+  _globals['_TASKHEADER']._serialized_end=1717
+  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_start=1668
+  _globals['_TASKHEADER_PARAMETERSENTRY']._serialized_end=1717
+  _globals['_ARRAYCHUNK']._serialized_start=1719
+  _globals['_ARRAYCHUNK']._serialized_end=1826
+  _globals['_TASKMESSAGE']._serialized_start=1828
+  _globals['_TASKMESSAGE']._serialized_end=1949
+  _globals['_PROGRESS']._serialized_start=1951
+  _globals['_PROGRESS']._serialized_end=2005
+  _globals['_BLOCKHEADER']._serialized_start=2007
+  _globals['_BLOCKHEADER']._serialized_end=2132
+  _globals['_BLOCKCHUNK']._serialized_start=2134
+  _globals['_BLOCKCHUNK']._serialized_end=2191
+  _globals['_TASKSUMMARY']._serialized_start=2194
+  _globals['_TASKSUMMARY']._serialized_end=2356
+  _globals['_TASKEVENT']._serialized_start=2359
+  _globals['_TASKEVENT']._serialized_end=2575
+  _globals['_ERRORDETAIL']._serialized_start=2577
+  _globals['_ERRORDETAIL']._serialized_end=2650
+  _globals['_SITEAGENT']._serialized_start=2653
+  _globals['_SITEAGENT']._serialized_end=2917
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from protos import witness_pb2 as _witness_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -37,18 +38,20 @@ class OverlapResponse(_message.Message):
     def __init__(self, first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CohortSpec(_message.Message):
-    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "missing_phenotype")
+    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "pca_run", "missing_phenotype")
     PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     COVARIATES_FIELD_NUMBER: _ClassVar[int]
     PHENOTYPE_CODING_FIELD_NUMBER: _ClassVar[int]
     DATA_USE_FIELD_NUMBER: _ClassVar[int]
+    PCA_RUN_FIELD_NUMBER: _ClassVar[int]
     MISSING_PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     phenotype: str
     covariates: _containers.RepeatedScalarFieldContainer[str]
     phenotype_coding: str
     data_use: DataUse
+    pca_run: str
     missing_phenotype: float
-    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., missing_phenotype: _Optional[float] = ...) -> None: ...
+    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., pca_run: _Optional[str] = ..., missing_phenotype: _Optional[float] = ...) -> None: ...
 
 class DataUse(_message.Message):
     __slots__ = ("purpose", "commercial")
@@ -225,18 +228,20 @@ class BlockChunk(_message.Message):
     def __init__(self, block: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TaskSummary(_message.Message):
-    __slots__ = ("n_samples", "n_blocks", "n_design", "compute_seconds", "bytes_sent")
+    __slots__ = ("n_samples", "n_blocks", "n_design", "compute_seconds", "bytes_sent", "ledger_head")
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     N_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     N_DESIGN_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_HEAD_FIELD_NUMBER: _ClassVar[int]
     n_samples: int
     n_blocks: int
     n_design: int
     compute_seconds: float
     bytes_sent: int
-    def __init__(self, n_samples: _Optional[int] = ..., n_blocks: _Optional[int] = ..., n_design: _Optional[int] = ..., compute_seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+    ledger_head: _witness_pb2.SignedHead
+    def __init__(self, n_samples: _Optional[int] = ..., n_blocks: _Optional[int] = ..., n_design: _Optional[int] = ..., compute_seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., ledger_head: _Optional[_Union[_witness_pb2.SignedHead, _Mapping]] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("progress", "block", "chunk", "done")

@@ -17,6 +17,7 @@ from engine.errors import (
     ConfigError,
     FedGwasError,
     HarmonisationError,
+    HeadError,
     InputError,
     PrivacyError,
     ProtocolError,
@@ -34,6 +35,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[FedGwasError], grpc.StatusCode], ...] = (
     (BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PrivacyError, grpc.StatusCode.PERMISSION_DENIED),
     (RingOverflowError, grpc.StatusCode.OUT_OF_RANGE),
+    (HeadError, grpc.StatusCode.FAILED_PRECONDITION),  # a ledger head that contradicts one held (witness)
 )
 
 

@@ -3,25 +3,23 @@
 Subcommands::
 
     fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR] [--he-context FILE]
+                       [--witness HOST:PORT]
     fedgwas-site check --config site.toml
     fedgwas-site serve --config site.toml [--listen HOST:PORT] [--ready-file PATH]
-    fedgwas-site audit verify LEDGER [--head HASH]          (see audit/site_cli.py)
-    fedgwas-site audit report LEDGER [--json] [--png FILE]
+    fedgwas-site audit verify LEDGER [--head HASH] [--published-head FILE --key FILE]  (see audit/site_cli.py)
+    fedgwas-site audit report LEDGER [--json] [--png FILE] [--html FILE]
 
 Exit codes: 0 success, 2 bad input or configuration (one clear message, no traceback),
 1 unexpected internal error (with traceback, please report it), 4 (audit verify) the ledger failed
-verification.
+verification. ``serve`` (and ``check``) refuse, with exit 2, a ledger that does not extend the last
+signed head the site published (site_agent/head_publisher.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -31,6 +29,7 @@ from engine.version import __version__
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
 from site_agent.provision import he_context_pin, init_site
+from protos.servers import serve_until_signal
 from protos.pki import TlsFiles
 from site_agent.security_check import check_security
 from site_agent.server import make_server
@@ -78,6 +77,9 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
     transport.add_argument("--insecure", action="store_true",
                            help="serve plaintext gRPC (development machines only; results are labelled)")
     init.add_argument("--consent", metavar="FILE", help="participant consent table (#FID IID DUO; docs/consent.md)")
+    init.add_argument("--witness", metavar="HOST:PORT",
+                      help="a witness (`fedgwas witness serve`) to which the site publishes its signed ledger head "
+                           "after every task ([witness] address); the site then checks its ledger against it at start")
     init.add_argument("--genotyping-technology", metavar="NAME",
                       help="the site's genotyping technology for the GWAS-SSF metadata, e.g. 'Genome-wide genotyping array'")
     init.add_argument("--he-context", metavar="FILE",
@@ -112,6 +114,11 @@ def _check(config_path: str) -> int:
     print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
     if config.he_context_sha256:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
+    if data.heads is not None:
+        head = data.heads.latest
+        print(f"  ledger: {head.seq} entries, extends every head published; head signed by key {head.key_id} "
+              f"({config.ledger_signing_key}.pub)" + (f", published to the witness at {config.witness}"
+                                                      if config.witness else ", no witness configured"))
     for line in check_security(config, data):
         print(f"  {line}")
     return ExitCode.OK
@@ -121,24 +128,8 @@ def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     config = load_site_config(config_path)
     data = load_site_data(config)
     server, port = make_server(data, listen or config.listen)
-    server.start()
-    host = (listen or config.listen).rsplit(":", 1)[0]
-    address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     log.info("site %s serving on port %d (key %s)", config.name, port, secagg.fingerprint(data.secagg_public_key))
-    if ready_file:
-        tmp = Path(f"{ready_file}.tmp")
-        tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}), encoding="utf-8")
-        tmp.replace(ready_file)
-    stopped = threading.Event()
-
-    def stop(signum: int, frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
-    server.stop(grace=5).wait()
+    serve_until_signal(server, listen or config.listen, port, ready_file)
     return ExitCode.OK
 
 
@@ -155,8 +146,11 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
                                                       Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
-                             consent=args.consent, genotyping_technology=args.genotyping_technology)
+                             consent=args.consent, witness=args.witness,
+                             genotyping_technology=args.genotyping_technology)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
+            print(f"ledger signing key: {Path(args.dir) / 'keys' / 'ledger-signing.key'} (give the .pub file beside it "
+                  f"to your auditor)")
             return ExitCode.OK
         if args.command == "check":
             return _check(args.config)

@@ -14,6 +14,7 @@ Example (``fedgwas-site init`` writes one)::
 
     [keys]
     secagg_private_key = "keys/secagg.key"
+    ledger_signing_key = "keys/ledger-signing.key"   # Ed25519 key signing the ledger head (0600)
     he_context_sha256 = "..."          # only with "he": the key holder's public-context fingerprint
 
     [policy]
@@ -33,6 +34,10 @@ Example (``fedgwas-site init`` writes one)::
     [audit]
     ledger = "ledger.sqlite"           # hash-chained record of every task (default: next to this file)
     dataset = "cohort-2024"            # label of the dataset the budget belongs to (default: site name)
+    published_head = "keys/published-head.json"   # last signed head published (default: beside the key)
+
+    [witness]                          # optional: a witness that co-signs and keeps every ledger head
+    address = "witness.example.org:50070"
 
     [tls]                              # mutual TLS (required unless insecure = true)
     ca = "tls/ca.pem"                  # the consortium CA
@@ -86,6 +91,9 @@ class SiteConfig:
     tls: TlsFiles | None = None  # [tls]: mutual TLS material; None only with [tls] insecure = true
     access: AccessPolicy = AccessPolicy()  # [access]: studies, requesters and release minimums
     consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/cohort/consent.py)
+    ledger_signing_key: Path | None = None  # [keys] ledger_signing_key (engine/audit/heads.py); needed to serve
+    published_head: Path | None = None  # [audit] published_head: the last signed head published
+    witness: str | None = None  # [witness] address
     genotyping_technology: str = ""  # [data] genotyping_technology, e.g. "Genome-wide genotyping array"
 
     @property
@@ -114,7 +122,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         raise ConfigError(f"site config {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"site config {str(path)!r} is not valid TOML: {exc}") from None
-    known = {"site", "data", "keys", "policy", "compute", "budget", "audit", "tls", "access"}
+    known = {"site", "data", "keys", "policy", "compute", "budget", "audit", "tls", "access", "witness"}
     checked_table(raw, f"{str(path)!r}", known, kind="section")
     base = path.parent
     site, data, keys = (_section(raw, s, path) for s in ("site", "data", "keys"))
@@ -149,6 +157,14 @@ def load_site_config(path: Path | str) -> SiteConfig:
     if len(given) != 1:
         raise ConfigError(f"{str(path)!r}: [data] needs exactly one of {', '.join(GENOTYPE_KEYS)}; found {given or 'none'}")
     tls = _tls_files(_section(raw, "tls", path), path, resolve)
+    signing_key = resolve(_get(keys, "keys", "ledger_signing_key", str, path, required=False))
+    published_head = resolve(_get(audit, "audit", "published_head", str, path, required=False))
+    if published_head is None and signing_key is not None:
+        published_head = signing_key.parent / "published-head.json"
+    witness = checked_table(_section(raw, "witness", path), f"{str(path)!r}: [witness]", {"address"})
+    witness_address = _get(witness, "witness", "address", str, path, required=False)
+    if witness_address is not None and not re.fullmatch(r"\S+:\d+", witness_address):
+        raise ConfigError(f"{str(path)!r}: [witness] address must be HOST:PORT, got {witness_address!r}")
     return SiteConfig(
         path=path,
         name=name,
@@ -169,6 +185,9 @@ def load_site_config(path: Path | str) -> SiteConfig:
         tls=tls,
         access=access_from_toml(raw.get("access"), repr(str(path))),
         consent=resolve(_get(data, "data", "consent", str, path, required=False)),
+        ledger_signing_key=signing_key,
+        published_head=published_head,
+        witness=witness_address,
         genotyping_technology=_get(data, "data", "genotyping_technology", str, path, required=False) or "",
     )
 
@@ -193,7 +212,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        threads: int | None = None, genotype_format: str = "plink1",
                        he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                        tls: TlsFiles | None = None, access: AccessPolicy | None = None,
-                       consent: str | None = None, genotyping_technology: str | None = None) -> str:
+                       consent: str | None = None, ledger_signing_key: str | None = None,
+                       witness: str | None = None, genotyping_technology: str | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -209,6 +229,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
     if genotyping_technology:
         lines.append(f"genotyping_technology = {q(genotyping_technology)}")
     lines += ["", "[keys]", f"secagg_private_key = {q(secagg_private_key)}"]
+    if ledger_signing_key is not None:
+        lines.append(f"ledger_signing_key = {q(ledger_signing_key)}")
     if he_context_sha256 is not None:
         lines.append(f"he_context_sha256 = {q(he_context_sha256)}")
     lines += ["", "[policy]",
@@ -221,4 +243,6 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
     else:
         lines += ["", "[tls]", f"ca = {q(str(tls.ca))}", f"cert = {q(str(tls.cert))}", f"key = {q(str(tls.key))}"]
     lines += render_access(access)
+    if witness is not None:
+        lines += ["", "[witness]", f"address = {q(witness)}"]
     return "\n".join(lines) + "\n"

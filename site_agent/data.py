@@ -26,7 +26,8 @@ from engine.io.genotype_sources import GenotypeSource, open_genotypes
 from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.config import SiteConfig
-from engine.audit.ledger import Ledger, verify
+from engine.audit.ledger import Ledger
+from site_agent.head_publisher import HeadPublisher, open_checked_ledger
 
 
 @dataclass
@@ -38,6 +39,7 @@ class SiteData:
     secagg_key: X25519PrivateKey
     ledger: Ledger  # every task is recorded here (engine/audit/ledger.py)
     consent: SampleTable | None = None  # #FID IID DUO table ([data] consent), validated at load
+    heads: HeadPublisher | None = None  # signs the ledger head after every append (site_agent/head_publisher.py)
 
     def __post_init__(self) -> None:
         self._cohorts: dict[tuple[CohortRequest, str], Cohort] = {}
@@ -152,15 +154,11 @@ class GenotypeCache:
 def load_site_data(config: SiteConfig) -> SiteData:
     """Open and validate everything the config points to (raises InputError naming the file).
 
-    The ledger's hash chain is verified first: a site whose ledger was tampered with refuses to start,
-    since its record of spent privacy budget can no longer be trusted.
+    The ledger is checked first (site_agent/head_publisher.py): a site whose ledger was tampered with,
+    rolled back or deleted since it last published its signed head refuses to start, since its record
+    of spent privacy budget can no longer be trusted.
     """
-    assert config.ledger is not None  # load_site_config always sets it
-    ledger = Ledger(config.ledger, config.name, config.dataset)
-    check = verify(ledger.entries())
-    if not check.ok:
-        raise ConfigError(f"ledger {str(config.ledger)!r} failed verification: {check.problem}; investigate with "
-                          f"`fedgwas-site audit verify {config.ledger}` before serving")
+    ledger, heads = open_checked_ledger(config)
     return SiteData(
         config=config,
         genotypes=open_genotypes(config.genotype_format, config.genotypes, config.path.parent / "cache",
@@ -170,6 +168,7 @@ def load_site_data(config: SiteConfig) -> SiteData:
         secagg_key=secagg.load_private_key(config.secagg_private_key),
         ledger=ledger,
         consent=None if config.consent is None else read_consent_table(config.consent),
+        heads=heads,
     )
 
 

@@ -6,6 +6,7 @@ converts to and from protobuf. Every refusal happens before any genotype is read
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import time
@@ -149,14 +150,19 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
         raise
     guard = release.admit(data, task, dp_plan, cohort.n_samples, requester)
     if guard.check_only:
-        yield TaskDone(0, 0, n_design, 0.0, 0)
+        yield _with_receipt(data, TaskDone(0, 0, n_design, 0.0, 0))
         return
     with guard:  # leaving it before released() records the task as aborted
         done = yield from _compute(data, task, analysis, guard.clip(cohort), protector, guard, is_active)
         if done is None:
             return
         guard.released()
-    yield done
+    yield _with_receipt(data, done)
+
+
+def _with_receipt(data: SiteData, done: TaskDone) -> TaskDone:
+    """The summary with the site's signed ledger head, which covers this task's last ledger entry."""
+    return done if data.heads is None else dataclasses.replace(done, ledger_head=data.heads.latest)
 
 
 def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Cohort, protector: Protector,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.audit.heads import create_signing_key
 from engine.privacy import secagg
 from engine.errors import InputError
 from engine.privacy.budget import BudgetPolicy
@@ -31,8 +32,10 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
               allow_plaintext: bool = False, threads: int | None = None, genotype_format: str = "plink1",
               he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
               tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None,
-              genotyping_technology: str | None = None) -> Path:
-    """Create ``directory/site.toml`` and ``directory/keys/secagg.key``; returns the config path.
+              witness: str | None = None, genotyping_technology: str | None = None) -> Path:
+    """Create ``directory/site.toml``, ``directory/keys/secagg.key`` and the ledger signing key
+    ``directory/keys/ledger-signing.key`` (Ed25519, 0600, public key beside it as ``.pub``); returns the
+    config path.
 
     ``genotypes`` is a PLINK 1 or PLINK 2 prefix or a VCF/BCF file, per ``genotype_format``.
 
@@ -44,12 +47,14 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
     ``tls`` is the site's mutual-TLS material; None writes ``[tls] insecure = true`` (development and
     in-process tests only: ``fedgwas-site init`` asks for one or the other explicitly). ``access``
     writes an ``[access]`` section (site_agent/policy.py); ``consent`` the ``#FID IID DUO`` table;
-    ``genotyping_technology`` the site's declared technology (reported in the GWAS-SSF metadata).
+    ``witness`` the address of a ledger-head witness (``[witness] address``); ``genotyping_technology``
+    the site's declared technology (reported in the GWAS-SSF metadata).
     """
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / "keys" / "secagg.key"
     if not key_path.exists():
         secagg.save_private_key(secagg.generate_private_key(), key_path)
+    create_signing_key(directory / "keys" / "ledger-signing.key")  # kept if it exists
     modes = ("secagg", "plaintext") if allow_plaintext else ("secagg",)
     if he_context_sha256 is not None:
         modes += ("he",)
@@ -63,6 +68,7 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         secagg_private_key="keys/secagg.key", privacy_modes=modes, threads=threads,
         he_context_sha256=he_context_sha256, budget=budget, tls=tls, access=access,
         consent=None if consent is None else str(Path(consent).resolve()),
+        ledger_signing_key="keys/ledger-signing.key", witness=witness,
         genotyping_technology=genotyping_technology,
     ), encoding="utf-8")
     return config_path

@@ -30,14 +30,20 @@ from engine.audit.ledger import LedgerEntry, canonical_json
 log = logging.getLogger("site_agent")
 
 
-def task_fields(task: TaskSpec, requester: str) -> dict[str, Any]:
-    """Ledger fields that describe a task (no individual-level data: names, sizes and options)."""
-    description = {
+def task_fields(task: TaskSpec, requester: str, release: ReleasePlan | None = None) -> dict[str, Any]:
+    """Ledger fields that describe a task (no individual-level data: names, sizes and options).
+
+    For a DP release, ``dp_charge`` records the sensitivity and vector length the site calibrated to,
+    from which an auditor recomputes the charge through OpenDP (audit/charges.py)."""
+    description: dict[str, Any] = {
         "cohort": {"phenotype": task.cohort.phenotype, "covariates": list(task.cohort.covariates),
                    "coding": task.cohort.phenotype_coding},
         "privacy": task.privacy, "n_variants": task.n_variants, "block_size": task.block_size,
         "participants": [name for name, _ in task.participants], "parameters": dict(task.parameters),
     }
+    if release is not None:
+        description["dp_charge"] = {"sensitivity": release.calibration.sensitivity,
+                                    "n_values": release.calibration.n_values}
     return {"requester": requester, "study": task.study_id, "round": task.round,
             "request_id": task.parameters.get(REQUEST_ID_KEY, ""), "analysis": task.analysis,
             "parameters": canonical_json(description)}
@@ -145,7 +151,7 @@ def admit(data: SiteData, task: TaskSpec, release: ReleasePlan | None, n_partici
         charge = budget.Charge(calibration.mechanism, calibration.rho, calibration.epsilon, calibration.delta)
     check_only = task.parameters.get(PHASE_KEY) == CHECK_PHASE
     accepted = budget.admit(data.ledger, data.config.budget, charge, check_only=check_only,
-                            n_participants=n_participants, **task_fields(task, requester))
+                            n_participants=n_participants, **task_fields(task, requester, release))
     guard = ReleaseGuard(data=data, task=task, accepted=accepted, plan=release)
     if release is not None:
         names = [name for name, _ in task.participants]

@@ -5,7 +5,7 @@ own rows of the sample eigenvectors. They never leave the site: when the task ca
 ``engine.stats.pca.kernel.SCORES_PARAMETER`` the site writes them next to its config, as ``pca.eigenvec`` in
 PLINK 2's ``.eigenvec`` layout (``#FID IID PC1 .. PCk``), with ``pca.eigenvec.json`` recording which
 PCA run (study, run identifier, components) produced them. A later association task that carries
-``engine.stats.pca.kernel.COVARIATES_PARAMETER`` with the same run identifier takes its covariates named
+``cohort.pca_run`` (``CohortSpec.pca_run``) with the same run identifier takes its covariates named
 ``PC1..PCk`` from that file (other covariates still come from the site's covariate file); a run the
 site does not hold is refused, so stale scores are never used silently.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.cohort.cohort import Cohort
 from engine.errors import InputError, ProtocolError
-from engine.stats.pca.kernel import COVARIATES_PARAMETER, SCORES_PARAMETER
+from engine.stats.pca.kernel import SCORES_PARAMETER
 from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import TaskSpec
 from site_agent.data import SiteData
@@ -85,9 +85,8 @@ def load(data: SiteData, run: str) -> SampleTable:
 
 
 def task_cohort(data: SiteData, task: TaskSpec) -> Cohort:
-    """The task's cohort; with :data:`engine.stats.pca.kernel.COVARIATES_PARAMETER`, covariates named like a
-    score column (``PC1``..) come from the site's PCA scores of that run."""
-    if COVARIATES_PARAMETER not in task.parameters:
+    """The task's cohort; with ``cohort.pca_run``, covariates named like a score column (``PC1``..)
+    come from the site's PCA scores of that run."""
+    if not task.cohort.pca_run:
         return data.cohort(task.cohort)
-    run = _run_id(task, COVARIATES_PARAMETER)
-    return data.cohort(task.cohort, extra=load(data, run), extra_key=run)
+    return data.cohort(task.cohort, extra=load(data, task.cohort.pca_run), extra_key=task.cohort.pca_run)

@@ -2,12 +2,20 @@
 
 A known domain error becomes a status with an :class:`ErrorDetail` in the trailing metadata. Anything
 else is a bug and surfaces as ``INTERNAL`` (the details stay in the site's log, not on the wire).
+
+Every call first takes a slot of the server's :class:`~protos.guards.AdmissionGate` (a small pool for
+certificates that no ``[access]`` rule lists); a task stream is authorised on its header before its
+arrays are read (:mod:`site_agent.admission`), its arrays are capped by their declared sizes and the
+server's maximum, and a call that keeps the site waiting (no header, a stalled upload, a reader that
+stops reading) is cut by the server's watchdog. Computations run under ``work_slots``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+import threading
+from itertools import chain
+from typing import ContextManager, Iterator
 
 import grpc
 
@@ -16,8 +24,10 @@ from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
 from engine.tasks import TaskSpec
 from protos import serde
+from protos.guards import CallCut, CallGuards, ServerMeter, Watch
+from protos.limits import ServerLimits
 from protos.status import abort_with
-from site_agent import handlers
+from site_agent import admission, handlers
 from site_agent.data import SiteData
 from protos.tls import peer_identity
 
@@ -41,21 +51,32 @@ def requester_identity(context: grpc.ServicerContext, task: TaskSpec | None = No
 
 
 class SiteAgentServicer(pb_grpc.SiteAgentServicer):
-    def __init__(self, data: SiteData) -> None:
+    def __init__(self, data: SiteData, limits: ServerLimits = ServerLimits(), meter: ServerMeter | None = None) -> None:
         self.data = data
+        self.limits = limits
+        self.guards = CallGuards(limits, meter)
+        self.meter = self.guards.meter
+        self._work = threading.BoundedSemaphore(limits.work_slots)
+
+    def _guarded(self, context: grpc.ServicerContext, identity: str | None) -> ContextManager[Watch]:
+        """The call's admission (a small pool for identities no ``[access]`` rule lists) and its watch."""
+        return self.guards.call(context, identity, admission.may_ever_be_served(self.data.config.access, identity),
+                                f"site {self.data.name!r} is busy: too many calls in progress from this caller")
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> Iterator[pb.DescribeResponse]:
-        try:
-            cohort = serde.cohort_from_proto(request.cohort)
-            requester = requester_identity(context)
-            handlers.authorise_describe(self.data, request.study_id, requester)
-            description = handlers.describe(self.data, cohort, request.study_id, requester)
-        except FedGwasError as error:
-            _abort(context, self.data.name, error)
-            return
-        log.info("describe for study %s: %d samples analysed", request.study_id, description.n_samples_analysed)
-        yield serde.description_to_proto(description)
-        yield from serde.manifest_to_protos(self.data.genotypes.manifest, request.manifest_chunk_variants)
+        with self._guarded(context, peer_identity(context)) as watch:
+            try:
+                cohort = serde.cohort_from_proto(request.cohort)
+                requester = requester_identity(context)
+                handlers.authorise_describe(self.data, request.study_id, requester)
+                description = handlers.describe(self.data, cohort, request.study_id, requester)
+            except FedGwasError as error:
+                _abort(context, self.data.name, error)
+                return
+            log.info("describe for study %s: %d samples analysed", request.study_id, description.n_samples_analysed)
+            replies = chain([serde.description_to_proto(description)],
+                            serde.manifest_to_protos(self.data.genotypes.manifest, request.manifest_chunk_variants))
+            yield from watch.replies(replies, self.limits.idle_seconds)
 
     def CompareCohorts(self, request: pb.OverlapRequest, context: grpc.ServicerContext) -> pb.OverlapResponse:
         try:
@@ -72,12 +93,23 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
 
     def RunTask(self, request_iterator: Iterator[pb.TaskMessage],
                 context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
-        try:
-            task = serde.task_from_messages(request_iterator)
-            log.info("task %s round %d: %s, privacy %s, %d variants, %d participants", task.study_id,
-                     task.round, task.analysis, task.privacy, task.n_variants, len(task.participants))
-            for event in handlers.run_task(self.data, task, context.is_active, requester_identity(context, task)):
-                yield from serde.event_to_protos(event)
-        except FedGwasError as error:
-            log.warning("task refused or failed: %s", error)
-            _abort(context, self.data.name, error)
+        identity = peer_identity(context)
+        with self._guarded(context, identity) as watch:
+            try:
+                header = serde.task_header(watch.receive(request_iterator, self.limits.header_seconds))
+                requester = identity if identity is not None else header.requester
+                admission.authorise_header(self.data, header, requester)
+                task = serde.task_from_messages(watch.messages(request_iterator, self.limits.idle_seconds,
+                                                               self.limits.upload_seconds),
+                                                header=header, max_bytes=self.limits.max_payload_bytes,
+                                                on_bytes=self.meter.add)
+                log.info("task %s round %d: %s, privacy %s, %d variants, %d participants", task.study_id,
+                         task.round, task.analysis, task.privacy, task.n_variants, len(task.participants))
+                with self._work:
+                    for event in handlers.run_task(self.data, task, context.is_active, requester):
+                        yield from watch.replies(serde.event_to_protos(event), self.limits.idle_seconds)
+            except CallCut:
+                log.warning("a task stream from %s was cut: it stalled or was cancelled", identity or "a peer")
+            except FedGwasError as error:
+                log.warning("task refused or failed: %s", error)
+                _abort(context, self.data.name, error)

@@ -100,7 +100,8 @@ PROTOS = tuple(sorted(p.stem for p in (ROOT / "protos").glob("*.proto")))
 @pytest.mark.parametrize("proto", PROTOS)
 def test_generated_protobuf_code_is_up_to_date(proto: str, tmp_path: Path) -> None:
     (tmp_path / "protos").mkdir()
-    (tmp_path / "protos" / f"{proto}.proto").write_text((ROOT / "protos" / f"{proto}.proto").read_text())
+    for source in (ROOT / "protos").glob("*.proto"):  # every .proto: one may import another
+        (tmp_path / "protos" / source.name).write_text(source.read_text())
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "--python_out=.", "--grpc_python_out=.",
                     "--pyi_out=.", f"protos/{proto}.proto"], cwd=tmp_path, check=True)
     for name in (f"{proto}_pb2.py", f"{proto}_pb2_grpc.py", f"{proto}_pb2.pyi"):

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from engine.audit.heads import SignedHead
 from engine.audit.records import REQUEST_ID_KEY, ReleaseDigest
 from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
 from engine.errors import InputError, SiteFailure
@@ -59,8 +60,12 @@ class CoordinatorLog:
     def requested(self, site: str, task: TaskSpec) -> None:
         self.write({"event": "requested", **self._task(site, task)})
 
-    def received(self, site: str, task: TaskSpec, digest: str, n_blocks: int) -> None:
-        self.write({"event": "received", **self._task(site, task), "digest": digest, "n_blocks": n_blocks})
+    def received(self, site: str, task: TaskSpec, digest: str, n_blocks: int,
+                 ledger_head: SignedHead | None = None) -> None:
+        """A task's results arrived; ``ledger_head`` is the site's signed head from its summary (kept
+        so that an auditor can later check the site's ledger still extends it)."""
+        self.write({"event": "received", **self._task(site, task), "digest": digest, "n_blocks": n_blocks,
+                    "ledger_head": None if ledger_head is None else ledger_head.to_dict()})
 
     def failed(self, site: str, task: TaskSpec, reason: str) -> None:
         self.write({"event": "failed", **self._task(site, task), "message": reason})
@@ -180,7 +185,7 @@ def audited_events(log: CoordinatorLog | None, site: str, task: TaskSpec,
             if isinstance(event, ResultBlock):
                 digest.update(event)
             elif isinstance(event, TaskDone) and log is not None:
-                log.received(site, task, digest.hexdigest(), digest.n_blocks)
+                log.received(site, task, digest.hexdigest(), digest.n_blocks, event.ledger_head)
             yield event
     except SiteFailure as failure:
         if log is not None:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 from engine.errors import ConfigError
 
@@ -86,6 +86,30 @@ class LedgerEntry:
 FIELDS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
 
 
+@contextmanager
+def durable_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to an append-only SQLite record (autocommit, ``synchronous=FULL``), closed on exit."""
+    connection = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    try:
+        connection.execute("PRAGMA synchronous=FULL")
+        yield connection
+    finally:
+        connection.close()
+
+
+@contextmanager
+def exclusive_transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` on a :func:`durable_connection`: committed on normal exit, rolled back on error."""
+    with durable_connection(path) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+
 def canonical_json(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -97,12 +121,18 @@ def _now() -> str:
 class Ledger:
     """A site's ledger file. Each operation opens its own connection (safe across the server's
     threads and processes); appends run inside ``BEGIN IMMEDIATE`` so that a budget check and the
-    charge it allows are one atomic step."""
+    charge it allows are one atomic step.
 
-    def __init__(self, path: Path | str, site: str, dataset: str) -> None:
+    ``on_append`` (if set) is called with the last entry of every committed transaction that appended
+    one, after the commit: the site signs and publishes its new head there (site_agent/head_publisher.py).
+    """
+
+    def __init__(self, path: Path | str, site: str, dataset: str,
+                 on_append: Callable[[LedgerEntry], None] | None = None) -> None:
         self.path = Path(path)
         self.site = site
         self.dataset = dataset
+        self.on_append = on_append
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as connection:
@@ -111,26 +141,17 @@ class Ledger:
         except sqlite3.Error as exc:
             raise ConfigError(f"ledger {str(self.path)!r} cannot be opened: {exc}") from None
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        try:
-            connection.execute("PRAGMA synchronous=FULL")
-            yield connection
-        finally:
-            connection.close()
+    def _connect(self) -> ContextManager[sqlite3.Connection]:
+        return durable_connection(self.path)
 
     @contextmanager
     def transaction(self) -> Iterator["_Appender"]:
         """An exclusive write transaction; committed (durably) on normal exit, rolled back on error."""
-        with self._connect() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield _Appender(self, connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+        with exclusive_transaction(self.path) as connection:
+            appender = _Appender(self, connection)
+            yield appender
+        if appender.last is not None and self.on_append is not None:  # after the commit: sign and publish
+            self.on_append(appender.last)
 
     def append(self, **fields: Any) -> LedgerEntry:
         """Append one entry (see :class:`LedgerEntry`; unspecified fields are empty) and commit it."""
@@ -148,6 +169,7 @@ class _Appender:
     def __init__(self, ledger: Ledger, connection: sqlite3.Connection) -> None:
         self.ledger = ledger
         self.connection = connection
+        self.last: LedgerEntry | None = None  # the last entry appended in this transaction
 
     def rho_spent(self, *, dataset: str, study: str | None = None, requester: str | None = None) -> float:
         """Sum of the zCDP charges of ``accepted`` entries for the dataset (and study / requester)."""
@@ -179,6 +201,7 @@ class _Appender:
         entry = dataclasses.replace(entry, hash=entry.content_hash())
         row = dataclasses.astuple(entry)
         self.connection.execute(f"INSERT INTO entries ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})", row)
+        self.last = entry
         return entry
 
 
@@ -230,6 +253,11 @@ def verify(entries: list[LedgerEntry], head: str | None = None) -> Verification:
             return Verification(len(entries), previous, expected,
                                 f"entry {expected} is missing: found entry {entry.seq} in its place ({what})")
         if entry.content_hash() != entry.hash:
+            moved = next((other for other in range(1, len(entries) + 2) if other != entry.seq
+                          and dataclasses.replace(entry, seq=other).content_hash() == entry.hash), None)
+            if moved is not None:
+                return Verification(len(entries), previous, entry.seq,
+                                    f"entries were reordered: entry {entry.seq} holds the content of entry {moved}")
             return Verification(len(entries), previous, entry.seq,
                                 f"entry {entry.seq} was edited: its hash does not match its content")
         if entry.prev_hash != previous:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import TYPE_CHECKING
 
-from engine.tasks import ResultBlock
+if TYPE_CHECKING:  # engine.tasks imports engine.audit.heads: no runtime import back
+    from engine.tasks import ResultBlock
 
 #: TaskHeader.parameters key of the coordinator's id for one round (a UUID, hex).
 REQUEST_ID_KEY = "audit.request_id"
@@ -25,7 +27,7 @@ class ReleaseDigest:
         self.n_blocks = 0
         self.n_bytes = 0
 
-    def update(self, block: ResultBlock) -> None:
+    def update(self, block: "ResultBlock") -> None:
         encoding = block.encoding.encode()
         self._hash.update(struct.pack("<IQIIH", block.block, block.first_variant, block.n_variants, block.width,
                                       len(encoding)))

@@ -19,6 +19,7 @@ import pytest
 from fedgwas.cli import main
 from key_holder.keys import PUBLIC_FILE, SECRET_FILE, KeyHolder, load_key_files, write_key_files
 from key_holder.server import make_server
+from key_holder.store import STORE_FILE, KeyHolderStore
 from coordinator.results.gwas_ssf import read_gwas_ssf
 from engine.privacy import he
 from engine.errors import ConfigError
@@ -87,7 +88,8 @@ def test_site_refuses_a_context_from_another_key_holder(study, tmp_path: Path,
     pinned = write_key_files(pinned_dir)
     write_key_files(actual_dir)
     servers, entries = [], []
-    holder_server, holder_port = make_server(KeyHolder(*load_key_files(actual_dir)), "127.0.0.1:0")
+    holder = KeyHolder(*load_key_files(actual_dir), KeyHolderStore(actual_dir / STORE_FILE), coordinators=("*",))
+    holder_server, holder_port = make_server(holder, "127.0.0.1:0")
     holder_server.start()
     try:
         for index, bfile in enumerate(study.site_bfiles[:2]):

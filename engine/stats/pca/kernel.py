@@ -39,8 +39,6 @@ _GEMM_CHUNK_VALUES = 1 << 20
 #: ``TaskHeader.parameters`` key: the site keeps this round's ``U_k`` as its PCA sample scores, under
 #: this PCA run identifier (:mod:`site_agent.scores`).
 SCORES_PARAMETER = "pca.keep_scores"
-#: ``TaskHeader.parameters`` key: covariates named ``PC1``.. come from the site's scores of this run.
-COVARIATES_PARAMETER = "pca.covariates"
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,28 @@ ROOT = Path(__file__).resolve().parents[3]
 POLICY = budget.BudgetPolicy(epsilon=1.0, delta=1e-6, study_epsilon=0.8)
 
 
-def _charge(epsilon: float) -> budget.Charge:
-    from engine.privacy import dp
+def _plan(epsilon: float):
+    from engine.privacy.dp_release import DpRequest, plan_release
+    from engine.tasks import CohortRequest
 
-    c = dp.calibrate("gaussian", epsilon, 1e-6, 1.0, 1)
+    return plan_release(DpRequest(epsilon), "qc", CohortRequest(""), 3)
+
+
+def _charge(epsilon: float) -> budget.Charge:
+    c = _plan(epsilon).calibration
     return budget.Charge("gaussian", c.rho, epsilon, 1e-6)
 
 
-def _fields(study: str = "s1", requester: str = "alice", round_: int = 1) -> dict:
+def _fields(study: str = "s1", requester: str = "alice", round_: int = 1, epsilon: float | None = None) -> dict:
+    """Ledger fields as the site records them (site_agent/release.py: task_fields), for a qc task on 3 variants."""
+    description = {"cohort": {"phenotype": "", "covariates": [], "coding": "quantitative"}, "n_variants": 3,
+                   "parameters": {}}
+    if epsilon is not None:
+        calibration = _plan(epsilon).calibration
+        description["parameters"] = {"dp.epsilon": repr(epsilon), "dp.delta": "1e-06", "dp.mechanism": "gaussian"}
+        description["dp_charge"] = {"sensitivity": calibration.sensitivity, "n_values": calibration.n_values}
     return {"requester": requester, "study": study, "round": round_, "request_id": f"{study}-{round_}",
-            "analysis": "qc", "n_participants": 100}
+            "analysis": "qc", "n_participants": 100, "parameters": json.dumps(description, sort_keys=True)}
 
 
 @pytest.fixture
@@ -36,13 +48,14 @@ def ledger(tmp_path: Path) -> Ledger:
     """Seven entries: two DP releases, an exact release, a study-cap refusal and a dataset refusal."""
     ledger = Ledger(tmp_path / "ledger.sqlite", "site-a", "cohort")
     for round_, epsilon in ((1, 0.5), (2, 0.4)):
-        accepted = budget.admit(ledger, POLICY, _charge(epsilon), **_fields(round_=round_))
-        ledger.append(kind="released", ref=accepted.seq, digest="ab" * 32, **_fields(round_=round_))
+        accepted = budget.admit(ledger, POLICY, _charge(epsilon), **_fields(round_=round_, epsilon=epsilon))
+        ledger.append(kind="released", ref=accepted.seq, digest="ab" * 32, mechanism="gaussian", epsilon=epsilon,
+                      delta=1e-6, **_fields(round_=round_, epsilon=epsilon))
     budget.admit(ledger, POLICY, budget.EXACT, **_fields("s2", "bob"))
     with pytest.raises(BudgetExceededError, match="study 's1'"):
-        budget.admit(ledger, POLICY, _charge(0.5), **_fields(round_=3))
+        budget.admit(ledger, POLICY, _charge(0.5), **_fields(round_=3, epsilon=0.5))
     with pytest.raises(BudgetExceededError, match="dataset 'cohort'"):
-        budget.admit(ledger, POLICY, _charge(0.9), **_fields("s3", "carol"))
+        budget.admit(ledger, POLICY, _charge(0.9), **_fields("s3", "carol", epsilon=0.9))
     return ledger
 
 
@@ -57,7 +70,7 @@ def test_admission_charges_and_refuses_with_what_remains(ledger: Ledger) -> None
     assert state["study_epsilon_total"] == 0.8 and state["rho_remaining"] >= 0.0
     assert state["epsilon_remaining"] < 0.5
     with pytest.raises(PrivacyError, match="no differential-privacy budget"):
-        budget.admit(ledger, None, _charge(0.1), **_fields())
+        budget.admit(ledger, None, _charge(0.1), **_fields(epsilon=0.1))
     with pytest.raises(PrivacyError, match="only differentially private"):
         budget.admit(ledger, budget.BudgetPolicy(1.0, require_dp=True), budget.EXACT, **_fields())
     assert [e.kind for e in ledger.entries()][-2:] == ["refused", "refused"]
@@ -145,7 +158,24 @@ def test_report_shows_spending_per_scope_as_table_json_and_png(ledger: Ledger, t
     assert dataset["epsilon_spent"] == pytest.approx(0.66, abs=0.02)
     assert scopes[("study", "s1")]["epsilon_budget"] == 0.8 and scopes[("requester", "bob")]["exact_releases"] == 0
     assert [row["kind"] for row in report["timeline"]] == ["accepted", "accepted", "refused", "refused"]
-    assert report["verification"]["ok"] is True
+    assert report["verification"]["ok"] is True and report["charges_recomputed"] is True
+    assert report["refusals"] == [{"reason": "budget exceeded (dataset)", "count": 1},
+                                  {"reason": "budget exceeded (study)", "count": 1}]
+    page = tmp_path / "report.html"
+    assert site_main(["audit", "report", str(ledger.path), "--html", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "data:image/png;base64," in text and "budget exceeded (study)" in text
+    assert "<script" not in text and "src='http" not in text and not list(tmp_path.glob("*.tmp.png"))
+
+
+def test_report_spending_comes_from_recomputed_charges_not_stored_ones(ledger: Ledger, capsys) -> None:
+    _execute(ledger.path, "UPDATE entries SET rho = 0 WHERE kind = 'accepted'")
+    assert site_main(["audit", "report", str(ledger.path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    dataset = {(s["scope"], s["name"]): s for s in report["scopes"]}[("dataset", "cohort")]
+    assert dataset["epsilon_spent"] == pytest.approx(0.66, abs=0.02)  # as before the edit
+    assert report["charges_recomputed"] is False and "entry 1 (accepted" in report["charge_problems"][0]
+    assert report["verification"]["ok"] is False  # the edit also broke the chain, and the report says so
 
 
 def test_audit_commands_refuse_a_file_that_is_not_a_ledger(tmp_path: Path, capsys) -> None:
