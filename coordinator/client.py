@@ -10,7 +10,7 @@ import logging
 import queue
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -124,6 +124,20 @@ class SiteClient:
         """Start ``task`` as a two-way stream: the round's later phases are sent with :meth:`TaskCall.send`.
         ``timeout`` (default: the client's) is the deadline of the whole round at this site."""
         return TaskCall(self, task, self.timeout if timeout is None else timeout)
+
+    def compare_cohorts(self, study_id: str, phase: str, peer: str, peer_key: tuple[bytes, bytes],
+                        cohort: CohortRequest, first: Sequence[bytes] = (), second: Sequence[bytes] = (),
+                        requester: str = "") -> tuple[list[bytes], list[bytes], int]:
+        """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`)."""
+        request = pb.OverlapRequest(study_id=study_id, phase=phase, peer=peer, peer_public_key=peer_key[0],
+                                    peer_key_signature=peer_key[1],
+                                    cohort=serde.cohort_to_proto(cohort), first=list(first), second=list(second),
+                                    requester=requester)
+        try:
+            response = self._stub.CompareCohorts(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise self._failure(error, f"overlap ({phase})") from None
+        return list(response.first), list(response.second), int(response.count)
 
     def run_task(self, task: TaskSpec) -> Iterator[TaskProgress | ResultBlock | TaskDone]:
         """Send ``task`` (one that needs no later phase: plaintext, or a budget check) and yield the

@@ -8,11 +8,16 @@ regression; several for iterative fits), then solves. Adding a model means its s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable
 
+import numpy as np
+
 from coordinator.rounds import RoundExecutor
+from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, refine
+from engine.privacy import he_encoding, ring
 from engine.stats.association import AssociationResult
 from engine.errors import InputError, StudyFailed
 from engine.stats.linear.kernel import LinearLayout
@@ -23,11 +28,62 @@ from engine.tasks import KEEP_GENOTYPES_PARAMETER, CohortRequest
 log = logging.getLogger("coordinator")
 
 
+def _resolution(executor: RoundExecutor) -> float:
+    """Absolute error bound of one aggregated sum under the study's privacy mode (its fixed point)."""
+    n_sites = len(executor.clients)
+    bits = {"secagg": ring.FRACTION_BITS, "he": he_encoding.FRACTION_BITS}.get(executor.config.privacy)
+    return 0.0 if bits is None else n_sites * 2.0 ** -(bits + 1)
+
+
+def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
+                          scale_phenotype: bool) -> tuple[np.ndarray, CohortRequest]:
+    """The study-level centres and scales ``(2, 1 + k)`` of the phenotype and covariates
+    (:mod:`engine.cohort.standardise`), and the cohort without any constant covariate.
+
+    ``moments`` rounds on one variant until every column is centred and scaled into range (usually
+    one; more for a column lost to the fixed-point resolution or a constant one). A covariate constant
+    over the pooled cohort is excluded, as PLINK 2 excludes it, with a warning, and recorded in
+    ``executor.excluded_covariates``. Under differential privacy the sites already clip and rescale to
+    the declared bounds (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released:
+    the identity is returned. For a case/control phenotype the case and control counts are recorded in
+    ``executor.case_control``.
+    """
+    table = identity(len(cohort.covariates))
+    if executor.dp is not None:
+        return table, cohort
+    resolution = _resolution(executor)
+    first = np.array([0])
+    for _ in range(MAX_ROUNDS):
+        totals = executor.run("moments", 1 + 2 * table.shape[1], cohort=cohort, variants=first,
+                              inputs={STANDARDISE_INPUT: table})[0]
+        step = refine(table, totals, resolution, scale_phenotype)
+        if not scale_phenotype:
+            n_cases = int(round(totals[1]))
+            executor.case_control = (n_cases, int(round(totals[0])) - n_cases)
+        table = step.table
+        if step.settled:
+            break
+    constant = step.constant | ~(step.settled | step.resolved)
+    if constant[0]:
+        raise InputError(f"phenotype {cohort.phenotype!r} is constant over the analysed samples of the "
+                         f"{len(executor.clients)} sites: nothing to regress")
+    if np.any(constant[1:]):
+        dropped = tuple(name for name, flag in zip(cohort.covariates, constant[1:]) if flag)
+        log.warning("excluding covariate(s) %s: constant over the pooled cohort (as PLINK 2 does)", ", ".join(dropped))
+        executor.excluded_covariates += tuple(name for name in dropped if name not in executor.excluded_covariates)
+        cohort = dataclasses.replace(cohort, covariates=tuple(c for c in cohort.covariates if c not in dropped))
+        table = table[:, np.r_[True, ~constant[1:]]]
+    return table, cohort
+
+
 def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
-    """Exact per-variant OLS: one round of sufficient statistics, then the batched solve."""
+    """Exact per-variant OLS: the standardisation rounds, one round of sufficient statistics, then the
+    batched solve; beta and SE are mapped back to the phenotype's original units."""
+    table, cohort = study_standardisation(executor, cohort, scale_phenotype=True)
     layout = LinearLayout(len(cohort.covariates) + 1)
-    totals = executor.run("linear", layout.width, cohort=cohort)
-    return solve_linear(totals, layout.n_design, executor.harmonised.variants)
+    totals = executor.run("linear", layout.width, cohort=cohort, inputs={STANDARDISE_INPUT: table})
+    result = solve_linear(totals, layout.n_design, executor.harmonised.variants)
+    return dataclasses.replace(result, beta=result.beta * table[1, 0], se=result.se * table[1, 0])
 
 
 def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
@@ -66,13 +122,14 @@ def _run_case_control(executor: RoundExecutor, cohort: CohortRequest, always_fir
 
 def _fit_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool,
                       sites: tuple[str, ...]) -> AssociationResult:
+    table, cohort = study_standardisation(executor, cohort, scale_phenotype=False)
     fit = BinaryTraitFit(len(executor.harmonised.variants), len(cohort.covariates) + 1, always_firth=always_firth)
     keep = {KEEP_GENOTYPES_PARAMETER: "1"}  # every round reads the same samples: sites may keep them in memory
     first = True
     while requests := fit.requests():
         for request in requests:
             totals = executor.run(request.analysis, request.width, cohort=cohort, variants=request.variants,
-                                  inputs=request.inputs, parameters=keep)
+                                  inputs={**request.inputs, STANDARDISE_INPUT: table}, parameters=keep)
             if executor.live_sites != sites:
                 if not first:
                     raise _SitesChanged

@@ -32,6 +32,8 @@ from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
+from coordinator.overlap import pairwise_overlaps
+from coordinator.sex_chromosomes import by_chromosome_class
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
 from engine.stats.association import AssociationResult
@@ -75,6 +77,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         driver = DRIVERS.get(config.glm)
         if driver is None:
             raise StudyFailed(f"no driver for model {config.glm!r}")
+        driver = by_chromosome_class(driver)  # chrX/Y/MT as PLINK 2 codes them
     clients = [SiteClient(endpoint, timeout=config.timeout_seconds, tls=config.tls) for endpoint in config.sites]
     pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(clients)), thread_name_prefix="coordinator")
     try:
@@ -103,6 +106,9 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             executor = RoundExecutor(config=config, clients=live, descriptions=descriptions, harmonised=harmonised,
                                      pool=pool, progress=progress, audit=audit, dp=dp, failures=failures)
             cohort = config.cohort
+            overlaps = pairwise_overlaps(executor) if config.overlap_check else {}
+            if overlaps:
+                phase("overlap check")
             if config.qc.active or config.assoc:
                 qc = run_qc(executor, config.qc, config.out_dir)
                 files.update(qc.files)
@@ -125,18 +131,33 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 phase("rounds and solve")
         summary = RunSummary(
             study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
-            covariates=config.cohort.covariates, privacy=config.privacy,
+            covariates=tuple(c for c in config.cohort.covariates if c not in executor.excluded_covariates),
+            privacy=config.privacy,
             sites=tuple(_site_summary(c, described, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
-            variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {})},
+            variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {}),
+                              **executor.variants_skipped, **_multiallelic(described)},
             rounds=executor.rounds, software_version=__version__,
-            notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ()),
+            notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ())
+            + ((f"covariate(s) {', '.join(executor.excluded_covariates)} excluded: constant over the pooled "
+                "cohort (as PLINK 2 excludes them)",) if executor.excluded_covariates else ())
+            + ((f"participants shared between sites (private set intersection on IIDs): "
+                + ", ".join(f"{pair}: {n}" for pair, n in overlaps.items()),) if overlaps else ()),
             insecure_transport=config.tls is None,
+            excluded_covariates=executor.excluded_covariates,
+            case_count=None if executor.case_control is None else executor.case_control[0],
+            control_count=None if executor.case_control is None else executor.case_control[1],
+            genome_build=config.genome_build,
+            genotyping_technology=_technologies(described) or config.genotyping_technology,
+            ancestry_category=config.ancestry_category, participant_overlaps=overlaps,
         )
         if executor.dp is not None:
             summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())
         paths = None
         if result is not None:
+            # The report shows the wall time: measured up to here (writing the files is in the JSON's).
+            summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
+                                          wall_seconds=time.perf_counter() - phase.started)
             paths = write_results(result, summary, config.out_dir, config.output_name)
             phase("write")
         summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
@@ -164,6 +185,17 @@ def _notes(config: StudyConfig, id_mismatches: int, qc: QcOutcome | None) -> tup
     return tuple(notes)
 
 
+def _multiallelic(described: dict) -> dict[str, int]:
+    """Multi-allelic records the sites' readers left out (they cannot be harmonised as biallelic)."""
+    skipped = sum(description.multiallelic_skipped for description, _ in described.values())
+    return {"multi_allelic_records_at_sites": skipped} if skipped else {}
+
+
+def _technologies(described: dict) -> tuple[str, ...]:
+    """The genotyping technologies the sites declare (GWAS-SSF metadata), sorted; () when none does."""
+    return tuple(sorted({d.genotyping_technology for d, _ in described.values() if d.genotyping_technology}))
+
+
 def _site_summary(client: SiteClient, described: dict, executor: RoundExecutor) -> SiteSummary:
     description = described.get(client.name, (None, None))[0]
     return SiteSummary(
@@ -173,4 +205,5 @@ def _site_summary(client: SiteClient, described: dict, executor: RoundExecutor) 
         contributed=client.name in executor.live_sites and client.name in executor.last_done,
         failure=str(executor.failures.get(client.name, "")),
         bytes_sent=client.bytes_received,
+        genotyping_technology=description.genotyping_technology if description else "",
     )

@@ -5,6 +5,10 @@ A study TOML (see docs/study-example.toml)::
     [study]
     id = "hm3-qt"
     requester = "analyst@consortium.example"
+    genome_build = "GRCh38"      # GWAS-SSF genome_assembly: GRCh38, GRCh37, NCBI36, NCBI35, NCBI34 (default NR)
+    genotyping_technology = ["Genome-wide genotyping array"]   # GWAS-SSF metadata (default NR)
+    ancestry_category = ["European"]                          # GWAS-SSF sample_ancestry_category (default NR)
+    overlap_check = true         # count participants each pair of sites shares (never which; engine/overlap.py)
 
     [analysis]
     glm = "linear"               # or "logistic" (PLINK 2's firth-fallback) or "firth"
@@ -14,6 +18,9 @@ A study TOML (see docs/study-example.toml)::
     match_by = "position"        # or "id"
     block_size = 8192
     extract = "ids.txt"          # optional: only these variant IDs (PLINK's --extract)
+    xchr_model = 2               # chrX as PLINK 2's --xchr-model: 2 (default) or 0 (skip chrX)
+    input_missing_phenotype = -9 # phenotype/covariate value read as missing (PLINK 2's default -9)
+    x_sex = true                 # PLINK 2's .fam sex covariate on chrX (false: its no-x-sex)
 
     assoc = false                # PLINK 1.9's allelic test (case/control phenotype)
 
@@ -79,6 +86,7 @@ from typing import Any
 
 from coordinator.client import SiteEndpoint
 from coordinator.dp_options import read_extract, request_from_toml
+from engine.cohort.sex_chromosomes import XCHR_MODELS
 from engine.privacy.dp_release import DpRequest, check_dp_study
 from engine.cohort.consent import DataUse
 from engine.config_tables import REQUIRED, checked_table, typed_value
@@ -158,6 +166,10 @@ class PcaSettings:
         return tuple(f"PC{i + 1}" for i in range(self.components))
 
 
+#: GWAS-SSF ``genome_assembly`` values a study may declare (NR: not reported).
+GENOME_BUILDS = ("GRCh38", "GRCh37", "NCBI36", "NCBI35", "NCBI34", "NR")
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     study_id: str
@@ -183,6 +195,12 @@ class StudyConfig:
     pca: PcaSettings | None = None  # federated PCA; covariates PC1..PCk then come from it
     tls: TlsFiles | None = None  # mutual TLS material; None: plaintext channels (development only, labelled)
     key_holder_name: str = "keyholder"  # the name the key holder's certificate must carry
+    genome_build: str = "NR"  # GWAS-SSF genome_assembly (GENOME_BUILDS); NR = not reported
+    xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2 + sex covariate, 0 skip chrX
+    x_sex: bool = True  # PLINK 2's automatic .fam sex covariate on chrX (False: its no-x-sex)
+    overlap_check: bool = False  # count participants shared by each pair of sites (private set intersection)
+    genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
+    ancestry_category: tuple[str, ...] = ("NR",)  # GWAS-SSF sample_ancestry_category
 
     def __post_init__(self) -> None:
         where = "study"
@@ -223,6 +241,15 @@ class StudyConfig:
             raise ConfigError(f"{where}: timeout_seconds must be positive")
         if self.dp is not None:
             check_dp_study(self.dp, self.glm, self.cohort)
+        if self.xchr_model not in XCHR_MODELS:
+            raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not implemented (available: "
+                              f"{list(XCHR_MODELS)}; PLINK 2's default is 2, males coded 0/2)")
+        if self.genome_build not in GENOME_BUILDS:
+            raise ConfigError(f"{where}: genome_build {self.genome_build!r} is not one of {list(GENOME_BUILDS)}")
+        for key in ("genotyping_technology", "ancestry_category"):
+            values = getattr(self, key)
+            if not values or any(not v.strip() or any(c in v for c in "\t\n\r") for v in values):
+                raise ConfigError(f"{where}: {key} must be a non-empty list of non-empty one-line names, got {list(values)}")
 
     @property
     def output_name(self) -> str:
@@ -361,7 +388,9 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             glm=glm,
             assoc=assoc,
             qc=qc,
-            cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding, data_use),
+            cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding, data_use,
+                                 missing_value=float(typed_value(analysis, "input_missing_phenotype", (int, float),
+                                                                 f"{name} [analysis]", -9.0))),
             match_by=typed_value(analysis, "match_by", str, f"{name} [analysis]", "position"),
             block_size=typed_value(analysis, "block_size", int, f"{name} [analysis]", 8192),
             privacy=typed_value(privacy, "mode", str, f"{name} [privacy]", "secagg"),
@@ -377,9 +406,24 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             ld_prune=_prune_settings(raw.get("ld_prune"), name),
             pca=_pca_settings(raw.get("pca"), name),
             tls=tls, key_holder_name=key_holder_name,
+            genome_build=typed_value(study, "genome_build", str, f"{name} [study]", "NR"),
+            xchr_model=typed_value(analysis, "xchr_model", int, f"{name} [analysis]", 2),
+            x_sex=typed_value(analysis, "x_sex", bool, f"{name} [analysis]", True),
+            overlap_check=typed_value(study, "overlap_check", bool, f"{name} [study]", False),
+            genotyping_technology=_names(study, "genotyping_technology", f"{name} [study]"),
+            ancestry_category=_names(study, "ancestry_category", f"{name} [study]"),
         )
     except ConfigError as error:
         raise ConfigError(str(error) if str(error).startswith(name) else f"{name}: {error}") from None
+
+
+def _names(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """A string or list of strings (GWAS-SSF metadata lists); ``("NR",)`` when absent."""
+    value = typed_value(table, key, (list, str), where, ["NR"])
+    values = [value] if isinstance(value, str) else value
+    if not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: {key} must be a string or a list of strings")
+    return tuple(values)
 
 
 def _tls(table: Any, name: str, base: Path) -> tuple[TlsFiles | None, str]:

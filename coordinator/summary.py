@@ -33,6 +33,7 @@ class SiteSummary:
     contributed: bool
     failure: str = ""  # why it did not contribute, if it did not
     bytes_sent: int = 0  # bytes the site streamed to the coordinator for the association rounds
+    genotyping_technology: str = ""  # as the site declares it ([data] genotyping_technology)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,13 @@ class RunSummary:
     software_version: str = ""
     notes: tuple[str, ...] = ()
     insecure_transport: bool = False  # channels without mutual TLS (development only)
+    excluded_covariates: tuple[str, ...] = ()  # constant over the pooled cohort, left out as PLINK 2 does
+    case_count: int | None = None  # case/control models: pooled analysed cases and controls
+    control_count: int | None = None
+    genome_build: str = "NR"  # GWAS-SSF genome_assembly, as the study declares it
+    genotyping_technology: tuple[str, ...] = ("NR",)
+    ancestry_category: tuple[str, ...] = ("NR",)
+    participant_overlaps: dict[str, int] = field(default_factory=dict)  # "A+B" -> participants shared
 
     @property
     def privacy_label(self) -> str:

@@ -22,13 +22,16 @@ CASE_CONTROL_MODELS = ("logistic", "firth")
 
 #: Model or study step -> the statistics (rounds) it runs at the sites.
 STATISTICS_OF: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "linear": ("linear",),
-    "logistic": ("covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
-    "firth": ("covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
+    "linear": ("moments", "linear"),  # moments: the study-level standardisation (engine/cohort/standardise.py)
+    "logistic": ("moments", "covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
+    "firth": ("moments", "covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
     "qc": ("qc",),           # --freq/--hardy/--missing/--geno-counts, the filters and --assoc
     "ld_prune": ("qc", "ld_pairs"),
     "pca": ("qc", "pca"),
+    "overlap": ("overlap",),  # the private count of participants shared with another site (no genotypes)
 })
+#: Names an approval admits that are not per-variant statistics of the registry.
+SITE_CHECKS = ("overlap",)
 #: Everything a site approval may name.
 APPROVABLE = tuple(STATISTICS_OF)
 

@@ -7,6 +7,7 @@ so a hostile or malformed request is refused before any computation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -47,6 +48,7 @@ class CohortRequest:
     data_use: DataUse | None = None
     #: Covariates named ``PC1``.. come from each site's own scores of this PCA run ("" : none).
     pca_run: str = ""
+    missing_value: float = -9.0  # PLINK 2's --input-missing-phenotype (phenotype and covariates)
 
     def __post_init__(self) -> None:
         if len(self.pca_run) > 64 or not all(c in "0123456789abcdef" for c in self.pca_run):
@@ -55,6 +57,8 @@ class CohortRequest:
             raise ProtocolError(f"cohort.phenotype_coding {self.phenotype_coding!r} is not one of {list(PHENOTYPE_CODINGS)}")
         if len(set(self.covariates)) != len(self.covariates):
             raise ProtocolError(f"cohort.covariates repeats a name: {list(self.covariates)}")
+        if not math.isfinite(self.missing_value):
+            raise ProtocolError(f"cohort.missing_value {self.missing_value!r} must be finite")
         if self.phenotype in self.covariates:
             raise ProtocolError(f"cohort.phenotype {self.phenotype!r} is also listed as a covariate")
 
@@ -147,6 +151,10 @@ class SiteDescription:
     privacy_modes: tuple[str, ...]
     genotype_format: str = "plink1"
     budget: Mapping[str, float] = field(default_factory=dict)  # DP budget state, see SiteInfo.budget
+    multiallelic_skipped: int = 0  # multi-allelic records left out of the site's manifest
+    genotyping_technology: str = ""  # declared in the site config (GWAS-SSF metadata); "" when not
+    overlap_public_key: bytes = b""  # X25519 key of the private overlap check (engine/cohort/overlap.py)
+    overlap_key_signature: bytes = b""  # its signature by the site's roster identity key
 
 
 @dataclass(frozen=True)

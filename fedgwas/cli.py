@@ -41,7 +41,7 @@ from coordinator import dp_options, structure_cli
 from key_holder import cli as key_holder_cli
 from fedgwas.local import LOCAL_COORDINATOR, SiteInput, local_pki, prepare_key_holder, prepare_sites, \
     running_key_holder, running_sites, site_names
-from coordinator.study import QcSettings, StudyConfig, load_study
+from coordinator.study import GENOME_BUILDS, QcSettings, StudyConfig, load_study
 from engine.errors import ExitCode, FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.io.plink import check_bfile
 from engine.cohort.cohort import code_phenotype
@@ -78,6 +78,22 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=8192, help="variants per result block (default 8192)")
     parser.add_argument("--match-by", choices=["position", "id"], default="position",
                         help="match variants across sites by chromosome+position+alleles (default) or ID+alleles")
+    parser.add_argument("--xchr-model", type=int, choices=[0, 1, 2], default=2,
+                        help="chrX in --glm as PLINK 2: 2 (default) males coded 0/2 with the .fam sex as a covariate; "
+                             "0 skips chrX (1, males 0/1, is not implemented)")
+    parser.add_argument("--no-x-sex", action="store_true",
+                        help="no automatic .fam sex covariate on chrX (PLINK 2's --glm no-x-sex)")
+    parser.add_argument("--input-missing-phenotype", type=float, default=-9.0, metavar="V",
+                        help="phenotype/covariate value read as missing, besides NA and nan (default -9, as PLINK 2)")
+    parser.add_argument("--overlap-check", action="store_true",
+                        help="count the participants (same IID) each pair of sites shares, by private set "
+                             "intersection: the sites and the analyst learn how many, never which")
+    parser.add_argument("--genome-build", choices=list(GENOME_BUILDS), default="NR",
+                        help="genome assembly of the sites' positions, for the GWAS-SSF metadata (default NR: not reported)")
+    parser.add_argument("--genotyping-technology", default="NR", metavar="NAME[,NAME...]",
+                        help="GWAS-SSF genotyping_technology, e.g. 'Genome-wide genotyping array' (default NR)")
+    parser.add_argument("--ancestry-category", default="NR", metavar="NAME[,NAME...]",
+                        help="GWAS-SSF sample_ancestry_category, e.g. European (default NR)")
     parser.add_argument("--allow-dropout", action="store_true",
                         help="if a site fails mid-round, restart the round without it (needs --min-sites left)")
     parser.add_argument("--min-sites", type=int, default=2, help="fewest sites a result may come from (default 2)")
@@ -215,7 +231,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: str, covar: Path | None,
-                        covariates: list[str], case_control: bool = False, coding: str = "case-control") -> None:
+                        covariates: list[str], case_control: bool = False, coding: str = "case-control",
+                        missing_value: float = -9.0) -> None:
     """Validate the filesets and the requested columns before any site agent starts.
 
     The agents would find the same problems, but only once started, and would report them as site
@@ -232,13 +249,13 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: 
             raise InputError(f"--vcf {str(path)!r} does not exist")
     if pheno is not None:
         table = read_sample_table(pheno)
-        values = table.numeric(phenotype)
+        values = table.numeric(phenotype, missing_value)
         if case_control:
             code_phenotype(values, coding, f"{str(pheno)!r} column {phenotype!r}")
     if covar is not None:
         table = read_sample_table(covar)
         for name in covariates:
-            table.numeric(name)
+            table.numeric(name, missing_value)
 
 
 def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path | None, covar: Path | None,
@@ -253,7 +270,9 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
     consent = Path(args.consent) if getattr(args, "consent", None) else None
     sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
                           he_context_sha256=holder.fingerprint if holder else None, budget=budget,
-                          tls=pki, consent=consent, witness=getattr(args, "witness", None))
+                          tls=pki, consent=consent, witness=getattr(args, "witness", None),
+                          genotyping_technology=None if getattr(args, "genotyping_technology", "NR") == "NR"
+                          else args.genotyping_technology)
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
     importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
     importer.start()
@@ -264,7 +283,8 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
 
         config = StudyConfig(
             study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", None) or "",
-            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args), data_use),
+            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args), data_use,
+                                 missing_value=getattr(args, "input_missing_phenotype", -9.0)),
             privacy=args.privacy,
             sites=tuple(endpoints), out_dir=out, match_by=getattr(args, "match_by", "position"),
             block_size=getattr(args, "block_size", 8192), allow_dropout=getattr(args, "allow_dropout", False),
@@ -273,7 +293,11 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
             tls=None if pki is None else pki[LOCAL_COORDINATOR],
             key_holder=key_holder.address() if key_holder else "",
             qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
-            ld_prune=ld_prune, pca=pca,
+            ld_prune=ld_prune, pca=pca, genome_build=getattr(args, "genome_build", "NR"),
+            xchr_model=getattr(args, "xchr_model", 2), x_sex=not getattr(args, "no_x_sex", False),
+            overlap_check=getattr(args, "overlap_check", False),
+            genotyping_technology=tuple(getattr(args, "genotyping_technology", "NR").split(",")),
+            ancestry_category=tuple(getattr(args, "ancestry_category", "NR").split(",")),
         )
         return run_study(config)
 
@@ -383,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             coding = _phenotype_coding(args)
             _check_local_inputs(inputs, pheno, args.pheno_name, covar, from_covar,
                                 case_control=args.assoc or coding != "quantitative",
-                                coding="case-control" if coding == "quantitative" else coding)
+                                coding="case-control" if coding == "quantitative" else coding,
+                                missing_value=args.input_missing_phenotype)
             outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out), qc)
         else:
             outcome = _demo(args)

@@ -79,8 +79,8 @@ def _rows_for_site(table: SampleTable, fam: FamTable, iid_only: bool = False) ->
     if table.fid is None:
         keep = np.isin(table.iid, fam.iid)
     else:
-        keys = np.char.add(np.char.add(table.fid, "\x00"), table.iid)
-        keep = np.isin(keys, np.char.add(np.char.add(fam.fid, "\x00"), fam.iid))
+        keys = np.char.add(np.char.add(table.fid, "\t"), table.iid)
+        keep = np.isin(keys, np.char.add(np.char.add(fam.fid, "\t"), fam.iid))
     return table.keep_rows(keep)
 
 
@@ -98,7 +98,7 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                   allow_plaintext: bool, threads: int | None = None,
                   he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                   tls: dict[str, TlsFiles] | None = None, consent: Path | None = None,
-                  witness: str | None = None) -> list[LocalSite]:
+                  witness: str | None = None, genotyping_technology: str | None = None) -> list[LocalSite]:
     """Create (or refresh) each site's directory, config and data subset; keys are kept if present.
 
     ``he_context_sha256`` pins the local key holder's public context in every site's config (mode "he").
@@ -145,7 +145,7 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            he_context_sha256=he_context_sha256, budget=budget,
                            tls=None if tls is None else tls[name],
                            consent=None if consent_path is None else str(consent_path), witness=witness,
-                           roster=roster)
+                           roster=roster, genotyping_technology=genotyping_technology)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

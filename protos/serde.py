@@ -39,7 +39,8 @@ def cohort_to_proto(cohort: CohortRequest) -> pb.CohortSpec:
     data_use = None if cohort.data_use is None else \
         pb.DataUse(purpose=cohort.data_use.purpose, commercial=cohort.data_use.commercial)
     return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates),
-                         phenotype_coding=cohort.phenotype_coding, data_use=data_use, pca_run=cohort.pca_run)
+                         phenotype_coding=cohort.phenotype_coding, data_use=data_use, pca_run=cohort.pca_run,
+                         missing_phenotype=cohort.missing_value)
 
 
 def _array_chunks(name: str, values: np.ndarray, dtype: str) -> Iterator[pb.TaskMessage]:
@@ -93,7 +94,9 @@ def description_from_responses(responses: Iterable[pb.DescribeResponse]) -> tupl
         n_samples_total=info.n_samples_total, n_samples_analysed=info.n_samples_analysed,
         n_variants=info.n_variants, identity_public_key=bytes(info.identity_public_key),
         privacy_modes=tuple(info.privacy_modes), genotype_format=info.genotype_format,
-        budget=dict(info.budget),
+        budget=dict(info.budget), multiallelic_skipped=info.multiallelic_skipped,
+        genotyping_technology=info.genotyping_technology,
+        overlap_public_key=bytes(info.overlap_public_key), overlap_key_signature=bytes(info.overlap_key_signature),
     )
     manifest = VariantManifest(
         chrom=np.array(columns["chrom"], dtype=str), pos=np.array(columns["pos"], dtype=np.int64),
@@ -167,7 +170,8 @@ def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
         data_use = DataUse(message.data_use.purpose, bool(message.data_use.commercial))
     return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates),
                          phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use,
-                         pca_run=message.pca_run)
+                         pca_run=message.pca_run,
+                         missing_value=message.missing_phenotype if message.HasField("missing_phenotype") else -9.0)
 
 
 def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
@@ -181,6 +185,9 @@ def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:
         privacy_modes=list(description.privacy_modes),
         genotype_format=description.genotype_format,
         budget=dict(description.budget),
+        multiallelic_skipped=description.multiallelic_skipped,
+        genotyping_technology=description.genotyping_technology,
+        overlap_public_key=description.overlap_public_key, overlap_key_signature=description.overlap_key_signature,
     ))
 
 

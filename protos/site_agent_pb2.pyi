@@ -7,19 +7,53 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class OverlapRequest(_message.Message):
+    __slots__ = ("study_id", "phase", "peer", "peer_public_key", "cohort", "first", "second", "requester", "peer_key_signature")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    PEER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    PEER_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    phase: str
+    peer: str
+    peer_public_key: bytes
+    cohort: CohortSpec
+    first: _containers.RepeatedScalarFieldContainer[bytes]
+    second: _containers.RepeatedScalarFieldContainer[bytes]
+    requester: str
+    peer_key_signature: bytes
+    def __init__(self, study_id: _Optional[str] = ..., phase: _Optional[str] = ..., peer: _Optional[str] = ..., peer_public_key: _Optional[bytes] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., requester: _Optional[str] = ..., peer_key_signature: _Optional[bytes] = ...) -> None: ...
+
+class OverlapResponse(_message.Message):
+    __slots__ = ("first", "second", "count")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    first: _containers.RepeatedScalarFieldContainer[bytes]
+    second: _containers.RepeatedScalarFieldContainer[bytes]
+    count: int
+    def __init__(self, first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ...) -> None: ...
+
 class CohortSpec(_message.Message):
-    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "pca_run")
+    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "pca_run", "missing_phenotype")
     PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     COVARIATES_FIELD_NUMBER: _ClassVar[int]
     PHENOTYPE_CODING_FIELD_NUMBER: _ClassVar[int]
     DATA_USE_FIELD_NUMBER: _ClassVar[int]
     PCA_RUN_FIELD_NUMBER: _ClassVar[int]
+    MISSING_PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     phenotype: str
     covariates: _containers.RepeatedScalarFieldContainer[str]
     phenotype_coding: str
     data_use: DataUse
     pca_run: str
-    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., pca_run: _Optional[str] = ...) -> None: ...
+    missing_phenotype: float
+    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., pca_run: _Optional[str] = ..., missing_phenotype: _Optional[float] = ...) -> None: ...
 
 class DataUse(_message.Message):
     __slots__ = ("purpose", "commercial")
@@ -40,7 +74,7 @@ class DescribeRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., manifest_chunk_variants: _Optional[int] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
-    __slots__ = ("site_name", "software_version", "n_samples_total", "n_samples_analysed", "n_variants", "identity_public_key", "privacy_modes", "genotype_format", "budget")
+    __slots__ = ("site_name", "software_version", "n_samples_total", "n_samples_analysed", "n_variants", "identity_public_key", "privacy_modes", "genotype_format", "budget", "multiallelic_skipped", "genotyping_technology", "overlap_public_key", "overlap_key_signature")
     class BudgetEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +91,10 @@ class SiteInfo(_message.Message):
     PRIVACY_MODES_FIELD_NUMBER: _ClassVar[int]
     GENOTYPE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MULTIALLELIC_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    GENOTYPING_TECHNOLOGY_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     site_name: str
     software_version: str
     n_samples_total: int
@@ -66,7 +104,11 @@ class SiteInfo(_message.Message):
     privacy_modes: _containers.RepeatedScalarFieldContainer[str]
     genotype_format: str
     budget: _containers.ScalarMap[str, float]
-    def __init__(self, site_name: _Optional[str] = ..., software_version: _Optional[str] = ..., n_samples_total: _Optional[int] = ..., n_samples_analysed: _Optional[int] = ..., n_variants: _Optional[int] = ..., identity_public_key: _Optional[bytes] = ..., privacy_modes: _Optional[_Iterable[str]] = ..., genotype_format: _Optional[str] = ..., budget: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    multiallelic_skipped: int
+    genotyping_technology: str
+    overlap_public_key: bytes
+    overlap_key_signature: bytes
+    def __init__(self, site_name: _Optional[str] = ..., software_version: _Optional[str] = ..., n_samples_total: _Optional[int] = ..., n_samples_analysed: _Optional[int] = ..., n_variants: _Optional[int] = ..., identity_public_key: _Optional[bytes] = ..., privacy_modes: _Optional[_Iterable[str]] = ..., genotype_format: _Optional[str] = ..., budget: _Optional[_Mapping[str, float]] = ..., multiallelic_skipped: _Optional[int] = ..., genotyping_technology: _Optional[str] = ..., overlap_public_key: _Optional[bytes] = ..., overlap_key_signature: _Optional[bytes] = ...) -> None: ...
 
 class VariantChunk(_message.Message):
     __slots__ = ("offset", "chrom", "pos", "variant_id", "allele1", "allele2")

@@ -44,6 +44,11 @@ class SiteAgentStub:
                 request_serializer=protos_dot_site__agent__pb2.TaskMessage.SerializeToString,
                 response_deserializer=protos_dot_site__agent__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.CompareCohorts = channel.unary_unary(
+                '/protos.site_agent.SiteAgent/CompareCohorts',
+                request_serializer=protos_dot_site__agent__pb2.OverlapRequest.SerializeToString,
+                response_deserializer=protos_dot_site__agent__pb2.OverlapResponse.FromString,
+                _registered_method=True)
 
 
 class SiteAgentServicer:
@@ -64,6 +69,14 @@ class SiteAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareCohorts(self, request, context):
+        """One phase of the private overlap count between this site and a peer (engine/overlap.py): the
+        coordinator relays blinded participant IDs; only the number of shared participants is learnt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SiteAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_SiteAgentServicer_to_server(servicer, server):
                     servicer.RunTask,
                     request_deserializer=protos_dot_site__agent__pb2.TaskMessage.FromString,
                     response_serializer=protos_dot_site__agent__pb2.TaskEvent.SerializeToString,
+            ),
+            'CompareCohorts': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareCohorts,
+                    request_deserializer=protos_dot_site__agent__pb2.OverlapRequest.FromString,
+                    response_serializer=protos_dot_site__agent__pb2.OverlapResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class SiteAgent:
             '/protos.site_agent.SiteAgent/RunTask',
             protos_dot_site__agent__pb2.TaskMessage.SerializeToString,
             protos_dot_site__agent__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareCohorts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/protos.site_agent.SiteAgent/CompareCohorts',
+            protos_dot_site__agent__pb2.OverlapRequest.SerializeToString,
+            protos_dot_site__agent__pb2.OverlapResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,8 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
     init.add_argument("--witness", metavar="HOST:PORT",
                       help="a witness (`fedgwas witness serve`) to which the site publishes its signed ledger head "
                            "after every task ([witness] address); the site then checks its ledger against it at start")
+    init.add_argument("--genotyping-technology", metavar="NAME",
+                      help="the site's genotyping technology for the GWAS-SSF metadata, e.g. 'Genome-wide genotyping array'")
     init.add_argument("--he-context", metavar="FILE",
                       help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
                            "its SHA-256 and accept --privacy he tasks encrypted under it")
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
                              consent=args.consent, witness=args.witness, roster=Path(args.roster) if args.roster else None,
-                             access=None if args.open_access else DENY_ALL)
+                             access=None if args.open_access else DENY_ALL,
+                             genotyping_technology=args.genotyping_technology)
             public = ensure_identity_key(Path(args.dir))
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             print(f"identity key of {args.name!r} for the consortium roster: {public.hex()}")

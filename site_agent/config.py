@@ -98,6 +98,7 @@ class SiteConfig:
     published_head: Path | None = None  # [audit] published_head: the last signed head published
     witness: str | None = None  # [witness] address
     roster: Path | None = None  # [keys] roster: the pinned consortium roster (None: secagg/he refused)
+    genotyping_technology: str = ""  # [data] genotyping_technology, e.g. "Genome-wide genotyping array"
 
     @property
     def insecure(self) -> bool:
@@ -192,6 +193,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         published_head=published_head,
         witness=witness_address,
         roster=resolve(_get(keys, "keys", "roster", str, path, required=False)),
+        genotyping_technology=_get(data, "data", "genotyping_technology", str, path, required=False) or "",
     )
 
 
@@ -217,7 +219,7 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        tls: TlsFiles | None = None, access: AccessPolicy | None = None,
                        consent: str | None = None, ledger_signing_key: str | None = None,
                        witness: str | None = None, roster: str | None = None,
-                       min_participants: int = 2) -> str:
+                       min_participants: int = 2, genotyping_technology: str | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -230,6 +232,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
         lines.append(f"covar = {q(covar)}")
     if consent is not None:
         lines.append(f"consent = {q(consent)}")
+    if genotyping_technology:
+        lines.append(f"genotyping_technology = {q(genotyping_technology)}")
     lines += ["", "[keys]", f"identity_key = {q(identity_key)}"]
     if roster is not None:
         lines.append(f"roster = {q(roster)}")

@@ -7,6 +7,7 @@ cached because every round of a study asks for the same one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -14,13 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from engine.privacy import roster as roster_module
 from engine.privacy.roster import Roster
+from engine.cohort import overlap
 from engine.cohort.cohort import Cohort, build_cohort
 from engine.cohort.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
+from engine.cohort.sex_chromosomes import Y, chromosome_class
 from engine.io.genotype_sources import GenotypeSource, open_genotypes
 from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
@@ -50,9 +55,24 @@ class SiteData:
     def name(self) -> str:
         return self.config.name
 
+    @functools.cached_property
+    def on_chromosome_y(self) -> np.ndarray:
+        """bool ``(n_variants,)``: the site's chrY variants (association drops non-males' calls there)."""
+        return chromosome_class(self.genotypes.manifest.chrom) == Y
+
     @property
     def identity_public_key(self) -> bytes:
         return roster_module.public_bytes(self.identity_key)
+
+    @property
+    def overlap_key(self) -> X25519PrivateKey:
+        """The X25519 key of the private overlap check, derived from the identity key (no key file)."""
+        return overlap.overlap_key(self.identity_key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()))
+
+    @property
+    def overlap_public_key(self) -> bytes:
+        return overlap.public_bytes(self.overlap_key)
 
     def require_roster(self) -> Roster:
         """The pinned roster; PrivacyError when the site has none (it then serves no secagg/he task)."""
@@ -73,6 +93,7 @@ class SiteData:
                 self._cohorts[request, extra_key] = build_cohort(
                     self.genotypes.fam, self.pheno, request.phenotype, self.covar, request.covariates,
                     request.phenotype_coding, include=self._consented(request), extra=extra,
+                    missing_value=request.missing_value,
                 )
             return self._cohorts[request, extra_key]
 
@@ -207,7 +228,7 @@ def read_consent_table(path: Path) -> SampleTable:
                          f"found {list(table.names)}")
     for code in set(table.columns["DUO"].tolist()):
         parse_duo(code, f"consent table {str(path)!r}")
-    keys = table.iid if table.fid is None else np.char.add(np.char.add(table.fid, "\x00"), table.iid)
+    keys = table.iid if table.fid is None else np.char.add(np.char.add(table.fid, "\t"), table.iid)
     if len(np.unique(keys)) != len(keys):
         raise InputError(f"consent table {str(path)!r} lists a participant more than once")
     return table

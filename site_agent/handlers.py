@@ -17,7 +17,9 @@ import numpy as np
 from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
 from engine.stats.registry import get_statistic
 from engine.stats.statistic import SiteStatistic
+from engine.cohort import overlap
 from engine.cohort.cohort import Cohort
+from engine.cohort.sex_chromosomes import males_only_on_y
 from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
 from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
                                          SurvivorSignature, task_digest)
@@ -27,6 +29,7 @@ from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, 
 from engine.version import __version__
 from engine.stats.pca.kernel import SCORES_PARAMETER
 from engine.privacy import budget
+from engine.privacy import roster as roster_module
 from site_agent import cohort_guard, release, scores
 from site_agent.data import SiteData
 from engine.audit.ledger import canonical_json
@@ -72,6 +75,11 @@ def describe(data: SiteData, cohort: CohortRequest, study_id: str = "", requeste
         privacy_modes=data.config.privacy_modes,
         genotype_format=data.genotypes.genotype_format,
         budget=budget.remaining(data.ledger, data.config.budget, study=study_id, requester=requester),
+        multiallelic_skipped=int(getattr(data.genotypes, "multiallelic_skipped", 0)),
+        genotyping_technology=data.config.genotyping_technology,
+        overlap_public_key=data.overlap_public_key,
+        overlap_key_signature=roster_module.sign(data.identity_key,
+                                                 overlap.key_statement(data.name, data.overlap_public_key)),
     )
 
 
@@ -266,6 +274,9 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
         start, stop = task.block_bounds(block)
         # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
         genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
+        if getattr(analysis, "males_only_on_y", False):
+            genotypes = males_only_on_y(genotypes, data.on_chromosome_y[task.variant_index[start:stop]],
+                                        data.genotypes.fam.sex[cohort.sample_index] == 1)
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
         values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
         if guard.plan is None:  # never suppress before noise: in a DP release the noise protects rare variants
@@ -283,3 +294,48 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
     log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,
              task.round, task.n_variants, task.n_blocks, elapsed, peak_mib)
     return TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)
+
+
+def compare_cohorts(data: SiteData, study_id: str, phase: str, peer: str, peer_public_key: bytes,
+                    peer_key_signature: bytes, cohort: CohortRequest, first: list[bytes], second: list[bytes],
+                    requester: str | None) -> tuple[list[bytes], list[bytes], int]:
+    """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`):
+    ``(first, second, count)`` of the response. The IDs are the IIDs of this site's analysed samples.
+
+    Raises
+    ------
+    PrivacyError
+        The site's ``[access]`` rules refuse ``overlap`` for this study and requester, or the cohort is
+        below the site's minimum.
+    ProtocolError
+        Unknown phase, this site named as its own peer, a malformed key or blinded ID, or (phase
+        ``count``) a double-blinded set that is not exactly this site's own (a probe of subsets).
+    PrivacyError
+        The site has no roster, the peer is not in it, or the peer's key is not signed by the peer's
+        roster identity key (a key the coordinator substituted).
+    """
+    data.config.access.authorise(data.name, study_id, "overlap", requester)
+    if phase not in overlap.PHASES:
+        raise ProtocolError(f"overlap phase {phase!r} is not one of {list(overlap.PHASES)}")
+    if peer == data.name or len(peer_public_key) != overlap.POINT_BYTES:
+        raise ProtocolError(f"overlap peer {peer!r} must be another site with a {overlap.POINT_BYTES}-byte public key")
+    peer_identity = data.require_roster().require(data.name, peer)
+    if not roster_module.verify(peer_identity.identity_key, overlap.key_statement(peer, peer_public_key),
+                                peer_key_signature):
+        raise PrivacyError(f"site {data.name!r} refuses the overlap check: the key given for {peer!r} is not "
+                           f"signed by {peer!r}'s identity key in the roster")
+    selected = data.cohort(cohort)
+    data.config.access.check_cohort_size(data.name, selected.n_samples)
+    ids = overlap.unique_ids(data.genotypes.fam.iid[selected.sample_index])
+    scalar = overlap.blinding_scalar(data.overlap_key, study_id, data.name, peer)
+    own = overlap.hash_ids(ids, overlap.id_key(data.overlap_key, peer_public_key, study_id, data.name, peer))
+    if phase == "blind":
+        return overlap.blind(own, scalar), [], 0
+    if phase == "reblind":
+        return overlap.blind(first, scalar), overlap.blind(own, scalar), 0
+    if len(set(first)) != len(ids):
+        raise ProtocolError(f"overlap count: {len(set(first))} doubly blinded IDs, this site has {len(ids)}: "
+                            "only the whole set is compared")
+    count = overlap.count_shared(first, second, scalar)
+    log.info("overlap with %s for study %s: %d participants shared", peer, study_id, count)
+    return [], [], count

@@ -62,7 +62,8 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
               allow_plaintext: bool = False, threads: int | None = None, genotype_format: str = "plink1",
               he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
               tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None,
-              witness: str | None = None, roster: Path | None = None, min_participants: int = 2) -> Path:
+              witness: str | None = None, roster: Path | None = None, min_participants: int = 2,
+              genotyping_technology: str | None = None) -> Path:
     """Create ``directory/site.toml``, ``directory/keys/identity.key`` and the ledger signing key
     ``directory/keys/ledger-signing.key`` (Ed25519, 0600, public key beside it as ``.pub``); returns the
     config path.
@@ -77,7 +78,8 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
     ``tls`` is the site's mutual-TLS material; None writes ``[tls] insecure = true`` (development and
     in-process tests only: ``fedgwas-site init`` asks for one or the other explicitly). ``access``
     writes an ``[access]`` section (site_agent/policy.py); ``consent`` the ``#FID IID DUO`` table;
-    ``witness`` the address of a ledger-head witness (``[witness] address``).
+    ``witness`` the address of a ledger-head witness (``[witness] address``); ``genotyping_technology``
+    the site's declared technology (reported in the GWAS-SSF metadata).
     ``roster`` is the consortium roster file: it is validated, copied to ``directory/roster.toml`` and
     pinned (without one the site serves no secure-aggregation or HE task until it gets one).
     """
@@ -105,5 +107,6 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         he_context_sha256=he_context_sha256, budget=budget, tls=tls, access=access,
         consent=None if consent is None else str(Path(consent).resolve()),
         ledger_signing_key="keys/ledger-signing.key", witness=witness,
+        genotyping_technology=genotyping_technology,
     ), encoding="utf-8")
     return config_path

@@ -77,6 +77,20 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
                             serde.manifest_to_protos(self.data.genotypes.manifest, request.manifest_chunk_variants))
             yield from watch.replies(replies, self.limits.idle_seconds)
 
+    def CompareCohorts(self, request: pb.OverlapRequest, context: grpc.ServicerContext) -> pb.OverlapResponse:
+        with self._guarded(context, peer_identity(context)):
+            try:
+                requester = requester_identity(context)
+                if requester is None and request.requester:  # insecure development transport only
+                    requester = request.requester
+                first, second, count = handlers.compare_cohorts(
+                    self.data, request.study_id, request.phase, request.peer, bytes(request.peer_public_key),
+                    bytes(request.peer_key_signature), serde.cohort_from_proto(request.cohort), list(request.first), list(request.second), requester)
+            except FedGwasError as error:
+                _abort(context, self.data.name, error)
+                raise AssertionError("unreachable: abort raises")  # pragma: no cover
+            return pb.OverlapResponse(first=first, second=second, count=count)
+
     def RunTask(self, request_iterator: Iterator[pb.TaskMessage],
                 context: grpc.ServicerContext) -> Iterator[pb.TaskEvent]:
         identity = peer_identity(context)

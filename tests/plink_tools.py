@@ -141,3 +141,34 @@ def plink2_glm_linear(bfile: Path, pheno: Path, pheno_name: str, covar: Path, co
                 "--glm", "omit-ref", "hide-covar", "cols=+a1count,+a1freq,+beta,+se",
                 "--out", str(out)], cwd=out_dir)
     return read_plink_table(Path(f"{out}.{pheno_name}.glm.linear"))
+
+
+#: EBI's GWAS-SSF validator lives in its own virtual environment: gwas-sumstats-tools pins pydantic 1,
+#: pandas 1.5 and rich 12, which fedgwas's own environment must not be downgraded to.
+GWAS_SSF_VENV = Path.home() / ".cache" / "fedgwas-gwas-ssf"
+GWAS_SSF_PACKAGES = ("gwas-sumstats-tools==1.0.25", "numpy<2", "six", "click<8.2")
+
+
+def ensure_gwas_ssf() -> Path:
+    """Path to EBI's ``gwas-ssf`` command, installing gwas-sumstats-tools in its own venv if absent."""
+    command = GWAS_SSF_VENV / "bin" / "gwas-ssf"
+    if not command.exists():
+        subprocess.run([shutil.which("python3") or "python3", "-m", "venv", str(GWAS_SSF_VENV)], check=True,
+                       capture_output=True)
+        subprocess.run([str(GWAS_SSF_VENV / "bin" / "pip"), "install", "-q", *GWAS_SSF_PACKAGES], check=True,
+                       capture_output=True)
+    return command
+
+
+def gwas_ssf_validate(data_file: Path) -> str:
+    """``gwas-ssf validate -i`` (options from the metadata sidecar) on ``data_file``; returns its output.
+
+    Raises AssertionError with the validator's output unless it reports a valid table and loaded the
+    metadata without a schema error.
+    """
+    completed = subprocess.run([str(ensure_gwas_ssf()), "validate", "--infer-from-metadata", "--min-rows", "1",
+                                str(data_file)], capture_output=True, text=True, cwd=data_file.parent)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0 and "Validation status: True" in output, output
+    assert "validation error" not in output.lower(), output  # the metadata model loaded
+    return output

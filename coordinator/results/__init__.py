@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coordinator.results.gwas_ssf import read_gwas_ssf, write_gwas_ssf, write_gwas_ssf_meta
+import numpy as np
+
+from coordinator.results.gwas_ssf import take_rows, is_sorted, read_gwas_ssf, testable, write_gwas_ssf, write_gwas_ssf_meta
 from coordinator.results.plots import genomic_inflation, manhattan_plot, qq_plot
 from coordinator.results.report import ResultPaths, result_paths, write_report
 from coordinator.summary import RunSummary
@@ -29,11 +31,11 @@ __all__ = [
 ]
 
 
-def write_results(result: AssociationResult, summary: RunSummary, out_dir: Path | str, name: str, *,
-                  genome_assembly: str = "unknown") -> ResultPaths:
+def write_results(result: AssociationResult, summary: RunSummary, out_dir: Path | str, name: str) -> ResultPaths:
     """Write every result file for one association test into ``out_dir``.
 
-    Writes ``NAME.<test>.tsv.gz`` (GWAS-SSF), its ``-meta.yaml`` sidecar, ``NAME.<test>.manhattan.png``,
+    Writes ``NAME.<test>.tsv.gz`` (GWAS-SSF), its ``-meta.yaml`` sidecar, the untestable variants'
+    ``NAME.<test>.untested.tsv``, ``NAME.<test>.manhattan.png``,
     ``NAME.<test>.qq.png`` and ``NAME.<test>.report.html``. Plaintext runs are labelled as such in
     the metadata, on both plots and in the report.
 
@@ -47,8 +49,6 @@ def write_results(result: AssociationResult, summary: RunSummary, out_dir: Path 
         Output directory, created if missing.
     name
         File-name stem (letters, digits, ``._+-``; no path separators).
-    genome_assembly
-        Assembly for the GWAS-SSF metadata, e.g. ``GRCh38``.
 
     Returns
     -------
@@ -66,7 +66,9 @@ def write_results(result: AssociationResult, summary: RunSummary, out_dir: Path 
     paths = result_paths(out_dir, name, result.test)
     paths.tsv.parent.mkdir(parents=True, exist_ok=True)
     write_gwas_ssf(result, paths.tsv)
-    write_gwas_ssf_meta(paths.tsv, summary, genome_assembly=genome_assembly)
+    tested = testable(result)
+    write_gwas_ssf_meta(paths.tsv, summary, sorted_rows=is_sorted(take_rows(result, np.flatnonzero(tested))),
+                        n_untested=int((~tested).sum()))
     title = f"{summary.study_id}: {summary.phenotype} ({result.test})"
     manhattan_plot(result, paths.manhattan, title, plaintext=summary.is_plaintext)
     qq_plot(result, paths.qq, title, plaintext=summary.is_plaintext)

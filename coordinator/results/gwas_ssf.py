@@ -5,6 +5,12 @@ The data file has the mandatory GWAS-SSF columns in their defined order, then ``
 after the mandatory ones); case/control tests add ``odds_ratio`` and ``firth`` (``Y`` where Firth
 regression was used, as PLINK 2's ``FIRTH?``). Missing values are ``#NA``.
 
+A variant that could not be tested (a constant genotype, a failed fit: no beta, SE or p) is not a row
+of the GWAS-SSF file, whose mandatory columns may not be missing (EBI's ``gwas-ssf validate`` rejects
+such rows): it goes to the companion file ``NAME.<test>.untested.tsv``, PLINK-style
+(``#CHROM POS ID REF ALT A1 OBS_CT ERRCODE``, ``FIRTH?`` for case/control tests, and ``ROW``, its
+1-based row in the full harmonised table). :func:`read_gwas_ssf` puts them back in place.
+
 p-values are written from ``neg_log10_p``, never from a float64 p, so a p of ``1e-400`` is written as
 ``1e-400`` rather than ``0``. Formatting is column-wise (one ``map`` per column, one join per block of
 rows) and overlaps with gzip compression in a second thread: about 0.6 s per 100,000 rows on a
@@ -13,6 +19,7 @@ small 2-core machine, dominated by Python's float formatting.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import hashlib
 import importlib.metadata
@@ -232,6 +239,56 @@ def _block_lines(result: AssociationResult, start: int, stop: int) -> str:
     return "".join(["\t".join(fields) + "\n" for fields in zip(*columns)])
 
 
+def untested_path_for(data_path: Path) -> Path:
+    """The companion file of the untestable variants: ``NAME.<test>.untested.tsv`` beside the data file."""
+    name = data_path.name.removesuffix(".gz").removesuffix(".tsv")
+    return data_path.with_name(f"{name}.untested.tsv")
+
+
+def testable(result: AssociationResult) -> np.ndarray:
+    """bool ``(n_variants,)``: rows with every mandatory GWAS-SSF value (beta, SE, p, frequency)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eaf = result.effect_allele_count / (2.0 * np.asarray(result.n, dtype=np.float64))
+    return np.isfinite(result.beta) & np.isfinite(result.se) & ~np.isnan(result.neg_log10_p) & np.isfinite(eaf)
+
+
+def take_rows(result: AssociationResult, rows: np.ndarray) -> AssociationResult:
+    return AssociationResult(
+        test=result.test, variants=result.variants.take(rows), beta=result.beta[rows], se=result.se[rows],
+        stat=result.stat[rows], neg_log10_p=result.neg_log10_p[rows], n=result.n[rows],
+        effect_allele_count=result.effect_allele_count[rows], errcode=result.errcode[rows],
+        firth=None if result.firth is None else result.firth[rows])
+
+
+def is_sorted(result: AssociationResult) -> bool:
+    """True when the rows are in GWAS-SSF order: chromosome (1-22, 23 X, 24 Y, 25 MT), then position."""
+    codes = gwas_ssf_chromosome(result.variants.chrom)
+    numeric = [int(c) if c.isdigit() else 10**6 for c in codes]
+    keys = list(zip(numeric, codes, np.asarray(result.variants.pos).tolist()))
+    return all(a <= b for a, b in zip(keys, keys[1:]))
+
+
+def write_untested(result: AssociationResult, rows: np.ndarray, path: Path) -> Path:
+    """The companion file of the untestable ``rows`` (see the module docstring)."""
+    v = result.variants.take(rows)
+    for field in ("chrom", "variant_id", "effect_allele", "other_allele"):
+        _text_strings(getattr(v, field), field)  # refuses tabs and line breaks
+    header = ["#CHROM", "POS", "ID", "REF", "ALT", "A1", "OBS_CT", "ERRCODE"]
+    if result.firth is not None:
+        header.append("FIRTH?")
+    header.append("ROW")
+    lines = ["\t".join(header)]
+    for j, i in enumerate(rows.tolist()):
+        fields = [str(v.chrom[j]), str(v.pos[j]), str(v.variant_id[j]), str(v.other_allele[j]),
+                  str(v.effect_allele[j]), str(v.effect_allele[j]), str(result.n[i]), str(result.errcode[i])]
+        if result.firth is not None:
+            fields.append("Y" if result.firth[i] else "N")
+        fields.append(str(i + 1))
+        lines.append("\t".join(fields))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel: int = 4) -> Path:
     """Write ``result`` as a gzipped GWAS-SSF TSV at ``path``, rows in the given (harmonised) order.
 
@@ -260,6 +317,10 @@ def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel
         If an allele, identifier, chromosome or errcode contains a tab or line break.
     """
     path = Path(path)
+    keep = testable(result)
+    full = result
+    if not keep.all():
+        result = take_rows(result, np.flatnonzero(keep))
     tmp = path.with_name(f".{path.name}.partial")
     n_rows = len(result.variants)
     try:
@@ -277,6 +338,7 @@ def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    write_untested(full, np.flatnonzero(~keep), untested_path_for(path))
     return path
 
 
@@ -314,14 +376,18 @@ def _yaml_list(key: str, items: list[str], indent: str = "") -> list[str]:
     return [f"{indent}{key}:"] + [f"{indent}  - {_yaml_scalar(item)}" for item in items]
 
 
-def gwas_ssf_meta_text(data_path: Path | str, summary: RunSummary, *,
-                       genome_assembly: str = "unknown") -> str:
+def gwas_ssf_meta_text(data_path: Path | str, summary: RunSummary, *, sorted_rows: bool = False,
+                       n_untested: int = 0) -> str:
     """The metadata YAML for an existing data file (its name and md5 are read from ``data_path``).
 
     Standard GWAS-SSF keys come first; run facts that GWAS-SSF has no field for sit under a
     ``fedgwas:`` mapping (privacy mode and label, sites, dropped variants, rounds, covariates).
     A plaintext run carries a warning comment at the top and ``privacy: plaintext`` plus a
     ``warning:`` key first in the ``fedgwas`` mapping. No hostnames or failure messages are written.
+    Every field that GWAS-SSF v1.1 makes mandatory is written: ``genome_assembly``,
+    ``genotyping_technology`` and ``sample_ancestry_category`` as the study declares them (``NR``, not
+    reported, by default), ``case_control_study`` and, for case/control tests, the case and control
+    counts; ``is_sorted`` says whether the rows are in chromosome/position order (``sorted_rows``).
     """
     data_path = Path(data_path)
     software = f"fedgwas {fedgwas_version(summary)}"
@@ -337,13 +403,19 @@ def gwas_ssf_meta_text(data_path: Path | str, summary: RunSummary, *,
         f"data_file_name: {_yaml_scalar(data_path.name)}",
         f"file_type: {_yaml_scalar('GWAS-SSF v1.0')}",
         f"data_file_md5sum: {_yaml_scalar(md5sum(data_path))}",
+        f"date_metadata_last_modified: {datetime.date.today().isoformat()}",
         "is_harmonised: false",
-        "is_sorted: false",
-        f"genome_assembly: {_yaml_scalar(genome_assembly)}",
+        f"is_sorted: {_yaml_scalar(bool(sorted_rows))}",
+        f"genome_assembly: {_yaml_scalar(summary.genome_build)}",
         f"coordinate_system: {_yaml_scalar('1-based')}",
+        *_yaml_list("genotyping_technology", list(summary.genotyping_technology)),
         *_yaml_list("trait_description", [summary.phenotype]),
         "samples:",
         f"  - sample_size: {_yaml_scalar(summary.n_samples)}",
+        *_yaml_list("sample_ancestry_category", list(summary.ancestry_category), indent="    "),
+        f"    case_control_study: {_yaml_scalar(summary.case_count is not None)}",
+        *([f"    case_count: {_yaml_scalar(summary.case_count)}",
+           f"    control_count: {_yaml_scalar(summary.control_count)}"] if summary.case_count is not None else []),
         f"analysis_software: {_yaml_scalar(software)}",
         f"effect_statistic: {_yaml_scalar('beta')}",
         *_yaml_list("adjusted_covariates", list(summary.covariates)),
@@ -359,8 +431,14 @@ def gwas_ssf_meta_text(data_path: Path | str, summary: RunSummary, *,
         f"  study_id: {_yaml_scalar(summary.study_id)}",
         f"  test: {_yaml_scalar(summary.test)}",
         *_yaml_list("covariates", list(summary.covariates), indent="  "),
+        *_yaml_list("excluded_covariates", list(summary.excluded_covariates), indent="  "),
         f"  rounds: {_yaml_scalar(summary.rounds)}",
         f"  n_variants_tested: {_yaml_scalar(summary.n_variants_tested)}",
+        *([f"  participant_overlaps:"] + [f"    {json.dumps(pair)}: {_yaml_scalar(n)}"
+                                          for pair, n in summary.participant_overlaps.items()]
+          if summary.participant_overlaps else []),
+        f"  untested_file: {_yaml_scalar(untested_path_for(data_path).name)}",
+        f"  n_variants_untested: {_yaml_scalar(n_untested)}",
     ]
     if summary.variants_dropped:
         lines.append("  variants_dropped:")
@@ -379,12 +457,12 @@ def gwas_ssf_meta_text(data_path: Path | str, summary: RunSummary, *,
     return "\n".join(lines) + "\n"
 
 
-def write_gwas_ssf_meta(data_path: Path | str, summary: RunSummary, *,
-                        genome_assembly: str = "unknown") -> Path:
+def write_gwas_ssf_meta(data_path: Path | str, summary: RunSummary, *, sorted_rows: bool = False,
+                        n_untested: int = 0) -> Path:
     """Write the ``<data file>-meta.yaml`` sidecar of ``data_path`` (see :func:`gwas_ssf_meta_text`)."""
     data_path = Path(data_path)
     meta = meta_path_for(data_path)
-    meta.write_text(gwas_ssf_meta_text(data_path, summary, genome_assembly=genome_assembly),
+    meta.write_text(gwas_ssf_meta_text(data_path, summary, sorted_rows=sorted_rows, n_untested=n_untested),
                     encoding="utf-8")
     return meta
 
@@ -444,4 +522,34 @@ def read_gwas_ssf(path: Path | str) -> dict[str, np.ndarray]:
             out[name] = np.array(values, dtype=str)
     p_index = header.index("p_value")
     out["neg_log10_p"] = np.array([_neg_log10_from_text(s) for s in columns[p_index]], dtype=np.float64)
+    companion = untested_path_for(path)
+    return _with_untested(out, companion) if companion.exists() else out
+
+
+def _with_untested(tested: dict[str, np.ndarray], companion: Path) -> dict[str, np.ndarray]:
+    """The full table: the companion file's untestable rows put back at their ``ROW`` (statistics NaN)."""
+    lines = [line.split("\t") for line in companion.read_text(encoding="utf-8").splitlines() if line]
+    header = [name.lstrip("#") for name in lines[0]]
+    rows = lines[1:]
+    if not rows:
+        return tested
+    column = {name: np.array([row[i] for row in rows], dtype=str) for i, name in enumerate(header)}
+    at = column["ROW"].astype(np.int64) - 1
+    n_total = len(tested["neg_log10_p"]) + len(rows)
+    where = np.ones(n_total, bool)
+    where[at] = False
+    untested = {
+        "chromosome": np.array(gwas_ssf_chromosome(column["CHROM"]), dtype=str),
+        "base_pair_location": column["POS"].astype(np.int64), "effect_allele": column["A1"],
+        "other_allele": column["REF"], "variant_id": column["ID"], "n": column["OBS_CT"].astype(np.int64),
+        "errcode": column["ERRCODE"], "firth": column.get("FIRTH?", np.full(len(rows), NA))}
+    out = {}
+    for name, values in tested.items():
+        filler = untested.get(name)
+        if filler is None:
+            filler = np.full(len(rows), np.nan) if values.dtype.kind == "f" else np.full(len(rows), NA)
+        merged = np.empty(n_total, dtype=np.result_type(values.dtype, np.asarray(filler).dtype))
+        merged[where] = values
+        merged[at] = filler
+        out[name] = merged
     return out

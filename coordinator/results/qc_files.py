@@ -41,6 +41,8 @@ HEADERS = {
                "HAP_REF_CT", "HAP_ALT_CTS", "MISSING_CT"),
     "hardy": ("#CHROM", "ID", "A1", "AX", "HOM_A1_CT", "HET_A1_CT", "TWO_AX_CT", "O(HET_A1)", "E(HET_A1)", "P"),
     "vmiss": ("#CHROM", "ID", "MISSING_CT", "OBS_CT", "F_MISS"),
+    "hardy.x": ("#CHROM", "ID", "A1", "AX", "FEMALE_HOM_A1_CT", "FEMALE_HET_A1_CT", "FEMALE_TWO_AX_CT", "MALE_A1_CT",
+                "MALE_AX_CT", "O(FEMALE_HET_A1)", "E(FEMALE_HET_A1)", "FEMALE_A1_FREQ", "MALE_A1_FREQ", "P"),
 }
 ASSOC_COLUMNS = ("CHR", "SNP", "BP", "A1", "F_A", "F_U", "A2", "CHISQ", "P", "OR")
 
@@ -116,17 +118,20 @@ def _variant_columns(variants: VariantTable) -> tuple[list[str], list[str], list
 def write_afreq(path: Path, variants: VariantTable, counts: GenotypeCounts, *, as_counts: bool = False) -> Path:
     """PLINK 2 ``.afreq`` (ALT frequency), or ``.acount`` (ALT count) with ``as_counts``."""
     chrom, ids, ref, alt = _variant_columns(variants)
-    value = _ints(counts.effect_allele_count) if as_counts else _floats(counts.effect_allele_frequency, 6, "nan")
+    count = counts.effect_allele_count
+    value = (_floats(count, 6, "nan") if count.dtype.kind == "f" else _ints(count)) if as_counts \
+        else _floats(counts.effect_allele_frequency, 6, "nan")
     return _table(path, HEADERS["acount" if as_counts else "afreq"],
                   [chrom, ids, ref, alt, value, _ints(counts.allele_observations)])
 
 
 def write_gcount(path: Path, variants: VariantTable, counts: GenotypeCounts) -> Path:
-    """PLINK 2 ``.gcount``: hom-REF, het, hom-ALT, haploid (always 0: every call is diploid), missing."""
+    """PLINK 2 ``.gcount``: hom-REF, het, hom-ALT, haploid REF and ALT, missing (a heterozygous haploid
+    call counts as missing here, as in PLINK 2)."""
     chrom, ids, ref, alt = _variant_columns(variants)
-    zeros = ["0"] * len(ids)
     return _table(path, HEADERS["gcount"], [chrom, ids, ref, alt, _ints(counts.hom_other), _ints(counts.het),
-                                            _ints(counts.hom_effect), zeros, zeros, _ints(counts.missing)])
+                                            _ints(counts.hom_effect), _ints(counts.hap_other), _ints(counts.hap_effect),
+                                            _ints(counts.missing + counts.hap_het)])
 
 
 def write_hardy(path: Path, variants: VariantTable, counts: GenotypeCounts, *, midp: bool = False) -> Path:
@@ -142,6 +147,27 @@ def write_hardy(path: Path, variants: VariantTable, counts: GenotypeCounts, *, m
                                  _ints(counts.hom_effect), _floats(observed_het, 6, "nan"),
                                  _floats(expected_het, 6, "nan"),
                                  p_strings(counts.hwe_neg_log10_p(midp=midp), 6, "nan")])
+
+
+def write_hardy_x(path: Path, variants: VariantTable, female: GenotypeCounts, male_effect: np.ndarray,
+                  male_other: np.ndarray, *, midp: bool = False) -> Path:
+    """PLINK 2 ``.hardy.x`` (A1 = REF): females' genotypes, males' alleles, and the chrX exact test."""
+    from engine.cohort.sex_chromosomes import x_hwe_neg_log10_p
+
+    chrom, ids, ref, alt = _variant_columns(variants)
+    n_f = female.n_observed.astype(np.float64)
+    n_m = (male_effect + male_other).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        freq_f = (2 * female.hom_other + female.het) / (2 * n_f)
+        freq_m = male_other / n_m
+        observed_het = female.het / n_f
+    expected_het = 2.0 * freq_f * (1.0 - freq_f)
+    p = x_hwe_neg_log10_p(female.hom_other, female.het, female.hom_effect, male_other, male_effect, midp=midp)
+    header = HEADERS["hardy.x"][:-1] + ("MIDP" if midp else "P",)
+    return _table(path, header, [chrom, ids, ref, alt, _ints(female.hom_other), _ints(female.het),
+                                 _ints(female.hom_effect), _ints(male_other), _ints(male_effect),
+                                 _floats(observed_het, 6, "nan"), _floats(expected_het, 6, "nan"),
+                                 _floats(freq_f, 6, "nan"), _floats(freq_m, 6, "nan"), p_strings(p, 6, "nan")])
 
 
 def write_vmiss(path: Path, variants: VariantTable, counts: GenotypeCounts) -> Path:

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.errors import InputError
+from engine.cohort.sex_chromosomes import FAM_SEX_COVARIATE, fam_sex_covariate
 from engine.io.plink import FamTable
 from engine.io.tables import SampleTable
 
@@ -32,6 +33,7 @@ class Cohort:
     covariate_names: tuple[str, ...]
     n_in_fam: int
     n_dropped: int
+    sex: np.ndarray | None = None  # int8 (n,) .fam sex codes of the analysed samples (1 male, 2 female, 0 unknown)
 
     @property
     def n_samples(self) -> int:
@@ -44,7 +46,7 @@ class Cohort:
 
 
 def _sample_keys(fid: np.ndarray | None, iid: np.ndarray) -> np.ndarray:
-    return iid if fid is None else np.char.add(np.char.add(fid.astype(str), "\x00"), iid.astype(str))
+    return iid if fid is None else np.char.add(np.char.add(fid.astype(str), "\t"), iid.astype(str))
 
 
 def _align(fam: FamTable, table: SampleTable, values: np.ndarray) -> np.ndarray:
@@ -100,15 +102,18 @@ def build_cohort(
     coding: str = "quantitative",
     include: np.ndarray | None = None,
     extra: SampleTable | None = None,
+    missing_value: float = -9.0,
 ) -> Cohort:
     """Analysed samples: in the .fam, with the phenotype (unless ``phenotype`` is empty) and every
     covariate present. Without a phenotype, ``Cohort.phenotype`` is all zeros.
 
     ``include`` (bool ``(n_fam,)``), when given, restricts the cohort further before any statistic
     (the site's consent filter, engine/cohort/consent.py); excluded samples count as dropped.
+    ``missing_value`` is PLINK 2's ``--input-missing-phenotype`` (phenotype and covariates).
 
     A covariate that is a column of ``extra`` (the site's PCA scores, site_agent/scores.py) is taken
-    from it, the others from ``covar``.
+    from it, :data:`engine.cohort.sex_chromosomes.FAM_SEX_COVARIATE` from the .fam (PLINK 2's sex covariate
+    on chrX), the others from ``covar``.
 
     Raises
     ------
@@ -116,15 +121,21 @@ def build_cohort(
         Unknown phenotype/covariate name, non-numeric values, covariates requested without a file.
     """
     from_extra = set(extra.columns) if extra is not None else set()
-    if covar is None and any(name not in from_extra for name in covariates):
+    if covar is None and any(name not in from_extra and name != FAM_SEX_COVARIATE for name in covariates):
         raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
     if phenotype:
-        raw = code_phenotype(pheno.numeric(phenotype), coding, f"{str(pheno.path)!r} column {phenotype!r}")
+        raw = code_phenotype(pheno.numeric(phenotype, missing_value), coding, f"{str(pheno.path)!r} column {phenotype!r}")
         y = _align(fam, pheno, raw)
     else:
         y = np.zeros(len(fam))
-    columns = [_align(fam, table, table.numeric(name)) for name in covariates
-               for table in [extra if extra is not None and name in from_extra else covar] if table is not None]
+    def column(name: str) -> np.ndarray:
+        if name == FAM_SEX_COVARIATE:
+            return fam_sex_covariate(fam.sex)
+        table = extra if extra is not None and name in from_extra else covar
+        assert table is not None  # checked above
+        return _align(fam, table, table.numeric(name, missing_value))
+
+    columns = [column(name) for name in covariates]
     covariate_matrix = np.column_stack(columns) if columns else np.empty((len(fam), 0))
     keep = np.isfinite(y) & np.all(np.isfinite(covariate_matrix), axis=1)
     if include is not None:
@@ -140,4 +151,5 @@ def build_cohort(
         covariate_names=tuple(covariates),
         n_in_fam=len(fam),
         n_dropped=int(len(fam) - len(index)),
+        sex=fam.sex[index],
     )

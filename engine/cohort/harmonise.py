@@ -12,7 +12,10 @@ uppercasing alleles:
 * ``match_by="id"``: (variant ID, unordered allele pair); positions are then the first site's.
 
 Nothing ambiguous is resolved silently: a key that occurs twice within one site is dropped at every
-site, and so are variants with unusable alleles or absent at some site. Strand flips (A/C vs T/G) are
+site, and so are variants with unusable alleles or absent at some site. One case is resolved: a site
+that lists a variant with allele ``0`` (PLINK 1.9 writes it for an allele a site never saw, i.e. the
+variant is monomorphic there) takes the missing allele from the other sites when they agree on one
+allele pair containing the site's known allele (:func:`_fill_missing_alleles`). Strand flips (A/C vs T/G) are
 not matched: they are different allele pairs.
 
 The work is vectorised, with no Python loop per variant: chromosome names and alleles are factorised
@@ -208,6 +211,8 @@ def harmonise(
     a2 = [codes[len(m) :] for codes, m in zip(alleles, manifests)]
 
     missing = np.isin(allele_labels, MISSING_ALLELES)
+    loci = ([c.astype(np.int64) * (1 << 40) + p for c, p in zip(chrom, pos)] if match_by == "position" else ids)
+    a1, a2 = _fill_missing_alleles(a1, a2, missing, loci)
     rows = [np.flatnonzero(~missing[x] & ~missing[y] & (x != y)) for x, y in zip(a1, a2)]
     lo = [np.minimum(x[r], y[r]) for x, y, r in zip(a1, a2, rows)]
     hi = [np.maximum(x[r], y[r]) for x, y, r in zip(a1, a2, rows)]
@@ -261,6 +266,44 @@ def harmonise(
         dropped=dropped,
         id_mismatches=int(id_differs.sum()),
     )
+
+
+def _fill_missing_alleles(a1: list[np.ndarray], a2: list[np.ndarray], missing: np.ndarray,
+                          loci: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Allele codes with a site's missing allele (PLINK 1's ``0``) replaced where the other sites say it.
+
+    PLINK 1.9 writes ``0`` for the allele it never saw: a variant monomorphic at a site has one known
+    allele there. When the other sites list exactly one allele pair at the same locus (chromosome and
+    position, or ID with ``match_by="id"``) that contains the known allele, the missing allele is the
+    other one of that pair, and the site's genotypes (all the known allele) are already coded
+    correctly for it. Rows with both alleles missing, or no such unique pair, are left as they are
+    (and dropped as ``unusable_alleles``). Loops only over the half-missing rows.
+
+    ``a1``/``a2``: per site, allele codes ``(n_variants_s,)``; ``missing`` bool over allele codes;
+    ``loci``: per site, a locus key ``(n_variants_s,)``.
+    """
+    half = [np.flatnonzero(missing[x] != missing[y]) for x, y in zip(a1, a2)]
+    if not any(len(h) for h in half):
+        return a1, a2
+    wanted = np.unique(np.concatenate([locus[h] for locus, h in zip(loci, half)]))
+    pairs: dict[object, set[tuple[int, int]]] = {}
+    for x, y, locus in zip(a1, a2, loci):
+        rows = np.flatnonzero(np.isin(locus, wanted) & ~missing[x] & ~missing[y] & (x != y))
+        for key, u, v in zip(locus[rows].tolist(), x[rows].tolist(), y[rows].tolist()):
+            pairs.setdefault(key, set()).add((min(u, v), max(u, v)))
+    out1, out2 = [x.copy() for x in a1], [y.copy() for y in a2]
+    for x, y, locus, h in zip(out1, out2, loci, half):
+        for row in h.tolist():
+            known = int(y[row] if missing[x[row]] else x[row])
+            candidates = [pair for pair in pairs.get(locus[row].item(), ()) if known in pair]
+            if len(candidates) != 1:
+                continue
+            other = candidates[0][0] if candidates[0][1] == known else candidates[0][1]
+            if missing[x[row]]:
+                x[row] = other
+            else:
+                y[row] = other
+    return out1, out2
 
 
 def _as_str(values: np.ndarray) -> np.ndarray:

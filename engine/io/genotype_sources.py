@@ -68,7 +68,7 @@ def _read_psam(path: Path) -> FamTable:
     fid = table[:, header.index("FID")] if "FID" in header else iid.copy()
     sex_text = table[:, header.index("SEX")] if "SEX" in header else np.full(len(rows), "0")
     sex = np.where(sex_text == "1", 1, np.where(sex_text == "2", 2, 0)).astype(np.int8)
-    return FamTable(fid=fid, iid=iid, sex=sex)
+    return FamTable(fid=fid, iid=iid, sex=sex, source=str(path))
 
 
 class PgenFile:

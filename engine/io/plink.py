@@ -29,6 +29,17 @@ class FamTable:
     fid: np.ndarray  # str
     iid: np.ndarray  # str
     sex: np.ndarray  # int8: 1 male, 2 female, 0 unknown
+    source: str = ""  # the file the samples were read from, for error messages
+
+    def __post_init__(self) -> None:
+        """Refuse a sample listed twice (PLINK 2 refuses duplicate FID/IID pairs too)."""
+        keys = np.char.add(np.char.add(self.fid.astype(str), "\t"), self.iid.astype(str))
+        unique, counts = np.unique(keys, return_counts=True)
+        if np.any(counts > 1):
+            fid, iid = str(unique[np.argmax(counts > 1)]).split("\t", 1)
+            where = f" in {self.source!r}" if self.source else ""
+            raise InputError(f"duplicate sample ID FID {fid!r} IID {iid!r}{where} "
+                             f"({int(np.sum(counts > 1))} IDs listed more than once): each sample must be listed once")
 
     def __len__(self) -> int:
         return len(self.iid)
@@ -68,7 +79,7 @@ def read_fam(path: Path) -> FamTable:
     columns = _read_columns(path, 6, ".fam").T
     sex_text = columns[4]
     sex = np.where(sex_text == "1", 1, np.where(sex_text == "2", 2, 0)).astype(np.int8)
-    return FamTable(fid=columns[0].copy(), iid=columns[1].copy(), sex=sex)
+    return FamTable(fid=columns[0].copy(), iid=columns[1].copy(), sex=sex, source=str(path))
 
 
 def read_bim(path: Path) -> VariantManifest:

@@ -6,7 +6,8 @@ Accepted layouts (whitespace- or tab-separated, as PLINK 2 reads them):
 * a header line ``#IID NAME...`` or ``IID NAME...``: samples matched on IID only;
 * no header: ``FID IID value...`` with columns named ``PHENO1``, ``PHENO2``... as PLINK does.
 
-``NA``, ``nan`` and ``-9`` (PLINK's default missing phenotype) are missing. A non-numeric value in a
+``NA``, ``nan`` and any spelling of the number -9 (``-9``, ``-9.0``, ``-9e0``: PLINK 2 compares the
+value with ``--input-missing-phenotype``, default -9) are missing. A non-numeric value in a
 requested column is an error that names the file, line and column.
 """
 
@@ -21,7 +22,9 @@ import numpy as np
 
 from engine.errors import InputError
 
-MISSING_TOKENS = frozenset({"NA", "na", "NaN", "nan", "-9", "."})
+MISSING_TOKENS = frozenset({"NA", "na", "NaN", "nan", "."})
+#: PLINK 2's default ``--input-missing-phenotype``: a value equal to it (in any spelling) is missing.
+MISSING_VALUE = -9.0
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,9 @@ class SampleTable:
     def names(self) -> list[str]:
         return list(self.columns)
 
-    def numeric(self, name: str) -> np.ndarray:
-        """Column ``name`` as float64 with NaN for missing tokens.
+    def numeric(self, name: str, missing_value: float = MISSING_VALUE) -> np.ndarray:
+        """Column ``name`` as float64 with NaN for missing tokens and for values equal to
+        ``missing_value`` (PLINK 2's ``--input-missing-phenotype``, default -9, in any spelling).
 
         Raises
         ------
@@ -69,6 +73,7 @@ class SampleTable:
         if not np.all(np.isfinite(values[~missing])):
             row = int(np.flatnonzero(~missing & ~np.isfinite(values))[0])
             raise InputError(f"{str(self.path)!r} data row {row + 1}, column {name!r}: {text[row]!r} is not finite")
+        values[values == missing_value] = np.nan
         return values
 
     def keep_rows(self, mask: np.ndarray) -> "SampleTable":
@@ -121,7 +126,7 @@ def read_sample_table(path: Path | str) -> SampleTable:
     matrix = np.array(data, dtype=str).reshape(len(data), width)
     fid = matrix[:, 0] if n_ids == 2 else None
     iid = matrix[:, n_ids - 1]
-    keys = iid if fid is None else np.char.add(np.char.add(fid, "\x00"), iid)
+    keys = iid if fid is None else np.char.add(np.char.add(fid, "\t"), iid)
     if len(np.unique(keys)) != len(keys):
         raise InputError(f"{str(path)!r} lists a sample more than once")
     columns = {name: matrix[:, n_ids + i] for i, name in enumerate(names)}

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 
 from engine.cohort.cohort import Cohort
+from engine.cohort.standardise import STANDARDISE_INPUT
 from engine.errors import ProtocolError
 
 
@@ -29,6 +30,7 @@ class InputSpec:
     dtype: str
     per_variant: bool = True
     trailing: tuple[int | None, ...] = ()
+    optional: bool = False  # may be absent (the statistic then uses its documented default)
 
 
 class SiteStatistic(Protocol):
@@ -57,6 +59,13 @@ class SiteStatistic(Protocol):
     #     before any output block (PCA accumulates its sample-space product there);
     # ``sample_values(state) -> (n, b)``: per-sample values that stay at the site, kept when the task
     #     asks for it (the PCA's sample scores, engine.stats.pca.kernel.SCORES_PARAMETER).
+    # ``males_only_on_y = True``: association statistics, for which the site sets non-males' chrY calls
+    #     missing before the block (PLINK 2's --glm; engine.cohort.sex_chromosomes).
+
+
+#: The study-level centring and scaling of the phenotype and covariates (:mod:`engine.cohort.standardise`),
+#: ``(2, 1 + k)``; absent: the values as read.
+STANDARDISE_INPUTS = {STANDARDISE_INPUT: InputSpec("float64", per_variant=False, trailing=(2, None), optional=True)}
 
 
 def flip_genotypes(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -76,6 +85,8 @@ def check_inputs(statistic: SiteStatistic, inputs: Mapping[str, np.ndarray], n_v
     if unknown:
         raise ProtocolError(f"statistic {statistic.name!r} takes no input {unknown[0]!r}; it takes {sorted(statistic.inputs)}")
     for name, spec in statistic.inputs.items():
+        if name not in inputs and spec.optional:
+            continue
         if name not in inputs:
             raise ProtocolError(f"statistic {statistic.name!r} needs input {name!r}")
         array = inputs[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import decimal
 import gzip
 import hashlib
@@ -109,24 +110,27 @@ def test_header_is_gwas_ssf_order_then_extras(tmp_path: Path) -> None:
     assert lines[0] == HEADER
     assert tuple(HEADER) == COLUMNS
     assert all(len(row) == len(HEADER) for row in lines)
-    assert len(lines) == 1 + 7
+    assert len(lines) == 1 + 6  # the untestable variant is in the companion file
 
 
 def test_rows_keep_given_order_and_chromosome_codes(tmp_path: Path) -> None:
     rows = tsv_lines(write_gwas_ssf(small_result(), tmp_path / "s.tsv.gz"))[1:]
-    assert [r[0] for r in rows] == ["1", "23", "2", "23", "25", "22", "24"]
-    assert [r[1] for r in rows] == ["500", "2000", "30", "40", "5", "600", "70"]
+    assert [r[0] for r in rows] == ["1", "23", "23", "25", "22", "24"]
+    assert [r[1] for r in rows] == ["500", "2000", "40", "5", "600", "70"]
 
 
-def test_missing_values_are_hash_na(tmp_path: Path) -> None:
-    rows = tsv_lines(write_gwas_ssf(small_result(), tmp_path / "s.tsv.gz"))[1:]
-    nan_row = dict(zip(HEADER, rows[2]))
-    for column in ("beta", "standard_error", "effect_allele_frequency", "p_value", "test_statistic"):
-        assert nan_row[column] == "#NA"
-    assert nan_row["n"] == "0"
-    assert nan_row["errcode"] == "CONST_OMITTED_ALLELE"
-    assert dict(zip(HEADER, rows[5]))["variant_id"] == "#NA"  # PLINK's "." means no identifier
+def test_untestable_variants_go_to_the_companion_file(tmp_path: Path) -> None:
+    """GWAS-SSF's mandatory columns may not be missing: untestable rows are listed PLINK-style apart."""
+    data = write_gwas_ssf(small_result(), tmp_path / "s.linear.tsv.gz")
+    rows = tsv_lines(data)[1:]
+    for row in rows:
+        fields = dict(zip(HEADER, row))
+        assert all(fields[c] != "#NA" for c in ("beta", "standard_error", "effect_allele_frequency", "p_value"))
+    assert dict(zip(HEADER, rows[4]))["variant_id"] == "#NA"  # PLINK's "." means no identifier
     assert "nan" not in "".join("".join(r) for r in rows).lower()
+    companion = (tmp_path / "s.linear.untested.tsv").read_text().splitlines()
+    assert companion == ["#CHROM\tPOS\tID\tREF\tALT\tA1\tOBS_CT\tERRCODE\tROW",
+                         "2\t30\trs3\tA\tG\tG\t0\tCONST_OMITTED_ALLELE\t3"]
 
 
 def test_number_formats(tmp_path: Path) -> None:
@@ -135,13 +139,13 @@ def test_number_formats(tmp_path: Path) -> None:
     assert rows[0]["standard_error"] == "0.00123457"
     assert rows[0]["test_statistic"] == "100"
     assert rows[0]["effect_allele_frequency"] == "0.25"
-    assert rows[3]["effect_allele_frequency"] == "0.995"
-    assert rows[4]["beta"] == "2e-07"
+    assert rows[2]["effect_allele_frequency"] == "0.995"
+    assert rows[3]["beta"] == "2e-07"
 
 
 def test_extreme_p_values_written_from_the_log(tmp_path: Path) -> None:
     rows = [dict(zip(HEADER, r)) for r in tsv_lines(write_gwas_ssf(small_result(), tmp_path / "s.tsv.gz"))[1:]]
-    assert [r["p_value"] for r in rows] == ["1e-400", "5.01187e-401", "#NA", "1", "0.05", "3.16228e-08", "0"]
+    assert [r["p_value"] for r in rows] == ["1e-400", "5.01187e-401", "1", "0.05", "3.16228e-08", "0"]
 
 
 @pytest.mark.parametrize(("neg_log10_p", "text"), [
@@ -239,7 +243,7 @@ def test_read_rejects_a_file_without_mandatory_columns(tmp_path: Path) -> None:
 
 def test_meta_yaml_keys_and_md5(tmp_path: Path) -> None:
     data = write_gwas_ssf(small_result(), tmp_path / "s.linear.tsv.gz")
-    meta = write_gwas_ssf_meta(data, run_summary(), genome_assembly="GRCh38")
+    meta = write_gwas_ssf_meta(data, dataclasses.replace(run_summary(), genome_build="GRCh38"))
     assert meta.name == "s.linear.tsv.gz-meta.yaml"
     text = meta.read_text(encoding="utf-8")
     top = yaml_top_level(text)
@@ -253,6 +257,9 @@ def test_meta_yaml_keys_and_md5(tmp_path: Path) -> None:
     assert top["analysis_software"] == "fedgwas 0.1.0-test"
     assert top["effect_statistic"] == "beta"
     assert "  - sample_size: 100\n" in text  # contributing sites only: 60 + 40
+    assert "    sample_ancestry_category:\n      - NR\n    case_control_study: false\n" in text
+    assert "genotyping_technology:\n  - NR\n" in text
+    assert top["date_metadata_last_modified"] == datetime.date.today().isoformat()
     assert "trait_description:\n  - bmi\n" in text
     assert "adjusted_covariates:\n  - age\n  - sex\n  - PC1\n" in text
     assert "\nfedgwas:\n  privacy: secagg\n" in text
@@ -266,7 +273,7 @@ def test_meta_yaml_keys_and_md5(tmp_path: Path) -> None:
 def test_meta_default_assembly_and_hostile_phenotype(tmp_path: Path) -> None:
     data = write_gwas_ssf(small_result(), tmp_path / "s.linear.tsv.gz")
     text = write_gwas_ssf_meta(data, run_summary(phenotype=HOSTILE_PHENOTYPE)).read_text(encoding="utf-8")
-    assert yaml_top_level(text)["genome_assembly"] == "unknown"
+    assert yaml_top_level(text)["genome_assembly"] == "NR"
     item = text.split("trait_description:\n", 1)[1].splitlines()[0]
     assert item.startswith('  - "')
     assert json.loads(item[4:]) == HOSTILE_PHENOTYPE  # quoted and escaped, newline included
@@ -360,7 +367,7 @@ def test_plots_of_small_and_empty_results(tmp_path: Path) -> None:
 
 
 def test_write_results_secagg(tmp_path: Path) -> None:
-    paths = write_results(small_result(), run_summary(), tmp_path / "out", "study1", genome_assembly="GRCh37")
+    paths = write_results(small_result(), dataclasses.replace(run_summary(), genome_build="GRCh37"), tmp_path / "out", "study1")
     assert isinstance(paths, ResultPaths)
     with pytest.raises(dataclasses.FrozenInstanceError):
         paths.tsv = tmp_path  # type: ignore[misc]

@@ -113,15 +113,19 @@ def test_crashed_site_is_recovered_in_the_same_round(sites, tmp_path: Path) -> N
     endpoints = [s[2] for s in sites]
     outcome = run_study(_config(endpoints, tmp_path / "out", allow_dropout=True))
     summary = outcome.summary
-    assert summary.rounds == 1  # no re-run: the survivors revealed what removes site3's masks
     assert summary.contributing_sites == ("site1", "site2")
     failed = summary.sites[2]
     assert not failed.contributed and "crashed" in failed.failure
-    assert sites[2][1].rounds_seen == [1]  # the failed site is not asked again
+    # It fails in the association round (after the standardisation rounds), which the survivors finish
+    # (no re-run: they reveal what removes site3's masks); the failed site is not asked again.
+    assert sites[2][1].rounds_seen[-1] == summary.rounds
     released = [e for e in sites[0][1].data.ledger.entries() if e.kind == "released"]
-    assert len(released) == 1 and "summed over site1, site2" in released[0].message
-    # Nothing lost or double counted: equal to a clean two-site study (the same set of sites: allowed).
-    clean = run_study(_config(endpoints[:2], tmp_path / "clean"))
+    assert "summed over site1, site2" in released[-1].message
+    assert all("summed over site1, site2, site3" in e.message for e in released[:-1])
+    # Nothing lost or double counted: equal to a clean two-site study (another study: its standardisation
+    # rounds over the two sites would repeat this study's over another set of sites, which they refuse).
+    clean = run_study(_config(endpoints[:2], tmp_path / "clean", study_id="faults-clean"))
+    assert summary.rounds == clean.summary.rounds
     np.testing.assert_allclose(outcome.result.beta, clean.result.beta, rtol=1e-10, equal_nan=True)
     np.testing.assert_array_equal(outcome.result.n, clean.result.n)
     assert summary.n_samples == clean.summary.n_samples
@@ -150,7 +154,10 @@ def test_dropout_below_the_minimum_number_of_sites_fails(sites, tmp_path: Path) 
     deadline = time.monotonic() + 10  # the site records the abort when it notices the cancelled call
     while "aborted" not in [e.kind for e in ledger.entries()] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [e.kind for e in ledger.entries() if e.kind != "described"] == ["accepted", "aborted"]  # nothing released
+    entries = [e for e in ledger.entries() if e.kind != "described"]
+    # The standardisation rounds were released; the association round was accepted, then aborted.
+    assert [e.kind for e in entries[-2:]] == ["accepted", "aborted"] and entries[-1].analysis == "linear"
+    assert {e.analysis for e in entries if e.kind == "released"} == {"moments"}
 
 
 @pytest.mark.parametrize("sites", [(None, None, "crash")], indirect=True)
@@ -195,7 +202,11 @@ def test_a_site_killed_mid_round_leaves_the_survivors_result_equal_to_plink2(tmp
     finally:
         for server, _, _ in served:
             server.stop(grace=None)
-    assert outcome.summary.rounds == 1 and outcome.summary.contributing_sites == ("site1", "site3")
+    released = [e for e in served[0][1].data.ledger.entries() if e.kind == "released"]
+    # The standardisation rounds (all three sites), then the association round, finished by the survivors.
+    assert [e.analysis for e in released][-1] == "linear" and outcome.summary.rounds == len(released)
+    assert "summed over site1, site3" in released[-1].message
+    assert outcome.summary.contributing_sites == ("site1", "site3")
     assert not outcome.summary.sites[1].contributed and "crashed" in outcome.summary.sites[1].failure
     survivors = [line.split()[:2] for i in (0, 2) for line in Path(f"{study.site_bfiles[i]}.fam").read_text().splitlines()]
     (tmp_path / "keep.txt").write_text("".join(f"{fid}\t{iid}\n" for fid, iid in survivors))

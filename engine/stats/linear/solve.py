@@ -64,8 +64,9 @@ def _fit(packed: np.ndarray, n_design: int) -> _Fit:
     sum_g = xtx[:, 0, k]
     centred_gg = xtx[:, k, k] - sum_g * sum_g / np.where(n > 0, n, 1.0)
     constant = ~(centred_gg > 1e-8 * np.maximum(xtx[:, k, k], 1.0))
-    errcode[constant & (sum_g <= 0)] = "CONST_OMITTED_ALLELE"
-    errcode[constant & (sum_g > 0)] = "CONST_ALLELE"
+    # A biallelic variant's constant genotype is CONST_OMITTED_ALLELE in PLINK 2 whichever allele is
+    # fixed (its CONST_ALLELE is for one allele of a multi-allelic variant).
+    errcode[constant] = "CONST_OMITTED_ALLELE"
     sum_c = xtx[:, 0, :k]
     with np.errstate(divide="ignore", invalid="ignore"):
         cov_gc = c_g - sum_g[:, None] * sum_c / n[:, None]

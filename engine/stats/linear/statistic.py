@@ -9,7 +9,8 @@ import numpy as np
 
 from engine.cohort.cohort import Cohort
 from engine.stats.linear.kernel import LinearLayout, block_statistics, flip_effect_allele, sample_cross_products
-from engine.stats.statistic import InputSpec
+from engine.cohort.standardise import STANDARDISE_INPUT, standardise_cohort
+from engine.stats.statistic import STANDARDISE_INPUTS, InputSpec
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,11 @@ class LinearStatistic:
 
     name = "linear"
     needs_phenotype = True
-    inputs: Mapping[str, InputSpec] = {}
+    males_only_on_y = True  # the site drops non-males' chrY calls first (engine/cohort/sex_chromosomes.py)
+    inputs: Mapping[str, InputSpec] = STANDARDISE_INPUTS
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LinearState:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=True)
         design = cohort.design
         return _LinearState(design, cohort.phenotype, sample_cross_products(design, cohort.phenotype))
 

@@ -15,7 +15,8 @@ from engine.cohort.cohort import Cohort
 from engine.errors import ProtocolError
 from engine.stats.logistic.kernel import (DesignProducts, LogisticLayout, StartLayout, covariate_statistics,
                                           design_products, logistic_statistics, start_statistics)
-from engine.stats.statistic import InputSpec, flip_genotypes
+from engine.cohort.standardise import STANDARDISE_INPUT, standardise_cohort
+from engine.stats.statistic import STANDARDISE_INPUTS, InputSpec, flip_genotypes
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,14 @@ class LogisticStatistic:
 
     name = "logistic"
     needs_phenotype = True
+    males_only_on_y = True
     firth = False
     exact = False
-    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
+    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,)),
+                                       **STANDARDISE_INPUTS}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LogisticState:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=False)
         design = cohort.design
         if inputs["coef"].shape[1] != design.shape[1] + 1:
             raise ProtocolError(f"input 'coef' has {inputs['coef'].shape[1]} columns, the model has "
@@ -74,9 +78,12 @@ class LogisticStartStatistic:
 
     name = "logistic_start"
     needs_phenotype = True
-    inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,))}
+    males_only_on_y = True
+    inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,)),
+                                       **STANDARDISE_INPUTS}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> Cohort:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=False)
         design = cohort.design
         if inputs["null_coef"].shape != (design.shape[1],):
             raise ProtocolError(f"input 'null_coef' has shape {inputs['null_coef'].shape}, the covariate-only "
@@ -111,9 +118,11 @@ class CovariateFitStatistic:
 
     name = "covariate_fit"
     needs_phenotype = True
-    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
+    inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,)),
+                                       **STANDARDISE_INPUTS}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LogisticState:
+        cohort = standardise_cohort(cohort, inputs.get(STANDARDISE_INPUT), scale_phenotype=False)
         design = cohort.design
         if inputs["coef"].shape[1] != design.shape[1]:
             raise ProtocolError(f"input 'coef' has {inputs['coef'].shape[1]} columns, the covariate-only model "

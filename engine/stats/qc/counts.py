@@ -13,7 +13,7 @@ the allelic test (:mod:`engine.stats.qc.allelic`) needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -23,6 +23,9 @@ from engine.stats.statistic import InputSpec
 from engine.errors import InputError
 
 
+#: Optional ``qc`` input (float64 ``(1,)``): split the counts by .fam sex (males, females, unknown), for
+#: the sex chromosomes' haploid rules (:func:`engine.cohort.sex_chromosomes.counts_by_class`).
+BY_SEX_INPUT = "by_sex"
 #: Values per variant and status group, in this order.
 COUNT_COLUMNS = ("hom_effect", "het", "hom_other", "missing")
 #: Relative tolerance PLINK 2 applies to filter thresholds (2^-44, its ``kSmallEpsilon``).
@@ -77,9 +80,13 @@ class QcStatistic:
 
     name = "qc"
     needs_phenotype = False
-    inputs: Mapping[str, InputSpec] = {}
+    inputs: Mapping[str, InputSpec] = {BY_SEX_INPUT: InputSpec("float64", per_variant=False, trailing=(1,), optional=True)}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _QcState:
+        if BY_SEX_INPUT in inputs:  # sex-chromosome variants: counts of males, females, unknown sex
+            if cohort.phenotype_name or cohort.sex is None:
+                raise InputError(f"input {BY_SEX_INPUT!r}: counts by sex need a cohort without phenotype and the .fam sex")
+            return _QcState(groups=tuple(np.flatnonzero(cohort.sex == code) for code in (1, 2, 0)))
         if not cohort.phenotype_name:
             return _QcState(groups=(np.arange(cohort.n_samples),))
         status = cohort.phenotype
@@ -97,6 +104,9 @@ class QcStatistic:
         return genotype_counts_by_status(genotypes, flip, state.groups)
 
 
+_NONE = np.zeros(0, dtype=np.int64)  # placeholder default of the haploid counts (replaced by zeros)
+
+
 @dataclass(frozen=True)
 class GenotypeCounts:
     """Pooled genotype counts per variant, shapes ``(m,)`` int64, in the study's orientation.
@@ -110,6 +120,16 @@ class GenotypeCounts:
     het: np.ndarray
     hom_other: np.ndarray
     missing: np.ndarray
+    # Haploid calls (chrX males, chrY, MT; engine.sex_chromosomes): effect/other allele, and
+    # heterozygous haploid calls (one observation, half an effect allele; missing in .gcount).
+    hap_effect: np.ndarray = field(default_factory=lambda: _NONE)
+    hap_other: np.ndarray = field(default_factory=lambda: _NONE)
+    hap_het: np.ndarray = field(default_factory=lambda: _NONE)
+
+    def __post_init__(self) -> None:
+        for name in ("hap_effect", "hap_other", "hap_het"):
+            if getattr(self, name) is _NONE:  # not given: no haploid calls
+                object.__setattr__(self, name, np.zeros(len(self.het), dtype=np.int64))
 
     @classmethod
     def from_totals(cls, totals: np.ndarray, group: int = 0) -> "GenotypeCounts":
@@ -133,25 +153,33 @@ class GenotypeCounts:
 
     def take(self, index: np.ndarray) -> "GenotypeCounts":
         """Rows ``index`` (integer or boolean array)."""
-        return GenotypeCounts(self.hom_effect[index], self.het[index], self.hom_other[index], self.missing[index])
+        return GenotypeCounts(self.hom_effect[index], self.het[index], self.hom_other[index], self.missing[index],
+                              self.hap_effect[index], self.hap_other[index], self.hap_het[index])
 
     @property
     def n_observed(self) -> np.ndarray:
-        """Samples with a genotype call, ``(m,)``."""
+        """Samples with a diploid genotype call, ``(m,)`` (what the autosomal HWE test counts)."""
         return self.hom_effect + self.het + self.hom_other
 
     @property
+    def n_haploid(self) -> np.ndarray:
+        """Samples with a haploid call (heterozygous haploid calls included), ``(m,)``."""
+        return self.hap_effect + self.hap_other + self.hap_het
+
+    @property
     def n_samples(self) -> np.ndarray:
-        """Samples counted, called or not, ``(m,)``."""
-        return self.n_observed + self.missing
+        """Samples counted, called or not, ``(m,)`` (PLINK 2's ``.vmiss`` OBS_CT)."""
+        return self.n_observed + self.n_haploid + self.missing
 
     @property
     def effect_allele_count(self) -> np.ndarray:
-        return 2 * self.hom_effect + self.het
+        """Effect allele copies (float64 when a heterozygous haploid call counts half)."""
+        count = 2 * self.hom_effect + self.het + self.hap_effect
+        return count + 0.5 * self.hap_het if np.any(self.hap_het) else count
 
     @property
     def allele_observations(self) -> np.ndarray:
-        return 2 * self.n_observed
+        return 2 * self.n_observed + self.n_haploid
 
     @property
     def effect_allele_frequency(self) -> np.ndarray:
@@ -178,7 +206,9 @@ class GenotypeCounts:
 
     def __add__(self, other: "GenotypeCounts") -> "GenotypeCounts":
         return GenotypeCounts(self.hom_effect + other.hom_effect, self.het + other.het,
-                              self.hom_other + other.hom_other, self.missing + other.missing)
+                              self.hom_other + other.hom_other, self.missing + other.missing,
+                              self.hap_effect + other.hap_effect, self.hap_other + other.hap_other,
+                              self.hap_het + other.hap_het)
 
 
 @dataclass(frozen=True)
@@ -199,7 +229,8 @@ class VariantFilter:
 
 
 def variant_filter(counts: GenotypeCounts, *, maf: float | None = None, geno: float | None = None,
-                   hwe: float | None = None, hwe_midp: bool = False) -> VariantFilter:
+                   hwe: float | None = None, hwe_midp: bool = False,
+                   hwe_neg_log10_p: np.ndarray | None = None) -> VariantFilter:
     """PLINK 2's ``--geno``, ``--hwe`` and ``--maf`` on pooled counts over all samples.
 
     * ``--geno``: drop when the missing calls exceed ``floor(geno * (1 + 2^-44) * n_samples)``;
@@ -217,6 +248,10 @@ def variant_filter(counts: GenotypeCounts, *, maf: float | None = None, geno: fl
         Thresholds; ``None`` skips the filter.
     hwe_midp
         Use the mid-p HWE test (PLINK's ``--hwe ... midp``).
+    hwe_neg_log10_p
+        Precomputed -log10 p of the HWE test per variant (NaN: not tested, kept), for the sex
+        chromosomes: chrX's test counts males (:func:`engine.cohort.sex_chromosomes.x_hwe_neg_log10_p`),
+        chrY and MT are not tested, as in PLINK 2.
     """
     m = len(counts)
     keep = np.ones(m, dtype=bool)
@@ -229,8 +264,11 @@ def variant_filter(counts: GenotypeCounts, *, maf: float | None = None, geno: fl
         threshold = hwe * (1.0 - _SMALL_EPSILON)
         fails = np.zeros(m, dtype=bool)
         rows = np.flatnonzero(keep & (counts.n_observed > 0))
+        if hwe_neg_log10_p is not None:
+            rows = np.flatnonzero(keep & np.isfinite(hwe_neg_log10_p))
         if rows.size and threshold > 0:
-            neg_log10_p = counts.take(rows).hwe_neg_log10_p(midp=hwe_midp)
+            neg_log10_p = counts.take(rows).hwe_neg_log10_p(midp=hwe_midp) if hwe_neg_log10_p is None \
+                else hwe_neg_log10_p[rows]
             fails[rows] = neg_log10_p > -np.log10(threshold)
         failed["hwe"] = fails
         keep &= ~fails

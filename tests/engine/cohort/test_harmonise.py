@@ -6,6 +6,8 @@ seeded random manifests; the hand-written cases pin down each rule on its own.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,8 +313,43 @@ class NaiveResult:
     dropped: dict[str, int]
 
 
+def naive_fill_missing_alleles(manifests: list[VariantManifest], match_by: str) -> list[VariantManifest]:
+    """A site's one missing allele (0 or .) is the other allele of the unique full pair at that locus
+    (chromosome+position, or ID) among all sites that contains its known allele."""
+    missing = {"0", ".", ""}
+
+    def locus(m: VariantManifest, r: int) -> object:
+        return ((str(normalise_chromosome(np.array([m.chrom[r]]))[0]), int(m.pos[r])) if match_by == "position"
+                else str(m.variant_id[r]))
+
+    pairs: dict[object, set[tuple[str, str]]] = {}
+    for m in manifests:
+        for r in range(len(m)):
+            x, y = str(m.allele1[r]).upper(), str(m.allele2[r]).upper()
+            if x != y and x not in missing and y not in missing:
+                pairs.setdefault(locus(m, r), set()).add((min(x, y), max(x, y)))
+    out = []
+    for m in manifests:
+        a1 = [str(a).upper() for a in m.allele1]
+        a2 = [str(a).upper() for a in m.allele2]
+        for r in range(len(m)):
+            if (a1[r] in missing) == (a2[r] in missing):
+                continue
+            known = a2[r] if a1[r] in missing else a1[r]
+            found = [p for p in pairs.get(locus(m, r), set()) if known in p]
+            if len(found) == 1:
+                other = found[0][0] if found[0][1] == known else found[0][1]
+                if a1[r] in missing:
+                    a1[r] = other
+                else:
+                    a2[r] = other
+        out.append(dataclasses.replace(m, allele1=np.array(a1), allele2=np.array(a2)))
+    return out
+
+
 def naive_harmonise(manifests: list[VariantManifest], match_by: str) -> NaiveResult:
     """The rules of engine.cohort.harmonise written out with plain dictionaries, one variant at a time."""
+    manifests = naive_fill_missing_alleles(manifests, match_by)
 
     def keys(m: VariantManifest) -> list[tuple[object, ...] | None]:
         out: list[tuple[object, ...] | None] = []
@@ -427,3 +464,25 @@ def test_real_bims_from_different_builds() -> None:
     h = harmonise([hm3, kg_swapped], ["hapmap3", "1kg"], match_by="id")
     assert len(h.variants) == 14_079
     assert h.alignments[1].flip.all()
+
+
+def test_zero_allele_at_a_monomorphic_site_is_filled_from_the_other_sites() -> None:
+    """PLINK 1.9 writes allele 0 for an allele a site never saw: the variant is kept, matched on the known allele."""
+    from engine.cohort.harmonise import VariantManifest, harmonise
+
+    def manifest(a1: list[str], a2: list[str]) -> VariantManifest:
+        n = len(a1)
+        return VariantManifest(chrom=np.array(["1"] * n), pos=np.arange(1, n + 1) * 100,
+                               variant_id=np.array([f"rs{i}" for i in range(n)]),
+                               allele1=np.array(a1), allele2=np.array(a2))
+
+    first = manifest(["A", "C", "G", "T", "A"], ["G", "T", "A", "C", "C"])
+    # Site 2: variant 1 has only T (allele1 written as 0), variant 2 only A (allele2 0),
+    # variant 3 has both alleles missing, variant 4's known allele (G) is in no pair at the locus.
+    second = manifest(["A", "0", "G", "0", "G"], ["G", "T", "0", "0", "0"])
+    result = harmonise([first, second], ["s1", "s2"])
+    assert list(result.variants.variant_id) == ["rs0", "rs1", "rs2"]
+    np.testing.assert_array_equal(result.alignments[1].index, [0, 1, 2])
+    # Site 2's allele1 is now C at rs1 (study effect allele C: no flip) and G at rs2 (no flip).
+    np.testing.assert_array_equal(result.alignments[1].flip, [False, False, False])
+    assert result.dropped["absent_at_some_site"] == 2
