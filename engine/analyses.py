@@ -64,6 +64,8 @@ class SiteAnalysis(Protocol):
     #     before any output block (PCA accumulates its sample-space product there);
     # ``sample_values(state) -> (n, b)``: per-sample values that stay at the site, kept when the task
     #     asks for it (the PCA's sample scores, engine.pca.SCORES_PARAMETER).
+    # ``sequential_blocks = True``: ``block`` updates ``state``, so blocks are computed one after the
+    #     other, in order (otherwise the site may compute blocks concurrently, on other processes).
 
 
 def flip_genotypes(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:

@@ -106,6 +106,7 @@ class LdPairsAnalysis:
     """
 
     name = "ld_pairs"
+    sequential_blocks = True  # blocks share state: computed in order, in the site agent
     needs_phenotype = False
     inputs: Mapping[str, "InputSpec"]
 

@@ -174,6 +174,7 @@ class PcaAnalysis:
     """
 
     name = "pca"
+    sequential_blocks = True  # blocks share state: computed in order, in the site agent
     needs_phenotype = False
     inputs: Mapping[str, "InputSpec"]
     #: GEMM precision of the site kernels; float32 halves the conversion and GEMM cost.

@@ -3,6 +3,7 @@
 Subcommands::
 
     fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR] [--he-context FILE]
+                       [--workers N|auto | --scheduler tcp://HOST:PORT]
     fedgwas-site check --config site.toml
     fedgwas-site serve --config site.toml [--listen HOST:PORT] [--ready-file PATH]
     fedgwas-site audit verify LEDGER [--head HASH]          (see site_agent/audit_cli.py)
@@ -28,6 +29,7 @@ from engine import secagg
 from engine.errors import ConfigError, FedGwasError
 from engine.version import __version__
 from site_agent import audit_cli
+from site_agent.compute.settings import check_scheduler_address
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
 from site_agent.provision import he_context_pin, init_site
@@ -73,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
                            "its SHA-256 and accept --privacy he tasks encrypted under it")
 
+    compute = init.add_mutually_exclusive_group()
+    compute.add_argument("--workers", default="auto", metavar="N",
+                         help="compute blocks on a local Dask cluster of N worker processes started by the agent "
+                              "(default auto: one per core); 0 computes in the agent process")
+    compute.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                         help="compute blocks on the site's running Dask cluster (its workers must read the "
+                              "genotype files at the same paths; docs/site-operations.md)")
+
     check = sub.add_parser("check", help="validate the config and the data files, then exit")
     check.add_argument("--config", required=True, help="path to site.toml")
 
@@ -82,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-file", help="write {\"address\": ...} as JSON here once serving")
     audit_cli.add_commands(sub)
     return parser
+
+
+def _compute_choice(args: argparse.Namespace) -> dict[str, int | str | None]:
+    """``init``'s --workers/--scheduler as init_site arguments (checked again when the config is loaded)."""
+    if args.scheduler is not None:
+        return {"workers": None, "scheduler": check_scheduler_address(args.scheduler, "--scheduler")}
+    if args.workers == "auto":
+        return {"workers": "auto", "scheduler": None}
+    try:
+        workers = int(args.workers)
+    except ValueError:
+        raise ConfigError(f"--workers must be a number >= 0 or auto, got {args.workers!r}") from None
+    if workers < 0:
+        raise ConfigError(f"--workers must be a number >= 0 or auto, got {args.workers!r}")
+    return {"workers": workers, "scheduler": None}
 
 
 def _check(config_path: str) -> int:
@@ -97,6 +122,7 @@ def _check(config_path: str) -> int:
     if data.covar is not None:
         print(f"  covariates: {', '.join(data.covar.names)}")
     print(f"  privacy modes accepted: {', '.join(config.privacy_modes)}")
+    print(f"  compute: {config.compute.describe()}")
     print(f"  secure-aggregation key fingerprint: {secagg.fingerprint(data.secagg_public_key)}")
     if config.he_context_sha256:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
@@ -108,6 +134,7 @@ def _check(config_path: str) -> int:
 def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     config = load_site_config(config_path)
     data = load_site_data(config)
+    data.backend()  # start (or connect to) the compute cluster before serving: the agent is warm when ready
     server, port = make_server(data, listen or config.listen)
     server.start()
     host = (listen or config.listen).rsplit(":", 1)[0]
@@ -127,6 +154,7 @@ def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     signal.signal(signal.SIGINT, stop)
     stopped.wait()
     server.stop(grace=5).wait()
+    data.close()
     return EXIT_OK
 
 
@@ -134,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         if args.command == "init":
             fmt, genotypes_path = next((f, getattr(args, k)) for k, f in GENOTYPE_KEYS.items() if getattr(args, k))
@@ -142,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
-                             consent=args.consent)
+                             consent=args.consent, **_compute_choice(args))
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             return EXIT_OK
         if args.command == "check":

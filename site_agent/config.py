@@ -22,7 +22,11 @@ Example (``fedgwas-site init`` writes one)::
 
     [compute]
     threads = 2
-    genotype_cache_mib = 1024          # genotypes kept in memory across the rounds of PCA and logistic fits
+    genotype_cache_mib = 256           # genotypes kept in memory across the rounds of PCA and logistic fits
+                                       # (beyond it they spill to a site-local file, spill_dir)
+    workers = "auto"                   # where blocks are computed: Dask worker processes (a number, or one
+                                       # per core), 0 = in this process; or scheduler = "tcp://host:port"
+                                       # (site_agent/compute/settings.py)
 
     [budget]                           # optional: differential-privacy budget of this dataset
     epsilon = 4.0                      # total over every DP release (zCDP accounting, see docs/privacy.md)
@@ -56,6 +60,7 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.tasks import PRIVACY_MODES
 from site_agent.budget import BudgetPolicy, policy_from_toml, render_policy
+from site_agent.compute.settings import ComputeSettings, compute_from_toml, render_compute
 from site_agent.pki import TlsFiles
 from site_agent.policy import AccessPolicy, access_from_toml, render_access
 
@@ -77,7 +82,7 @@ class SiteConfig:
     privacy_modes: tuple[str, ...] = ("secagg",)
     min_participants: int = 2
     threads: int | None = None
-    genotype_cache_mib: int = 1024  # [compute] genotype_cache_mib; 0 reads from disk every round
+    genotype_cache_mib: int = 256  # [compute] genotype_cache_mib; beyond it the genotypes spill to disk
     he_context_sha256: str | None = None  # pinned key-holder context (SHA-256 hex), for privacy mode "he"
     budget: BudgetPolicy | None = None  # [budget]: DP budget (None: DP releases are refused)
     ledger: Path | None = None  # [audit] ledger (load_site_config fills in the default)
@@ -85,6 +90,7 @@ class SiteConfig:
     tls: TlsFiles | None = None  # [tls]: mutual TLS material; None only with [tls] insecure = true
     access: AccessPolicy = AccessPolicy()  # [access]: studies, requesters and release minimums
     consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/consent.py)
+    compute: ComputeSettings = ComputeSettings()  # [compute] backend: in this process or on a Dask cluster
 
     @property
     def insecure(self) -> bool:
@@ -169,7 +175,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         privacy_modes=tuple(modes),
         min_participants=min_participants or 2,
         threads=threads,
-        genotype_cache_mib=1024 if cache_mib is None else cache_mib,
+        genotype_cache_mib=256 if cache_mib is None else cache_mib,
         he_context_sha256=he_pin,
         budget=policy_from_toml(raw.get("budget"), repr(str(path))),
         ledger=resolve(_get(audit, "audit", "ledger", str, path, required=False) or "ledger.sqlite"),
@@ -177,6 +183,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         tls=tls,
         access=access_from_toml(raw.get("access"), repr(str(path))),
         consent=resolve(_get(data, "data", "consent", str, path, required=False)),
+        compute=compute_from_toml(compute, path, threads, base.resolve() / "cache"),
     )
 
 
@@ -200,7 +207,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        threads: int | None = None, genotype_format: str = "plink1",
                        he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                        tls: TlsFiles | None = None, access: AccessPolicy | None = None,
-                       consent: str | None = None) -> str:
+                       consent: str | None = None, workers: int | str | None = None,
+                       scheduler: str | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -218,8 +226,7 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
         lines.append(f"he_context_sha256 = {q(he_context_sha256)}")
     lines += ["", "[policy]",
               "privacy_modes = [" + ", ".join(q(m) for m in privacy_modes) + "]", "min_participants = 2"]
-    if threads is not None:
-        lines += ["", "[compute]", f"threads = {threads}"]
+    lines += render_compute(threads, workers, scheduler)
     lines += render_policy(budget)
     if tls is None:
         lines += ["", "[tls]", "insecure = true  # plaintext gRPC: development only"]

@@ -25,6 +25,7 @@ from engine.version import __version__
 from engine.pca import SCORES_PARAMETER
 from engine.audit import REQUEST_ID_KEY
 from site_agent import budget, cohort_guard, release, scores
+from site_agent.compute.jobs import BlockJob, TaskContext
 from site_agent.data import SiteData
 
 log = logging.getLogger("site_agent")
@@ -174,25 +175,34 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
             scan(state, genotypes, task.flip[start:stop],
                  {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}})
     yield TaskProgress("computing", 0, task.n_blocks)
-    for block in range(task.n_blocks):
-        if not is_active():
-            log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
-            return None
-        start, stop = task.block_bounds(block)
-        # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
-        genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
-        inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
-        values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
-        values = guard.noise(cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count))
-        payload = protector.protect(block, values)
-        bytes_sent += len(payload)
-        result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
-        guard.sent(result)
-        yield result
+    # Blocks are read and computed by the site's compute backend (site_agent/compute/), several at a
+    # time and ahead of this loop; noise and protection stay here, in block order.
+    backend = data.backend()
+    context = TaskContext(data.source_spec, cohort.sample_index, analysis.name, state,
+                          data.config.access.min_allele_count, store=data.store_for(cohort.sample_index) if cache else None)
+    jobs = (BlockJob(block, task.variant_index[start:stop], task.flip[start:stop],
+                     {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}})
+            for block, (start, stop) in ((b, task.block_bounds(b)) for b in range(task.n_blocks)))
+    blocks = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache))
+    try:
+        for block, block_values in enumerate(blocks):
+            if not is_active():
+                log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
+                return None
+            start, stop = task.block_bounds(block)
+            values = guard.noise(block_values)
+            payload = protector.protect(block, values)
+            bytes_sent += len(payload)
+            result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
+            guard.sent(result)
+            yield result
+    finally:
+        blocks.close()  # cancels the blocks still in flight when the task stops early
     if SCORES_PARAMETER in task.parameters:  # the site keeps its PCA scores; they never leave it
         scores.keep(data, task, cohort, analysis.sample_values(state))  # type: ignore[attr-defined]
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,
-             task.round, task.n_variants, task.n_blocks, elapsed, peak_mib)
+    log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB, compute %s peak RSS %.0f MiB",
+             task.study_id, task.round, task.n_variants, task.n_blocks, elapsed, peak_mib, backend.description,
+             backend.worker_peak_rss_mib())
     return TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)

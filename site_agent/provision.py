@@ -30,7 +30,8 @@ def he_context_pin(path: Path) -> str:
 def init_site(name: str, genotypes: str, pheno: str, covar: str | None, directory: Path, listen: str,
               allow_plaintext: bool = False, threads: int | None = None, genotype_format: str = "plink1",
               he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
-              tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None) -> Path:
+              tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None,
+              workers: int | str | None = None, scheduler: str | None = None) -> Path:
     """Create ``directory/site.toml`` and ``directory/keys/secagg.key``; returns the config path.
 
     ``genotypes`` is a PLINK 1 or PLINK 2 prefix or a VCF/BCF file, per ``genotype_format``.
@@ -43,6 +44,8 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
     ``tls`` is the site's mutual-TLS material; None writes ``[tls] insecure = true`` (development and
     in-process tests only: ``fedgwas-site init`` asks for one or the other explicitly). ``access``
     writes an ``[access]`` section (site_agent/policy.py); ``consent`` the ``#FID IID DUO`` table.
+    ``workers`` (a number or "auto") or ``scheduler`` ("tcp://host:port") write the ``[compute]``
+    backend (site_agent/compute/settings.py); neither: blocks are computed in the agent process.
     """
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / "keys" / "secagg.key"
@@ -61,5 +64,6 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         secagg_private_key="keys/secagg.key", privacy_modes=modes, threads=threads,
         he_context_sha256=he_context_sha256, budget=budget, tls=tls, access=access,
         consent=None if consent is None else str(Path(consent).resolve()),
+        workers=workers, scheduler=scheduler,
     ), encoding="utf-8")
     return config_path
