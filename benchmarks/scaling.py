@@ -123,11 +123,6 @@ def site_peaks(out: Path, sites: Sequence[str]) -> dict[str, dict[str, float]]:
     return peaks
 
 
-def bytes_per_site(summary_path: Path) -> dict[str, int]:
-    summary = json.loads(summary_path.read_text())
-    return {site["name"]: site["bytes_sent"] for site in summary["sites"]}
-
-
 def study_toml(path: Path, model: str, endpoints, out: Path, tls_dir: Path) -> None:
     sites = "".join(f'[[sites]]\nname = "{e.name}"\naddress = "{e.address}"\n\n' for e in endpoints)
     path.write_text(
@@ -201,7 +196,10 @@ def measure_size(plink2: str, samples: int, variants: int, models: Sequence[str]
             seconds, _, stderr = timed([*coordinator_command(), "run", str(study_path), "--no-progress"], env_with_root())
             row["warm_seconds"], row["coordinator_peak_rss_mib"] = seconds, coordinator_peak_mib(stderr)
             row["site_peak_rss_mib"] = site_peaks(warm_dir, names)
-            row["bytes_per_site"] = bytes_per_site(out / f"{PHENOTYPE[model]}.{model}.summary.json")
+            summary = json.loads((out / f"{PHENOTYPE[model]}.{model}.summary.json").read_text())
+            row["bytes_per_site"] = {site["name"]: site["bytes_sent"] for site in summary["sites"]}
+            row["warm_phase_seconds"] = summary["phase_seconds"]
+            row["load_average"] = os.getloadavg()
             print(f"{samples}x{variants} {model}: plink2 {row['plink2_seconds']:.1f} s, warm run "
                   f"{row['warm_seconds']:.1f} s", flush=True)
             rows.append(row)

@@ -188,3 +188,19 @@ def test_blocks_in_flight_are_bounded_and_cancelled_when_the_consumer_stops() ->
         results.close()
         assert all(future.done() for future in futures)
     assert len(submitted) == 6
+
+
+def test_an_unreachable_scheduler_is_a_config_error_naming_the_key(monkeypatch) -> None:
+    import socket
+
+    from engine.errors import ConfigError
+    from site_agent.compute import dask_backend
+    from site_agent.compute.settings import ComputeSettings
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(dask_backend, "CONNECT_TIMEOUT_SECONDS", 1)
+    address = f"tcp://127.0.0.1:{port}"
+    with pytest.raises(ConfigError, match=rf"\[compute\] scheduler '{address}': cannot connect"):
+        dask_backend.DaskBackend(ComputeSettings(backend="dask", scheduler=address))
