@@ -25,7 +25,8 @@ from engine.version import __version__
 from engine.pca import SCORES_PARAMETER
 from engine.audit import REQUEST_ID_KEY
 from site_agent import budget, cohort_guard, release, scores
-from site_agent.compute.jobs import BlockJob, TaskContext
+from site_agent.compute.jobs import TaskContext
+from site_agent.compute.pieces import join_pieces, task_pieces
 from site_agent.data import SiteData
 
 log = logging.getLogger("site_agent")
@@ -180,10 +181,10 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
     backend = data.backend()
     context = TaskContext(data.source_spec, cohort.sample_index, analysis.name, state,
                           data.config.access.min_allele_count, store=data.store_for(cohort.sample_index) if cache else None)
-    jobs = (BlockJob(block, task.variant_index[start:stop], task.flip[start:stop],
-                     {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}})
-            for block, (start, stop) in ((b, task.block_bounds(b)) for b in range(task.n_blocks)))
-    blocks = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache))
+    counts, jobs = task_pieces(task, per_variant, cohort.n_samples, None if getattr(analysis, "sequential_blocks", False)
+                               else data.config.compute.chunk_bytes)
+    pieces = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache))
+    blocks = join_pieces(pieces, counts)
     try:
         for block, block_values in enumerate(blocks):
             if not is_active():
@@ -197,7 +198,7 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
             guard.sent(result)
             yield result
     finally:
-        blocks.close()  # cancels the blocks still in flight when the task stops early
+        pieces.close()  # cancels the pieces still in flight when the task stops early
     if SCORES_PARAMETER in task.parameters:  # the site keeps its PCA scores; they never leave it
         scores.keep(data, task, cohort, analysis.sample_values(state))  # type: ignore[attr-defined]
     elapsed = time.perf_counter() - started

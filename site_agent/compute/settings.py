@@ -9,6 +9,7 @@
     # scheduler = "tcp://10.1.2.3:8786"   # instead of workers: use the site's running Dask cluster
     # backend = "inline"         # the same as workers = 0
     spill_dir = "cache"          # site-local disk for the genotypes of multi-round analyses
+    chunk_mib = 32               # int8 genotypes computed at once per piece of a block
 
 Without ``workers``, ``scheduler`` and ``backend`` the agent computes in its own process
 (``backend = "inline"``) with ``threads`` threads; ``fedgwas-site init`` writes ``workers = "auto"``.
@@ -27,7 +28,8 @@ from engine.errors import ConfigError
 
 BACKENDS = ("inline", "dask")
 KNOWN_KEYS = frozenset({"threads", "genotype_cache_mib", "backend", "workers", "threads_per_worker", "scheduler",
-                        "spill_dir"})
+                        "spill_dir", "chunk_mib"})
+DEFAULT_CHUNK_MIB = 32
 _SCHEDULER = re.compile(r"^tcp://[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
 
 
@@ -55,6 +57,12 @@ class ComputeSettings:
     scheduler: str | None = None
     threads: int | None = None
     spill_dir: Path | None = None
+    chunk_mib: int = DEFAULT_CHUNK_MIB
+
+    @property
+    def chunk_bytes(self) -> int:
+        """int8 genotype bytes computed at once per piece (site_agent/compute/pieces.py)."""
+        return self.chunk_mib << 20
 
     @property
     def parallel_blocks(self) -> int:
@@ -117,6 +125,9 @@ def compute_from_toml(compute: dict[str, Any], path: Path, threads: int | None, 
     if spill is not None and not isinstance(spill, str):
         raise ConfigError(f"{_where(path, 'spill_dir')} must be a path (string), got {spill!r}")
     spill_path = spill_dir if spill is None else (path.parent / spill).resolve()
+    chunk = compute.get("chunk_mib", DEFAULT_CHUNK_MIB)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or not 1 <= chunk <= 4096:
+        raise ConfigError(f"{_where(path, 'chunk_mib')} must be an integer from 1 to 4096 (MiB), got {chunk!r}")
     dask_wanted = scheduler is not None or (workers or 0) > 0
     if backend == "inline" and dask_wanted:
         raise ConfigError(f"{_where(path, 'backend')} = \"inline\" cannot be combined with "
@@ -127,9 +138,9 @@ def compute_from_toml(compute: dict[str, Any], path: Path, threads: int | None, 
     if not dask_wanted:
         if "threads_per_worker" in compute:
             raise ConfigError(f"{_where(path, 'threads_per_worker')} needs [compute] workers >= 1")
-        return ComputeSettings(threads=threads, spill_dir=spill_path)
+        return ComputeSettings(threads=threads, spill_dir=spill_path, chunk_mib=chunk)
     return ComputeSettings(backend="dask", workers=workers or 0, threads_per_worker=tpw, scheduler=scheduler,
-                           threads=threads, spill_dir=spill_path)
+                           threads=threads, spill_dir=spill_path, chunk_mib=chunk)
 
 
 def render_compute(threads: int | None, workers: int | str | None, scheduler: str | None) -> list[str]:

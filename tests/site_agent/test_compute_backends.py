@@ -49,6 +49,17 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> SimulatedStudy:
     return simulate_study(spec, tmp_path_factory.mktemp("sim"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_pieces() -> Iterator[None]:
+    """Blocks cut into pieces of 48 variants at the in-process agents, as a biobank's blocks are cut (the
+    `fedgwas local` test's agent processes keep the default, whole blocks at this size)."""
+    from site_agent.compute.settings import ComputeSettings
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ComputeSettings, "chunk_bytes", property(lambda self: 320 * 48))
+        yield
+
+
 @contextmanager
 def serving(study: SimulatedStudy, directory: Path, compute: list[dict]) -> Iterator[list[tuple[str, str]]]:
     """In-process site agents (one per site, ``compute[i]`` as init_site's workers/scheduler/threads)."""
