@@ -101,7 +101,7 @@ def env_with_root() -> dict[str, str]:
 
 def coordinator_command() -> list[str]:
     """``fedgwas`` in a process that prints its own peak RSS (KiB) on stderr when it ends."""
-    code = ("import resource, sys; from coordinator.cli import main; code = main(sys.argv[1:]); "
+    code = ("import resource, sys; from fedgwas.cli import main; code = main(sys.argv[1:]); "
             "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
             "sys.exit(code)")
     return [sys.executable, "-c", code]
@@ -174,7 +174,7 @@ def external_dask(workers: int) -> Iterator[str]:
 
 def measure_size(plink2: str, samples: int, variants: int, models: Sequence[str], compute: list[str],
                  workers: int | None, scheduler: str | None, runs: Path, seed: int) -> list[dict]:
-    from coordinator.local import LOCAL_COORDINATOR, local_pki, prepare_sites, running_sites, site_names
+    from fedgwas.local import LOCAL_COORDINATOR, local_pki, prepare_sites, running_sites, site_names
 
     study = simulate(samples, variants, 3, seed)
     rows = []

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from engine.analyses import get_analysis
+from engine.stats.registry import get_statistic
 from site_agent.compute.jobs import BlockJob, TaskContext, block_values
 
 #: Reads one block: int8 genotypes ``(n, m)`` of the given site variant rows for the task's samples.
@@ -94,7 +94,7 @@ class InlineBackend:
 
 def is_sequential(context: TaskContext) -> bool:
     """True for analyses whose blocks share state (``sequential_blocks``): computed in order, in the agent."""
-    return bool(getattr(get_analysis(context.analysis), "sequential_blocks", False))
+    return bool(getattr(get_statistic(context.analysis), "sequential_blocks", False))
 
 
 def one_by_one(context: TaskContext, jobs: Iterable[BlockJob], read: Reader) -> Iterator[np.ndarray]:

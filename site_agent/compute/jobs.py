@@ -20,8 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from engine.analyses import get_analysis
-from engine.genotype_sources import GenotypeSource, open_genotypes
+from engine.stats.registry import get_statistic
+from engine.io.genotype_sources import GenotypeSource, open_genotypes
 from site_agent.cohort_guard import suppress_rare
 from site_agent.compute.store import StoreSpec, read_through
 
@@ -74,7 +74,7 @@ class BlockOutput:
 
 def block_values(context: TaskContext, job: BlockJob, genotypes: np.ndarray) -> np.ndarray:
     """The analysis's values ``(m, width)`` for the block's int8 genotypes ``(n, m)``, rare variants suppressed."""
-    analysis = get_analysis(context.analysis)
+    analysis = get_statistic(context.analysis)
     values = analysis.block(context.state, genotypes, job.flip, job.inputs)
     return suppress_rare(values, genotypes, context.min_allele_count)
 

@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from coordinator.cli import main
+from fedgwas.cli import main
 from coordinator.results.gwas_ssf import read_gwas_ssf
 from engine.simulate import SimulatedStudy, SimulationSpec, simulate_study
 from site_agent.compute.backend import in_order

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.analyses import get_analysis
-from engine.cohort import build_cohort
-from engine.plink_io import BedFile
+from engine.stats.registry import get_statistic
+from engine.cohort.cohort import build_cohort
+from engine.io.plink import BedFile
 from engine.simulate import SimulationSpec, simulate_study
-from engine.tables import read_sample_table
+from engine.io.tables import read_sample_table
 from site_agent.compute.jobs import BlockJob, SourceSpec, TaskContext, block_values
 from site_agent.compute.pieces import join_pieces, piece_bounds
 
@@ -42,7 +42,7 @@ def test_pieces_give_the_whole_blocks_values(site, name, phenotype, coding) -> N
     study, bed = site
     cohort = build_cohort(bed.fam, read_sample_table(study.pheno_path), phenotype,
                           read_sample_table(study.covar_path), COVARIATES, coding)
-    analysis = get_analysis(name)
+    analysis = get_statistic(name)
     k = len(COVARIATES) + 1
     rng = np.random.default_rng(4)
     inputs = {"coef": np.c_[rng.normal(0, 0.1, (600, k)), rng.normal(0, 0.2, 600)]} if name == "logistic" else \

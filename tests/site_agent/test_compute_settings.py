@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli import main as fedgwas_main
+from fedgwas.cli import main as fedgwas_main
 from engine.errors import ConfigError
 from engine.simulate import SimulatedStudy, SimulationSpec, simulate_study
 from site_agent.cli import main as site_main

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.plink_io import BedFile
+from engine.io.plink import BedFile
 from engine.simulate import SimulationSpec, simulate_study
 from site_agent.compute.store import prepare_store, read_through, source_identity, store_spec
 from site_agent.data import GenotypeCache
