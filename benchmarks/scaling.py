@@ -11,10 +11,13 @@ one run on the same machine:
 
 and per run: wall time, bytes sent per site, peak RSS of every agent (and of its compute workers,
 from the agent's log), of the coordinator and of PLINK 2. ``--dask-external`` attaches every agent
-to a separate ``dask scheduler`` + ``dask worker`` started here on loopback. Usage::
+to a separate ``dask scheduler`` + ``dask worker`` started here on loopback. Each agent logs its peak RSS
+(``ru_maxrss``) and its workers' after every task; the coordinator's comes from its own ``ru_maxrss``;
+PLINK 2's is polled every 50 ms. Usage::
 
     python benchmarks/scaling.py --sizes 10000x25000,30000x25000 [--models linear,logistic]
-        [--site-workers 0] [--dask-external] [--plot docs/scaling.png]
+        [--site-workers 0] [--dask-external WORKERS] [--skip-cold] [--plot docs/scaling.png]
+    python benchmarks/scaling.py --report benchmarks/runs/scaling-*/result.json --plot docs/scaling.png
 
 Results: a Markdown table on stdout and JSON in benchmarks/runs/scaling-<timestamp>.json.
 """
@@ -173,7 +176,7 @@ def external_dask(workers: int) -> Iterator[str]:
 
 
 def measure_size(plink2: str, samples: int, variants: int, models: Sequence[str], compute: list[str],
-                 workers: int | None, scheduler: str | None, runs: Path, seed: int) -> list[dict]:
+                 workers: int | None, scheduler: str | None, runs: Path, seed: int, cold: bool = True) -> list[dict]:
     from fedgwas.local import LOCAL_COORDINATOR, local_pki, prepare_sites, running_sites, site_names
 
     study = simulate(samples, variants, 3, seed)
@@ -203,7 +206,7 @@ def measure_size(plink2: str, samples: int, variants: int, models: Sequence[str]
             print(f"{samples}x{variants} {model}: plink2 {row['plink2_seconds']:.1f} s, warm run "
                   f"{row['warm_seconds']:.1f} s", flush=True)
             rows.append(row)
-    for row in rows:
+    for row in rows if cold else []:
         cold_out = base / f"cold-{row['model']}"
         seconds, _, stderr = timed(local_command(study, row["model"], cold_out, compute), env_with_root())
         row["cold_seconds"] = seconds
@@ -222,9 +225,13 @@ def markdown(rows: list[dict]) -> str:
         sent = max(r["bytes_per_site"].values())
         lines.append(f"| {r['samples']:,} × {r['variants']:,} | {r['model']} | {r['plink2_seconds']:.1f} s | "
                      f"{r['warm_seconds']:.1f} s | {r['warm_seconds'] / r['plink2_seconds']:.2f} | "
-                     f"{r['cold_seconds']:.1f} s | {sent / 1e6:.1f} MB | {agents:.0f} MiB | "
+                     f"{_seconds(r.get('cold_seconds'))} | {sent / 1e6:.1f} MB | {agents:.0f} MiB | "
                      f"{workers:.0f} MiB | {r['coordinator_peak_rss_mib']:.0f} MiB | {r['plink2_peak_rss_mib']:.0f} MiB |")
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "not run" if value is None else f"{value:.1f} s"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -241,14 +248,18 @@ def plot(rows: list[dict], path: Path) -> None:
         size = [r["samples"] * r["variants"] / 1e9 for r in chosen]
         for key, label in (("plink2_seconds", "plink2 --glm"), ("warm_seconds", "fedgwas run (warm)"),
                            ("cold_seconds", "fedgwas local (cold)")):
-            time_axis.plot(size, [r[key] for r in chosen], marker=marker, label=f"{model}: {label}")
+            timed_rows = [(x, r[key]) for x, r in zip(size, chosen) if key in r]
+            time_axis.plot([x for x, _ in timed_rows], [t for _, t in timed_rows], marker=marker,
+                           label=f"{model}: {label}")
         memory_axis.plot(size, [max(p["agent"] for p in r["site_peak_rss_mib"].values()) for r in chosen],
                          marker=marker, label=f"{model}: agent")
         memory_axis.plot(size, [max(p["workers"] for p in r["site_peak_rss_mib"].values()) for r in chosen],
                          marker=marker, linestyle=":", label=f"{model}: compute worker")
         memory_axis.plot(size, [r["plink2_peak_rss_mib"] for r in chosen], marker=marker, linestyle="--",
                          label=f"{model}: plink2")
-    time_axis.set(xlabel="samples × variants (10⁹ genotypes)", ylabel="wall time (s)", title="time")
+    time_axis.set(xlabel="samples × variants (10⁹ genotypes)", ylabel="wall time (s)", title="time",
+                  xscale="log", yscale="log")
+    memory_axis.set_xscale("log")
     memory_axis.set(xlabel="samples × variants (10⁹ genotypes)", ylabel="peak RSS (MiB)", title="memory per process")
     for axis in (time_axis, memory_axis):
         axis.legend(fontsize=7)
@@ -266,9 +277,18 @@ def main() -> None:
                         help="each agent's local Dask cluster (0: compute in the agent process)")
     parser.add_argument("--dask-external", type=int, default=0, metavar="WORKERS",
                         help="attach every agent to a separate dask scheduler with this many worker processes")
+    parser.add_argument("--skip-cold", action="store_true", help="time warm runs and PLINK 2 only (large sizes)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--plot", help="write the time/memory plot here (PNG)")
+    parser.add_argument("--report", nargs="+", metavar="RESULT_JSON",
+                        help="run nothing: print the table (and --plot) of saved result.json files, combined")
     args = parser.parse_args()
+    if args.report:
+        rows = [row for path in args.report for row in json.loads(Path(path).read_text())["rows"]]
+        print(markdown(rows))
+        if args.plot:
+            plot(rows, Path(args.plot))
+        return
 
     plink2 = ensure_plink2_with_openblas()
     runs = ROOT / "benchmarks" / "runs" / time.strftime("scaling-%Y%m%d-%H%M%S")
@@ -281,7 +301,7 @@ def main() -> None:
                    ["--site-workers", str(args.site_workers)] if args.site_workers else [])
         for samples, variants in sizes:
             rows += measure_size(plink2, samples, variants, models, compute, args.site_workers or None, scheduler,
-                                 runs, args.seed)
+                                 runs, args.seed, cold=not args.skip_cold)
             (runs / "result.json").write_text(json.dumps({
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "load_average": os.getloadavg()},
