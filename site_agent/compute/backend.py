@@ -20,12 +20,14 @@ import resource
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
 from engine.stats.registry import get_statistic
 from site_agent.compute.jobs import BlockJob, TaskContext, block_values
+
+F = TypeVar("F")  # a future: concurrent.futures' or distributed's
 
 #: Reads one block: int8 genotypes ``(n, m)`` of the given site variant rows for the task's samples.
 Reader = Callable[[np.ndarray], np.ndarray]
@@ -44,11 +46,11 @@ class ComputeBackend(Protocol):
         """Stop what the backend started (a local cluster); a backend is not used after ``close``."""
 
 
-def in_order(submit: Callable[[BlockJob], Future], jobs: Iterable[BlockJob], window: int,
-             result: Callable[[Future], np.ndarray], cancel: Callable[[Future], None]) -> Iterator[np.ndarray]:
+def in_order(submit: Callable[[BlockJob], F], jobs: Iterable[BlockJob], window: int,
+             result: Callable[[F], np.ndarray], cancel: Callable[[F], object]) -> Iterator[np.ndarray]:
     """Submit ``jobs`` keeping at most ``window`` in flight and yield their results in order; whatever is
     still pending when the consumer stops (or a block fails) is cancelled."""
-    pending: deque[Future] = deque()
+    pending: deque[F] = deque()
     try:
         for job in jobs:
             pending.append(submit(job))

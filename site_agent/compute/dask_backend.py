@@ -20,6 +20,7 @@ import threading
 from typing import Iterable, Iterator
 
 import numpy as np
+from distributed import Client, Future, LocalCluster
 
 from engine.errors import ConfigError
 from site_agent.compute.backend import Reader, in_order, is_sequential, one_by_one
@@ -35,8 +36,6 @@ class DaskBackend:
     """Blocks on a Dask cluster (see the module docstring)."""
 
     def __init__(self, settings: ComputeSettings) -> None:
-        from distributed import Client, LocalCluster
-
         self.settings = settings
         self.description = settings.describe()
         self._cluster = None
@@ -66,7 +65,7 @@ class DaskBackend:
         window = 2 * max(1, self._parallel())
         client = self._client
 
-        def result(future) -> np.ndarray:  # type: ignore[no-untyped-def]
+        def result(future: Future) -> np.ndarray:
             output: BlockOutput = future.result()
             with self._lock:
                 self._peak_kib = max(self._peak_kib, output.peak_rss_kib)

@@ -18,6 +18,7 @@ Errors name the key.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ def render_compute(threads: int | None, workers: int | str | None, scheduler: st
     """The ``[compute]`` lines ``fedgwas-site init`` writes (none when nothing is set)."""
     lines = [f"threads = {threads}"] if threads is not None else []
     if workers is not None:
-        lines.append(f"workers = {workers if isinstance(workers, int) else chr(34) + workers + chr(34)}")
+        lines.append(f"workers = {json.dumps(workers)}")  # a number, or "auto"
     if scheduler is not None:
-        lines.append(f"scheduler = \"{scheduler}\"")
+        lines.append(f"scheduler = {json.dumps(scheduler)}")
     return ["", "[compute]", *lines] if lines else []

@@ -153,7 +153,7 @@ def read_through(spec: StoreSpec, source: BlockReader, variant_index: np.ndarray
         if len(absent):
             read = np.asfortranarray(source.read_block(variant_index[absent], sample_index))
             out[:, absent] = read
-            raw = memoryview(read.reshape(-1, order="F")).cast("B")
+            raw = read.reshape(-1, order="F").data.cast("B")
             for start, stop in _runs(variant_index[absent]):
                 first = int(variant_index[absent[start]])
                 _pwrite_exact(data.fd, raw[start * n: stop * n], first * n)
@@ -161,7 +161,7 @@ def read_through(spec: StoreSpec, source: BlockReader, variant_index: np.ndarray
                 first = int(variant_index[absent[start]])
                 _pwrite_exact(flags.fd, memoryview(b"\x01" * (stop - start)), first)
         present = np.flatnonzero(loaded)
-        target = memoryview(out.reshape(-1, order="F")).cast("B")
+        target = out.reshape(-1, order="F").data.cast("B")
         for start, stop in _joint_runs(present, variant_index[present]):
             j0, v0 = int(present[start]), int(variant_index[present[start]])
             _pread_exact(data.fd, target[j0 * n: (j0 + stop - start) * n], v0 * n)
