@@ -1,12 +1,14 @@
 """The Dask backend: a site's blocks as tasks on a ``dask.distributed`` cluster.
 
-The agent starts a local cluster (``[compute] workers`` processes on this machine, loopback only, no
-dashboard) or connects to the site's running cluster (``[compute] scheduler``). For each task it
+The agent starts a local cluster (``[compute] workers`` processes on this machine, on loopback, its
+connections mutual TLS under a temporary CA that only the agent process holds) or connects to the site's running cluster (``[compute] scheduler``). For each task it
 broadcasts the :class:`~site_agent.compute.jobs.TaskContext` (sample rows, prepared state: sizes in
 samples x covariates, no genotypes) to the workers once, then submits one small task per block: the
 block's variant rows and per-variant inputs. Each worker opens the site's genotype files itself and
 reads its blocks by index (:func:`~site_agent.compute.jobs.run_block`), so genotypes never pass
-through the scheduler or the agent; what comes back is each block's sums, ``(m, width)`` float64.
+through the scheduler or the agent; what comes back is each block's sums, ``(m, width)`` float64. The
+context does hold the cohort's phenotype and covariates (individual-level data), so the cluster must be
+one that only the site controls.
 Noise and masks are added afterwards by the agent: neither the budget ledger nor the site's
 secure-aggregation key is ever sent to the cluster.
 
@@ -21,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from distributed import Client, Future, LocalCluster
+from distributed.security import Security
 
 from engine.errors import ConfigError
 from site_agent.compute.backend import Reader, in_order, is_sequential, one_by_one
@@ -45,10 +48,13 @@ class DaskBackend:
             except OSError as exc:
                 raise ConfigError(f"[compute] scheduler {settings.scheduler!r}: cannot connect: {exc}") from None
         else:
+            # Mutual TLS with a throwaway CA held only by this process: the cluster carries the cohort's
+            # phenotype and covariates, and other users of the machine must not be able to join it.
+            security = Security.temporary()
             self._cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
                                          processes=True, host="127.0.0.1", scheduler_port=0, dashboard_address=":0",
-                                         silence_logs=logging.WARNING)
-            self._client = Client(self._cluster, set_as_default=False)
+                                         silence_logs=logging.WARNING, security=security, protocol="tls://")
+            self._client = Client(self._cluster, set_as_default=False, security=security)
         self._peak_kib = 0
         self._lock = threading.Lock()
         log.info("compute backend: %s", self.description)

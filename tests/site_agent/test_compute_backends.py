@@ -215,3 +215,23 @@ def test_an_unreachable_scheduler_is_a_config_error_naming_the_key(monkeypatch) 
     address = f"tcp://127.0.0.1:{port}"
     with pytest.raises(ConfigError, match=rf"\[compute\] scheduler '{address}': cannot connect"):
         dask_backend.DaskBackend(ComputeSettings(backend="dask", scheduler=address))
+
+
+def test_the_local_cluster_admits_only_the_agent() -> None:
+    """The agent's cluster carries phenotypes and covariates: its scheduler speaks mutual TLS under a CA
+    that only the agent holds, so another process on the machine cannot join it."""
+    from distributed import Client
+
+    from site_agent.compute.dask_backend import DaskBackend
+    from site_agent.compute.settings import ComputeSettings
+
+    backend = DaskBackend(ComputeSettings(backend="dask", workers=1))
+    try:
+        assert backend.scheduler_address.startswith("tls://127.0.0.1:")
+        with pytest.raises((OSError, TypeError)):
+            Client(backend.scheduler_address, timeout=2, set_as_default=False)
+        plain = backend.scheduler_address.replace("tls://", "tcp://")
+        with pytest.raises(OSError):
+            Client(plain, timeout=2, set_as_default=False)
+    finally:
+        backend.close()
