@@ -15,7 +15,6 @@ For a study with a DP request (:class:`engine.privacy.dp_release.DpRequest`), ev
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor

@@ -105,6 +105,16 @@ def _add_study_options(parser: argparse.ArgumentParser) -> None:
                              "Default: mutual TLS with a development CA kept in OUT/tls/")
 
 
+def _add_compute_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("site compute (every local site; docs/site-operations.md)")
+    compute = group.add_mutually_exclusive_group()
+    compute.add_argument("--site-workers", type=int, default=0, metavar="N",
+                         help="each site computes on its own local Dask cluster of N worker processes "
+                              "(default 0: in the agent process, with its threads)")
+    compute.add_argument("--dask-scheduler", metavar="tcp://HOST:PORT",
+                         help="every site computes on the running Dask cluster at this address")
+
+
 def _add_consent_options(parser: argparse.ArgumentParser) -> None:
     consent = parser.add_argument_group(
         "consent (GA4GH DUO)", "Each site includes only the participants whose consent covers the study's "
@@ -215,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--witness", metavar="HOST:PORT",
                        help="every local site publishes its signed ledger head to this witness (fedgwas witness serve)")
     _add_study_options(local)
+    _add_compute_options(local)
 
     demo = sub.add_parser("demo", help="simulate 3 cohorts, start 3 site agents, run a secure linear GWAS")
     demo.add_argument("--out", default="fedgwas-demo", help="output directory (default ./fedgwas-demo)")
@@ -272,7 +283,9 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
                           he_context_sha256=holder.fingerprint if holder else None, budget=budget,
                           tls=pki, consent=consent, witness=getattr(args, "witness", None),
                           genotyping_technology=None if getattr(args, "genotyping_technology", "NR") == "NR"
-                          else args.genotyping_technology)
+                          else args.genotyping_technology,
+                          workers=getattr(args, "site_workers", 0) or None,
+                          scheduler=getattr(args, "dask_scheduler", None))
     # The runner pulls in scipy and matplotlib: import it while the site processes start.
     importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
     importer.start()

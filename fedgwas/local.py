@@ -29,6 +29,7 @@ from engine.io.plink import FamTable, bfile_paths
 from engine.io.tables import SampleTable, read_sample_table
 from engine.privacy.budget import BudgetPolicy
 from protos.pki import TlsFiles, dev_pki
+from site_agent.compute.settings import check_scheduler_address
 from site_agent.provision import init_site, provision_roster
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +99,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                   allow_plaintext: bool, threads: int | None = None,
                   he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                   tls: dict[str, TlsFiles] | None = None, consent: Path | None = None,
-                  witness: str | None = None, genotyping_technology: str | None = None) -> list[LocalSite]:
+                  witness: str | None = None, genotyping_technology: str | None = None,
+                  workers: int | None = None, scheduler: str | None = None) -> list[LocalSite]:
     """Create (or refresh) each site's directory, config and data subset; keys are kept if present.
 
     ``he_context_sha256`` pins the local key holder's public context in every site's config (mode "he").
@@ -112,7 +114,15 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
     agents (``[tls] insecure = true``). ``consent`` is a ``#FID IID DUO`` table: each site receives its
     own rows only (participants it does not list are excluded by the site). ``witness`` is the address
     of a ledger-head witness every site publishes to (``[witness] address``).
+
+    ``workers`` (>= 1) gives every site its own local Dask cluster of that many worker processes;
+    ``scheduler`` points every site at one running Dask cluster; neither: each agent computes in its
+    own process (site_agent/compute/).
     """
+    if workers is not None and workers < 0:
+        raise InputError(f"--site-workers must be >= 0, got {workers}")
+    if scheduler is not None:
+        check_scheduler_address(scheduler, "--dask-scheduler")
     if len(inputs) < 2:
         raise InputError(f"a federated study needs at least two sites (--bfile/--pfile/--vcf), got {len(inputs)}")
     pheno_table = None if pheno is None else read_sample_table(pheno)
@@ -145,7 +155,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            he_context_sha256=he_context_sha256, budget=budget,
                            tls=None if tls is None else tls[name],
                            consent=None if consent_path is None else str(consent_path), witness=witness,
-                           roster=roster, genotyping_technology=genotyping_technology)
+                           roster=roster, genotyping_technology=genotyping_technology,
+                           workers=workers or None, scheduler=scheduler)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

@@ -3,7 +3,7 @@
 Subcommands::
 
     fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR] [--he-context FILE]
-                       [--witness HOST:PORT]
+                       [--witness HOST:PORT] [--workers N|auto | --scheduler tcp://HOST:PORT]
     fedgwas-site check --config site.toml
     fedgwas-site serve --config site.toml [--listen HOST:PORT] [--ready-file PATH]
     fedgwas-site audit verify LEDGER [--head HASH] [--published-head FILE --key FILE]  (see audit/site_cli.py)
@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 from engine.privacy.roster import identity_fingerprint
 from engine.errors import ConfigError, ExitCode, FedGwasError
 from engine.version import __version__
+from site_agent.compute.settings import check_scheduler_address
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
 from protos.servers import serve_until_signal
@@ -93,6 +94,14 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
                       help="the key holder's public CKKS context (he_public.ctx, from `fedgwas keys he`): pin "
                            "its SHA-256 and accept --privacy he tasks encrypted under it")
 
+    compute = init.add_mutually_exclusive_group()
+    compute.add_argument("--workers", default="auto", metavar="N",
+                         help="compute blocks on a local Dask cluster of N worker processes started by the agent "
+                              "(default auto: one per core); 0 computes in the agent process")
+    compute.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                         help="compute blocks on the site's running Dask cluster (its workers must read the "
+                              "genotype files at the same paths; docs/site-operations.md)")
+
     check = sub.add_parser("check", help="validate the config and the data files, then exit")
     check.add_argument("--config", required=True, help="path to site.toml")
 
@@ -103,6 +112,21 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
     for plugin in plugins:
         plugin.add_commands(sub)
     return parser
+
+
+def _compute_choice(args: argparse.Namespace) -> dict[str, int | str | None]:
+    """``init``'s --workers/--scheduler as init_site arguments (checked again when the config is loaded)."""
+    if args.scheduler is not None:
+        return {"workers": None, "scheduler": check_scheduler_address(args.scheduler, "--scheduler")}
+    if args.workers == "auto":
+        return {"workers": "auto", "scheduler": None}
+    try:
+        workers = int(args.workers)
+    except ValueError:
+        raise ConfigError(f"--workers must be a number >= 0 or auto, got {args.workers!r}") from None
+    if workers < 0:
+        raise ConfigError(f"--workers must be a number >= 0 or auto, got {args.workers!r}")
+    return {"workers": workers, "scheduler": None}
 
 
 def _check(config_path: str) -> int:
@@ -121,6 +145,7 @@ def _check(config_path: str) -> int:
     print(f"  identity key: {data.identity_public_key.hex()} (sha256 {identity_fingerprint(data.identity_public_key)[:16]})")
     print(f"  roster: {config.roster} ({len(data.roster.entries)} sites)" if data.roster is not None else
           "  WARNING: no consortium roster ([keys] roster): secure-aggregation and HE tasks are refused")
+    print(f"  compute: {config.compute.describe()}")
     if config.he_context_sha256:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
     if data.heads is not None:
@@ -136,9 +161,11 @@ def _check(config_path: str) -> int:
 def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     config = load_site_config(config_path)
     data = load_site_data(config)
+    data.backend()  # start (or connect to) the compute cluster before serving: the agent is warm when ready
     server, port = make_server(data, listen or config.listen)
     log.info("site %s serving on port %d (key %s)", config.name, port, identity_fingerprint(data.identity_public_key)[:16])
     serve_until_signal(server, listen or config.listen, port, ready_file)
+    data.close()
     return ExitCode.OK
 
 
@@ -147,6 +174,7 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
     args = _parser(plugins).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         if args.command == "init":
             fmt, genotypes_path = next((f, getattr(args, k)) for k, f in GENOTYPE_KEYS.items() if getattr(args, k))
@@ -157,7 +185,7 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
                              consent=args.consent, witness=args.witness, roster=Path(args.roster) if args.roster else None,
                              access=None if args.open_access else DENY_ALL,
-                             genotyping_technology=args.genotyping_technology)
+                             genotyping_technology=args.genotyping_technology, **_compute_choice(args))
             public = ensure_identity_key(Path(args.dir))
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             print(f"identity key of {args.name!r} for the consortium roster: {public.hex()}")

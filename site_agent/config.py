@@ -24,7 +24,11 @@ Example (``fedgwas-site init`` writes one)::
 
     [compute]
     threads = 2
-    genotype_cache_mib = 1024          # genotypes kept in memory across the rounds of PCA and logistic fits
+    genotype_cache_mib = 256           # genotypes kept in memory across the rounds of PCA and logistic fits
+                                       # (beyond it they spill to a site-local file, spill_dir)
+    workers = "auto"                   # where blocks are computed: Dask worker processes (a number, or one
+                                       # per core), 0 = in this process; or scheduler = "tcp://host:port"
+                                       # (site_agent/compute/settings.py)
 
     [budget]                           # optional: differential-privacy budget of this dataset
     epsilon = 4.0                      # total over every DP release (zCDP accounting, see docs/privacy.md)
@@ -66,6 +70,7 @@ from engine.errors import ConfigError
 from engine.tasks import PRIVACY_MODES
 from engine.privacy.budget import BudgetPolicy, policy_from_toml, render_policy
 from protos.pki import TlsFiles
+from site_agent.compute.settings import ComputeSettings, compute_from_toml, render_compute
 from site_agent.policy import AccessPolicy, access_from_toml, render_access
 
 #: [data] key -> genotype format.
@@ -86,7 +91,7 @@ class SiteConfig:
     privacy_modes: tuple[str, ...] = ("secagg",)
     min_participants: int = 2
     threads: int | None = None
-    genotype_cache_mib: int = 1024  # [compute] genotype_cache_mib; 0 reads from disk every round
+    genotype_cache_mib: int = 256  # [compute] genotype_cache_mib; beyond it the genotypes spill to disk
     he_context_sha256: str | None = None  # pinned key-holder context (SHA-256 hex), for privacy mode "he"
     budget: BudgetPolicy | None = None  # [budget]: DP budget (None: DP releases are refused)
     ledger: Path | None = None  # [audit] ledger (load_site_config fills in the default)
@@ -99,6 +104,7 @@ class SiteConfig:
     witness: str | None = None  # [witness] address
     roster: Path | None = None  # [keys] roster: the pinned consortium roster (None: secagg/he refused)
     genotyping_technology: str = ""  # [data] genotyping_technology, e.g. "Genome-wide genotyping array"
+    compute: ComputeSettings = ComputeSettings()  # [compute] backend: in this process or on a Dask cluster
 
     @property
     def insecure(self) -> bool:
@@ -181,7 +187,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         privacy_modes=tuple(modes),
         min_participants=min_participants or 2,
         threads=threads,
-        genotype_cache_mib=1024 if cache_mib is None else cache_mib,
+        genotype_cache_mib=256 if cache_mib is None else cache_mib,
         he_context_sha256=he_pin,
         budget=policy_from_toml(raw.get("budget"), repr(str(path))),
         ledger=resolve(_get(audit, "audit", "ledger", str, path, required=False) or "ledger.sqlite"),
@@ -194,6 +200,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         witness=witness_address,
         roster=resolve(_get(keys, "keys", "roster", str, path, required=False)),
         genotyping_technology=_get(data, "data", "genotyping_technology", str, path, required=False) or "",
+        compute=compute_from_toml(compute, path, threads, base.resolve() / "cache"),
     )
 
 
@@ -219,7 +226,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        tls: TlsFiles | None = None, access: AccessPolicy | None = None,
                        consent: str | None = None, ledger_signing_key: str | None = None,
                        witness: str | None = None, roster: str | None = None,
-                       min_participants: int = 2, genotyping_technology: str | None = None) -> str:
+                       min_participants: int = 2, genotyping_technology: str | None = None,
+                       workers: int | str | None = None, scheduler: str | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -243,8 +251,7 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
         lines.append(f"he_context_sha256 = {q(he_context_sha256)}")
     lines += ["", "[policy]",
               "privacy_modes = [" + ", ".join(q(m) for m in privacy_modes) + "]", f"min_participants = {min_participants}"]
-    if threads is not None:
-        lines += ["", "[compute]", f"threads = {threads}"]
+    lines += render_compute(threads, workers, scheduler)
     lines += render_policy(budget)
     if tls is None:
         lines += ["", "[tls]", "insecure = true  # plaintext gRPC: development only"]

@@ -12,6 +12,7 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,6 +30,10 @@ from engine.cohort.sex_chromosomes import Y, chromosome_class
 from engine.io.genotype_sources import GenotypeSource, open_genotypes
 from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
+from site_agent.compute import make_backend
+from site_agent.compute.backend import ComputeBackend
+from site_agent.compute.jobs import SourceSpec
+from site_agent.compute.store import StoreSpec, prepare_store, read_through, source_identity, store_spec
 from site_agent.config import SiteConfig
 from engine.audit.ledger import Ledger
 from site_agent.head_publisher import HeadPublisher, open_checked_ledger
@@ -49,7 +54,10 @@ class SiteData:
     def __post_init__(self) -> None:
         self._cohorts: dict[tuple[CohortRequest, str], Cohort] = {}
         self._lock = threading.Lock()
-        self._cache = GenotypeCache(self.config.genotype_cache_mib << 20)
+        self._cache = GenotypeCache(self.config.genotype_cache_mib << 20, spill=self.store_for)
+        self._store: StoreSpec | None = None
+        self._backend: ComputeBackend | None = None
+        self._backend_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -104,6 +112,38 @@ class SiteData:
             return self.genotypes.read_block(variant_index, sample_index)
         return self._cache.read(self.genotypes, variant_index, sample_index)
 
+    @property
+    def source_spec(self) -> SourceSpec:
+        """How a compute worker opens this site's genotype files."""
+        config = self.config
+        return SourceSpec(config.genotype_format, config.genotypes, config.path.parent / "cache", config.threads)
+
+    def store_for(self, sample_index: np.ndarray) -> StoreSpec:
+        """The spill store of the cohort ``sample_index`` (site_agent/compute/store.py), created on first
+        use; a site keeps one cohort's store at a time."""
+        identity = source_identity(_genotype_file(self.config))
+        spill_dir = self.config.compute.spill_dir or self.config.path.parent / "cache"
+        spec = store_spec(spill_dir, identity, sample_index, self.genotypes.n_variants)
+        with self._lock:
+            if spec != self._store:
+                prepare_store(spec)
+                self._store = spec
+        return spec
+
+    def backend(self) -> ComputeBackend:
+        """The site's compute backend (``[compute]``), started on first use."""
+        with self._backend_lock:
+            if self._backend is None:
+                self._backend = make_backend(self.config.compute)
+            return self._backend
+
+    def close(self) -> None:
+        """Stop the compute backend if one was started (a local Dask cluster)."""
+        with self._backend_lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
     def _consented(self, request: CohortRequest) -> np.ndarray | None:
         if self.consent is None:
             return None
@@ -121,13 +161,16 @@ class GenotypeCache:
 
     Variants are stored as columns of one int8 ``(n, capacity)`` matrix, filled as they are first
     read (memory is committed only for what was read). ``capacity`` is the site's variants, or fewer
-    when ``n x variants`` exceeds ``max_bytes`` (later variants are then read from disk every time).
+    when ``n x variants`` exceeds ``max_bytes``: later variants then go through ``spill`` (the cohort's
+    spill store on site-local disk, site_agent/compute/store.py), or without it are read from the
+    genotype file every time.
     Later rounds may ask for any subset (the variants still iterating): contiguous ranges are served
     as read-only views, other subsets as copies. A cohort with other samples replaces the cached one.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, spill: Callable[[np.ndarray], StoreSpec] | None = None) -> None:
         self.max_bytes = max_bytes
+        self._spill = spill
         self._family = b""
         self._matrix = np.empty((0, 0), dtype=np.int8)
         self._loaded = np.zeros(0, dtype=bool)
@@ -140,11 +183,17 @@ class GenotypeCache:
         if np.all(inside):
             return self._cached(genotypes, matrix, loaded, variant_index, sample_index)
         if not np.any(inside):
-            return genotypes.read_block(variant_index, sample_index)
+            return self._beyond(genotypes, variant_index, sample_index)
         out = np.empty((len(sample_index), len(variant_index)), dtype=np.int8, order="F")
         out[:, inside] = self._cached(genotypes, matrix, loaded, variant_index[inside], sample_index)
-        out[:, ~inside] = genotypes.read_block(variant_index[~inside], sample_index)
+        out[:, ~inside] = self._beyond(genotypes, variant_index[~inside], sample_index)
         return out
+
+    def _beyond(self, genotypes: GenotypeSource, variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
+        """Variants beyond the memory capacity: through the spill store, or from the genotype file without one."""
+        if self._spill is None:
+            return genotypes.read_block(variant_index, sample_index)
+        return read_through(self._spill(sample_index), genotypes, variant_index, sample_index)
 
     def _matrix_for(self, genotypes: GenotypeSource, sample_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         family = hashlib.blake2b(np.ascontiguousarray(sample_index).tobytes(), digest_size=16).digest()
@@ -171,6 +220,18 @@ class GenotypeCache:
             view = matrix[:, variant_index]
         view.setflags(write=False)
         return view
+
+
+def _genotype_file(config: SiteConfig) -> Path:
+    """The file holding the site's genotypes (.bed, .pgen or the VCF/BCF): its identity keys the spill store."""
+    path = config.genotypes
+    if config.genotype_format == "plink1":
+        from engine.io.plink import bfile_paths
+
+        return bfile_paths(path)[0]
+    if config.genotype_format == "pgen":
+        return Path(f"{path.with_suffix('') if path.suffix in ('.pgen', '.pvar', '.psam') else path}.pgen")
+    return path
 
 
 def load_site_data(config: SiteConfig) -> SiteData:

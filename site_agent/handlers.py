@@ -12,14 +12,12 @@ import resource
 import time
 from typing import TYPE_CHECKING, Callable, Generator, Iterator, Protocol, Sequence
 
-import numpy as np
 
 from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
 from engine.stats.registry import get_statistic
 from engine.stats.statistic import SiteStatistic
 from engine.cohort import overlap
 from engine.cohort.cohort import Cohort
-from engine.cohort.sex_chromosomes import males_only_on_y
 from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
 from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
                                          SurvivorSignature, task_digest)
@@ -31,6 +29,8 @@ from engine.stats.pca.kernel import SCORES_PARAMETER
 from engine.privacy import budget
 from engine.privacy import roster as roster_module
 from site_agent import cohort_guard, release, scores
+from site_agent.compute.jobs import TaskContext
+from site_agent.compute.pieces import join_pieces, task_pieces
 from site_agent.data import SiteData
 from engine.audit.ledger import canonical_json
 from site_agent.release_registry import ReleaseRegistry, registry_path, statistic_keys
@@ -267,32 +267,41 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
             scan(state, genotypes, task.flip[start:stop],
                  {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}})
     yield TaskProgress("computing", 0, task.n_blocks)
-    for block in range(task.n_blocks):
-        if not is_active():
-            log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
-            return None
-        start, stop = task.block_bounds(block)
-        # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
-        genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
-        if getattr(analysis, "males_only_on_y", False):
-            genotypes = males_only_on_y(genotypes, data.on_chromosome_y[task.variant_index[start:stop]],
-                                        data.genotypes.fam.sex[cohort.sample_index] == 1)
-        inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
-        values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
-        if guard.plan is None:  # never suppress before noise: in a DP release the noise protects rare variants
-            values = cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count)
-        values = guard.noise(values)
-        payload = protector.protect(block, values)
-        bytes_sent += len(payload)
-        result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
-        guard.sent(result)
-        yield result
+    # Blocks are read and computed by the site's compute backend (site_agent/compute/), several at a
+    # time and ahead of this loop; noise and protection stay here, in block order.
+    backend = data.backend()
+    males_only = getattr(analysis, "males_only_on_y", False)
+    # Never suppress rare variants before noise: in a DP release the noise protects them.
+    context = TaskContext(data.source_spec, cohort.sample_index, analysis.name, state,
+                          data.config.access.min_allele_count if guard.plan is None else 0,
+                          store=data.store_for(cohort.sample_index) if cache else None,
+                          males=data.genotypes.fam.sex[cohort.sample_index] == 1 if males_only else None,
+                          on_y_rows=data.on_chromosome_y if males_only else None)
+    counts, jobs = task_pieces(task, per_variant, cohort.n_samples, None if getattr(analysis, "sequential_blocks", False)
+                               else data.config.compute.chunk_bytes)
+    pieces = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache))
+    blocks = join_pieces(pieces, counts)
+    try:
+        for block, block_values in enumerate(blocks):
+            if not is_active():
+                log.warning("task %s round %d cancelled by the client at block %d", task.study_id, task.round, block)
+                return None
+            start, stop = task.block_bounds(block)
+            values = guard.noise(block_values)
+            payload = protector.protect(block, values)
+            bytes_sent += len(payload)
+            result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)
+            guard.sent(result)
+            yield result
+    finally:
+        pieces.close()  # cancels the pieces still in flight when the task stops early
     if SCORES_PARAMETER in task.parameters:  # the site keeps its PCA scores; they never leave it
         scores.keep(data, task, cohort, analysis.sample_values(state))  # type: ignore[attr-defined]
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB", task.study_id,
-             task.round, task.n_variants, task.n_blocks, elapsed, peak_mib)
+    log.info("task %s round %d: %d variants in %d blocks, %.2f s, peak RSS %.0f MiB, compute %s peak RSS %.0f MiB",
+             task.study_id, task.round, task.n_variants, task.n_blocks, elapsed, peak_mib, backend.description,
+             backend.worker_peak_rss_mib())
     return TaskDone(cohort.n_samples, task.n_blocks, n_design, elapsed, bytes_sent)
 
 

@@ -63,7 +63,8 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
               he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
               tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None,
               witness: str | None = None, roster: Path | None = None, min_participants: int = 2,
-              genotyping_technology: str | None = None) -> Path:
+              genotyping_technology: str | None = None, workers: int | str | None = None,
+              scheduler: str | None = None) -> Path:
     """Create ``directory/site.toml``, ``directory/keys/identity.key`` and the ledger signing key
     ``directory/keys/ledger-signing.key`` (Ed25519, 0600, public key beside it as ``.pub``); returns the
     config path.
@@ -82,6 +83,8 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
     the site's declared technology (reported in the GWAS-SSF metadata).
     ``roster`` is the consortium roster file: it is validated, copied to ``directory/roster.toml`` and
     pinned (without one the site serves no secure-aggregation or HE task until it gets one).
+    ``workers`` (a number or "auto") or ``scheduler`` ("tcp://host:port") write the ``[compute]``
+    backend (site_agent/compute/settings.py); neither: blocks are computed in the agent process.
     """
     directory.mkdir(parents=True, exist_ok=True)
     ensure_identity_key(directory)
@@ -108,5 +111,6 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         consent=None if consent is None else str(Path(consent).resolve()),
         ledger_signing_key="keys/ledger-signing.key", witness=witness,
         genotyping_technology=genotyping_technology,
+        workers=workers, scheduler=scheduler,
     ), encoding="utf-8")
     return config_path

@@ -61,6 +61,8 @@ class SiteStatistic(Protocol):
     #     asks for it (the PCA's sample scores, engine.stats.pca.kernel.SCORES_PARAMETER).
     # ``males_only_on_y = True``: association statistics, for which the site sets non-males' chrY calls
     #     missing before the block (PLINK 2's --glm; engine.cohort.sex_chromosomes).
+    # ``sequential_blocks = True``: ``block`` updates ``state``, so blocks are computed one after the
+    #     other, in order (otherwise the site may compute blocks concurrently, on other processes).
 
 
 #: The study-level centring and scaling of the phenotype and covariates (:mod:`engine.cohort.standardise`),

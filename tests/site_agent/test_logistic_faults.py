@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Iterator
 
 import grpc
-import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 

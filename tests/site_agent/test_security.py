@@ -16,7 +16,6 @@ from engine.audit.records import REQUEST_ID_KEY
 from engine.errors import PrivacyError, SiteFailure
 from engine.simulate import SimulationSpec, simulate_study
 from engine.tasks import CohortRequest, TaskSpec
-from site_agent import handlers
 from site_agent.cohort_guard import check_and_record_cohort, suppress_rare
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data

@@ -17,7 +17,7 @@ from engine.errors import SiteFailure
 from engine.io.plink import read_bim
 from engine.privacy import roster as roster_module
 from engine.simulate import SimulationSpec, simulate_study
-from engine.tasks import CohortRequest, ResultBlock, TaskDone, TaskSpec
+from engine.tasks import CohortRequest, TaskSpec
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
 from site_agent.provision import init_site

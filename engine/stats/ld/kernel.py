@@ -105,6 +105,7 @@ class LdPairsStatistic:
     """
 
     name = "ld_pairs"
+    sequential_blocks = True  # blocks share state: computed in order, in the site agent
     needs_phenotype = False
     inputs: Mapping[str, InputSpec]
 

@@ -171,6 +171,7 @@ class PcaStatistic:
     """
 
     name = "pca"
+    sequential_blocks = True  # blocks share state: computed in order, in the site agent
     needs_phenotype = False
     inputs: Mapping[str, InputSpec]
     #: GEMM precision of the site kernels; float32 halves the conversion and GEMM cost.
