@@ -222,12 +222,17 @@ def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, p
 
 def _he_input(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], width: int, pool: ThreadPoolExecutor,
               privacy: PrivacySession, streams: _Streams, on_block: Callable[[], None], sent: int) -> RoundOutcome:
-    """The encrypted blocks of an he round; the key holder opens only the complete sum."""
+    """The encrypted blocks of an he round; the key holder opens only the complete sum.
+
+    Nothing is sent to the key holder before every site has delivered every block and its summary: a
+    site lost mid-round ends the study with nothing decrypted (not even the blocks that were complete).
+    """
     first = tasks[clients[0].name]
     aggregators = privacy.aggregators(first, width)
     totals = np.empty((first.n_variants, width))
     lock = threading.Lock()
     done: dict[str, TaskDone] = {}
+    summed: dict[int, tuple[tuple[int, int], object]] = {}  # complete blocks, decrypted once the round is whole
 
     def consume(name: str) -> None:
         task = tasks[name]
@@ -239,11 +244,9 @@ def _he_input(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], width: i
                 with lock:
                     aggregator = aggregators[event.block]
                     aggregator.add(name, event.encoding, event.payload)
-                    finished = aggregator.complete
-                    if finished:
+                    if aggregator.complete:
                         del aggregators[event.block]
-                if finished:  # outside the lock: this asks the key holder
-                    totals[bounds[0]:bounds[1]] = aggregator.total().reshape(-1, width)
+                        summed[event.block] = (bounds, aggregator)
                 on_block()
             elif isinstance(event, TaskDone):
                 done[name] = event
@@ -255,4 +258,11 @@ def _he_input(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], width: i
         future.result()
     if aggregators:
         raise StudyFailed(f"blocks {sorted(aggregators)[:5]} were not received from every site")
+
+    def decrypt(block: int) -> None:  # asks the key holder
+        (start, stop), aggregator = summed[block]
+        totals[start:stop] = aggregator.total().reshape(-1, width)  # type: ignore[attr-defined]
+
+    for future in [pool.submit(decrypt, block) for block in sorted(summed)]:
+        future.result()
     return RoundOutcome(totals, done, tuple(sorted(done)), {}, sent)

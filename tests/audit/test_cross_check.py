@@ -98,6 +98,19 @@ def _rewrite(path: Path, change) -> None:
     connection.close()
 
 
+def _entries(path: Path, kind: str, study: str) -> list[LedgerEntry]:
+    """The ledger's entries of one kind for one study, in order (every Describe is ledgered too, so the
+    sequence numbers are looked up rather than hard-coded)."""
+    return [entry for entry in open_entries(path) if entry.kind == kind and entry.study == study]
+
+
+def _logged_head_seqs(history: Path, site: str) -> list[int]:
+    """The sequence numbers of the signed heads the coordinator log holds for ``site``, in order."""
+    events = [json.loads(line) for line in (history / "coordinator-log.jsonl").read_text().splitlines()]
+    return sorted(e["ledger_head"]["seq"] for e in events
+                  if e["event"] == "received" and e["site"] == site and e.get("ledger_head"))
+
+
 def _zero_charges(entry: LedgerEntry) -> LedgerEntry:
     return dataclasses.replace(entry, rho=0.0) if entry.kind == "accepted" else entry
 
@@ -131,7 +144,8 @@ def test_the_untouched_history_passes_and_its_report_agrees_with_describe(histor
     assert "budget exceeded (dataset)" in page and "<script" not in page and "href=" not in page
     for site in ("site1", "site2"):
         # What the site itself tells a requester over its Describe RPC (mutual TLS, as `fedgwas local`).
-        data = load_site_data(load_site_config(history / "sites" / site / "site.toml"))
+        # On a copy: every Describe is now a ledger entry, and the history is shared by the module's tests.
+        data = load_site_data(load_site_config(_site_copy(history, site, tmp_path)))
         server, port = make_server(data, "127.0.0.1:0")
         server.start()
         client = SiteClient(SiteEndpoint(site, f"127.0.0.1:{port}"), timeout=30, connect_timeout=10,
@@ -156,9 +170,10 @@ def test_the_untouched_history_passes_and_its_report_agrees_with_describe(histor
 
 def test_an_edited_entry_is_named(history: Path, tmp_path: Path, capsys) -> None:
     copy = _copy(history, "site1", tmp_path)
-    _execute(copy, "UPDATE entries SET rho = 0 WHERE seq = 5")
+    seq = _entries(copy, "accepted", "B")[0].seq  # study B's charge
+    _execute(copy, f"UPDATE entries SET rho = 0 WHERE seq = {seq}")
     code, out = _cross_check(history, copy, capsys)
-    assert code == 4 and "fails verification at entry 5: entry 5 was edited" in out
+    assert code == 4 and f"fails verification at entry {seq}: entry {seq} was edited" in out
 
 
 def test_a_deleted_entry_is_named(history: Path, tmp_path: Path, capsys) -> None:
@@ -185,9 +200,12 @@ def test_reordered_entries_are_named(history: Path, tmp_path: Path, capsys) -> N
 
 def test_a_truncated_tail_is_a_rollback(history: Path, tmp_path: Path, capsys) -> None:
     copy = _copy(history, "site1", tmp_path)
-    _execute(copy, "DELETE FROM entries WHERE seq > 4")
+    keep = _entries(copy, "checked", "B")[0].seq  # up to study B's budget check, whose head the coordinator holds
+    last = _logged_head_seqs(history, "site1")[-1]  # the release of study A's second run
+    assert keep in _logged_head_seqs(history, "site1") and last == _entries(copy, "released", "A")[-1].seq > keep
+    _execute(copy, f"DELETE FROM entries WHERE seq > {keep}")
     code, out = _cross_check(history, copy, capsys)
-    assert code == 4 and "site 'site1': ledger rolled back from seq 9 to 4" in out
+    assert code == 4 and f"site 'site1': ledger rolled back from seq {last} to {keep}" in out
 
 
 def test_a_consistently_rewritten_chain_with_rho_zero_is_caught(history: Path, tmp_path: Path, capsys) -> None:
@@ -195,25 +213,33 @@ def test_a_consistently_rewritten_chain_with_rho_zero_is_caught(history: Path, t
     _rewrite(copy, _zero_charges)
     assert site_main(["audit", "verify", str(copy), "--head", open_entries(copy)[-1].hash]) == 4  # charges fail
     assert "was edited: it records rho 0, but a gaussian release with epsilon 0.5" in capsys.readouterr().out
+    checked, accepted = _entries(copy, "checked", "A")[0].seq, _entries(copy, "accepted", "A")[0].seq
+    released = _entries(copy, "released", "A")[0].seq
+    assert checked < accepted < released and {checked, released} <= set(_logged_head_seqs(history, "site1"))
     code, out = _cross_check(history, copy, capsys)
     assert code == 4
-    assert "entry 2 (accepted, study 'A' round 1) was edited: it records rho 0" in out
-    assert "entry 3 differs from the head the coordinator log" in out and "entries up to 3 were rewritten" in out
-    assert "the first change is in entries 2 to 3" in out  # the budget check (entry 1) still matches its head
+    assert f"entry {accepted} (accepted, study 'A' round 1) was edited: it records rho 0" in out
+    assert f"entry {released} differs from the head the coordinator log" in out
+    assert f"entries up to {released} were rewritten" in out
+    # The budget check still matches its head: the first change is between it and the release.
+    assert f"the first change is in entries {checked + 1} to {released}" in out
     # The attacker also rewrites what the entries claim was asked (no DP at all): the log and heads disagree.
     hidden = _copy(history, "site1", tmp_path)
     _rewrite(hidden, lambda e: dataclasses.replace(e, rho=0.0, epsilon=0.0, delta=0.0, mechanism="exact",
                                                    parameters=e.parameters.replace('"dp.epsilon"', '"dp.hidden"')))
     code, out = _cross_check(history, hidden, capsys)
     assert code == 4 and "records exact epsilon 0 delta 0, but the coordinator asked for gaussian epsilon 0.5" in out
-    assert "entry 1 differs from the head the coordinator log" in out and "the first change is in entry 1" in out
+    first = _logged_head_seqs(history, "site1")[0]  # study A's budget check: every entry up to it was rewritten
+    assert first == checked
+    assert f"entry {first} differs from the head the coordinator log" in out
+    assert "the first change is in " + ("entry 1" if first == 1 else f"entries 1 to {first}") in out
 
 
 def test_a_deleted_ledger_is_named(history: Path, tmp_path: Path, capsys) -> None:
     code, out = _cross_check(history, tmp_path / "gone.sqlite", capsys)
     assert code == 4
     assert "site 'site1': ledger" in out and "does not exist (deleted), but the coordinator log" in out
-    assert "holds its signed head at seq 9" in out
+    assert f"holds its signed head at seq {_logged_head_seqs(history, 'site1')[-1]}" in out
 
 
 def test_another_sites_ledger_is_named(history: Path, tmp_path: Path, capsys) -> None:
@@ -247,14 +273,18 @@ def _site_copy(history: Path, site: str, tmp_path: Path) -> Path:
 def test_a_site_refuses_to_serve_on_a_rolled_back_or_deleted_ledger(history: Path, tmp_path: Path, capsys) -> None:
     config = _site_copy(history, "site1", tmp_path)
     ledger = config.parent / "ledger.sqlite"
-    _execute(ledger, "DELETE FROM entries WHERE seq > 6")
+    last = open_entries(ledger)[-1].seq  # the site published a head for every entry, its last one included
+    keep = _entries(ledger, "released", "B")[0].seq
+    assert keep < last
+    _execute(ledger, f"DELETE FROM entries WHERE seq > {keep}")
     assert site_main(["check", "--config", str(config)]) == 2
-    assert "does not extend the last head this site published: rolled back from seq 10 to 6" in capsys.readouterr().err
+    assert (f"does not extend the last head this site published: rolled back from seq {last} to {keep}"
+            in capsys.readouterr().err)
     ledger.unlink()
     process = subprocess.run([sys.executable, "-m", "site_agent", "serve", "--config", str(config), "--listen",
                               "127.0.0.1:0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert process.returncode == 2
-    assert "is missing, but this site published a head at seq 10" in process.stderr
+    assert f"is missing, but this site published a head at seq {last}" in process.stderr
     assert "refusing to start on a new, empty ledger" in process.stderr and not ledger.exists()
 
 
@@ -262,10 +292,11 @@ def test_a_budget_reset_on_disk_cannot_pass_the_audit(history: Path, tmp_path: P
     """The attacker holds the whole disk, the signing key included: the site accepts again, the audit fails."""
     config = _site_copy(history, "site1", tmp_path)
     ledger = config.parent / "ledger.sqlite"
+    last = open_entries(ledger)[-1].seq
     _rewrite(ledger, _zero_charges)
     # Without a re-signed head the site refuses the rewritten ledger...
     assert site_main(["check", "--config", str(config)]) == 2
-    assert "entry 10 differs from the head its published-head record" in capsys.readouterr().err
+    assert f"entry {last} differs from the head its published-head record" in capsys.readouterr().err
     # ...so the attacker re-signs it with the site's own key: now the site starts with its budget reset.
     site_config = load_site_config(config)
     entries = open_entries(ledger)
@@ -276,4 +307,7 @@ def test_a_budget_reset_on_disk_cannot_pass_the_audit(history: Path, tmp_path: P
     code, out = _cross_check(history, ledger, capsys)
     assert code == 4
     assert out.count("was edited: it records rho 0") == 3  # the three DP releases
-    assert "entries up to 3 were rewritten" in out
+    # The first head the coordinator holds past the first rewritten (accepted) entry: study A's first release.
+    first_release = _entries(ledger, "released", "A")[0].seq
+    assert first_release in _logged_head_seqs(history, "site1")
+    assert f"entries up to {first_release} were rewritten" in out

@@ -190,7 +190,8 @@ def test_a_site_lost_mid_round_under_he_ends_the_study_cleanly(study, tmp_path: 
                     context.abort(grpc.StatusCode.UNAVAILABLE, "site process crashed")
 
     pin = write_key_files(tmp_path / "kh")
-    holder_server, holder_port = make_server(KeyHolder(*load_key_files(tmp_path / "kh")), "127.0.0.1:0")
+    holder = KeyHolder(*load_key_files(tmp_path / "kh"), KeyHolderStore(tmp_path / "kh" / STORE_FILE), coordinators=("*",))
+    holder_server, holder_port = make_server(holder, "127.0.0.1:0")
     holder_server.start()
     configs = provision_sites(tmp_path, {f"hosp{i}": b for i, b in enumerate(study.site_bfiles)},
                               study.pheno_path, study.covar_path, he_context_sha256=pin)
@@ -214,3 +215,6 @@ def test_a_site_lost_mid_round_under_he_ends_the_study_cleanly(study, tmp_path: 
         for server in servers:
             server.stop(grace=None)
     assert not (tmp_path / "out" / "QT.linear.tsv.gz").exists()
+    # The key holder registered the round but decrypted nothing.
+    kinds = [event.kind for event in KeyHolderStore(tmp_path / "kh" / STORE_FILE).events()]
+    assert "registered" in kinds and "released" not in kinds, kinds

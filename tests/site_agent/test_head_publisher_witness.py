@@ -17,13 +17,14 @@ import pytest
 
 from fedgwas.cli import main
 from engine.audit.heads import create_signing_key
+from engine.audit.ledger import open_entries
 from engine.errors import ConfigError
 from engine.simulate import SimulationSpec, simulate_study
 from protos.witness_client import WitnessClient
 from engine.privacy.budget import BudgetPolicy
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data
-from site_agent.provision import init_site
+from tests.consortium import provision_sites
 from site_agent.server import make_server as make_site_server
 from witness.server import make_server
 from witness.store import WitnessStore
@@ -37,15 +38,14 @@ def consortium(tmp_path: Path) -> Iterator[dict]:
     address = f"127.0.0.1:{witness_port}"
     study = simulate_study(SimulationSpec(site_sizes=(120, 100), n_variants=60, seed=3, write_pooled=False),
                            tmp_path / "sim")
-    servers, configs, endpoints = [], {}, []
-    for index, bfile in enumerate(study.site_bfiles):
-        name = f"hosp{index + 1}"
-        config = init_site(name, str(bfile), str(study.pheno_path), str(study.covar_path), tmp_path / name,
-                           "127.0.0.1:0", budget=BudgetPolicy(epsilon=1.2, delta=1e-6), witness=address)
+    servers, endpoints = [], []
+    configs = provision_sites(tmp_path, {f"hosp{i + 1}": bfile for i, bfile in enumerate(study.site_bfiles)},
+                              study.pheno_path, study.covar_path, budget=BudgetPolicy(epsilon=1.2, delta=1e-6),
+                              witness=address)
+    for name, config in configs.items():
         server, port = make_site_server(load_site_data(load_site_config(config)), "127.0.0.1:0")
         server.start()
         servers.append(server)
-        configs[name] = config
         endpoints.append((name, f"127.0.0.1:{port}"))
     ids = [line.split()[1] for line in Path(f"{study.site_bfiles[0]}.bim").read_text().splitlines()[:10]]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
@@ -79,26 +79,32 @@ def test_the_witness_holds_every_head_and_the_untouched_audit_passes(consortium:
     client = WitnessClient(consortium["address"])
     _, held = client.heads("hosp1")
     client.close()
-    # seq 0 at start-up, then one head per append: checked, accepted, released, refused.
-    assert [head.seq for head, _ in held] == [0, 1, 2, 3, 4]
+    # seq 0 at start-up, then one head per append (described, checked, accepted, released, refused, ...).
+    last = open_entries(_ledgers(consortium)["hosp1"])[-1].seq
+    assert last >= 4 and [head.seq for head, _ in held] == list(range(last + 1))
     code, out = _cross_check(consortium, _ledgers(consortium), capsys)
     assert code == 0, out
-    assert "signed head(s) held for 'hosp1', up to seq 4" in out
+    assert f"signed head(s) held for 'hosp1', up to seq {last}" in out
 
 
 def test_a_rollback_with_the_local_record_deleted_is_stopped_by_the_witness(consortium: dict, capsys) -> None:
     config = load_site_config(consortium["configs"]["hosp1"])
+    # The refusal (the last entry, of the second run): the coordinator holds no head for it.
+    refused = open_entries(config.ledger)[-1]
+    assert refused.kind == "refused" and refused.study == "w"
+    last, before = refused.seq, refused.seq - 1
     connection = sqlite3.connect(config.ledger)
-    connection.execute("DELETE FROM entries WHERE seq = 4")  # the refusal: the coordinator holds no head for it
+    connection.execute("DELETE FROM entries WHERE seq = ?", (last,))
     connection.commit()
     connection.close()
     config.published_head.unlink()
-    with pytest.raises(ConfigError, match=r"rolled back from seq 4 to 3: the witness at 127\.0\.0\.1:\d+ holds"):
+    with pytest.raises(ConfigError,
+                       match=rf"rolled back from seq {last} to {before}: the witness at 127\.0\.0\.1:\d+ holds"):
         load_site_data(config)
     code, out = _cross_check(consortium, _ledgers(consortium), capsys)
-    assert code == 4 and "site 'hosp1': ledger rolled back from seq 4 to 3: the witness at" in out
+    assert code == 4 and f"site 'hosp1': ledger rolled back from seq {last} to {before}: the witness at" in out
     config.ledger.unlink()
-    with pytest.raises(ConfigError, match="is missing, but this site published a head at seq 4"):
+    with pytest.raises(ConfigError, match=f"is missing, but this site published a head at seq {last}"):
         load_site_data(config)
     assert not config.ledger.exists()
 
