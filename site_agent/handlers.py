@@ -220,6 +220,11 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
                 secure.receive_shares(inbox.share_bundle())  # type: ignore[union-attr]
             masker = secure.masker()
         protector = make_protector(task.privacy, masker=masker, he_context=he_context)
+        if task.privacy == "he" and keys is not None and registry is not None:
+            # Under HE each complete block can be decrypted as soon as it leaves (no same-round recovery):
+            # record the participant set before the first block, so a re-run over another set is refused
+            # even if the coordinator then cancels the round.
+            registry.record_participants(data.name, task.study_id, keys, tuple(sorted(task.participants)))
         done = yield from _compute(data, task, analysis, guard.clip(cohort), protector, guard, is_active)
         if done is None:
             return
@@ -232,7 +237,7 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
             yield secure.sign_survivors(survivors)
             reveal = secure.reveal(inbox.survivor_signatures())  # type: ignore[union-attr]
             contributors = secure.survivors
-        if keys is not None and registry is not None:  # recorded before the shares that unmask the sum leave
+        if keys is not None and registry is not None and task.privacy != "he":  # before the unmasking shares leave
             registry.record_participants(data.name, task.study_id, keys, contributors)
         if reveal is not None:
             yield reveal
