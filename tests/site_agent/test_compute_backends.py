@@ -219,18 +219,26 @@ def test_an_unreachable_scheduler_is_a_config_error_naming_the_key(monkeypatch) 
 def test_the_local_cluster_admits_only_the_agent() -> None:
     """The agent's cluster carries phenotypes and covariates: its scheduler speaks mutual TLS under a CA
     that only the agent holds, so another process on the machine cannot join it."""
-    from distributed import Client
+    import asyncio
+
+    from distributed.comm import connect
 
     from site_agent.compute.dask_backend import DaskBackend
     from site_agent.compute.settings import ComputeSettings
 
+    async def handshake(address: str) -> None:
+        # What a Client does first, without its own event-loop thread (whose start can time out under load).
+        comm = await connect(address, timeout=5)
+        await comm.write({"op": "identity"})
+        await comm.read()
+
     backend = DaskBackend(ComputeSettings(backend="dask", workers=1))
     try:
         assert backend.scheduler_address.startswith("tls://127.0.0.1:")
-        with pytest.raises((OSError, TypeError)):
-            Client(backend.scheduler_address, timeout=2, set_as_default=False)
+        with pytest.raises((OSError, TypeError)):  # no certificate from the agent's CA
+            asyncio.run(handshake(backend.scheduler_address))
         plain = backend.scheduler_address.replace("tls://", "tcp://")
-        with pytest.raises(OSError):
-            Client(plain, timeout=2, set_as_default=False)
+        with pytest.raises(OSError):  # not TLS at all
+            asyncio.run(handshake(plain))
     finally:
         backend.close()
