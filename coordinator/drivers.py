@@ -29,6 +29,18 @@ def run_linear(executor: RoundExecutor) -> AssociationResult:
     return solve_linear(totals, layout.n_design, executor.harmonised.variants)
 
 
+def run_linear_phenotypes(executor: RoundExecutor) -> dict[str, AssociationResult]:
+    """Exact per-variant OLS of every phenotype of the study's cohort from one round: the sites read
+    each genotype block once for all phenotypes (:mod:`engine.stats.linear.phenotypes`) and send
+    ``P * Q`` statistics per variant, phenotype-major; each phenotype is solved on its own slice."""
+    cohort = executor.config.cohort
+    layout = LinearLayout(len(cohort.covariates) + 1)
+    totals = executor.run("linear", layout.width * len(cohort.phenotypes))
+    return {name: solve_linear(totals[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
+                               executor.harmonised.variants)
+            for i, name in enumerate(cohort.phenotypes)}
+
+
 def run_logistic(executor: RoundExecutor) -> AssociationResult:
     """Logistic regression with PLINK 2's firth-fallback (see :mod:`engine.logistic_solve`)."""
     return _run_case_control(executor, always_firth=False)

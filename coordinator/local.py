@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -50,8 +50,14 @@ def local_pki(out_dir: Path, site_names_: Sequence[str]) -> dict[str, TlsFiles]:
     return dev_pki(out_dir / "tls", [*site_names_, LOCAL_COORDINATOR, LOCAL_KEY_HOLDER])
 
 
-#: Genotype inputs of one local site: (format, path), format as in engine.genotype_sources.FORMATS.
-SiteInput = tuple[str, Path]
+class SiteInput(NamedTuple):
+    """Genotype inputs of one local site: format (as in engine.genotype_sources.FORMATS) and path;
+    a BGEN's ``.sample`` file and a VCF's dosage field (``DS``/``GP``) where given."""
+
+    fmt: str
+    path: Path
+    sample: Path | None = None
+    vcf_dosage: str | None = None
 
 
 def site_names(paths: Sequence[Path]) -> list[str]:
@@ -60,7 +66,7 @@ def site_names(paths: Sequence[Path]) -> list[str]:
     names: list[str] = []
     for prefix in paths:
         stem = Path(prefix).name
-        for suffix in (".bed", ".bim", ".fam", ".pgen", ".pvar", ".psam", ".bcf", ".gz", ".vcf"):
+        for suffix in (".bed", ".bim", ".fam", ".pgen", ".pvar", ".psam", ".bcf", ".gz", ".vcf", ".bgen"):
             stem = stem.removesuffix(suffix)
         name, k = stem, 2
         while name in names:
@@ -116,10 +122,11 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
     covar_table = None if covar is None else read_sample_table(covar)
     consent_table = None if consent is None else read_sample_table(consent)
     sites = []
-    for name, (fmt, path) in zip(site_names([p for _, p in inputs]), inputs):
+    for name, site_input in zip(site_names([i[1] for i in inputs]), inputs):
+        fmt, path, sample, vcf_dosage = SiteInput(*site_input)
         directory = out_dir / "sites" / name
         directory.mkdir(parents=True, exist_ok=True)
-        fam = sample_ids(fmt, Path(path))
+        fam = sample_ids(fmt, Path(path), sample)
         iid_only = fmt == "vcf"
         site_pheno = _placeholder_pheno(fam, iid_only) if pheno_table is None else \
             _rows_for_site(pheno_table, fam, iid_only)
@@ -138,7 +145,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            allow_plaintext=allow_plaintext, threads=threads, genotype_format=fmt,
                            he_context_sha256=he_context_sha256, budget=budget,
                            tls=None if tls is None else tls[name],
-                           consent=None if consent_path is None else str(consent_path))
+                           consent=None if consent_path is None else str(consent_path),
+                           sample=None if sample is None else str(sample), vcf_dosage=vcf_dosage)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,10 +28,11 @@ from coordinator.audit_log import LOG_NAME, CoordinatorLog
 from coordinator.client import SiteClient
 from coordinator.dp_options import restrict_to_ids
 from coordinator.dp_plan import DpSession
-from coordinator.drivers import DRIVERS
+from coordinator.drivers import DRIVERS, run_linear_phenotypes
 from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
+from coordinator.results.panels import write_phenotype_report
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
@@ -51,6 +53,10 @@ class StudyOutcome:
     summary: RunSummary
     paths: ResultPaths | None
     files: dict[str, Path] = field(default_factory=dict)
+    #: Every phenotype's result and files (one entry for a single-phenotype study; ``result`` and
+    #: ``paths`` are the first phenotype's).
+    results: dict[str, AssociationResult] = field(default_factory=dict)
+    all_paths: dict[str, ResultPaths] = field(default_factory=dict)
 
 
 class _PhaseTimer:
@@ -93,6 +99,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         structure: StructureOutcome | None = None
         files: dict[str, Path] = {}
         result = None
+        results: dict[str, AssociationResult] = {}
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=True, disable=not config.show_progress) as progress:
             executor = RoundExecutor(config=config, clients=live,
@@ -121,7 +128,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
                 phase("allelic test")
             if driver is not None:
-                result = driver(executor)
+                results = _associate(executor, config, driver)
+                result = next(iter(results.values()))
                 phase("rounds and solve")
         summary = RunSummary(
             study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
@@ -136,17 +144,50 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         if executor.dp is not None:
             summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())
         paths = None
-        if result is not None:
-            paths = write_results(result, summary, config.out_dir, config.output_name)
+        all_paths: dict[str, ResultPaths] = {}
+        for name, one in results.items():
+            per_phenotype = dataclasses.replace(summary, phenotype=name)
+            all_paths[name] = write_results(one, per_phenotype, config.out_dir, name)
+            if len(results) > 1:
+                per_phenotype.write_json(config.out_dir / f"{name}.{config.test_name}.summary.json")
+        if len(results) > 1:
+            files["report"] = write_phenotype_report(results, all_paths, summary, config.out_dir /
+                                                     f"{config.output_name}.{config.test_name}.report.html")
+        if results:
+            paths = next(iter(all_paths.values()))
             phase("write")
         summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
                                       wall_seconds=time.perf_counter() - phase.started)
         summary.write_json(config.out_dir / f"{config.output_name}.{config.test_name}.summary.json")
-        return StudyOutcome(result=result, summary=summary, paths=paths, files=files)
+        return StudyOutcome(result=result, summary=summary, paths=paths, files=files, results=results,
+                            all_paths=all_paths)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         for client in clients:
             client.close()
+
+
+def _associate(executor: RoundExecutor, config: StudyConfig,
+               driver: Callable[[RoundExecutor], AssociationResult]) -> dict[str, AssociationResult]:
+    """Every phenotype's association result, in the study's order.
+
+    Several phenotypes under ``--glm linear`` share one round (one genotype pass at each site); with
+    differential privacy, and for the iterative case/control fits, each phenotype has its own rounds
+    (so each release is planned and charged to the sites' budgets on its own).
+    """
+    names = config.cohort.phenotypes
+    if len(names) == 1:
+        return {names[0]: driver(executor)}
+    if config.glm == "linear" and config.dp is None:
+        return run_linear_phenotypes(executor)
+    results = {}
+    try:
+        for name in names:
+            executor.config = dataclasses.replace(config, cohort=dataclasses.replace(config.cohort, phenotype=name))
+            results[name] = driver(executor)
+    finally:
+        executor.config = config
+    return results
 
 
 def _notes(config: StudyConfig, id_mismatches: int, qc: QcOutcome | None) -> tuple[str, ...]:

@@ -196,6 +196,8 @@ class StudyConfig:
             raise ConfigError(f"{where}: differential privacy is not available for LD pruning or PCA yet")
         if (self.glm or self.assoc) and not self.cohort.phenotype:
             raise ConfigError(f"{where}: the association test needs a phenotype")
+        if self.assoc and len(self.cohort.phenotypes) > 1:
+            raise ConfigError(f"{where}: the allelic test (assoc) takes one phenotype, got {list(self.cohort.phenotypes)}")
         if self.privacy not in PRIVACY_MODES:
             raise ConfigError(f"{where}: privacy mode {self.privacy!r} is not one of {list(PRIVACY_MODES)}")
         if (self.privacy == "he") != bool(self.key_holder):
@@ -219,8 +221,9 @@ class StudyConfig:
 
     @property
     def output_name(self) -> str:
-        """Stem of the association files (the phenotype), or of the QC files in a QC-only study."""
-        return self.cohort.phenotype or QC_OUTPUT_NAME
+        """Stem of the association files (the phenotype), or of the QC files in a QC-only study or of
+        the combined files of several phenotypes (each phenotype's own files are named after it)."""
+        return self.cohort.phenotype if len(self.cohort.phenotypes) == 1 else QC_OUTPUT_NAME
 
     @property
     def test_name(self) -> str:
@@ -352,7 +355,11 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     default_glm = "" if assoc or only_reports else "linear"
     glm = _typed(analysis, "glm", str, f"{name} [analysis]", default_glm)
     glm = "" if glm == "none" else glm
-    phenotype = _typed(analysis, "phenotype", str, f"{name} [analysis]", ... if (glm or assoc) else "")
+    phenotype = _typed(analysis, "phenotype", (str, list), f"{name} [analysis]", ... if (glm or assoc) else "")
+    if isinstance(phenotype, list):  # several phenotypes, e.g. ["LDL", "HDL", "TG"] or ["P1-P5"]
+        if any(not isinstance(item, str) for item in phenotype):
+            raise ConfigError(f"{name} [analysis]: phenotype = {phenotype!r} must be a name or a list of names")
+        phenotype = ",".join(expand_names(phenotype))
     case_control = _typed(analysis, "case_control", str, f"{name} [analysis]", "1/2")
     if case_control not in ("1/2", "0/1"):
         raise ConfigError(f"{name} [analysis]: case_control = {case_control!r} must be \"1/2\" or \"0/1\"")

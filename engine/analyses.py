@@ -23,6 +23,7 @@ from engine.logistic import (DesignProducts, LogisticLayout, StartLayout, covari
 from engine.ld import LdPairsAnalysis
 from engine.pca import PcaAnalysis
 from engine.qc import QcAnalysis
+from engine.stats.linear.phenotypes import PhenotypeGroups, group_phenotypes, phenotype_statistics
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class SiteAnalysis(Protocol):
 
     def block(self, state: Any, genotypes: np.ndarray, flip: np.ndarray,
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Output ``(m, width)`` float64 for int8 genotypes ``(n, m)`` (-127 missing).
+        """Output ``(m, width)`` float64 for int8 genotypes ``(n, m)`` (-127 missing), or float32
+        dosages (NaN missing) for an analysis with ``dosage = True`` at a site with dosages.
 
         ``flip`` ``(m,)`` marks variants whose counted allele is the study's other allele;
         ``inputs`` holds the per-variant inputs sliced to this block.
@@ -63,7 +65,10 @@ class SiteAnalysis(Protocol):
     # ``scan(state, genotypes, flip, inputs) -> None``: a first pass over every block, in order,
     #     before any output block (PCA accumulates its sample-space product there);
     # ``sample_values(state) -> (n, b)``: per-sample values that stay at the site, kept when the task
-    #     asks for it (the PCA's sample scores, engine.pca.SCORES_PARAMETER).
+    #     asks for it (the PCA's sample scores, engine.pca.SCORES_PARAMETER);
+    # ``dosage = True``: the analysis reads dosages where the site has them (hard calls otherwise:
+    #     PLINK 2's QC counts, LD and PCA here use hard calls);
+    # ``multi_phenotype = True``: the analysis takes a cohort of several phenotypes (engine.tasks).
 
 
 def flip_genotypes(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -81,25 +86,34 @@ class _LinearState:
     design: np.ndarray
     y: np.ndarray
     per_sample: np.ndarray
+    groups: PhenotypeGroups
 
 
 class LinearAnalysis:
-    """Sufficient statistics of per-variant OLS with covariates (:mod:`engine.linear`)."""
+    """Sufficient statistics of per-variant OLS with covariates (:mod:`engine.linear`), for every
+    phenotype of the cohort in one pass (:mod:`engine.stats.linear.phenotypes`): ``P * Q`` values per
+    variant, phenotype-major. Reads dosages where the site has them (``dosage``), as PLINK 2's ``--glm``.
+    """
 
     name = "linear"
     needs_phenotype = True
+    multi_phenotype = True
+    dosage = True
     inputs: Mapping[str, InputSpec] = {}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> _LinearState:
         design = cohort.design
-        return _LinearState(design, cohort.phenotype, sample_cross_products(design, cohort.phenotype))
+        return _LinearState(design, cohort.phenotype, sample_cross_products(design, cohort.phenotype),
+                            group_phenotypes(design, cohort.phenotypes))
 
     def width(self, state: _LinearState) -> int:
-        return LinearLayout(state.design.shape[1]).width
+        return LinearLayout(state.design.shape[1]).width * state.groups.n_phenotypes
 
     def block(self, state: _LinearState, genotypes: np.ndarray, flip: np.ndarray,
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        stats = block_statistics(genotypes, state.design, state.y, state.per_sample)
+        if genotypes.dtype != np.int8 or state.groups.n_phenotypes > 1:
+            return phenotype_statistics(genotypes, state.groups, flip)
+        stats = block_statistics(genotypes, state.design, state.y, state.per_sample)  # hard calls, one phenotype
         return flip_effect_allele(stats, flip, state.design.shape[1])
 
 

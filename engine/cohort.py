@@ -32,6 +32,14 @@ class Cohort:
     covariate_names: tuple[str, ...]
     n_in_fam: int
     n_dropped: int
+    #: ``(n, P)`` every requested phenotype, NaN where a sample lacks it (a multi-phenotype request:
+    #: the cohort is then the samples with every covariate and at least one of the phenotypes).
+    phenotype_matrix: np.ndarray | None = None
+
+    @property
+    def phenotypes(self) -> np.ndarray:
+        """``(n, P)`` phenotypes, NaN where missing (one column for a single-phenotype cohort)."""
+        return self.phenotype[:, None] if self.phenotype_matrix is None else self.phenotype_matrix
 
     @property
     def n_samples(self) -> int:
@@ -104,6 +112,10 @@ def build_cohort(
     """Analysed samples: in the .fam, with the phenotype (unless ``phenotype`` is empty) and every
     covariate present. Without a phenotype, ``Cohort.phenotype`` is all zeros.
 
+    ``phenotype`` may name several phenotypes separated by commas: the cohort is then every sample with
+    the covariates and at least one of them, ``Cohort.phenotype_matrix`` holds them (NaN where missing)
+    and ``Cohort.phenotype`` is all zeros.
+
     ``include`` (bool ``(n_fam,)``), when given, restricts the cohort further before any statistic
     (the site's consent filter, engine/consent.py); excluded samples count as dropped.
 
@@ -118,7 +130,13 @@ def build_cohort(
     from_extra = set(extra.columns) if extra is not None else set()
     if covar is None and any(name not in from_extra for name in covariates):
         raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
-    if phenotype:
+    matrix = None
+    if "," in phenotype:  # several phenotypes (PHENOTYPE_SEPARATOR): each analysed over its own samples
+        matrix = np.column_stack([_align(fam, pheno, code_phenotype(pheno.numeric(name), coding,
+                                                                    f"{str(pheno.path)!r} column {name!r}"))
+                                  for name in phenotype.split(",")])
+        y = np.where(np.any(np.isfinite(matrix), axis=1), 0.0, np.nan)
+    elif phenotype:
         raw = code_phenotype(pheno.numeric(phenotype), coding, f"{str(pheno.path)!r} column {phenotype!r}")
         y = _align(fam, pheno, raw)
     else:
@@ -140,4 +158,5 @@ def build_cohort(
         covariate_names=tuple(covariates),
         n_in_fam=len(fam),
         n_dropped=int(len(fam) - len(index)),
+        phenotype_matrix=None if matrix is None else matrix[index],
     )

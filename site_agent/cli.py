@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     genotypes.add_argument("--bfile", help="PLINK 1 prefix (.bed/.bim/.fam)")
     genotypes.add_argument("--pfile", help="PLINK 2 prefix (.pgen/.pvar/.psam)")
     genotypes.add_argument("--vcf", help="VCF or BCF file (imported once into a cache next to site.toml)")
+    genotypes.add_argument("--bgen", help="BGEN v1.2/v1.3 file of imputed dosages (imported once into a cache)")
+    init.add_argument("--sample", help="the BGEN's .sample file (default: the sample IDs the BGEN embeds)")
+    init.add_argument("--vcf-dosage", choices=["DS", "GP"],
+                      help="read the VCF's dosages from FORMAT DS or GP instead of its GT hard calls")
     init.add_argument("--pheno", required=True, help="phenotype file (#FID IID ... or #IID ...)")
     init.add_argument("--covar", help="covariate file (same layout)")
     init.add_argument("--dir", default=".", help="directory for site.toml and keys/ (default: .)")
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       Path(args.tls_dir) / f"{args.name}.key")
             path = init_site(args.name, genotypes_path, args.pheno, args.covar, Path(args.dir), args.listen,
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
-                             consent=args.consent)
+                             consent=args.consent, sample=args.sample, vcf_dosage=args.vcf_dosage)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             return EXIT_OK
         if args.command == "check":

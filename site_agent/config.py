@@ -8,7 +8,10 @@ Example (``fedgwas-site init`` writes one)::
 
     [data]
     bfile = "/data/gwas/cohort"        # PLINK 1 prefix (.bed/.bim/.fam); or pfile = PLINK 2 prefix
-                                       # (.pgen/.pvar/.psam); or vcf = a .vcf, .vcf.gz or .bcf file
+                                       # (.pgen/.pvar/.psam, dosages used where stored); or vcf = a .vcf,
+                                       # .vcf.gz or .bcf file (vcf_dosage = "DS" or "GP": its dosages);
+                                       # or bgen = a BGEN v1.2/1.3 file (sample = its .sample file,
+                                       # else the IDs it embeds)
     pheno = "/data/gwas/pheno.txt"
     covar = "/data/gwas/covar.txt"     # optional
 
@@ -54,13 +57,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.io.dosage import VCF_DOSAGE_FIELDS
 from engine.tasks import PRIVACY_MODES
 from site_agent.budget import BudgetPolicy, policy_from_toml, render_policy
 from site_agent.pki import TlsFiles
 from site_agent.policy import AccessPolicy, access_from_toml, render_access
 
 #: [data] key -> genotype format.
-GENOTYPE_KEYS = {"bfile": "plink1", "pfile": "pgen", "vcf": "vcf"}
+GENOTYPE_KEYS = {"bfile": "plink1", "pfile": "pgen", "vcf": "vcf", "bgen": "bgen"}
 FORMAT_KEYS = {fmt: key for key, fmt in GENOTYPE_KEYS.items()}
 
 
@@ -85,6 +89,8 @@ class SiteConfig:
     tls: TlsFiles | None = None  # [tls]: mutual TLS material; None only with [tls] insecure = true
     access: AccessPolicy = AccessPolicy()  # [access]: studies, requesters and release minimums
     consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/consent.py)
+    sample: Path | None = None  # [data] sample: a BGEN's .sample file (None: the IDs it embeds)
+    vcf_dosage: str | None = None  # [data] vcf_dosage: "DS" or "GP" reads a VCF's dosages, not GT
 
     @property
     def insecure(self) -> bool:
@@ -157,6 +163,13 @@ def load_site_config(path: Path | str) -> SiteConfig:
     if len(given) != 1:
         raise ConfigError(f"{str(path)!r}: [data] needs exactly one of {', '.join(GENOTYPE_KEYS)}; found {given or 'none'}")
     tls = _tls_files(_section(raw, "tls", path), path, resolve)
+    sample = _get(data, "data", "sample", str, path, required=False)
+    vcf_dosage = _get(data, "data", "vcf_dosage", str, path, required=False)
+    if sample is not None and given[0] != "bgen":
+        raise ConfigError(f"{str(path)!r}: [data] sample (a .sample file) goes with bgen only")
+    if vcf_dosage is not None and (given[0] != "vcf" or vcf_dosage not in VCF_DOSAGE_FIELDS):
+        raise ConfigError(f"{str(path)!r}: [data] vcf_dosage must be one of {list(VCF_DOSAGE_FIELDS)} and goes with "
+                          f"vcf only, got {vcf_dosage!r}")
     return SiteConfig(
         path=path,
         name=name,
@@ -177,6 +190,8 @@ def load_site_config(path: Path | str) -> SiteConfig:
         tls=tls,
         access=access_from_toml(raw.get("access"), repr(str(path))),
         consent=resolve(_get(data, "data", "consent", str, path, required=False)),
+        sample=resolve(sample),
+        vcf_dosage=vcf_dosage,
     )
 
 
@@ -200,7 +215,7 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        threads: int | None = None, genotype_format: str = "plink1",
                        he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
                        tls: TlsFiles | None = None, access: AccessPolicy | None = None,
-                       consent: str | None = None) -> str:
+                       consent: str | None = None, sample: str | None = None, vcf_dosage: str | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -209,6 +224,10 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
 
     lines = ["[site]", f"name = {q(name)}", f"listen = {q(listen)}", "", "[data]",
              f"{FORMAT_KEYS[genotype_format]} = {q(genotypes)}", f"pheno = {q(pheno)}"]
+    if sample is not None:
+        lines.append(f"sample = {q(sample)}")
+    if vcf_dosage is not None:
+        lines.append(f"vcf_dosage = {q(vcf_dosage)}")
     if covar is not None:
         lines.append(f"covar = {q(covar)}")
     if consent is not None:

@@ -20,7 +20,7 @@ from engine import secagg
 from engine.cohort import Cohort, build_cohort
 from engine.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
-from engine.genotype_sources import GenotypeSource, open_genotypes
+from engine.genotype_sources import GenotypeSource, has_dosages, open_genotypes
 from engine.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.config import SiteConfig
@@ -65,9 +65,15 @@ class SiteData:
                 )
             return self._cohorts[request, extra_key]
 
-    def read_block(self, variant_index: np.ndarray, sample_index: np.ndarray, cache: bool = False) -> np.ndarray:
+    def read_block(self, variant_index: np.ndarray, sample_index: np.ndarray, cache: bool = False,
+                   dosage: bool = False) -> np.ndarray:
         """int8 genotypes ``(n, m)`` of a block; with ``cache``, kept in memory (up to the site's
-        ``[compute] genotype_cache_mib``) for the next rounds over the same samples (see :class:`GenotypeCache`)."""
+        ``[compute] genotype_cache_mib``) for the next rounds over the same samples (see :class:`GenotypeCache`).
+
+        With ``dosage``, at a site whose genotypes have dosages (BGEN, .pgen, VCF DS/GP), float32
+        dosages with NaN for missing instead (read from disk every time)."""
+        if dosage and has_dosages(self.genotypes):
+            return self.genotypes.read_dosages(variant_index, sample_index)  # type: ignore[attr-defined]
         if not cache:
             return self.genotypes.read_block(variant_index, sample_index)
         return self._cache.read(self.genotypes, variant_index, sample_index)
@@ -156,7 +162,7 @@ def load_site_data(config: SiteConfig) -> SiteData:
     return SiteData(
         config=config,
         genotypes=open_genotypes(config.genotype_format, config.genotypes, config.path.parent / "cache",
-                                 num_threads=config.threads),
+                                 num_threads=config.threads, sample=config.sample, vcf_dosage=config.vcf_dosage),
         pheno=read_sample_table(config.pheno),
         covar=None if config.covar is None else read_sample_table(config.covar),
         secagg_key=secagg.load_private_key(config.secagg_private_key),

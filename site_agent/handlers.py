@@ -180,7 +180,8 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Coh
             return None
         start, stop = task.block_bounds(block)
         # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
-        genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
+        genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache,
+                                    dosage=getattr(analysis, "dosage", False))
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
         values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
         values = guard.noise(cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count))

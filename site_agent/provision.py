@@ -30,10 +30,12 @@ def he_context_pin(path: Path) -> str:
 def init_site(name: str, genotypes: str, pheno: str, covar: str | None, directory: Path, listen: str,
               allow_plaintext: bool = False, threads: int | None = None, genotype_format: str = "plink1",
               he_context_sha256: str | None = None, budget: BudgetPolicy | None = None,
-              tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None) -> Path:
+              tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None,
+              sample: str | None = None, vcf_dosage: str | None = None) -> Path:
     """Create ``directory/site.toml`` and ``directory/keys/secagg.key``; returns the config path.
 
-    ``genotypes`` is a PLINK 1 or PLINK 2 prefix or a VCF/BCF file, per ``genotype_format``.
+    ``genotypes`` is a PLINK 1 or PLINK 2 prefix, a VCF/BCF or a BGEN file, per ``genotype_format``;
+    ``sample`` a BGEN's .sample file, ``vcf_dosage`` ("DS"/"GP") a VCF's dosage field.
 
     An existing key is kept (so re-running never changes a site's identity); an existing config is
     rewritten. ``he_context_sha256`` pins a key holder's public CKKS context and enables mode "he".
@@ -61,5 +63,6 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         secagg_private_key="keys/secagg.key", privacy_modes=modes, threads=threads,
         he_context_sha256=he_context_sha256, budget=budget, tls=tls, access=access,
         consent=None if consent is None else str(Path(consent).resolve()),
+        sample=None if sample is None else str(Path(sample).resolve()), vcf_dosage=vcf_dosage,
     ), encoding="utf-8")
     return config_path
