@@ -286,7 +286,7 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
             tls=None if pki is None else pki[LOCAL_COORDINATOR],
             key_holder=key_holder.address() if key_holder else "",
             qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
-            ld_prune=ld_prune, pca=pca,
+            ld_prune=ld_prune, pca=pca, quantitative=getattr(args, "quantitative", ()),
         )
         return run_study(config)
 
@@ -330,6 +330,15 @@ def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
                                                                   or args.indep_pairwise is not None)):
         args.pheno_name = ",".join(read_sample_table(Path(args.pheno)).names)  # PLINK 2: every column
     structure = args.pca is not None or args.indep_pairwise is not None
+    args.quantitative = ()
+    names = expand_names(args.pheno_name or "")
+    if len(names) > 1 and args.glm != "linear" and not args.assoc:  # PLINK 2 decides per phenotype
+        table = read_sample_table(Path(args.pheno))
+        binary = [name for name in names if _is_case_control(table.numeric(name), args.case_control_01)]
+        if args.glm is None:
+            args.glm = "logistic" if binary else "linear"
+        if args.glm != "linear":
+            args.quantitative = tuple(name for name in names if name not in binary)
     if args.glm is None and not args.assoc and not qc.outputs and not (structure and not args.pheno_name):
         if not args.pheno_name:
             raise InputError("nothing to do: give --pheno/--pheno-name with --glm or --assoc, and/or QC reports "
@@ -342,6 +351,16 @@ def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
     if covariates and not args.glm:
         raise InputError("--covar-name is only used by --glm")
     return qc
+
+
+def _is_case_control(values: "np.ndarray", zero_one: bool) -> bool:
+    """PLINK 2's reading of a phenotype column: case/control when every value is 1/2 (0 missing), or 0/1
+    with ``--1``; quantitative otherwise."""
+    import numpy as np
+
+    present = values[np.isfinite(values)]
+    allowed = (0.0, 1.0) if zero_one else (0.0, 1.0, 2.0)
+    return bool(present.size) and bool(np.all(np.isin(present, allowed))) and (zero_one or bool(np.any(present > 0)))
 
 
 def _phenotype_coding(args: argparse.Namespace) -> str:
@@ -405,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             pheno = Path(args.pheno) if args.pheno else None
             covar = Path(args.covar) if args.covar else None
             coding = _phenotype_coding(args)
-            _check_local_inputs(inputs, pheno, expand_names(args.pheno_name or ""), covar, from_covar,
+            _check_local_inputs(inputs, pheno, [name for name in expand_names(args.pheno_name or "")
+                                                if name not in args.quantitative], covar, from_covar,
                                 case_control=args.assoc or coding != "quantitative",
                                 coding="case-control" if coding == "quantitative" else coding)
             outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out), qc)

@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -128,7 +127,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
                 phase("allelic test")
             if driver is not None:
-                results = _associate(executor, config, driver)
+                results = _associate(executor, config)
                 result = next(iter(results.values()))
                 phase("rounds and solve")
         summary = RunSummary(
@@ -146,10 +145,10 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         paths = None
         all_paths: dict[str, ResultPaths] = {}
         for name, one in results.items():
-            per_phenotype = dataclasses.replace(summary, phenotype=name)
+            per_phenotype = dataclasses.replace(summary, phenotype=name, test=one.test)
             all_paths[name] = write_results(one, per_phenotype, config.out_dir, name)
             if len(results) > 1:
-                per_phenotype.write_json(config.out_dir / f"{name}.{config.test_name}.summary.json")
+                per_phenotype.write_json(config.out_dir / f"{name}.{one.test}.summary.json")
         if len(results) > 1:
             files["report"] = write_phenotype_report(results, all_paths, summary, config.out_dir /
                                                      f"{config.output_name}.{config.test_name}.report.html")
@@ -167,27 +166,27 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             client.close()
 
 
-def _associate(executor: RoundExecutor, config: StudyConfig,
-               driver: Callable[[RoundExecutor], AssociationResult]) -> dict[str, AssociationResult]:
-    """Every phenotype's association result, in the study's order.
+def _associate(executor: RoundExecutor, config: StudyConfig) -> dict[str, AssociationResult]:
+    """Every phenotype's association result, in the study's order (:meth:`StudyConfig.model_cohorts`).
 
-    Several phenotypes under ``--glm linear`` share one round (one genotype pass at each site); with
-    differential privacy, and for the iterative case/control fits, each phenotype has its own rounds
-    (so each release is planned and charged to the sites' budgets on its own).
+    The quantitative phenotypes share one round of ``--glm linear`` (one genotype pass at each site);
+    with differential privacy, and for the iterative case/control fits, each phenotype has its own
+    rounds (so each release is planned and charged to the sites' budgets on its own).
     """
-    names = config.cohort.phenotypes
-    if len(names) == 1:
-        return {names[0]: driver(executor)}
-    if config.glm == "linear" and config.dp is None:
-        return run_linear_phenotypes(executor)
-    results = {}
+    results: dict[str, AssociationResult] = {}
     try:
-        for name in names:
-            executor.config = dataclasses.replace(config, cohort=dataclasses.replace(config.cohort, phenotype=name))
-            results[name] = driver(executor)
+        for model, cohort in config.model_cohorts():
+            executor.config = dataclasses.replace(config, glm=model, cohort=cohort, quantitative=())
+            if len(cohort.phenotypes) > 1 and config.dp is None:
+                results.update(run_linear_phenotypes(executor))
+                continue
+            for name in cohort.phenotypes:
+                executor.config = dataclasses.replace(config, glm=model, quantitative=(),
+                                                      cohort=dataclasses.replace(cohort, phenotype=name))
+                results[name] = DRIVERS[model](executor)
     finally:
         executor.config = config
-    return results
+    return {name: results[name] for name in config.cohort.phenotypes}
 
 
 def _notes(config: StudyConfig, id_mismatches: int, qc: QcOutcome | None) -> tuple[str, ...]:

@@ -179,6 +179,9 @@ class StudyConfig:
     pca: PcaSettings | None = None  # federated PCA; covariates PC1..PCk then come from it
     tls: TlsFiles | None = None  # mutual TLS material; None: plaintext channels (development only, labelled)
     key_holder_name: str = "keyholder"  # the name the key holder's certificate must carry
+    #: With several phenotypes and glm "logistic"/"firth": the phenotypes analysed by linear regression
+    #: instead (quantitative ones, as PLINK 2 decides per phenotype); the others are case/control.
+    quantitative: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = "study"
@@ -186,6 +189,10 @@ class StudyConfig:
             raise ConfigError(f"{where}: id {self.study_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
         if self.glm and self.glm not in ANALYSES:
             raise ConfigError(f"{where}: analysis glm {self.glm!r} is not one of {list(ANALYSES)}")
+        unknown = [name for name in self.quantitative if name not in self.cohort.phenotypes]
+        if unknown or (self.quantitative and self.glm not in CASE_CONTROL_MODELS):
+            raise ConfigError(f"{where}: quantitative phenotypes {list(self.quantitative)} must be phenotypes of the "
+                              f"study analysed with glm logistic or firth")
         if self.glm and (self.glm in CASE_CONTROL_MODELS) == (self.cohort.phenotype_coding == "quantitative"):
             raise ConfigError(f"{where}: glm {self.glm!r} cannot read phenotype {self.cohort.phenotype!r} as "
                               f"{self.cohort.phenotype_coding}")
@@ -217,7 +224,8 @@ class StudyConfig:
         if self.timeout_seconds <= 0:
             raise ConfigError(f"{where}: timeout_seconds must be positive")
         if self.dp is not None:
-            check_dp_study(self.dp, self.glm, self.cohort)
+            for name in self.cohort.phenotypes or ("",):  # each phenotype is its own DP release
+                check_dp_study(self.dp, self.glm, dataclasses.replace(self.cohort, phenotype=name))
 
     @property
     def output_name(self) -> str:
@@ -243,7 +251,20 @@ class StudyConfig:
         """The cohort sites describe before the study starts: without the PCA's covariates, which
         exist only once the PCA has run (every sample gets scores, so the sample count is the same)."""
         kept = tuple(name for name in self.cohort.covariates if name not in self.pca_covariates)
-        return dataclasses.replace(self.cohort, covariates=kept)
+        coding = "quantitative" if self.quantitative else self.cohort.phenotype_coding  # mixed: counts only
+        return dataclasses.replace(self.cohort, covariates=kept, phenotype_coding=coding)
+
+    def model_cohorts(self) -> list[tuple[str, CohortRequest]]:
+        """(model, cohort) of each association: the quantitative phenotypes together under "linear" (one
+        genotype pass for all), then each case/control phenotype on its own (its fit iterates)."""
+        names = self.cohort.phenotypes
+        linear = names if self.glm == "linear" else tuple(n for n in names if n in self.quantitative)
+        out = []
+        if linear:
+            out.append(("linear", dataclasses.replace(self.cohort, phenotype=",".join(linear),
+                                                      phenotype_coding="quantitative")))
+        out += [(self.glm, dataclasses.replace(self.cohort, phenotype=name)) for name in names if name not in linear]
+        return out
 
 
 def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:

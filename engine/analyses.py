@@ -133,6 +133,7 @@ class LogisticAnalysis:
 
     name = "logistic"
     needs_phenotype = True
+    dosage = True
     firth = False
     exact = False
     inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,))}
@@ -173,6 +174,7 @@ class LogisticStartAnalysis:
 
     name = "logistic_start"
     needs_phenotype = True
+    dosage = True
     inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,))}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> Cohort:

@@ -55,15 +55,15 @@ class DosageCohort:
 def _probabilities(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities ``(m, n, 3)`` over (hom first, het, hom second), true second-allele counts ``(n, m)``, missing ``(m, n)``)."""
     freq = rng.uniform(0.03, 0.5, size=m)
-    freq[:3] = (0.002, 0.004, 0.01)  # rare variants: Firth and near-constant dosages
+    freq[:4] = (0.0007, 0.0015, 0.003, 0.3)  # called with certainty (below): rare ones need Firth
     truth = rng.binomial(2, freq, size=(n, m))
     quality = rng.uniform(0.3, 1.0, size=m)
-    quality[3] = 1.0  # a variant imputed without uncertainty (hard calls)
     prior = np.stack([(1 - freq) ** 2, 2 * freq * (1 - freq), freq ** 2], axis=1)  # (m, 3)
     onehot = np.eye(3)[truth.T]  # (m, n, 3)
     certainty = np.clip(rng.beta(4 * quality[:, None] + 0.1, 4 * (1 - quality[:, None]) + 0.1, size=(m, n)), 0, 1)
     noise = rng.dirichlet(np.ones(3), size=(m, n))
     posterior = certainty[..., None] * onehot + (1 - certainty[..., None]) * (0.7 * prior[:, None, :] + 0.3 * noise)
+    posterior[:4] = onehot[:4]  # rare variants called with certainty: zero counts among cases (Firth)
     posterior /= posterior.sum(axis=2, keepdims=True)
     missing = rng.random((m, n)) < 0.02
     return posterior, truth, missing
@@ -169,8 +169,5 @@ def plink2_glm(cohort: DosageCohort, phenotype: str, model: str, out_dir: Path,
                 "--covar", str(cohort.covar), "--covar-name", *COVARIATES, "--covar-variance-standardize",
                 "--glm", "omit-ref", "hide-covar", *modifiers, "cols=+a1count,+a1freq,+beta,+se,+firth,+machr2",
                 *extra, "--out", str(out)], cwd=out_dir)
-    suffix = "linear" if model == "linear" else ("logistic.hybrid" if model == "logistic" else "logistic")
-    if model == "firth":
-        suffix = "glm.firth"
-    path = Path(f"{out}.{phenotype}.glm.{suffix}") if model != "firth" else Path(f"{out}.{phenotype}.glm.firth")
-    return read_plink_table(path)
+    suffix = {"linear": "linear", "logistic": "logistic.hybrid", "firth": "firth"}[model]
+    return read_plink_table(Path(f"{out}.{phenotype}.glm.{suffix}"))

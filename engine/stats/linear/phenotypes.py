@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.linear import LinearLayout, flip_effect_allele, pack_statistics
+from engine.linear import LinearLayout, flip_effect_allele, missing_call_indicator, missing_calls, pack_statistics
 
 #: float64 values converted per GEMM chunk (~8 MiB: stays in cache between conversion and GEMM).
 _GEMM_CHUNK_VALUES = 1 << 20
@@ -72,11 +72,6 @@ def group_phenotypes(design: np.ndarray, phenotypes: np.ndarray) -> PhenotypeGro
                            per_sample=per_sample, totals=per_sample.sum(axis=0))
 
 
-def _missing_indicator(raw: np.ndarray) -> np.ndarray:
-    """Bool ``(n, m)`` of the missing calls: negative int8 codes, or NaN dosages."""
-    return np.isnan(raw) if raw.dtype.kind == "f" else raw < 0
-
-
 def _filled(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``raw`` as float64 in ``out`` with missing calls set to 0."""
     np.copyto(out, raw, casting="unsafe")
@@ -85,19 +80,6 @@ def _filled(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
     else:
         np.maximum(out, 0.0, out=out)
     return out
-
-
-def _missing_sums(raw: np.ndarray, per_sample: np.ndarray) -> np.ndarray:
-    """``(m, width)``: per variant, the sums of ``per_sample`` rows over the samples missing a call."""
-    from scipy import sparse
-
-    flat = np.flatnonzero(_missing_indicator(np.asfortranarray(raw)).ravel(order="F"))
-    n, m = raw.shape
-    variant_of = flat // n
-    indptr = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(np.bincount(variant_of, minlength=m), out=indptr[1:])
-    indicator = sparse.csr_matrix((np.ones(len(flat)), flat - variant_of * n, indptr), shape=(m, n))
-    return np.asarray(indicator @ per_sample)
 
 
 def phenotype_statistics(genotypes: np.ndarray, groups: PhenotypeGroups, flip: np.ndarray | None = None) -> np.ndarray:
@@ -118,7 +100,7 @@ def phenotype_statistics(genotypes: np.ndarray, groups: PhenotypeGroups, flip: n
     n, m = genotypes.shape
     n_triu = k * (k + 1) // 2
     raw = np.asfortranarray(genotypes)
-    missing = _missing_sums(raw, groups.per_sample)  # (m, T + K P + P)
+    missing = np.asarray(missing_call_indicator(raw) @ groups.per_sample)  # (m, T + K P + P)
     weights = np.ascontiguousarray(np.column_stack([design, y]).T)  # (K + P, n)
     cross = np.empty((m, k + n_pheno))
     gg = np.empty(m)
@@ -140,7 +122,7 @@ def phenotype_statistics(genotypes: np.ndarray, groups: PhenotypeGroups, flip: n
         filled = _filled(sub, np.empty(sub.shape))
         cc_rows = design[rows][:, triu_rows] * design[rows][:, triu_cols]
         lacking.append((filled.T @ design[rows], np.einsum("ij,ij->j", filled, filled),
-                        _missing_indicator(sub).astype(np.float64).T @ cc_rows, cc_rows.sum(axis=0)))
+                        missing_calls(sub).astype(np.float64).T @ cc_rows, cc_rows.sum(axis=0)))
     out = np.empty((m, n_pheno * layout.width))
     for p in range(n_pheno):
         cc = groups.totals[:n_triu] - missing[:, :n_triu]
