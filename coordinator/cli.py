@@ -124,8 +124,12 @@ def _add_qc_options(parser: argparse.ArgumentParser) -> None:
         "QC and the allelic test",
         "Pooled over every sample of every site, exact against PLINK on the pooled data. Reports are "
         "written as OUT/fedgwas.<ext> in PLINK 2's formats; per-sample missingness stays at the sites.")
-    qc.add_argument("--freq", nargs="?", const="alt", choices=["alt", "counts"],
-                    help="ALT allele frequencies (.afreq), or counts (.acount) with 'counts'")
+    qc.add_argument("--freq", nargs="?", const="alt", choices=["alt", "counts", "cols=+machr2"],
+                    help="ALT allele frequencies (.afreq), or counts (.acount) with 'counts', or with MaCH R2 "
+                         "(imputation quality) with 'cols=+machr2'; from dosages where the sites have them")
+    qc.add_argument("--mach-r2-filter", nargs="*", type=_threshold, metavar="R2",
+                    help="drop variants whose MaCH R2 lies outside [MIN, MAX] (defaults 0.1 and 2.0; one value is "
+                         "the minimum) before association, as PLINK 2")
     qc.add_argument("--hardy", nargs="?", const="p", choices=["p", "midp"],
                     help="Hardy-Weinberg exact test report (.hardy); 'midp' for the mid-p variant")
     qc.add_argument("--missing", action="store_true", help="variant missingness report (.vmiss)")
@@ -144,7 +148,12 @@ def _qc_settings(args: argparse.Namespace) -> QcSettings:
     """QC reports and filters requested on the command line (see :func:`_add_qc_options`)."""
     outputs = []
     if args.freq:
-        outputs.append("freq-counts" if args.freq == "counts" else "freq")
+        outputs.append({"counts": "freq-counts", "cols=+machr2": "freq-machr2"}.get(args.freq, "freq"))
+    mach_r2 = None
+    if args.mach_r2_filter is not None:
+        if len(args.mach_r2_filter) > 2:
+            raise InputError(f"--mach-r2-filter takes at most a minimum and a maximum, got {args.mach_r2_filter}")
+        mach_r2 = ((args.mach_r2_filter + [0.1])[0], (args.mach_r2_filter[1:] + [2.0])[0])
     if args.hardy:
         outputs.append("hardy")
     if args.missing:
@@ -161,7 +170,7 @@ def _qc_settings(args: argparse.Namespace) -> QcSettings:
             raise InputError(f"--hwe threshold {args.hwe[0]!r} is not a number") from None
         hwe_midp = len(args.hwe) == 2
     return QcSettings(outputs=tuple(outputs), maf=args.maf, geno=args.geno, hwe=hwe, hwe_midp=hwe_midp,
-                      hardy_midp=args.hardy == "midp")
+                      hardy_midp=args.hardy == "midp", mach_r2=mach_r2)
 
 
 def _parser() -> argparse.ArgumentParser:

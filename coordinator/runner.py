@@ -37,6 +37,7 @@ from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
 from engine.association import AssociationResult
 from engine.errors import InputError, StudyFailed
+from engine.genotype_sources import DOSAGE_FORMATS
 from engine.harmonise import harmonise
 from engine.version import __version__
 
@@ -128,6 +129,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 phase("allelic test")
             if driver is not None:
                 results = _associate(executor, config)
+                if not any(d.genotype_format in DOSAGE_FORMATS for d in executor.descriptions.values()):
+                    results = {name: dataclasses.replace(one, info=None) for name, one in results.items()}
                 result = next(iter(results.values()))
                 phase("rounds and solve")
         summary = RunSummary(

@@ -33,6 +33,7 @@ A study TOML (see docs/study-example.toml)::
     hwe = 1e-6
     hwe_midp = false
     hardy_midp = false
+    mach_r2_filter = [0.3, 2.0]  # PLINK 2's --mach-r2-filter: MaCH R2 of dosage data (docs/dosages.md)
 
     [privacy]
     mode = "secagg"              # or "he" (needs key_holder) or "plaintext" (development only)
@@ -89,7 +90,7 @@ from engine.tasks import ANALYSES, CASE_CONTROL_MODELS, PRIVACY_MODES, CohortReq
 _STUDY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 #: QC reports a study may request (PLINK 2's --freq, --freq counts, --hardy, --missing, --geno-counts).
-QC_OUTPUTS = ("freq", "freq-counts", "hardy", "missing", "geno-counts")
+QC_OUTPUTS = ("freq", "freq-counts", "hardy", "missing", "geno-counts", "freq-machr2")
 #: File-name stem of the QC reports (they do not depend on a phenotype), as PLINK 2 writes plink2.afreq.
 QC_OUTPUT_NAME = "fedgwas"
 
@@ -107,8 +108,11 @@ class QcSettings:
     hwe: float | None = None
     hwe_midp: bool = False
     hardy_midp: bool = False
+    mach_r2: tuple[float, float] | None = None  # PLINK 2's --mach-r2-filter MIN MAX
 
     def __post_init__(self) -> None:
+        if self.mach_r2 is not None and not 0.0 <= self.mach_r2[0] <= self.mach_r2[1]:
+            raise ConfigError(f"qc: mach_r2_filter = {list(self.mach_r2)} must be [min, max] with 0 <= min <= max")
         unknown = [o for o in self.outputs if o not in QC_OUTPUTS]
         if unknown or len(set(self.outputs)) != len(self.outputs):
             raise ConfigError(f"qc: outputs {list(self.outputs)} must be distinct names from {list(QC_OUTPUTS)}")
@@ -119,7 +123,8 @@ class QcSettings:
     @property
     def filters(self) -> dict[str, float]:
         """The requested filters in PLINK 2's order (geno, hwe, maf) and their thresholds."""
-        return {name: value for name, value in (("geno", self.geno), ("hwe", self.hwe), ("maf", self.maf))
+        return {name: value for name, value in (("geno", self.geno), ("hwe", self.hwe), ("maf", self.maf),
+                                                ("mach-r2-filter", self.mach_r2[0] if self.mach_r2 else None))
                 if value is not None}
 
     @property
@@ -283,7 +288,7 @@ def _qc_settings(table: Any, name: str) -> QcSettings:
     where = f"{name} [qc]"
     if not isinstance(table, dict):
         raise ConfigError(f"{name}: [qc] must be a table")
-    known = {"outputs", "maf", "geno", "hwe", "hwe_midp", "hardy_midp"}
+    known = {"outputs", "maf", "geno", "hwe", "hwe_midp", "hardy_midp", "mach_r2_filter"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; expected {sorted(known)}")
@@ -297,8 +302,13 @@ def _qc_settings(table: Any, name: str) -> QcSettings:
             raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
         return None if value is None else float(value)
 
+    mach = _typed(table, "mach_r2_filter", list, where, None)
+    if mach is not None and (len(mach) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                          for v in mach)):
+        raise ConfigError(f"{where}: mach_r2_filter = {mach!r} must be [min] or [min, max]")
     try:
         return QcSettings(outputs=tuple(outputs), maf=threshold("maf"), geno=threshold("geno"), hwe=threshold("hwe"),
+                          mach_r2=None if mach is None else (float(mach[0]), float(mach[1]) if len(mach) == 2 else 2.0),
                           hwe_midp=_typed(table, "hwe_midp", bool, where, False),
                           hardy_midp=_typed(table, "hardy_midp", bool, where, False))
     except ConfigError as error:

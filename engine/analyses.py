@@ -23,6 +23,7 @@ from engine.logistic import (DesignProducts, LogisticLayout, StartLayout, covari
 from engine.ld import LdPairsAnalysis
 from engine.pca import PcaAnalysis
 from engine.qc import QcAnalysis
+from engine.stats.qc.dosage import DosageSumsAnalysis
 from engine.stats.linear.phenotypes import PhenotypeGroups, group_phenotypes, phenotype_statistics
 
 
@@ -233,7 +234,8 @@ class CovariateFitAnalysis:
 
 REGISTRY: dict[str, SiteAnalysis] = {analysis.name: analysis for analysis in
                                    (LinearAnalysis(), QcAnalysis(), LogisticAnalysis(), ExactLogisticAnalysis(),
-                                    LogisticStartAnalysis(), FirthAnalysis(), CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis())}
+                                    LogisticStartAnalysis(), FirthAnalysis(), CovariateFitAnalysis(), LdPairsAnalysis(), PcaAnalysis(),
+                                    DosageSumsAnalysis())}
 
 
 def get_analysis(name: str) -> SiteAnalysis:

@@ -36,6 +36,8 @@ from engine.plink_io import BedFile, FamTable, MISSING_INT8
 log = logging.getLogger("engine")
 
 FORMATS = ("plink1", "pgen", "vcf", "bgen")
+#: ``genotype_format`` of the sources that read dosages (a VCF read through ``DS``/``GP`` reports "vcf-dosage").
+DOSAGE_FORMATS = ("pgen", "bgen", "vcf-dosage")
 
 
 class GenotypeSource(Protocol):
@@ -279,7 +281,7 @@ def open_genotypes(fmt: str, path: Path, cache_dir: Path, num_threads: int | Non
     if fmt == "pgen":
         return PgenFile(path)
     if fmt == "vcf" and vcf_dosage:
-        return DosagePgenFile(import_vcf_dosage(path, vcf_dosage, cache_dir), "vcf")
+        return DosagePgenFile(import_vcf_dosage(path, vcf_dosage, cache_dir), "vcf-dosage")
     if fmt == "vcf":
         return VcfFile(path, cache_dir, num_threads=num_threads)
     if fmt == "bgen":

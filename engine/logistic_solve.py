@@ -38,6 +38,7 @@ import numpy as np
 from engine.association import ERRCODE_OK, AssociationResult, VariantTable
 from engine.errors import InputError
 from engine.linear import LinearLayout
+from engine.stats.qc.dosage import mach_r2
 from engine.logistic import LogisticLayout, StartLayout
 from engine.pvalues import z_test_neg_log10_p
 from engine.spd import Cholesky
@@ -638,4 +639,5 @@ class BinaryTraitFit:
             effect_allele_count=screen.allele_count,
             errcode=errcode.astype(str),
             firth=used_firth,
+            info=mach_r2(self._xtx[:, 0, 0], self._xtx[:, 0, p - 1], self._xtx[:, p - 1, p - 1]),
         )

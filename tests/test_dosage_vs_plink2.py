@@ -17,6 +17,7 @@ import pytest
 from coordinator.cli import main
 from coordinator.results.gwas_ssf import read_gwas_ssf
 from tests.dosage_cohort import BINARY, COVARIATES, QUANTITATIVE, DosageCohort, plink2_glm, simulate_dosage_cohort
+from tests.plink_tools import read_plink_table, run_plink2
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,8 @@ def assert_matches(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], tole
     assert beta_err.max() < tolerance, f"max |dbeta|/SE = {beta_err.max():.3g}"
     assert logp_err.max() < tolerance, f"max |d -log10 p| = {logp_err.max():.3g}"
     np.testing.assert_allclose(ours["effect_allele_frequency"][ok], ref["A1_FREQ"][ok], atol=2e-6)
+    # MaCH R2 over each regression's samples, as PLINK 2's --glm cols=+machr2 (6 significant digits)
+    np.testing.assert_allclose(ours["info"], ref["MACH_R2"], rtol=5e-6, equal_nan=True)
 
 
 def test_ten_phenotypes_in_one_run_equal_ten_plink2_runs(cohort: DosageCohort, tmp_path: Path) -> None:
@@ -74,3 +77,32 @@ def test_vcf_gp_probabilities_and_a_phenotype_range(cohort: DosageCohort, tmp_pa
     for name in ("QT2", "QT3", "QT4"):
         assert_matches(read_gwas_ssf(tmp_path / "out" / f"{name}.linear.tsv.gz"),
                        plink2_glm(cohort, name, "linear", tmp_path), 1e-4)
+
+
+def test_qc_on_dosages_equals_plink2(cohort: DosageCohort, tmp_path: Path) -> None:
+    """.afreq (with MaCH R2) from dosages, .hardy/.vmiss/.gcount from hard calls: byte-identical to
+    PLINK 2's on the pooled .pgen; .acount's dosage sums equal to its printed digits."""
+    out = tmp_path / "out"
+    assert main(["local", *cohort.local_args(), "--freq", "cols=+machr2", "--hardy", "--missing", "--geno-counts",
+                 "--out", str(out), "--no-progress"]) == 0
+    run_plink2(["--pfile", str(cohort.pooled), "--freq", "cols=+machr2", "--hardy", "--missing", "--geno-counts",
+                "--out", "ref"], cwd=tmp_path)
+    for ext in ("afreq", "hardy", "vmiss", "gcount"):
+        assert (out / f"fedgwas.{ext}").read_text() == (tmp_path / f"ref.{ext}").read_text(), ext
+    assert main(["local", *cohort.local_args(), "--freq", "counts", "--out", str(tmp_path / "counts"),
+                 "--no-progress"]) == 0
+    run_plink2(["--pfile", str(cohort.pooled), "--freq", "counts", "--out", "ref"], cwd=tmp_path)
+    ours, ref = (read_plink_table(path) for path in (tmp_path / "counts" / "fedgwas.acount", tmp_path / "ref.acount"))
+    np.testing.assert_array_equal(ours["OBS_CT"], ref["OBS_CT"])
+    np.testing.assert_allclose(ours["ALT_CTS"], ref["ALT_CTS"], rtol=1e-6)
+
+
+def test_mach_r2_and_maf_filters_keep_plink2s_variants(cohort: DosageCohort, tmp_path: Path) -> None:
+    run_local(cohort, tmp_path / "out", "--pheno-name", "QT1", "--glm", "linear", "--mach-r2-filter", "0.5", "1.5",
+              "--maf", "0.05")
+    run_plink2(["--pfile", str(cohort.pooled), "--mach-r2-filter", "0.5", "1.5", "--maf", "0.05", "--write-snplist",
+                "--out", "kept"], cwd=tmp_path)
+    kept = (tmp_path / "kept.snplist").read_text().split()
+    ours = read_gwas_ssf(tmp_path / "out" / "QT1.linear.tsv.gz")
+    assert list(ours["variant_id"]) == kept
+    assert 0 < len(kept) < len(cohort.ids)  # the filters removed some variants and kept others

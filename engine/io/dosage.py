@@ -93,12 +93,12 @@ def write_dosage_fileset(prefix: Path, samples: FamTable, variants: list[_Varian
     partial = Path(f"{prefix}.pgen.partial")
     writer = pgenlib.PgenWriter(bytes(partial), n, variant_ct=len(variants), nonref_flags=False,
                                 hardcall_phase_present=False, dosage_present=True)
-    batch = np.empty((_BATCH, n), dtype=np.float32)
+    batch = np.empty((_BATCH, n))  # float64: pgenlib rounds to 1/16384, float32 would move ties
     filled = 0
     try:
         for dosage in dosages:
             row = batch[filled]
-            np.copyto(row, dosage, casting="same_kind")
+            np.copyto(row, dosage)
             row[np.isnan(row)] = _MISSING_DOSAGE
             filled += 1
             if filled == _BATCH:
