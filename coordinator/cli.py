@@ -41,7 +41,7 @@ from coordinator.study import QcSettings, StudyConfig, load_study
 from engine.errors import FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.plink_io import check_bfile
 from engine.cohort import code_phenotype
-from engine.io.bgen import bgen_samples
+from engine.io.bgen import bgen_samples, read_header, scan_variants
 from engine.consent import DataUse
 from engine.tables import expand_names, read_sample_table
 from engine.tasks import CASE_CONTROL_MODELS, CohortRequest
@@ -245,6 +245,8 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotypes:
             check_bfile(path)
         elif fmt == "bgen":
             bgen_samples(path, sample)  # the header, and the .sample file's sample count
+            for _ in scan_variants(read_header(path)):  # every block lies inside the file (not truncated)
+                pass
         elif fmt == "pgen":
             for ext in (".pgen", ".pvar", ".psam"):
                 if not Path(f"{path}{ext}").exists():

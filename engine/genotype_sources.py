@@ -173,11 +173,13 @@ class VcfImport:
 
 def _vcf_records(path: Path) -> Iterator[tuple[str, int, str, str, str, np.ndarray]]:
     for record in vcf_records(path, gts012=True):
-        if record.genotypes is None or "GT" not in record.FORMAT:
+        try:  # (cyvcf2's record.FORMAT crashes the process on such a record; gt_types raises)
+            gt_types = record.gt_types
+        except Exception:  # cyvcf2 raises a bare Exception when a record has no GT
             raise InputError(f"VCF {str(path)!r} record {record.CHROM}:{record.POS} has no GT field: for a "
                              f"dosage-only VCF give the dosage field (--vcf-dosage DS or GP; site config "
-                             f"vcf_dosage = \"DS\")")
-        yield record.CHROM, record.POS, record.ID or ".", record.REF, ",".join(record.ALT), record.gt_types
+                             f"vcf_dosage = \"DS\")") from None
+        yield record.CHROM, record.POS, record.ID or ".", record.REF, ",".join(record.ALT), gt_types
 
 
 def vcf_samples(path: Path) -> FamTable:

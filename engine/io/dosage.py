@@ -106,8 +106,14 @@ def write_dosage_fileset(prefix: Path, samples: FamTable, variants: list[_Varian
                 filled = 0
         if filled:
             writer.append_dosages_batch(batch[:filled])
-    finally:
-        writer.close()
+    except BaseException:
+        try:
+            writer.close()
+        except RuntimeError:  # pgenlib refuses to close with fewer variants than declared: expected here
+            pass
+        partial.unlink(missing_ok=True)
+        raise
+    writer.close()
     with open(f"{prefix}.psam", "w", encoding="utf-8") as psam:
         psam.write("#FID\tIID\tSEX\n")
         psam.writelines(f"{f}\t{i}\t{s if s in (1, 2) else 'NA'}\n" for f, i, s in
@@ -179,7 +185,10 @@ def vcf_dosage(record, field: str, n_samples: int, path: Path) -> np.ndarray:  #
     values = record.format(field)
     if values is None:
         raise InputError(f"{where} has no FORMAT field {field!r} (--vcf-dosage {field})")
-    values = np.asarray(values, dtype=np.float64)
+    # htslib parses FORMAT floats to float32; the decimal as written (at most 6 decimals, as imputation
+    # servers and PLINK 2 write them) is recovered before rounding to PLINK 2's 1/16384 grid, as PLINK 2
+    # parses the text (float32's error moves values near a rounding tie to the wrong side).
+    values = np.round(np.asarray(values, dtype=np.float64), 6)
     expected = 1 if field == "DS" else 3
     if values.shape != (n_samples, expected):
         raise InputError(f"{where}: FORMAT {field} has shape {values.shape}, expected ({n_samples}, {expected}) "
