@@ -52,7 +52,9 @@ class DosageImport:
 
 
 @dataclass(frozen=True)
-class _Variant:
+class DosageVariant:
+    """One biallelic variant of a dosage fileset: REF and ALT (the counted allele)."""
+
     chrom: str
     pos: int
     variant_id: str
@@ -79,7 +81,7 @@ def _cached(prefix: Path) -> DosageImport | None:
     return DosageImport(prefix, info["n_variants"], info["multiallelic_skipped"])
 
 
-def write_dosage_fileset(prefix: Path, samples: FamTable, variants: list[_Variant],
+def write_dosage_fileset(prefix: Path, samples: FamTable, variants: list[DosageVariant],
                          dosages: Iterator[np.ndarray], source: Path, skipped: int) -> DosageImport:
     """Write ``prefix.pgen/.pvar/.psam`` with the dosages ``(n_samples,)`` (NaN missing) of ``variants``.
 
@@ -150,7 +152,7 @@ def import_bgen(path: Path, sample: Path | None, cache_dir: Path) -> DosageImpor
         infos.append(info)
     if not infos:
         raise InputError(f"BGEN {str(path)!r} has no biallelic variants")
-    variants = [_Variant(i.chrom, i.pos, _variant_id(i.rsid or i.variant_id, i.chrom, i.pos, *i.alleles),
+    variants = [DosageVariant(i.chrom, i.pos, _variant_id(i.rsid or i.variant_id, i.chrom, i.pos, *i.alleles),
                          i.alleles[0], i.alleles[1]) for i in infos]
     return write_dosage_fileset(prefix, samples, variants, iter_dosages(header, infos), path, skipped)
 
@@ -214,7 +216,7 @@ def import_vcf_dosage(path: Path, field: str, cache_dir: Path) -> DosageImport:
     if cached is not None:
         return cached
     samples = vcf_samples(path)
-    variants: list[_Variant] = []
+    variants: list[DosageVariant] = []
     skipped = 0
     for record in vcf_records(path):  # first pass: which records are biallelic (the .pgen needs the count)
         if len(record.ALT) != 1:
@@ -223,7 +225,7 @@ def import_vcf_dosage(path: Path, field: str, cache_dir: Path) -> DosageImport:
         ref, alt = record.REF, record.ALT[0]
         if not alt or alt == ".":
             raise InputError(f"VCF {str(path)!r} record {record.CHROM}:{record.POS}: no ALT allele")
-        variants.append(_Variant(record.CHROM, record.POS, _variant_id(record.ID or ".", record.CHROM, record.POS,
+        variants.append(DosageVariant(record.CHROM, record.POS, _variant_id(record.ID or ".", record.CHROM, record.POS,
                                                                        ref, alt), ref, alt))
     if not variants:
         raise InputError(f"VCF {str(path)!r} has no biallelic records")
