@@ -71,3 +71,16 @@ def test_flip_counts_the_other_allele() -> None:
     groups = group_phenotypes(design, y)
     np.testing.assert_allclose(phenotype_statistics(genotypes, groups, flip), phenotype_statistics(other, groups),
                                rtol=1e-10, atol=1e-7)
+
+
+def test_a_dp_release_of_several_phenotypes_is_refused() -> None:
+    """Even with a clipping bound declared under the joined name, a site never plans one release for
+    several phenotypes (its noise would be calibrated for one)."""
+    from engine.dp_release import DpRequest, SENSITIVITY
+    from engine.errors import ProtocolError
+    from engine.tasks import CohortRequest
+
+    request = DpRequest(epsilon=1.0, delta=1e-6, bounds=(("A,B", -3.0, 3.0), ("A", -3.0, 3.0)))
+    SENSITIVITY["linear"](CohortRequest("A"), request)
+    with pytest.raises(ProtocolError, match="a DP release covers one phenotype"):
+        SENSITIVITY["linear"](CohortRequest("A,B"), request)
