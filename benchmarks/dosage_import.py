@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.genotype_sources import PgenFile  # noqa: E402
+from engine.io.genotype_sources import PgenFile  # noqa: E402
 from engine.io.dosage import import_bgen, import_vcf_dosage  # noqa: E402
 from tests.bgen_writer import write_bgen, write_sample_file  # noqa: E402
 

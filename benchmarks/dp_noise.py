@@ -1,7 +1,7 @@
 """Benchmark: the cost of OpenDP noise at a site, and of calibrating it.
 
-Measures :func:`engine.dp.sample_noise` (OpenDP Gaussian and Laplace samplers on a sized float
-vector domain, ``k = -20``) per value for several release sizes, and :func:`engine.dp.calibrate`
+Measures :func:`engine.privacy.dp.sample_noise` (OpenDP Gaussian and Laplace samplers on a sized float
+vector domain, ``k = -20``) per value for several release sizes, and :func:`engine.privacy.dp.calibrate`
 (OpenDP's binary search on its own privacy map). Usage::
 
     python benchmarks/dp_noise.py [--sizes 1000,10000,100000] [--repeats 3]
@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import dp  # noqa: E402
+from engine.privacy import dp  # noqa: E402
 
 
 def _best(function, repeats: int) -> float:

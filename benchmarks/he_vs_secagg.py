@@ -29,14 +29,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import linear_vs_plink2 as base  # noqa: E402  (also puts the repository on sys.path)
 
-from engine import he, he_encoding, ring, secagg  # noqa: E402
-from engine.protection import make_protector  # noqa: E402
+from engine.privacy import he, he_encoding, ring, secagg  # noqa: E402
+from engine.privacy.protection import make_protector  # noqa: E402
 
 ROOT = base.ROOT
 #: Runs the coordinator in-process and reports its own peak RSS (sites and key holder are children).
 MEASURED_COORDINATOR = """
 import json, resource, sys, time
-from coordinator.cli import main
+from fedgwas.cli import main
 started = time.perf_counter()
 code = main(sys.argv[2:])
 json.dump({"code": code, "seconds": time.perf_counter() - started,
@@ -53,7 +53,7 @@ def run_mode(study, out: Path, privacy: str) -> dict:
                "--covar-name", ",".join(base.COVARIATES), "--glm", "linear", "--privacy", privacy,
                "--out", str(out), "--no-progress"]
     if privacy == "he":  # keys are generated once per output directory; do it outside the timing
-        subprocess.run([sys.executable, "-m", "coordinator", "keys", "he", "--out", str(out / "keyholder")],
+        subprocess.run([sys.executable, "-m", "fedgwas", "keys", "he", "--out", str(out / "keyholder")],
                        check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -79,7 +79,7 @@ def run_plink2(plink2: str, study, out: Path) -> tuple[float, Path]:
 
 
 def run_fedgwas(study, out: Path, privacy: str) -> float:
-    command = [sys.executable, "-m", "coordinator", "local",
+    command = [sys.executable, "-m", "fedgwas", "local",
                *[a for b in study.site_bfiles for a in ("--bfile", str(b))],
                "--pheno", str(study.pheno_path), "--pheno-name", "QT", "--covar", str(study.covar_path),
                "--covar-name", ",".join(COVARIATES), "--glm", "linear", "--privacy", privacy,

@@ -53,7 +53,7 @@ def run_plink2(plink2: str, study, out: Path) -> tuple[float, Path]:
 
 def run_fedgwas(study, out: Path, privacy: str) -> tuple[float, list[dict]]:
     """Wall time of ``fedgwas local --glm logistic`` and its per-round log (from ``-v``)."""
-    command = [sys.executable, "-m", "coordinator", "-v", "local",
+    command = [sys.executable, "-m", "fedgwas", "-v", "local",
                *[a for b in study.site_bfiles for a in ("--bfile", str(b))],
                "--pheno", str(study.pheno_path), "--pheno-name", "BT", "--covar", str(study.covar_path),
                "--covar-name", ",".join(COVARIATES), "--glm", "logistic", "--privacy", privacy,

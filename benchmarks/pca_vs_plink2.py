@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from linear_vs_plink2 import ensure_plink2_with_openblas, peak_rss_mib, simulate  # noqa: E402
 
-from engine.tables import read_sample_table  # noqa: E402
+from engine.io.tables import read_sample_table  # noqa: E402
 
 
 def run_plink2(plink2: str, study, out: Path, components: int) -> float:
@@ -46,7 +46,7 @@ def run_plink2(plink2: str, study, out: Path, components: int) -> float:
 
 
 def run_fedgwas(study, out: Path, components: int, mode: str) -> float:
-    command = [sys.executable, "-m", "coordinator", "local",
+    command = [sys.executable, "-m", "fedgwas", "local",
                *[a for b in study.site_bfiles for a in ("--bfile", str(b))],
                "--pca", str(components), *(["approx"] if mode == "approx" else []), "--out", str(out), "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))

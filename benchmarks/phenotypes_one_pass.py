@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.io.dosage import DosageVariant, write_dosage_fileset  # noqa: E402
-from engine.plink_io import BedFile  # noqa: E402
+from engine.io.plink import BedFile  # noqa: E402
 from engine.simulate import SimulationSpec, simulate_study  # noqa: E402
-from engine.tables import read_sample_table  # noqa: E402
+from engine.io.tables import read_sample_table  # noqa: E402
 
 COVARIATES = ("SEX_MALE", "AGE", "BMI", "SMOKER", "ANC1")
 N_PHENOTYPES = 10
@@ -93,7 +93,7 @@ def dosage_sites(samples: int, variants: int, seed: int = 2026) -> tuple[list[Pa
 def run(sites: list[Path], pheno: Path, covar: Path, names: str, out: Path) -> dict:
     args = [a for s in sites for a in ("--pfile", str(s))]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "coordinator.cli", "local", *args, "--pheno", str(pheno), "--pheno-name",
+    subprocess.run([sys.executable, "-m", "fedgwas", "local", *args, "--pheno", str(pheno), "--pheno-name",
                     names, "--covar", str(covar), "--covar-name", ",".join(COVARIATES), "--glm", "linear",
                     "--out", str(out), "--no-progress"], check=True, cwd=ROOT, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from engine.genotype_sources import import_vcf  # noqa: E402
+from engine.io.genotype_sources import import_vcf  # noqa: E402
 from linear_vs_plink2 import ensure_plink2_with_openblas, simulate  # noqa: E402
 
 

@@ -15,18 +15,19 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine.errors import ProtocolError, SiteFailure
-from engine.harmonise import VariantManifest
+from engine.cohort.harmonise import VariantManifest
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress, TaskSpec
-from coordinator import serde
+from protos import serde
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
-from site_agent.pki import TlsFiles
-from site_agent.tls import channel
+from protos.pki import TlsFiles
+from protos.limits import MESSAGE_OPTIONS
+from protos.status import error_detail
+from protos.tls import channel
 
 log = logging.getLogger("coordinator")
 
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-MAX_MESSAGE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,7 @@ class SiteClient:
         self.endpoint = endpoint
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
-        self._channel = channel(endpoint.address, tls, endpoint.name, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ])
+        self._channel = channel(endpoint.address, tls, endpoint.name, options=list(MESSAGE_OPTIONS))
         self._stub = pb_grpc.SiteAgentStub(self._channel)
         self.bytes_received = 0
 
@@ -66,7 +64,7 @@ class SiteClient:
         self._channel.close()
 
     def _failure(self, error: grpc.RpcError, what: str) -> SiteFailure:
-        detail = serde.error_detail(error)
+        detail = error_detail(error, pb.ErrorDetail)
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         if detail is not None:
             # A spent privacy budget (RESOURCE_EXHAUSTED) does not come back by retrying.

@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from engine import dp
-from engine.dp_release import DpRequest
+from engine.privacy import dp
+from engine.privacy.dp_release import DpRequest
+from engine.config_tables import checked_table
 from engine.errors import ConfigError, InputError, ProtocolError
-from engine.harmonise import Harmonisation, SiteAlignment
-from site_agent.budget import BudgetPolicy
+from engine.cohort.harmonise import Harmonisation, SiteAlignment
+from engine.privacy.budget import BudgetPolicy
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -131,12 +132,7 @@ def request_from_toml(table: Any, where: str) -> DpRequest | None:
     """``[dp]`` of a study file (``None`` when absent); errors name the key."""
     if table is None:
         return None
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: [dp] must be a table")
-    known = {"epsilon", "delta", "mechanism", "collusion", "bounds"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) [dp] {unknown}; expected {sorted(known)}")
+    checked_table(table, f"{where} [dp]", {"epsilon", "delta", "mechanism", "collusion", "bounds"})
     bounds_table = table.get("bounds", {})
     if not isinstance(bounds_table, dict) or any(
             not isinstance(v, list) or len(v) != 2 or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v)

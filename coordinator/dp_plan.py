@@ -1,6 +1,6 @@
 """The coordinator's side of differentially private releases: task options, preview, budget check.
 
-For a study with a DP request (:class:`engine.dp_release.DpRequest`), every round of the
+For a study with a DP request (:class:`engine.privacy.dp_release.DpRequest`), every round of the
 :class:`coordinator.rounds.RoundExecutor` goes through a :class:`DpSession`:
 
 1. ``parameters`` adds the ``dp.*`` options to every task of the round (the sites recompute the
@@ -24,10 +24,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from coordinator.audit_log import CoordinatorLog, audited_events
+from engine.audit.coordinator_log import CoordinatorLog, audited_events
 from coordinator.client import SiteClient
-from engine import dp
-from engine.dp_release import CHECK_PHASE, PHASE_KEY, DpRequest, ReleasePlan, plan_release, postprocess
+from engine.privacy import dp
+from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY, DpRequest, ReleasePlan, plan_release, postprocess
 from engine.errors import SiteFailure, StudyFailed
 from engine.tasks import CohortRequest, SiteDescription, TaskDone, TaskSpec
 

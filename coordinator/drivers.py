@@ -2,7 +2,7 @@
 
 A driver receives a :class:`RoundExecutor` and asks it for as many rounds as its algorithm needs
 (one for linear regression; several for iterative fits), then solves. Adding a model means a site
-analysis in :mod:`engine.analyses` and a driver registered here.
+analysis in :mod:`engine.stats.registry` and a driver registered here.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import time
 from typing import Callable
 
 from coordinator.rounds import RoundExecutor
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 from engine.errors import InputError
-from engine.linear import LinearLayout
-from engine.linear_solve import solve_linear
-from engine.logistic_solve import BinaryTraitFit, NoCasesOrControls
+from engine.stats.linear.kernel import LinearLayout
+from engine.stats.linear.solve import solve_linear
+from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
 from engine.tasks import KEEP_GENOTYPES_PARAMETER
 
 log = logging.getLogger("coordinator")
@@ -42,7 +42,7 @@ def run_linear_phenotypes(executor: RoundExecutor) -> dict[str, AssociationResul
 
 
 def run_logistic(executor: RoundExecutor) -> AssociationResult:
-    """Logistic regression with PLINK 2's firth-fallback (see :mod:`engine.logistic_solve`)."""
+    """Logistic regression with PLINK 2's firth-fallback (see :mod:`engine.stats.logistic.solve`)."""
     return _run_case_control(executor, always_firth=False)
 
 
@@ -56,7 +56,7 @@ class _SitesChanged(Exception):
 
 
 def _run_case_control(executor: RoundExecutor, always_firth: bool) -> AssociationResult:
-    """The rounds of :class:`engine.logistic_solve.BinaryTraitFit` until every variant is decided. If a
+    """The rounds of :class:`engine.stats.logistic.solve.BinaryTraitFit` until every variant is decided. If a
     site drops out (``allow_dropout``), the fit restarts without it."""
     cohort = executor.config.cohort
     if cohort.phenotype_coding == "quantitative":

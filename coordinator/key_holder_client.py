@@ -8,25 +8,24 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from coordinator.key_holder import RoundRegistration
-from engine.errors import StudyFailed
-from engine.he import context_fingerprint
+from engine.privacy.he_rounds import RoundRegistration
+from engine.errors import ProtocolError, StudyFailed
+from engine.privacy.he import context_fingerprint
 from protos import key_holder_pb2 as pb
 from protos import key_holder_pb2_grpc as pb_grpc
-from site_agent.pki import TlsFiles
-from site_agent.tls import channel
+from protos.key_holder_serde import aggregate_to_messages, registration_to_proto, totals_from_protos
+from protos.limits import MESSAGE_OPTIONS
+from protos.status import error_detail
+from protos.pki import TlsFiles
+from protos.tls import channel
 
 log = logging.getLogger("coordinator")
 
-ERROR_METADATA_KEY = "fedgwas-error-bin"
-CHUNK_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = 8 << 20
 
 
 class KeyHolderClient:
@@ -38,22 +37,16 @@ class KeyHolderClient:
         self.address = address
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
-        self._channel = channel(address, tls, server_name, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ])
+        self._channel = channel(address, tls, server_name, options=list(MESSAGE_OPTIONS))
         self._stub = pb_grpc.KeyHolderStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
 
     def _failure(self, error: grpc.RpcError, what: str) -> StudyFailed:
-        trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-        for key, value in trailing or ():
-            if key == ERROR_METADATA_KEY:
-                detail = pb.ErrorDetail()
-                detail.ParseFromString(value)
-                return StudyFailed(f"the key holder refused {what}: {detail.message}")
+        detail = error_detail(error, pb.ErrorDetail)
+        if detail is not None:
+            return StudyFailed(f"the key holder refused {what}: {detail.message}")
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         if code == grpc.StatusCode.UNAVAILABLE:
             return StudyFailed(f"the key holder is unreachable at {self.address} ({what})")
@@ -89,10 +82,7 @@ class KeyHolderClient:
         return data
 
     def register_round(self, registration: RoundRegistration) -> None:
-        request = pb.RoundRegistration(
-            study_id=registration.study_id, round=registration.round, participants=list(registration.participants),
-            block_values=list(registration.block_values), encoding=registration.encoding,
-            context_sha256=registration.context_sha256, requester=registration.requester)
+        request = registration_to_proto(registration)
         try:
             self._stub.RegisterRound(request, timeout=self.connect_timeout * 4)
         except grpc.RpcError as error:
@@ -101,33 +91,18 @@ class KeyHolderClient:
     def decrypt(self, study_id: str, round_: int, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
         """Released totals ``(n_values,)`` float64 of one block's aggregate ciphertext."""
 
-        def messages() -> Iterator[pb.AggregateMessage]:
-            yield pb.AggregateMessage(header=pb.AggregateHeader(
-                study_id=study_id, round=round_, block=block, n_values=n_values, total_bytes=len(ciphertext)))
-            view = memoryview(ciphertext)
-            for offset in range(0, len(view), CHUNK_BYTES):
-                chunk = pb.AggregateChunk(offset=offset, data=bytes(view[offset: offset + CHUNK_BYTES]))
-                yield pb.AggregateMessage(chunk=chunk)
-
-        totals = np.empty(n_values, dtype=np.float64)
-        filled = 0
         what = f"block {block} of round {round_}"
         try:
-            for chunk in self._stub.DecryptAggregate(messages(), timeout=self.timeout):
-                values = np.frombuffer(chunk.data, dtype="<f8")
-                if chunk.total_values != n_values or chunk.offset != filled or filled + len(values) > n_values:
-                    raise StudyFailed(f"the key holder's totals for {what} are out of sequence")
-                totals[filled: filled + len(values)] = values
-                filled += len(values)
+            return totals_from_protos(self._stub.DecryptAggregate(
+                aggregate_to_messages(study_id, round_, block, n_values, ciphertext), timeout=self.timeout), n_values)
+        except ProtocolError as error:
+            raise StudyFailed(f"{error} for {what}") from None
         except grpc.RpcError as error:
             raise self._failure(error, what) from None
-        if filled != n_values:
-            raise StudyFailed(f"the key holder returned {filled} of {n_values} totals for {what}")
-        return totals
 
 
 class RoundDecryptor:
-    """An :class:`engine.protection.AggregateDecryptor` for one registered round of one study."""
+    """An :class:`engine.privacy.protection.AggregateDecryptor` for one registered round of one study."""
 
     def __init__(self, client: KeyHolderClient, study_id: str, round_: int) -> None:
         self.client, self.study_id, self.round = client, study_id, round_

@@ -5,7 +5,7 @@ to the key holder, fetches its public context (checked like the sites check it: 
 128-bit security, the protocol's parameters), sends it to the sites inside every task (as privacy
 material, beside the analysis inputs), registers each round with the key holder before dispatching
 it, and gives each block an aggregator that sums ciphertexts and asks the key holder for the total.
-The coordinator holds public contexts only: :class:`engine.he.PublicContext` refuses a secret key,
+The coordinator holds public contexts only: :class:`engine.privacy.he.PublicContext` refuses a secret key,
 and nothing here reads the key holder's key files.
 """
 
@@ -16,13 +16,13 @@ import weakref
 from typing import TYPE_CHECKING, Mapping
 
 from coordinator.study import StudyConfig
-from engine import he_encoding
-from engine.protection import Aggregator, make_aggregator
+from engine.privacy import he_encoding
+from engine.privacy.protection import Aggregator, make_aggregator
 from engine.tasks import TaskSpec
 
 if TYPE_CHECKING:
     from coordinator.key_holder_client import KeyHolderClient
-    from engine.he import PublicContext
+    from engine.privacy.he import PublicContext
 
 log = logging.getLogger("coordinator")
 
@@ -36,8 +36,8 @@ class PrivacySession:
         self.he_context: PublicContext | None = None
         self._client: KeyHolderClient | None = None
         if config.privacy == "he":
-            from coordinator.key_holder_client import KeyHolderClient  # pulls in engine.he (tenseal)
-            from engine.he import PublicContext
+            from coordinator.key_holder_client import KeyHolderClient  # pulls in engine.privacy.he (tenseal)
+            from engine.privacy.he import PublicContext
 
             client = KeyHolderClient(config.key_holder, timeout=config.timeout_seconds, tls=config.tls,
                                      server_name=config.key_holder_name)
@@ -57,7 +57,7 @@ class PrivacySession:
         names = [name for name, _ in task.participants]
         decryptor = None
         if self._client is not None and self.he_context is not None:
-            from coordinator.key_holder import RoundRegistration
+            from engine.privacy.he_rounds import RoundRegistration
             from coordinator.key_holder_client import RoundDecryptor
 
             self._client.register_round(RoundRegistration(

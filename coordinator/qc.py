@@ -1,6 +1,6 @@
 """Federated QC: pooled genotype counts, PLINK 2's QC reports and filters, PLINK 1.9's allelic test.
 
-What leaves a site is one row of genotype counts per variant (``engine.qc.QcAnalysis``), aggregated
+What leaves a site is one row of genotype counts per variant (``engine.stats.qc.counts.QcStatistic``), aggregated
 under the study's privacy mode like any other statistic; the coordinator only sees the pooled
 counts. Per-sample missingness (``.smiss``) is not computed here: it stays at each site.
 
@@ -22,11 +22,11 @@ from coordinator.results.dosage_files import write_dosage_afreq
 from coordinator.results.qc_files import write_afreq, write_assoc, write_gcount, write_hardy, write_vmiss
 from coordinator.rounds import RoundExecutor
 from coordinator.study import QC_OUTPUT_NAME, QcSettings, StudyConfig
-from engine.allelic import AllelicTest, allelic_test, minor_is_effect
+from engine.stats.qc.allelic import AllelicTest, allelic_test, minor_is_effect
 from engine.errors import InputError
-from engine.harmonise import Harmonisation, SiteAlignment
-from engine.qc import COUNT_COLUMNS, GenotypeCounts, VariantFilter, variant_filter
-from engine.genotype_sources import DOSAGE_FORMATS
+from engine.cohort.harmonise import Harmonisation, SiteAlignment
+from engine.io.genotype_sources import DOSAGE_FORMATS
+from engine.stats.qc.counts import COUNT_COLUMNS, GenotypeCounts, VariantFilter, variant_filter
 from engine.stats.qc.dosage import SUM_COLUMNS, DosageSums, dosage_filters
 from engine.tasks import CohortRequest
 

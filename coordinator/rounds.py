@@ -21,14 +21,14 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from rich.progress import Progress
 
-from coordinator.audit_log import CoordinatorLog, audited_events
+from engine.audit.coordinator_log import CoordinatorLog, audited_events
 from coordinator.client import SiteClient
 from coordinator.dp_plan import DpSession
 from coordinator.privacy_session import PrivacySession
 from coordinator.study import StudyConfig
-from engine.audit import REQUEST_ID_KEY
+from engine.audit.records import REQUEST_ID_KEY
 from engine.errors import SiteFailure, StudyFailed
-from engine.harmonise import Harmonisation
+from engine.cohort.harmonise import Harmonisation
 from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskSpec
 
 log = logging.getLogger("coordinator")
@@ -49,7 +49,7 @@ class RoundExecutor:
     last_done: dict[str, TaskDone] = field(default_factory=dict)
     privacy: PrivacySession | None = None  # opened on the first round (for "he": key holder connection)
     dp: DpSession | None = None  # DP studies: task options, preview and budget pre-check per round
-    audit: CoordinatorLog | None = None  # what was requested and received (coordinator/audit_log.py)
+    audit: CoordinatorLog | None = None  # what was requested and received (engine/audit/coordinator_log.py)
     parameters: dict[str, str] = field(default_factory=dict)  # sent with every later task (e.g. pca.covariates)
 
     @property

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from coordinator.audit_log import LOG_NAME, CoordinatorLog
+from engine.audit.coordinator_log import LOG_NAME, CoordinatorLog
 from coordinator.client import SiteClient
 from coordinator.dp_options import restrict_to_ids
 from coordinator.dp_plan import DpSession
@@ -35,10 +35,10 @@ from coordinator.results.panels import write_phenotype_report
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 from engine.errors import InputError, StudyFailed
-from engine.genotype_sources import DOSAGE_FORMATS
-from engine.harmonise import harmonise
+from engine.cohort.harmonise import harmonise
+from engine.io.genotype_sources import DOSAGE_FORMATS
 from engine.version import __version__
 
 log = logging.getLogger("coordinator")

@@ -2,12 +2,12 @@
 
 Phases, after QC (whose pooled counts give the allele frequencies) and before any association:
 
-1. ``--indep-pairwise`` (:mod:`engine.ld`, :mod:`engine.ld_prune`): one ``ld_pairs`` round returns the
+1. ``--indep-pairwise`` (:mod:`engine.stats.ld.kernel`, :mod:`engine.stats.ld.prune`): one ``ld_pairs`` round returns the
    pooled pair sums of every variant with its window neighbours; the coordinator replays PLINK 2's
    pruning and writes ``fedgwas.prune.in``/``.prune.out``. Pruning selects the PCA's variants only:
    association still tests every variant that passed QC, as with PLINK (prune, then ``--extract``
    for the PCA).
-2. ``--pca`` (:mod:`engine.pca`, :mod:`engine.pca_solve`): ``pca`` rounds of block Krylov iteration on
+2. ``--pca`` (:mod:`engine.stats.pca.kernel`, :mod:`engine.stats.pca.solve`): ``pca`` rounds of block Krylov iteration on
    the pooled standardised genotypes, then one round with the final loadings in which every site
    keeps its own rows of the sample eigenvectors (they never leave it). ``pca.eigenval`` and
    ``pca.eigenvec.var`` are written; later association tasks carry the PCA run's identifier, so
@@ -31,12 +31,12 @@ from coordinator.qc import pooled_counts
 from coordinator.results.pca_files import write_eigenval, write_eigenvec_var, write_prune_lists
 from coordinator.rounds import RoundExecutor
 from coordinator.study import QC_OUTPUT_NAME, PcaSettings, StudyConfig
-from engine.ld import PAIR_FIELDS
-from engine.ld_prune import PruneSettings, band_width, exceeds, indep_pairwise, windows
-from engine.pca import COVARIATES_PARAMETER, SCORES_PARAMETER
-from engine.pca_solve import (BlockKrylov, PcaResult, finish, krylov_plan, major_is_effect, score_inputs,
+from engine.stats.ld.kernel import PAIR_FIELDS
+from engine.stats.ld.prune import PruneSettings, band_width, exceeds, indep_pairwise, windows
+from engine.stats.pca.kernel import COVARIATES_PARAMETER, SCORES_PARAMETER
+from engine.stats.pca.solve import (BlockKrylov, PcaResult, finish, krylov_plan, major_is_effect, score_inputs,
                               standardisation)
-from engine.qc import GenotypeCounts
+from engine.stats.qc.counts import GenotypeCounts
 from engine.tasks import CohortRequest
 
 log = logging.getLogger("coordinator")

@@ -10,7 +10,7 @@ import argparse
 
 from coordinator.study import PcaSettings
 from engine.errors import InputError
-from engine.ld_prune import PruneSettings
+from engine.stats.ld.prune import PruneSettings
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

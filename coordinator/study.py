@@ -79,13 +79,15 @@ from typing import Any
 
 from coordinator.client import SiteEndpoint
 from coordinator.dp_options import read_extract, request_from_toml
-from engine.dp_release import DpRequest, check_dp_study
-from engine.consent import DataUse
+from engine.privacy.dp_release import DpRequest, check_dp_study
+from engine.cohort.consent import DataUse
+from engine.config_tables import REQUIRED, checked_table, typed_value
 from engine.errors import ConfigError, FedGwasError
-from engine.ld_prune import PruneSettings
-from site_agent.pki import TlsFiles
-from engine.tables import expand_names
-from engine.tasks import ANALYSES, CASE_CONTROL_MODELS, PRIVACY_MODES, CohortRequest
+from engine.stats.ld.prune import PruneSettings
+from protos.pki import TlsFiles
+from engine.io.tables import expand_names
+from engine.models import CASE_CONTROL_MODELS, GLM_MODELS
+from engine.tasks import PRIVACY_MODES, CohortRequest
 
 _STUDY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -192,8 +194,8 @@ class StudyConfig:
         where = "study"
         if not _STUDY_ID.match(self.study_id):
             raise ConfigError(f"{where}: id {self.study_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
-        if self.glm and self.glm not in ANALYSES:
-            raise ConfigError(f"{where}: analysis glm {self.glm!r} is not one of {list(ANALYSES)}")
+        if self.glm and self.glm not in GLM_MODELS:
+            raise ConfigError(f"{where}: analysis glm {self.glm!r} is not one of {list(GLM_MODELS)}")
         unknown = [name for name in self.quantitative if name not in self.cohort.phenotypes]
         if unknown or (self.quantitative and self.glm not in CASE_CONTROL_MODELS):
             raise ConfigError(f"{where}: quantitative phenotypes {list(self.quantitative)} must be phenotypes of the "
@@ -272,56 +274,34 @@ class StudyConfig:
         return out
 
 
-def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
-    if key not in table:
-        if default is ...:
-            raise ConfigError(f"{where}: missing key {key!r}")
-        return default
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
-    return value
-
-
 def _qc_settings(table: Any, name: str) -> QcSettings:
     """The ``[qc]`` table: ``outputs`` (list of QC_OUTPUTS), ``maf``/``geno``/``hwe``, midp flags."""
-    where = f"{name} [qc]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{name}: [qc] must be a table")
-    known = {"outputs", "maf", "geno", "hwe", "hwe_midp", "hardy_midp", "mach_r2_filter"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected {sorted(known)}")
-    outputs = _typed(table, "outputs", list, where, [])
+    where = _table_keys(table, name, "qc", {"outputs", "maf", "geno", "hwe", "hwe_midp", "hardy_midp",
+                                            "mach_r2_filter"})
+    outputs = typed_value(table, "outputs", list, where, [])
     if any(not isinstance(o, str) for o in outputs):
         raise ConfigError(f"{where}: outputs = {outputs!r} must be a list of strings")
 
     def threshold(key: str) -> float | None:
-        value = _typed(table, key, (int, float), where, None)
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} = {value!r} has the wrong type")
+        value = typed_value(table, key, (int, float), where, None)
         return None if value is None else float(value)
 
-    mach = _typed(table, "mach_r2_filter", list, where, None)
+    mach = typed_value(table, "mach_r2_filter", list, where, None)
     if mach is not None and (len(mach) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, (int, float))
                                                           for v in mach)):
         raise ConfigError(f"{where}: mach_r2_filter = {mach!r} must be [min] or [min, max]")
     try:
         return QcSettings(outputs=tuple(outputs), maf=threshold("maf"), geno=threshold("geno"), hwe=threshold("hwe"),
                           mach_r2=None if mach is None else (float(mach[0]), float(mach[1]) if len(mach) == 2 else 2.0),
-                          hwe_midp=_typed(table, "hwe_midp", bool, where, False),
-                          hardy_midp=_typed(table, "hardy_midp", bool, where, False))
+                          hwe_midp=typed_value(table, "hwe_midp", bool, where, False),
+                          hardy_midp=typed_value(table, "hardy_midp", bool, where, False))
     except ConfigError as error:
-        raise ConfigError(f"{name}: {error}") from None
+        raise ConfigError(str(error) if str(error).startswith(name) else f"{name}: {error}") from None
 
 
 def _table_keys(table: Any, name: str, section: str, known: set[str]) -> str:
     where = f"{name} [{section}]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{name}: [{section}] must be a table")
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected {sorted(known)}")
+    checked_table(table, where, known)
     return where
 
 
@@ -330,11 +310,11 @@ def _prune_settings(table: Any, name: str) -> PruneSettings | None:
     if table is None:
         return None
     where = _table_keys(table, name, "ld_prune", {"window", "step", "r2", "window_kb"})
-    window = _typed(table, "window", (int, float), where)
-    r2 = _typed(table, "r2", (int, float), where)
+    window = typed_value(table, "window", (int, float), where)
+    r2 = typed_value(table, "r2", (int, float), where)
     try:
-        return PruneSettings(float(window), _typed(table, "step", int, where, 1), float(r2),
-                             _typed(table, "window_kb", bool, where, False))
+        return PruneSettings(float(window), typed_value(table, "step", int, where, 1), float(r2),
+                             typed_value(table, "window_kb", bool, where, False))
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
 
@@ -345,11 +325,11 @@ def _pca_settings(table: Any, name: str) -> PcaSettings | None:
         return None
     where = _table_keys(table, name, "pca", {"components", "approx", "tolerance", "max_rounds", "block", "seed"})
     try:
-        return PcaSettings(components=_typed(table, "components", int, where, 10),
-                           approx=_typed(table, "approx", bool, where, False),
-                           tolerance=float(_typed(table, "tolerance", (int, float), where, 1e-4)),
-                           max_rounds=_typed(table, "max_rounds", int, where, None),
-                           block=_typed(table, "block", int, where, None), seed=_typed(table, "seed", int, where, 0))
+        return PcaSettings(components=typed_value(table, "components", int, where, 10),
+                           approx=typed_value(table, "approx", bool, where, False),
+                           tolerance=float(typed_value(table, "tolerance", (int, float), where, 1e-4)),
+                           max_rounds=typed_value(table, "max_rounds", int, where, None),
+                           block=typed_value(table, "block", int, where, None), seed=typed_value(table, "seed", int, where, 0))
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
 
@@ -373,25 +353,26 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     if not isinstance(sites_raw, list):
         raise ConfigError(f"{name}: [[sites]] must be an array of tables")
     sites = tuple(
-        SiteEndpoint(_typed(s, "name", str, f"{name} [[sites]] #{i + 1}"), _typed(s, "address", str, f"{name} [[sites]] #{i + 1}"))
+        SiteEndpoint(typed_value(s, "name", str, f"{name} [[sites]] #{i + 1}"), typed_value(s, "address", str, f"{name} [[sites]] #{i + 1}"))
         for i, s in enumerate(sites_raw)
     )
-    covariates = _typed(analysis, "covariates", (list, str), f"{name} [analysis]", [])
-    output_dir = out_dir or (path.parent / _typed(tables["output"], "dir", str, f"{name} [output]", "results"))
+    covariates = typed_value(analysis, "covariates", (list, str), f"{name} [analysis]", [])
+    output_dir = out_dir or (path.parent / typed_value(tables["output"], "dir", str, f"{name} [output]", "results"))
     qc = _qc_settings(raw.get("qc", {}), name)
-    assoc = _typed(analysis, "assoc", bool, f"{name} [analysis]", False)
+    assoc = typed_value(analysis, "assoc", bool, f"{name} [analysis]", False)
     # Without an explicit glm: linear regression when a phenotype is named (or the file has no [qc]
     # table, as study files had before QC), nothing when only the allelic test or QC is asked for.
     only_reports = any(table in raw for table in ("qc", "pca", "ld_prune")) and "phenotype" not in analysis
     default_glm = "" if assoc or only_reports else "linear"
-    glm = _typed(analysis, "glm", str, f"{name} [analysis]", default_glm)
+    glm = typed_value(analysis, "glm", str, f"{name} [analysis]", default_glm)
     glm = "" if glm == "none" else glm
-    phenotype = _typed(analysis, "phenotype", (str, list), f"{name} [analysis]", ... if (glm or assoc) else "")
+    phenotype = typed_value(analysis, "phenotype", (str, list), f"{name} [analysis]",
+                            REQUIRED if (glm or assoc) else "")
     if isinstance(phenotype, list):  # several phenotypes, e.g. ["LDL", "HDL", "TG"] or ["P1-P5"]
         if any(not isinstance(item, str) for item in phenotype):
             raise ConfigError(f"{name} [analysis]: phenotype = {phenotype!r} must be a name or a list of names")
         phenotype = ",".join(expand_names(phenotype))
-    case_control = _typed(analysis, "case_control", str, f"{name} [analysis]", "1/2")
+    case_control = typed_value(analysis, "case_control", str, f"{name} [analysis]", "1/2")
     if case_control not in ("1/2", "0/1"):
         raise ConfigError(f"{name} [analysis]: case_control = {case_control!r} must be \"1/2\" or \"0/1\"")
     if glm in CASE_CONTROL_MODELS or (assoc and not glm and case_control == "0/1"):
@@ -400,29 +381,29 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
         raise ConfigError(f"{name} [analysis]: case_control applies to glm \"logistic\", \"firth\" and assoc")
     else:
         coding = "quantitative"
-    extract = _typed(analysis, "extract", str, f"{name} [analysis]", "")
+    extract = typed_value(analysis, "extract", str, f"{name} [analysis]", "")
     tls, key_holder_name = _tls(raw.get("tls"), name, path.parent)
-    purpose = _typed(study, "purpose", str, f"{name} [study]", "")
-    commercial = _typed(study, "commercial", bool, f"{name} [study]", False)
+    purpose = typed_value(study, "purpose", str, f"{name} [study]", "")
+    commercial = typed_value(study, "commercial", bool, f"{name} [study]", False)
     try:
         data_use = DataUse(purpose, commercial) if purpose else None
     except FedGwasError as error:
         raise ConfigError(f"{name} [study]: {error}") from None
     try:
         return StudyConfig(
-            study_id=_typed(study, "id", str, f"{name} [study]"),
-            requester=_typed(study, "requester", str, f"{name} [study]", ""),
+            study_id=typed_value(study, "id", str, f"{name} [study]"),
+            requester=typed_value(study, "requester", str, f"{name} [study]", ""),
             glm=glm,
             assoc=assoc,
             qc=qc,
             cohort=CohortRequest(phenotype, tuple(expand_names(covariates)), coding, data_use),
-            match_by=_typed(analysis, "match_by", str, f"{name} [analysis]", "position"),
-            block_size=_typed(analysis, "block_size", int, f"{name} [analysis]", 8192),
-            privacy=_typed(privacy, "mode", str, f"{name} [privacy]", "secagg"),
-            allow_dropout=_typed(privacy, "allow_dropout", bool, f"{name} [privacy]", False),
-            key_holder=_typed(privacy, "key_holder", str, f"{name} [privacy]", ""),
-            min_sites=_typed(privacy, "min_sites", int, f"{name} [privacy]", 2),
-            timeout_seconds=float(_typed(tables["network"], "timeout_seconds", (int, float), f"{name} [network]", 3600)),
+            match_by=typed_value(analysis, "match_by", str, f"{name} [analysis]", "position"),
+            block_size=typed_value(analysis, "block_size", int, f"{name} [analysis]", 8192),
+            privacy=typed_value(privacy, "mode", str, f"{name} [privacy]", "secagg"),
+            allow_dropout=typed_value(privacy, "allow_dropout", bool, f"{name} [privacy]", False),
+            key_holder=typed_value(privacy, "key_holder", str, f"{name} [privacy]", ""),
+            min_sites=typed_value(privacy, "min_sites", int, f"{name} [privacy]", 2),
+            timeout_seconds=float(typed_value(tables["network"], "timeout_seconds", (int, float), f"{name} [network]", 3600)),
             sites=sites,
             out_dir=Path(output_dir),
             dp=request_from_toml(raw.get("dp"), name),
@@ -432,23 +413,18 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             tls=tls, key_holder_name=key_holder_name,
         )
     except ConfigError as error:
-        raise ConfigError(f"{name}: {error}") from None
+        raise ConfigError(str(error) if str(error).startswith(name) else f"{name}: {error}") from None
 
 
 def _tls(table: Any, name: str, base: Path) -> tuple[TlsFiles | None, str]:
     """``[tls]``: ``ca``, ``cert``, ``key`` (relative to the study file) and ``key_holder_name``, or
     ``insecure = true``. Without a ``[tls]`` table the channels are plaintext: sites configured for
     mutual TLS (the default) then refuse the connection, and every result is labelled insecure."""
-    where = f"{name} [tls]"
     if table is None:
         return None, "keyholder"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{name}: [tls] must be a table")
-    unknown = sorted(set(table) - {"ca", "cert", "key", "insecure", "key_holder_name"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}")
-    holder = _typed(table, "key_holder_name", str, where, "keyholder")
-    if _typed(table, "insecure", bool, where, False):
+    where = _table_keys(table, name, "tls", {"ca", "cert", "key", "insecure", "key_holder_name"})
+    holder = typed_value(table, "key_holder_name", str, where, "keyholder")
+    if typed_value(table, "insecure", bool, where, False):
         return None, holder
-    ca, cert, key = (_typed(table, k, str, where) for k in ("ca", "cert", "key"))
+    ca, cert, key = (typed_value(table, k, str, where) for k in ("ca", "cert", "key"))
     return TlsFiles(base / ca, base / cert, base / key), holder

@@ -83,3 +83,17 @@ class StudyFailed(FedGwasError):
     def bad_request(self) -> bool:
         """True when every site failure behind this is a site refusing the request as invalid."""
         return bool(self.failures) and all(failure.bad_request for failure in self.failures)
+
+
+class ExitCode:
+    """The exit codes of every fedgwas command (``fedgwas``, ``fedgwas-site``), documented in the README."""
+
+    OK = 0
+    #: An unexpected internal error: a bug (a traceback is printed).
+    INTERNAL = 1
+    #: Bad input, configuration or usage (one message naming the file, field or value).
+    INPUT = 2
+    #: A site failed, hung, refused or could not be reached, and the study could not finish.
+    SITE = 3
+    #: A ledger failed verification or disagrees with the coordinator's log or a witness.
+    AUDIT = 4

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bed_writer import MISSING_INT8, BedWriter, write_bim, write_fam
+from engine.io.bed_writer import MISSING_INT8, BedWriter, write_bim, write_fam
 from engine.errors import InputError
 
 #: Covariate columns of ``covar.txt``, in file order.

@@ -12,15 +12,12 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.analyses import check_inputs, get_analysis
-from engine.consent import DataUse
+from engine.stats.registry import get_statistic
+from engine.stats.statistic import check_inputs
+from engine.cohort.consent import DataUse
 from engine.errors import ProtocolError
 
-#: Association models a study may request (each has a site analysis and a coordinator driver).
-ANALYSES = ("linear", "logistic", "firth")
-#: Models of a case/control phenotype (the cohort must use a case-control phenotype coding).
-CASE_CONTROL_MODELS = ("logistic", "firth")
-#: How a phenotype column is read (PLINK 2's conventions; see engine.cohort.code_phenotype).
+#: How a phenotype column is read (PLINK 2's conventions; see engine.cohort.cohort.code_phenotype).
 PHENOTYPE_CODINGS = ("quantitative", "case-control", "case-control-01")
 MAX_PARAMETERS = 32
 PRIVACY_MODES = ("secagg", "plaintext", "he")
@@ -47,8 +44,9 @@ class CohortRequest:
 
     An empty ``phenotype`` selects every sample with the covariates (for analyses, such as QC, that
     use no phenotype). Several phenotypes, ``"A,B,C"``, are analysed in one pass over the genotypes
-    (analyses with ``multi_phenotype``), each over its own samples. ``data_use`` is the study's declared use of the data: a site with a consent
-    table analyses only the participants whose consent covers it (engine/consent.py).
+    (analyses with ``multi_phenotype``), each over its own samples. ``data_use`` is the study's declared
+    use of the data: a site with a consent table analyses only the participants whose consent covers it
+    (engine/cohort/consent.py).
     """
 
     phenotype: str
@@ -83,7 +81,7 @@ class TaskSpec:
     ``variant_index`` ``(M,)`` int64 gives, for each harmonised variant, its row in the site's own
     manifest; ``flip`` ``(M,)`` bool marks variants where the site counts the other allele.
     ``participants`` lists ``(site name, secure-aggregation public key)`` for every site of the round.
-    ``inputs`` holds the analysis's named input arrays (see :mod:`engine.analyses`);
+    ``inputs`` holds the analysis's named input arrays (see :mod:`engine.stats.registry`);
     ``privacy_material`` the privacy mode's own inputs (:data:`PRIVACY_MATERIAL`), kept apart from
     them so that every analysis runs under every mode unchanged.
     """
@@ -105,7 +103,7 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if not self.study_id:
             raise ProtocolError("task.study_id is empty")
-        analysis = get_analysis(self.analysis)
+        analysis = get_statistic(self.analysis)
         if analysis.needs_phenotype and not self.cohort.phenotype:
             raise ProtocolError(f"analysis {self.analysis!r} needs cohort.phenotype")
         if len(self.cohort.phenotypes) > 1 and not getattr(analysis, "multi_phenotype", False):

@@ -1,4 +1,4 @@
-"""``python -m site_agent`` is ``fedgwas-site``."""
+"""``python -m site_agent`` runs the site agent's own commands (init, check, serve); ``fedgwas-site`` adds ``audit``."""
 
 import sys
 

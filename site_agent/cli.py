@@ -5,7 +5,7 @@ Subcommands::
     fedgwas-site init  --name NAME --bfile PREFIX --pheno FILE [--covar FILE] [--dir DIR] [--he-context FILE]
     fedgwas-site check --config site.toml
     fedgwas-site serve --config site.toml [--listen HOST:PORT] [--ready-file PATH]
-    fedgwas-site audit verify LEDGER [--head HASH]          (see site_agent/audit_cli.py)
+    fedgwas-site audit verify LEDGER [--head HASH]          (see audit/site_cli.py)
     fedgwas-site audit report LEDGER [--json] [--png FILE]
 
 Exit codes: 0 success, 2 bad input or configuration (one clear message, no traceback),
@@ -23,24 +23,33 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Protocol, Sequence
 
-from engine import secagg
-from engine.errors import ConfigError, FedGwasError
+from engine.privacy import secagg
+from engine.errors import ConfigError, ExitCode, FedGwasError
 from engine.version import __version__
-from site_agent import audit_cli
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
 from site_agent.provision import he_context_pin, init_site
-from site_agent.pki import TlsFiles
+from protos.pki import TlsFiles
 from site_agent.security_check import check_security
 from site_agent.server import make_server
 
 log = logging.getLogger("site_agent")
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
+class CommandPlugin(Protocol):
+    """Subcommands another role adds to ``fedgwas-site`` (the command line joins roles; the roles stay apart)."""
+
+    COMMANDS: tuple[str, ...]
+
+    def add_commands(self, sub: argparse._SubParsersAction) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedgwas-site",
         description="Run a fedgwas site agent: it computes protected statistics on this site's data "
@@ -84,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="path to site.toml")
     serve.add_argument("--listen", help="override [site] listen, e.g. 127.0.0.1:0 for a free port")
     serve.add_argument("--ready-file", help="write {\"address\": ...} as JSON here once serving")
-    audit_cli.add_commands(sub)
+    for plugin in plugins:
+        plugin.add_commands(sub)
     return parser
 
 
@@ -106,7 +116,7 @@ def _check(config_path: str) -> int:
         print(f"  pinned key-holder CKKS context (sha256): {config.he_context_sha256}")
     for line in check_security(config, data):
         print(f"  {line}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
@@ -131,11 +141,12 @@ def _serve(config_path: str, listen: str | None, ready_file: str | None) -> int:
     signal.signal(signal.SIGINT, stop)
     stopped.wait()
     server.stop(grace=5).wait()
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -> int:
+    """Run ``fedgwas-site``; ``plugins`` add subcommands of other roles (the auditor's ``audit``)."""
+    args = _parser(plugins).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -148,15 +159,16 @@ def main(argv: list[str] | None = None) -> int:
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
                              consent=args.consent, sample=args.sample, vcf_dosage=args.vcf_dosage)
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
-            return EXIT_OK
+            return ExitCode.OK
         if args.command == "check":
             return _check(args.config)
-        if args.command == "audit":
-            return audit_cli.run(args)
+        for plugin in plugins:
+            if args.command in plugin.COMMANDS:
+                return plugin.run(args)
         return _serve(args.config, args.listen, args.ready_file)
     except (FedGwasError, ConfigError) as error:
         print(f"fedgwas-site: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
+        return ExitCode.INPUT
 
 
 if __name__ == "__main__":

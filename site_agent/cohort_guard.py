@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import PrivacyError
-from engine.plink_io import MISSING_INT8
-from site_agent.ledger import LedgerEntry
+from engine.io.plink import MISSING_INT8
+from engine.audit.ledger import LedgerEntry
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS cohorts (digest TEXT PRIMARY KEY, n_fam INTEGER NOT NULL, members BLOB NOT NULL)"
 

@@ -56,11 +56,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.config_tables import REQUIRED, checked_table, typed_value
 from engine.errors import ConfigError
 from engine.io.dosage import VCF_DOSAGE_FIELDS
 from engine.tasks import PRIVACY_MODES
-from site_agent.budget import BudgetPolicy, policy_from_toml, render_policy
-from site_agent.pki import TlsFiles
+from engine.privacy.budget import BudgetPolicy, policy_from_toml, render_policy
+from protos.pki import TlsFiles
 from site_agent.policy import AccessPolicy, access_from_toml, render_access
 
 #: [data] key -> genotype format.
@@ -88,7 +89,7 @@ class SiteConfig:
     dataset: str = ""  # [audit] dataset label (default: the site name)
     tls: TlsFiles | None = None  # [tls]: mutual TLS material; None only with [tls] insecure = true
     access: AccessPolicy = AccessPolicy()  # [access]: studies, requesters and release minimums
-    consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/consent.py)
+    consent: Path | None = None  # [data] consent: the #FID IID DUO table (engine/cohort/consent.py)
     sample: Path | None = None  # [data] sample: a BGEN's .sample file (None: the IDs it embeds)
     vcf_dosage: str | None = None  # [data] vcf_dosage: "DS" or "GP" reads a VCF's dosages, not GT
 
@@ -99,15 +100,7 @@ class SiteConfig:
 
 
 def _get(table: dict[str, Any], section: str, key: str, kind: type, path: Path, required: bool = True) -> Any:
-    where = f"[{section}] {key}"
-    if key not in table:
-        if required:
-            raise ConfigError(f"{str(path)!r}: missing key {where}")
-        return None
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{str(path)!r}: {where} must be a {kind.__name__}, got {value!r}")
-    return value
+    return typed_value(table, key, kind, f"{str(path)!r} [{section}]", REQUIRED if required else None)
 
 
 def _section(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -127,9 +120,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"site config {str(path)!r} is not valid TOML: {exc}") from None
     known = {"site", "data", "keys", "policy", "compute", "budget", "audit", "tls", "access"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{str(path)!r}: unknown section(s) {unknown}; expected {sorted(known)}")
+    checked_table(raw, f"{str(path)!r}", known, kind="section")
     base = path.parent
     site, data, keys = (_section(raw, s, path) for s in ("site", "data", "keys"))
     policy, compute = _section(raw, "policy", path), _section(raw, "compute", path)

@@ -16,15 +16,15 @@ import numpy as np
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from engine import secagg
-from engine.cohort import Cohort, build_cohort
-from engine.consent import consent_mask, parse_duo
+from engine.privacy import secagg
+from engine.cohort.cohort import Cohort, build_cohort
+from engine.cohort.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
-from engine.genotype_sources import GenotypeSource, has_dosages, open_genotypes
-from engine.tables import SampleTable, read_sample_table
+from engine.io.genotype_sources import GenotypeSource, has_dosages, open_genotypes
+from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.config import SiteConfig
-from site_agent.ledger import Ledger, verify
+from engine.audit.ledger import Ledger, verify
 
 
 @dataclass
@@ -34,7 +34,7 @@ class SiteData:
     pheno: SampleTable
     covar: SampleTable | None
     secagg_key: X25519PrivateKey
-    ledger: Ledger  # every task is recorded here (site_agent/ledger.py)
+    ledger: Ledger  # every task is recorded here (engine/audit/ledger.py)
     consent: SampleTable | None = None  # #FID IID DUO table ([data] consent), validated at load
 
     def __post_init__(self) -> None:

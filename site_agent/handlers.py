@@ -14,17 +14,19 @@ from typing import Callable, Generator, Iterator
 import numpy as np
 
 from engine.errors import FedGwasError, InputError, PrivacyError, ProtocolError
-from engine.analyses import SiteAnalysis, get_analysis
-from engine.cohort import Cohort
-from engine.protection import make_protector
-from engine.secagg import PairwiseMasker
+from engine.stats.registry import get_statistic
+from engine.stats.statistic import SiteStatistic
+from engine.cohort.cohort import Cohort
+from engine.privacy.protection import make_protector
+from engine.privacy.secagg import PairwiseMasker
 from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
                           TaskSpec)
-from engine.protection import Protector
+from engine.privacy.protection import Protector
 from engine.version import __version__
-from engine.pca import SCORES_PARAMETER
-from engine.audit import REQUEST_ID_KEY
-from site_agent import budget, cohort_guard, release, scores
+from engine.stats.pca.kernel import SCORES_PARAMETER
+from engine.audit.records import REQUEST_ID_KEY
+from engine.privacy import budget
+from site_agent import cohort_guard, release, scores
 from site_agent.data import SiteData
 
 log = logging.getLogger("site_agent")
@@ -88,7 +90,7 @@ def _check_task(data: SiteData, task: TaskSpec) -> None:
             f"site {data.name!r} requires at least {data.config.min_participants} participating sites, "
             f"the task lists {len(names)}"
         )
-    if SCORES_PARAMETER in task.parameters and not hasattr(get_analysis(task.analysis), "sample_values"):
+    if SCORES_PARAMETER in task.parameters and not hasattr(get_statistic(task.analysis), "sample_values"):
         raise ProtocolError(f"task.parameters[{SCORES_PARAMETER!r}]: analysis {task.analysis!r} has no sample scores")
     index = task.variant_index
     if index.min() < 0 or index.max() >= data.genotypes.n_variants:
@@ -104,7 +106,7 @@ def _protector(data: SiteData, task: TaskSpec) -> Protector:
         masker = PairwiseMasker(data.name, data.secagg_key, dict(task.participants))
     he_context = None
     if task.privacy == "he":
-        from engine.he import PublicContext  # imports tenseal: only for HE tasks
+        from engine.privacy.he import PublicContext  # imports tenseal: only for HE tasks
 
         pinned = data.config.he_context_sha256
         if pinned is None:
@@ -130,7 +132,7 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
     try:
         _check_task(data, task)
         _authorise(data, task, requester)
-        analysis = get_analysis(task.analysis)
+        analysis = get_statistic(task.analysis)
         cohort = scores.task_cohort(data, task)
         n_design = len(task.cohort.covariates) + 1
         if cohort.n_samples == 0:
@@ -153,7 +155,7 @@ def run_task(data: SiteData, task: TaskSpec, is_active: Callable[[], bool] = lam
     yield done
 
 
-def _compute(data: SiteData, task: TaskSpec, analysis: SiteAnalysis, cohort: Cohort, protector: Protector,
+def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Cohort, protector: Protector,
              guard: release.ReleaseGuard, is_active: Callable[[], bool]) -> Generator[TaskEvent, None, TaskDone | None]:
     """Blocks of the analysis, noised and protected; returns the summary (``None`` if cancelled)."""
     n_design = len(task.cohort.covariates) + 1

@@ -1,4 +1,4 @@
-"""Site-side authorisation: which studies, analyses and requesters a site serves, and its release rules.
+"""Site-side authorisation: which studies, models and requesters a site serves, and its release rules.
 
 The ``[access]`` section of ``site.toml``::
 
@@ -11,7 +11,8 @@ The ``[access]`` section of ``site.toml``::
 
     [[access.study]]                  # one table per approved study
     id = "hm3-qt"
-    analyses = ["qc", "linear"]       # optional; default: every analysis
+    models = ["qc", "linear"]         # optional; default: every model (engine/models.py: linear,
+                                      # logistic, firth, qc, ld_prune, pca)
     requesters = ["analyst-1"]        # optional; default: [access] requesters
 
 Without an ``[access]`` section a site serves any study and requester, with no minimums (the
@@ -25,17 +26,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.config_tables import checked_table
 from engine.errors import ConfigError, PrivacyError
+from engine.models import check_model_names, statistics_for
 
 ANY = "*"
 
 
 @dataclass(frozen=True)
 class StudyApproval:
-    """One approved study: the analyses it may run (None: any) and who may run it (None: the default)."""
+    """One approved study: the models it may run (None: any) and who may run it (None: the default)."""
 
     study_id: str
-    analyses: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
     requesters: tuple[str, ...] | None = None
 
 
@@ -59,10 +62,10 @@ class AccessPolicy:
         if ANY not in allowed and requester not in allowed:
             raise PrivacyError(f"site {site!r} does not accept requests from {requester or 'an unidentified peer'!r} "
                                f"for study {study_id!r}")
-        if analysis is not None and approval is not None and approval.analyses is not None \
-                and analysis not in approval.analyses:
-            raise PrivacyError(f"site {site!r} has approved study {study_id!r} for analyses "
-                               f"{list(approval.analyses)}, not {analysis!r}")
+        if analysis is not None and approval is not None and approval.models is not None \
+                and analysis not in statistics_for(approval.models):
+            raise PrivacyError(f"site {site!r} has approved study {study_id!r} for {list(approval.models)}, "
+                               f"whose rounds do not include {analysis!r}")
 
     def check_cohort_size(self, site: str, n_samples: int) -> None:
         """Refuse a cohort smaller than ``min_cohort`` (after consent, phenotype and covariate filters)."""
@@ -88,12 +91,8 @@ def access_from_toml(table: Any, where: str) -> AccessPolicy:
     """Validate an ``[access]`` table (None: the open default); errors name the key."""
     if table is None:
         return AccessPolicy()
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: [access] must be a table")
-    known = {"any_study", "study", "requesters", "min_cohort", "min_allele_count", "min_cohort_difference"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) in [access]: {unknown}; expected {sorted(known)}")
+    checked_table(table, f"{where} [access]",
+                  {"any_study", "study", "requesters", "min_cohort", "min_allele_count", "min_cohort_difference"})
     any_study = table.get("any_study", False)
     if not isinstance(any_study, bool):
         raise ConfigError(f"{where}: [access] any_study must be true or false, got {any_study!r}")
@@ -105,12 +104,14 @@ def access_from_toml(table: Any, where: str) -> AccessPolicy:
         label = f"{where}: [[access.study]] #{number}"
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
             raise ConfigError(f"{label} needs id = \"STUDY-ID\"")
-        extra = sorted(set(entry) - {"id", "analyses", "requesters"})
-        if extra:
-            raise ConfigError(f"{label}: unknown key(s) {extra}")
+        checked_table(entry, label, {"id", "models", "analyses", "requesters"})
+        if "models" in entry and "analyses" in entry:
+            raise ConfigError(f"{label}: give models (analyses is its former name), not both")
+        models_key = "analyses" if "analyses" in entry else "models"
         studies.append(StudyApproval(
             entry["id"],
-            None if "analyses" not in entry else _strings(entry["analyses"], f"{label} analyses"),
+            None if models_key not in entry else
+            check_model_names(_strings(entry[models_key], f"{label} {models_key}"), f"{label} {models_key}"),
             None if "requesters" not in entry else _strings(entry["requesters"], f"{label} requesters")))
     ids = [s.study_id for s in studies]
     if len(set(ids)) != len(ids):
@@ -136,8 +137,8 @@ def render_access(policy: AccessPolicy | None) -> list[str]:
              f"min_cohort_difference = {policy.min_cohort_difference}"]
     for study in policy.studies:
         lines += ["", "[[access.study]]", f"id = {q((study.study_id,))[1:-1]}"]
-        if study.analyses is not None:
-            lines.append(f"analyses = {q(study.analyses)}")
+        if study.models is not None:
+            lines.append(f"models = {q(study.models)}")
         if study.requesters is not None:
             lines.append(f"requesters = {q(study.requesters)}")
     return lines

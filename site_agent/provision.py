@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import secagg
+from engine.privacy import secagg
 from engine.errors import InputError
-from site_agent.budget import BudgetPolicy
+from engine.privacy.budget import BudgetPolicy
 from site_agent.config import render_site_config
-from site_agent.pki import TlsFiles
+from protos.pki import TlsFiles
 from site_agent.policy import AccessPolicy
 
 
@@ -18,7 +18,7 @@ def he_context_pin(path: Path) -> str:
     Refuses (PrivacyError) a file holding a secret key, too little security or parameters other than
     the protocol's, so a site never pins a context it would later refuse.
     """
-    from engine.he import PublicContext  # imports tenseal: only when HE is set up
+    from engine.privacy.he import PublicContext  # imports tenseal: only when HE is set up
 
     try:
         data = path.read_bytes()

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from engine.audit import REQUEST_ID_KEY, ReleaseDigest
-from engine.cohort import Cohort
-from engine.dp_release import CHECK_PHASE, CLIPPED, PHASE_KEY, DpRequest, ReleasePlan, add_noise_share, \
+from engine.audit.records import REQUEST_ID_KEY, ReleaseDigest
+from engine.cohort.cohort import Cohort
+from engine.privacy.dp_release import CHECK_PHASE, CLIPPED, PHASE_KEY, DpRequest, ReleasePlan, add_noise_share, \
     clip_cohort, plan_release
 from engine.errors import FedGwasError, ProtocolError
 from engine.tasks import ResultBlock, TaskSpec
-from site_agent import budget
+from engine.privacy import budget
 from site_agent.data import SiteData
-from site_agent.ledger import LedgerEntry, canonical_json
+from engine.audit.ledger import LedgerEntry, canonical_json
 
 log = logging.getLogger("site_agent")
 

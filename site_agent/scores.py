@@ -1,11 +1,11 @@
 """PCA sample scores a site keeps: written by the site itself, used as its covariates PC1..PCk.
 
-At the end of a federated PCA (:mod:`engine.pca`) the last round's first-pass product is the site's
+At the end of a federated PCA (:mod:`engine.stats.pca.kernel`) the last round's first-pass product is the site's
 own rows of the sample eigenvectors. They never leave the site: when the task carries
-``engine.pca.SCORES_PARAMETER`` the site writes them next to its config, as ``pca.eigenvec`` in
+``engine.stats.pca.kernel.SCORES_PARAMETER`` the site writes them next to its config, as ``pca.eigenvec`` in
 PLINK 2's ``.eigenvec`` layout (``#FID IID PC1 .. PCk``), with ``pca.eigenvec.json`` recording which
 PCA run (study, run identifier, components) produced them. A later association task that carries
-``engine.pca.COVARIATES_PARAMETER`` with the same run identifier takes its covariates named
+``engine.stats.pca.kernel.COVARIATES_PARAMETER`` with the same run identifier takes its covariates named
 ``PC1..PCk`` from that file (other covariates still come from the site's covariate file); a run the
 site does not hold is refused, so stale scores are never used silently.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cohort import Cohort
+from engine.cohort.cohort import Cohort
 from engine.errors import InputError, ProtocolError
-from engine.pca import COVARIATES_PARAMETER, SCORES_PARAMETER
-from engine.tables import SampleTable, read_sample_table
+from engine.stats.pca.kernel import COVARIATES_PARAMETER, SCORES_PARAMETER
+from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import TaskSpec
 from site_agent.data import SiteData
 
@@ -85,7 +85,7 @@ def load(data: SiteData, run: str) -> SampleTable:
 
 
 def task_cohort(data: SiteData, task: TaskSpec) -> Cohort:
-    """The task's cohort; with :data:`engine.pca.COVARIATES_PARAMETER`, covariates named like a
+    """The task's cohort; with :data:`engine.stats.pca.kernel.COVARIATES_PARAMETER`, covariates named like a
     score column (``PC1``..) come from the site's PCA scores of that run."""
     if COVARIATES_PARAMETER not in task.parameters:
         return data.cohort(task.cohort)

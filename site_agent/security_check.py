@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from engine.errors import ConfigError
 from site_agent.config import SiteConfig
 from site_agent.data import SiteData
-from site_agent.pki import TlsFiles
+from protos.pki import TlsFiles
 
 
 def check_certificates(name: str, tls: TlsFiles) -> str:

@@ -1,46 +1,24 @@
-"""Building and running the site agent's gRPC server (with the standard health service)."""
+"""Building the site agent's gRPC server (with the standard health service)."""
 
 from __future__ import annotations
 
-from concurrent import futures
-
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from engine.errors import ConfigError
 from protos import site_agent_pb2_grpc as pb_grpc
+from protos.servers import make_grpc_server
 from site_agent.data import SiteData
 from site_agent.servicer import SiteAgentServicer
-from site_agent.tls import server_credentials
 
 SERVICE_NAME = "protos.site_agent.SiteAgent"
-MAX_MESSAGE_BYTES = 8 << 20  # chunks are <= 1 MiB; anything much larger is refused by gRPC
 
 
 def make_server(data: SiteData, address: str, max_workers: int = 4) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) server bound to ``address``; returns ``(server, port)``.
+    """A server (not yet started) bound to ``address``; returns ``(server, port)``.
 
     ``address`` may use port 0 to bind a free port (tests, ``fedgwas local``). The port serves mutual
     TLS with the site's ``[tls]`` certificates (clients must present a certificate from the same CA);
     plaintext only when the config says ``[tls] insecure = true``.
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="site-rpc"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-    )
-    pb_grpc.add_SiteAgentServicer_to_server(SiteAgentServicer(data), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    try:
-        if data.config.tls is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, server_credentials(data.config.tls))
-    except RuntimeError as exc:
-        raise ConfigError(f"cannot listen on {address!r}: {exc}") from None
-    if port == 0:
-        raise ConfigError(f"cannot listen on {address!r} (address in use or invalid)")
-    return server, port
+    servicer = SiteAgentServicer(data)
+    return make_grpc_server(lambda server: pb_grpc.add_SiteAgentServicer_to_server(servicer, server), SERVICE_NAME,
+                            address, data.config.tls, max_workers=max_workers, thread_name="site-rpc")

@@ -11,46 +11,20 @@ from typing import Iterator
 
 import grpc
 
-from engine.errors import (
-    BudgetExceededError,
-    ConfigError,
-    FedGwasError,
-    HarmonisationError,
-    InputError,
-    PrivacyError,
-    ProtocolError,
-    RingOverflowError,
-)
+from engine.errors import FedGwasError
 from protos import site_agent_pb2 as pb
 from protos import site_agent_pb2_grpc as pb_grpc
 from engine.tasks import TaskSpec
-from site_agent import handlers, serde
+from protos import serde
+from protos.status import abort_with
+from site_agent import handlers
 from site_agent.data import SiteData
-from site_agent.tls import peer_identity
+from protos.tls import peer_identity
 
 log = logging.getLogger("site_agent")
 
-ERROR_METADATA_KEY = "fedgwas-error-bin"
-
-#: Domain error -> gRPC status. Order matters: subclasses before their bases.
-STATUS_FOR_ERROR: tuple[tuple[type[FedGwasError], grpc.StatusCode], ...] = (
-    (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
-    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (HarmonisationError, grpc.StatusCode.INVALID_ARGUMENT),
-    (BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (PrivacyError, grpc.StatusCode.PERMISSION_DENIED),
-    (RingOverflowError, grpc.StatusCode.OUT_OF_RANGE),
-)
-
-
 def _abort(context: grpc.ServicerContext, site: str, error: FedGwasError) -> None:
-    code = next((status for kind, status in STATUS_FOR_ERROR if isinstance(error, kind)), None)
-    if code is None:
-        raise error  # an unmapped domain error is a bug: let gRPC report INTERNAL
-    detail = pb.ErrorDetail(kind=type(error).__name__, message=str(error), site=site)
-    context.set_trailing_metadata(((ERROR_METADATA_KEY, detail.SerializeToString()),))
-    context.abort(code, str(error))
+    abort_with(context, error, pb.ErrorDetail(kind=type(error).__name__, message=str(error), site=site))
 
 
 def requester_identity(context: grpc.ServicerContext, task: TaskSpec | None = None) -> str | None:

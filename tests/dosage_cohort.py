@@ -9,7 +9,7 @@ into the pooled dosage ``.pgen`` that the federated results are compared with. T
 * ``bgen``: its samples' rows of the same probabilities, as a BGEN with a ``.sample`` file;
 * ``pgen``: ``plink2 --pfile pooled --keep ... --make-pgen`` (a .pgen with dosages);
 * ``vcf``: a dosage-only VCF (FORMAT ``DS``, no ``GT``) written from the pooled .pgen's dosages, or
-  ``GP`` probabilities.
+  ``GP`` probabilities that give the same dosages.
 
 Phenotypes: quantitative ``QT1..QT6`` and case/control ``BT1..BT4`` (1/2 coding), with different
 missingness (two pairs share a pattern); covariates ``SEX_MALE AGE PC1``.
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.genotype_sources import PgenFile
+from engine.io.genotype_sources import PgenFile
 from tests.bgen_writer import write_bgen, write_sample_file
 from tests.plink_tools import read_plink_table, run_plink2
 
@@ -96,8 +96,8 @@ def _write_table(path: Path, ids: np.ndarray, columns: dict[str, np.ndarray]) ->
     path.write_text("\n".join(lines) + "\n")
 
 
-def _write_vcf(path: Path, prefix: Path, keep: np.ndarray, field: str, probabilities: np.ndarray | None = None) -> None:
-    """A VCF with only FORMAT ``field`` (DS from the .pgen's dosages; GP from ``probabilities``)."""
+def _write_vcf(path: Path, prefix: Path, keep: np.ndarray, field: str) -> None:
+    """A VCF with only FORMAT ``field`` (DS, or GP probabilities that give them) from the .pgen's dosages."""
     source = PgenFile(prefix)
     dosages = source.read_dosages(np.arange(source.n_variants), keep)  # (n_site, m)
     ids = source.fam.iid[keep]
@@ -110,10 +110,11 @@ def _write_vcf(path: Path, prefix: Path, keep: np.ndarray, field: str, probabili
     for j in range(source.n_variants):
         if field == "DS":
             values = ["." if np.isnan(d) else f"{d:.6f}" for d in dosages[:, j]]
-        else:
-            assert probabilities is not None
-            p = probabilities[j][keep]
-            values = ["." if np.isnan(d) else ",".join(f"{x:.9f}" for x in row) for d, row in zip(dosages[:, j], p)]
+        else:  # probabilities with P(het) + 2 P(hom ALT) = the dosage, 6 decimals
+            hom = np.clip(dosages[:, j] - 1.0, 0.0, None)
+            het = dosages[:, j] - 2.0 * hom
+            values = ["." if np.isnan(d) else f"{1.0 - a - b:.6f},{a:.6f},{b:.6f}" for d, a, b in
+                      zip(dosages[:, j], het, hom)]
         lines.append(f"{manifest.chrom[j]}\t{manifest.pos[j]}\t{manifest.variant_id[j]}\t{manifest.allele2[j]}\t"
                      f"{manifest.allele1[j]}\t.\t.\t.\t{field}\t" + "\t".join(values))
     path.write_text("\n".join(lines) + "\n")
@@ -147,9 +148,8 @@ def simulate_dosage_cohort(directory: Path, n_variants: int = 300, seed: int = 1
     keep = directory / "pgen_site.keep"
     keep.write_text("".join(f"{s}\t{s}\n" for s in ids[site_rows["pgen"]]))
     run_plink2(["--pfile", "pooled", "--keep", keep.name, "--make-pgen", "--out", "pgen_site"], cwd=directory)
-    full = np.concatenate([quantised, 1 - quantised.sum(axis=2, keepdims=True)], axis=2)
     _write_vcf(directory / "vcf_site.vcf", directory / "pooled", site_rows["vcf"], "DS")
-    _write_vcf(directory / "vcf_gp.vcf", directory / "pooled", site_rows["vcf"], "GP", np.clip(full, 0, 1))
+    _write_vcf(directory / "vcf_gp.vcf", directory / "pooled", site_rows["vcf"], "GP")
     sex = rng.integers(0, 2, size=n).astype(float)
     covariates = np.column_stack([sex, rng.uniform(20, 80, size=n), rng.normal(size=n)])
     _write_table(directory / "covar.txt", ids, dict(zip(COVARIATES, covariates.T)))

@@ -1,4 +1,4 @@
-"""Test helpers around the independent oracle, PLINK 2, and the real validation data in ../shared.
+"""Test helpers around the independent oracle, PLINK 2, and the real validation data in tests/data.
 
 PLINK 2 is installed when missing (``apt-get install -y plink2``, as CI runs as root) rather than
 tests being skipped: a comparison that silently did not run is worse than a failing one.
@@ -15,11 +15,11 @@ from typing import Sequence
 import numpy as np
 from bed_reader import open_bed
 
-from engine.bed_writer import BedWriter, write_bim, write_fam
-from engine.plink_io import read_bim, read_fam
+from engine.io.bed_writer import BedWriter, write_bim, write_fam
+from engine.io.plink import read_bim, read_fam
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = SHARED / "data"
+#: Real genotype data and PLINK reference outputs carried by the tests (provenance: tests/data/README.md).
+DATA = Path(__file__).resolve().parent / "data"
 HM3 = DATA / "hapmap3_hm3_thinned"
 HM3_BFILE = HM3 / "HM3_thinned_autosomal_overlap"
 HM3_COVARIATES = ("SEX_MALE", "AGE", "PC1", "PC2", "PC3", "PC4")

@@ -1,4 +1,4 @@
-"""Structural rules: engine/ is free of transport code; generated protobuf code matches the .proto."""
+"""Structural rules: roles apart, engine free of transport and import loops, generated protobuf code current."""
 
 from __future__ import annotations
 
@@ -14,34 +14,87 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _imports(path: Path) -> set[str]:
+#: The parties of the protocol, one package each. A role imports shared layers only, never another role.
+ROLES = ("coordinator", "site_agent", "key_holder", "audit", "witness")
+#: Shared layers every role may use: computation (no transport) and the protocol layer.
+SHARED = ("engine", "protos")
+#: The tool (command dispatch, the local development harness) joins roles; no role or layer imports it.
+TOOL = "fedgwas"
+TRANSPORT = ("grpc", "grpc_health", "protos")
+
+
+def _imports(path: Path, *, full: bool = False) -> set[str]:
+    """Modules imported anywhere in ``path`` (function-level imports included)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name if full else alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
+            if full:
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+                names.add(node.module)
+            else:
+                names.add(node.module.split(".")[0])
     return names
 
 
-def test_engine_imports_neither_grpc_nor_protos() -> None:
-    offenders = {p.name: sorted(_imports(p) & {"grpc", "grpc_health", "protos", "site_agent", "coordinator"})
-                 for p in (ROOT / "engine").glob("*.py")}
+def _sources(package: str) -> list[Path]:
+    return sorted(p for p in (ROOT / package).rglob("*.py") if "_pb2" not in p.name)
+
+
+def test_engine_imports_no_transport_and_no_role() -> None:
+    forbidden = set(TRANSPORT) | set(ROLES) | {TOOL}
+    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & forbidden) for p in _sources("engine")}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_protocol_layer_imports_no_role() -> None:
+    forbidden = set(ROLES) | {TOOL}
+    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & forbidden) for p in _sources("protos")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_roles_import_shared_layers_never_each_other(role: str) -> None:
+    forbidden = (set(ROLES) - {role}) | {TOOL}
+    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & forbidden) for p in _sources(role)}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_engine_has_no_import_cycles() -> None:
+    """Module-level and function-level imports together form a DAG (no loops patched by late imports)."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in _sources("engine")}
+    graph = {name: {m for m in _imports(path, full=True) if m in modules and m != name} for name, path in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = trail[trail.index(nxt):] + [node, nxt] if nxt in trail else [node, nxt]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
 
 
 def test_sensitive_libraries_are_imported_by_one_module_each() -> None:
     users: dict[str, list[str]] = {"tenseal": [], "opendp": []}
-    for path in ROOT.glob("*/*.py"):
-        if path.parts[-2] in ("tests", "benchmarks"):
+    for package in (*SHARED, *ROLES, TOOL):
+        if not (ROOT / package).is_dir():
             continue
-        for lib in users:
-            if lib in _imports(path):
-                users[lib].append(str(path.relative_to(ROOT)))
+        for path in _sources(package):
+            for lib in users:
+                if lib in _imports(path):
+                    users[lib].append(str(path.relative_to(ROOT)))
     assert all(len(v) <= 1 for v in users.values()), users
 
 
-PROTOS = ("site_agent", "key_holder")
+PROTOS = tuple(sorted(p.stem for p in (ROOT / "protos").glob("*.proto")))
 
 
 @pytest.mark.parametrize("proto", PROTOS)

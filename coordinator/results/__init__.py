@@ -12,7 +12,7 @@ from coordinator.results.gwas_ssf import read_gwas_ssf, write_gwas_ssf, write_gw
 from coordinator.results.plots import genomic_inflation, manhattan_plot, qq_plot
 from coordinator.results.report import ResultPaths, result_paths, write_report
 from coordinator.summary import RunSummary
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 from engine.errors import InputError
 
 __all__ = [

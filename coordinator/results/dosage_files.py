@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordinator.results.qc_files import HEADERS, _floats, _ints, _table, _variant_columns
-from engine.association import VariantTable
+from engine.stats.association import VariantTable
 from engine.stats.qc.dosage import DosageSums
 
 #: ``--freq cols=+machr2``.

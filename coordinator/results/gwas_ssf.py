@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.summary import RunSummary
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 from engine.errors import InputError
 
 #: Missing-value marker recommended by GWAS-SSF.

@@ -18,7 +18,7 @@ from coordinator.results.gwas_ssf import fedgwas_version
 from coordinator.results.plots import genomic_inflation
 from coordinator.results.report import _CSS, ResultPaths, _e, _hits_table, _sites_table, _src
 from coordinator.summary import RunSummary
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 
 #: Genome-wide significance for the count shown per panel.
 GENOME_WIDE = -math.log10(5e-8)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.results.qc_files import _floats, _table, _variant_columns, _write_atomic
-from engine.association import VariantTable
-from engine.pca_solve import PcaResult
+from engine.stats.association import VariantTable
+from engine.stats.pca.solve import PcaResult
 
 
 def write_prune_lists(out_dir: Path, stem: str, variants: VariantTable, removed: np.ndarray,

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from scipy import special, stats
 
 from coordinator.results.gwas_ssf import gwas_ssf_chromosome
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 
 GENOME_WIDE = 5e-8
 SUGGESTIVE = 1e-5

@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from engine.allelic import AllelicTest
-from engine.association import VariantTable
+from engine.stats.qc.allelic import AllelicTest
+from engine.stats.association import VariantTable
 from engine.errors import InputError
-from engine.qc import GenotypeCounts
+from engine.stats.qc.counts import GenotypeCounts
 
 #: Header of each PLINK 2 report, by file extension.
 HEADERS = {

@@ -22,7 +22,7 @@ import numpy as np
 from coordinator.results.gwas_ssf import fedgwas_version, gwas_ssf_file_name, meta_path_for, p_value_strings
 from coordinator.results.plots import genomic_inflation
 from coordinator.summary import RunSummary
-from engine.association import AssociationResult
+from engine.stats.association import AssociationResult
 
 #: Hits listed in the report.
 TOP_HITS = 20

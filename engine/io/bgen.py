@@ -29,7 +29,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from engine.errors import InputError
-from engine.plink_io import FamTable
+from engine.io.plink import FamTable
 
 _COMPRESSION = {0: "none", 1: "zlib", 2: "zstd"}
 

@@ -25,13 +25,14 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from engine.errors import InputError
 from engine.io.bgen import BgenVariantInfo, bgen_samples, iter_dosages, read_header, scan_variants
-from engine.plink_io import FamTable
+from engine.io.plink import FamTable
+from engine.io.vcf import vcf_records, vcf_samples
 
 log = logging.getLogger("engine")
 
@@ -157,31 +158,9 @@ def import_bgen(path: Path, sample: Path | None, cache_dir: Path) -> DosageImpor
     return write_dosage_fileset(prefix, samples, variants, iter_dosages(header, infos), path, skipped)
 
 
-def vcf_records(path: Path, gts012: bool = False) -> Iterator:  # type: ignore[type-arg]
-    """cyvcf2 records of a VCF/BCF; a malformed record is an InputError naming the file and position."""
-    from cyvcf2 import VCF  # only sites with VCF data need it
-
-    try:
-        reader = VCF(str(path), gts012=gts012, lazy=True, threads=1)
-    except OSError as exc:
-        raise InputError(f"cannot open VCF/BCF {str(path)!r}: {exc}") from None
-    last = "the header"
-    records = iter(reader)
-    try:
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except Exception as exc:  # htslib parse errors surface from cyvcf2 as a bare Exception
-                raise InputError(f"VCF {str(path)!r}: malformed record after {last}: {exc}") from None
-            last = f"{record.CHROM}:{record.POS}"
-            yield record
-    finally:
-        reader.close()
 
 
-def vcf_dosage(record, field: str, n_samples: int, path: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
+def vcf_dosage(record: Any, field: str, n_samples: int, path: Path) -> np.ndarray:
     """ALT dosages ``(n_samples,)`` float64 of a biallelic record from FORMAT ``DS`` or ``GP`` (NaN missing)."""
     where = f"VCF {str(path)!r} record {record.CHROM}:{record.POS}"
     values = record.format(field)
@@ -205,8 +184,6 @@ def vcf_dosage(record, field: str, n_samples: int, path: Path) -> np.ndarray:  #
 
 def import_vcf_dosage(path: Path, field: str, cache_dir: Path) -> DosageImport:
     """Import the ``DS`` or ``GP`` dosages of a VCF/BCF into ``cache_dir`` (PLINK 2's ``--vcf FILE dosage=FIELD``)."""
-    from engine.genotype_sources import vcf_samples
-
     if field not in VCF_DOSAGE_FIELDS:
         raise InputError(f"VCF dosage field {field!r} is not one of {list(VCF_DOSAGE_FIELDS)}")
     if not path.exists():

@@ -2,7 +2,7 @@
 
 For each phenotype ``p`` and variant ``j``, PLINK 2 fits ``y_p = C b + g_j beta + e`` over the samples
 that have phenotype ``p`` (and every covariate) and an observed genotype at ``j``. The statistics are
-those of :mod:`engine.linear` (``X'X``, ``X'y``, ``y'y`` packed in :class:`engine.linear.LinearLayout`
+those of :mod:`engine.stats.linear.kernel` (``X'X``, ``X'y``, ``y'y`` packed in :class:`engine.stats.linear.kernel.LinearLayout`
 order), one row of ``Q`` values per phenotype, so a block's output is ``(m, P * Q)``: phenotype-major.
 
 The site's cohort is the union of the phenotypes' samples. Phenotypes with the same missingness
@@ -14,7 +14,7 @@ per group. A group costs ``K + 1`` more GEMM columns; a phenotype one.
 
 Genotypes are int8 hard calls (-127 missing) or float dosages (NaN missing, as PLINK 2's dosages);
 a sample missing the genotype is left out of that variant only (the sparse correction of
-:mod:`engine.linear`).
+:mod:`engine.stats.linear.kernel`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.linear import LinearLayout, flip_effect_allele, missing_call_indicator, pack_statistics
+from engine.stats.linear.kernel import LinearLayout, flip_effect_allele, missing_call_indicator, pack_statistics
 
 #: float64 values converted per GEMM chunk (~8 MiB: stays in cache between conversion and GEMM).
 _GEMM_CHUNK_VALUES = 1 << 20
@@ -86,7 +86,7 @@ def phenotype_statistics(genotypes: np.ndarray, groups: PhenotypeGroups, flip: n
 
     One conversion of each cache-sized chunk of genotypes to float64 and two GEMMs on it serve every
     phenotype: ``G'[C, Y, C in group 1 .. G]`` and ``(G o G)'[1, group 1 .. G]``; the missing calls'
-    share of the per-sample sums comes from one sparse product (as in :mod:`engine.linear`).
+    share of the per-sample sums comes from one sparse product (as in :mod:`engine.stats.linear.kernel`).
 
     Parameters
     ----------

@@ -5,7 +5,7 @@ PLINK 2 computes ``.afreq`` (and ``--maf``) from dosages, and its MaCH R2 (``--f
 ``R2 = var(d) / (2 p (1 - p))`` with ``var(d) = mean(d^2) - mean(d)^2`` and ``p = mean(d) / 2``.
 Both need only three sums over samples per variant: the number of samples with a dosage, the sum
 of dosages and the sum of squared dosages. They are additive, so a site sends them like any other
-statistic (site analysis ``dosage_sums``) and the pooled R2 is exact. At a site with hard calls the
+statistic (site statistic ``dosage_sums``) and the pooled R2 is exact. At a site with hard calls the
 dosage is the call (0/1/2), as for PLINK 2 on a ``.bed``.
 
 Hard-call QC (``.gcount``, ``.hardy``, ``.vmiss``, ``--geno``, ``--hwe``) stays on hard calls, as in
@@ -19,10 +19,11 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.cohort import Cohort
+from engine.cohort.cohort import Cohort
 from engine.errors import InputError
-from engine.linear import missing_calls
-from engine.qc import SMALL_EPSILON, VariantFilter
+from engine.stats.linear.kernel import missing_calls
+from engine.stats.qc.counts import SMALL_EPSILON, VariantFilter
+from engine.stats.statistic import InputSpec
 
 #: Values per variant: samples with a dosage, sum of dosages, sum of squared dosages.
 SUM_COLUMNS = ("n_observed", "dosage_sum", "dosage_squares")
@@ -97,14 +98,14 @@ class DosageSums:
         return mach_r2(self.n_observed, self.dosage_sum, self.dosage_squares)
 
 
-class DosageSumsAnalysis:
-    """Site analysis ``dosage_sums``: :data:`SUM_COLUMNS` per variant over the cohort, from dosages
+class DosageSumsStatistic:
+    """Site statistic ``dosage_sums``: :data:`SUM_COLUMNS` per variant over the cohort, from dosages
     where the site has them (hard calls otherwise)."""
 
     name = "dosage_sums"
     needs_phenotype = False
     dosage = True
-    inputs: Mapping[str, object] = {}
+    inputs: Mapping[str, InputSpec] = {}
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> None:
         return None

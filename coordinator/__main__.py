@@ -1,7 +1,0 @@
-"""``python -m coordinator`` is ``fedgwas``."""
-
-import sys
-
-from coordinator.cli import main
-
-sys.exit(main())

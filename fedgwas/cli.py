@@ -1,0 +1,459 @@
+"""``fedgwas``: the analyst's command.
+
+Subcommands::
+
+    fedgwas run STUDY.toml [--out DIR]          sites already running somewhere
+    fedgwas local --bfile P1 --bfile P2 ...     one local site-agent process per --bfile
+                  [--pheno F --pheno-name Y --glm linear|logistic|firth [--1] | --assoc]
+                                                                      association, and/or
+                  [--freq] [--hardy] [--missing] [--geno-counts]      QC reports (PLINK 2 formats)
+                  [--maf F] [--geno F] [--hwe P]                      filters before association
+                  [--consent FILE --purpose HMB [--commercial]]       GA4GH DUO consent at each site
+                  [--insecure-transport]              plaintext instead of mutual TLS (OUT/tls/ dev CA)
+                  [--indep-pairwise W S R2] [--pca [K] [approx]]      LD pruning, PCA (PCs as covariates)
+    fedgwas demo [--out DIR]                    simulate 3 cohorts and run a study on them
+    fedgwas keys he --out DIR                   CKKS keys of a key holder (--privacy he)
+    fedgwas keys tls --out DIR --site A ... --coordinator C [--key-holder K]
+                                                development CA and mutual-TLS certificates
+    fedgwas keyholder serve --keys DIR          run the key holder (see key_holder/cli.py)
+    fedgwas audit cross-check --coordinator-log LOG --ledger L1 ...   (see audit/consortium_cli.py)
+
+Exit codes: 0 success; 2 bad input, configuration or usage (including a request every failing site
+refused as invalid, e.g. a phenotype name no site has); 3 a site failed, refused or could not be
+reached, so the study could not complete; 1 unexpected internal error (traceback shown: a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from audit import consortium_cli as audit_cli
+from coordinator import dp_options, structure_cli
+from key_holder import cli as key_holder_cli
+from fedgwas.local import LOCAL_COORDINATOR, SiteInput, local_pki, prepare_key_holder, prepare_sites, \
+    running_key_holder, running_sites, site_names
+from coordinator.study import QcSettings, StudyConfig, load_study
+from engine.errors import ExitCode, FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
+from engine.io.plink import check_bfile
+from engine.cohort.cohort import code_phenotype
+from engine.cohort.consent import DataUse
+from engine.io.bgen import bgen_samples, read_header, scan_variants
+from engine.io.tables import expand_names, read_sample_table
+from engine.models import CASE_CONTROL_MODELS, GLM_MODELS
+from engine.tasks import PRIVACY_MODES, CohortRequest
+from engine.version import __version__
+
+if TYPE_CHECKING:
+    from coordinator.runner import StudyOutcome
+
+log = logging.getLogger("coordinator")
+
+
+
+class _SiteInputAction(argparse.Action):
+    """Collects --bfile/--pfile/--vcf/--bgen in command-line order as :class:`SiteInput`; ``--sample``
+    attaches a .sample file to the --bgen before it."""
+
+    FORMATS = {"--bfile": "plink1", "--pfile": "pgen", "--vcf": "vcf", "--bgen": "bgen"}
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        inputs = list(getattr(namespace, self.dest, None) or [])
+        if option_string == "--sample":
+            if not inputs or inputs[-1].fmt != "bgen" or inputs[-1].sample is not None:
+                parser.error("--sample FILE follows the --bgen FILE it belongs to")
+            inputs[-1] = inputs[-1]._replace(sample=Path(str(values)))
+        else:
+            inputs.append(SiteInput(self.FORMATS[option_string or "--bfile"], Path(str(values))))
+        setattr(namespace, self.dest, inputs)
+
+
+def _add_study_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--privacy", choices=list(PRIVACY_MODES), default="secagg",
+                        help="how statistics are protected (default secagg; he: CKKS encryption with a separate "
+                             "key-holder process; plaintext is for development only)")
+    parser.add_argument("--block-size", type=int, default=8192, help="variants per result block (default 8192)")
+    parser.add_argument("--match-by", choices=["position", "id"], default="position",
+                        help="match variants across sites by chromosome+position+alleles (default) or ID+alleles")
+    parser.add_argument("--allow-dropout", action="store_true",
+                        help="if a site fails mid-round, restart the round without it (needs --min-sites left)")
+    parser.add_argument("--min-sites", type=int, default=2, help="fewest sites a result may come from (default 2)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="deadline of each task, seconds (default 3600)")
+    parser.add_argument("--study-id", default="local-study", help="study identifier (binds the masks)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--insecure-transport", action="store_true",
+                        help="plaintext gRPC between the local processes (development only; results are labelled). "
+                             "Default: mutual TLS with a development CA kept in OUT/tls/")
+
+
+def _add_consent_options(parser: argparse.ArgumentParser) -> None:
+    consent = parser.add_argument_group(
+        "consent (GA4GH DUO)", "Each site includes only the participants whose consent covers the study's "
+                               "declared data use (docs/consent.md).")
+    consent.add_argument("--consent", metavar="FILE",
+                         help="#FID IID DUO table (GRU, HMB, DS:MONDO:..., NONE; modifiers as HMB;NPU); each site "
+                              "receives only its own rows, and a participant without a row is excluded")
+    consent.add_argument("--purpose", metavar="CODE",
+                         help="the study's data use: GRU, HMB (health/medical/biomedical), POA or DS:<term>")
+    consent.add_argument("--commercial", action="store_true", help="the study is a commercial (for-profit) use")
+
+
+def _data_use(args: argparse.Namespace) -> DataUse | None:
+    purpose = getattr(args, "purpose", None)
+    if getattr(args, "consent", None) and not purpose:
+        raise InputError("--consent needs --purpose (the study's data use, e.g. HMB)")
+    if getattr(args, "commercial", False) and not purpose:
+        raise InputError("--commercial needs --purpose")
+    return DataUse(purpose.upper(), getattr(args, "commercial", False)) if purpose else None
+
+
+def _threshold(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _add_qc_options(parser: argparse.ArgumentParser) -> None:
+    qc = parser.add_argument_group(
+        "QC and the allelic test",
+        "Pooled over every sample of every site, exact against PLINK on the pooled data. Reports are "
+        "written as OUT/fedgwas.<ext> in PLINK 2's formats; per-sample missingness stays at the sites.")
+    qc.add_argument("--freq", nargs="?", const="alt", choices=["alt", "counts", "cols=+machr2"],
+                    help="ALT allele frequencies (.afreq), or counts (.acount) with 'counts', or with MaCH R2 "
+                         "(imputation quality) with 'cols=+machr2'; from dosages where the sites have them")
+    qc.add_argument("--mach-r2-filter", nargs="*", type=_threshold, metavar="R2",
+                    help="drop variants whose MaCH R2 lies outside [MIN, MAX] (defaults 0.1 and 2.0; one value is "
+                         "the minimum) before association, as PLINK 2")
+    qc.add_argument("--hardy", nargs="?", const="p", choices=["p", "midp"],
+                    help="Hardy-Weinberg exact test report (.hardy); 'midp' for the mid-p variant")
+    qc.add_argument("--missing", action="store_true", help="variant missingness report (.vmiss)")
+    qc.add_argument("--geno-counts", action="store_true", help="genotype counts report (.gcount)")
+    qc.add_argument("--maf", nargs="?", const=0.01, type=_threshold, metavar="FREQ",
+                    help="drop variants with minor allele frequency below FREQ (default 0.01) before association")
+    qc.add_argument("--geno", nargs="?", const=0.1, type=_threshold, metavar="RATE",
+                    help="drop variants with a missing call rate above RATE (default 0.1) before association")
+    qc.add_argument("--hwe", nargs="+", metavar=("P", "midp"),
+                    help="drop variants with Hardy-Weinberg exact test p below P ('midp': mid-p) before association")
+    qc.add_argument("--assoc", action="store_true",
+                    help="PLINK 1.9's allelic chi-square test of a case/control phenotype (OUT/NAME.assoc)")
+
+
+def _qc_settings(args: argparse.Namespace) -> QcSettings:
+    """QC reports and filters requested on the command line (see :func:`_add_qc_options`)."""
+    outputs = []
+    if args.freq:
+        outputs.append({"counts": "freq-counts", "cols=+machr2": "freq-machr2"}.get(args.freq, "freq"))
+    mach_r2 = None
+    if args.mach_r2_filter is not None:
+        if len(args.mach_r2_filter) > 2:
+            raise InputError(f"--mach-r2-filter takes at most a minimum and a maximum, got {args.mach_r2_filter}")
+        mach_r2 = ((args.mach_r2_filter + [0.1])[0], (args.mach_r2_filter[1:] + [2.0])[0])
+    if args.hardy:
+        outputs.append("hardy")
+    if args.missing:
+        outputs.append("missing")
+    if args.geno_counts:
+        outputs.append("geno-counts")
+    hwe, hwe_midp = None, False
+    if args.hwe:
+        if len(args.hwe) > 2 or (len(args.hwe) == 2 and args.hwe[1] != "midp"):
+            raise InputError(f"--hwe takes a p-value threshold and optionally 'midp', got {' '.join(args.hwe)!r}")
+        try:
+            hwe = float(args.hwe[0])
+        except ValueError:
+            raise InputError(f"--hwe threshold {args.hwe[0]!r} is not a number") from None
+        hwe_midp = len(args.hwe) == 2
+    return QcSettings(outputs=tuple(outputs), maf=args.maf, geno=args.geno, hwe=hwe, hwe_midp=hwe_midp,
+                      hardy_midp=args.hardy == "midp", mach_r2=mach_r2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedgwas",
+        description="Federated GWAS: exact association across sites whose genotypes never leave them.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedgwas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a study described by a TOML file against running site agents")
+    run.add_argument("study", help="study TOML (see docs/study-example.toml)")
+    run.add_argument("--out", help="output directory (overrides [output] dir)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    local = sub.add_parser("local", help="start one local site agent per --bfile and run a study on them")
+    local.add_argument("--bfile", action=_SiteInputAction, dest="site_inputs", metavar="PREFIX",
+                       help="PLINK 1 prefix (.bed/.bim/.fam) of one site (repeat, one per site)")
+    local.add_argument("--pfile", action=_SiteInputAction, dest="site_inputs", metavar="PREFIX",
+                       help="PLINK 2 prefix (.pgen/.pvar/.psam) of one site (repeatable; may mix with --bfile)")
+    local.add_argument("--vcf", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
+                       help="VCF/BCF of one site, imported once into the site's cache (repeatable)")
+    local.add_argument("--vcf-dosage", choices=["DS", "GP"],
+                       help="read every --vcf's dosages from FORMAT DS or GP (PLINK 2's --vcf FILE dosage=DS) "
+                            "instead of its GT hard calls")
+    local.add_argument("--bgen", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
+                       help="BGEN v1.2/v1.3 file of one site's imputed dosages, counting the second allele "
+                            "(PLINK 2's ref-first); imported once into the site's cache (repeatable)")
+    local.add_argument("--sample", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
+                       help="the .sample file of the --bgen before it (default: the IDs the BGEN embeds)")
+    local.add_argument("--pheno", help="phenotype file; each site receives only its own rows")
+    local.add_argument("--pheno-name",
+                       help="phenotype column(s): A,B,C and ranges such as P1-P5 (default with --glm: every "
+                            "column of --pheno, as PLINK 2); several phenotypes share one genotype pass and "
+                            "each gets OUT/<PHENO>.<model>.tsv.gz")
+    local.add_argument("--covar", help="covariate file; each site receives only its own rows")
+    local.add_argument("--covar-name", default="", help="covariates, e.g. SEX_MALE,AGE,PC1-PC4")
+    local.add_argument("--1", dest="case_control_01", action="store_true",
+                       help="case/control phenotype coded 0 = control, 1 = case (PLINK's --1; default 1/2)")
+    local.add_argument("--glm", choices=list(GLM_MODELS), default=None,
+                       help="association model (default linear when a phenotype is given and nothing else is asked)")
+    _add_qc_options(local)
+    structure_cli.add_options(local)
+    dp_options.add_options(local)
+    _add_consent_options(local)
+    local.add_argument("--out", required=True, help="output directory")
+    _add_study_options(local)
+
+    demo = sub.add_parser("demo", help="simulate 3 cohorts, start 3 site agents, run a secure linear GWAS")
+    demo.add_argument("--out", default="fedgwas-demo", help="output directory (default ./fedgwas-demo)")
+    demo.add_argument("--samples", type=int, default=2000, help="samples per site (default 2000)")
+    demo.add_argument("--variants", type=int, default=20000, help="variants (default 20000)")
+    demo.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
+    demo.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    demo.add_argument("--privacy", choices=list(PRIVACY_MODES), default="secagg", help="default secagg")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    key_holder_cli.add_commands(sub)
+    audit_cli.add_commands(sub)
+    return parser
+
+
+def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotypes: list[str], covar: Path | None,
+                        covariates: list[str], case_control: bool = False, coding: str = "case-control") -> None:
+    """Validate the filesets and the requested columns before any site agent starts.
+
+    The agents would find the same problems, but only once started, and would report them as site
+    failures naming their private copies; here the message names the user's own file (exit 2).
+    """
+    for fmt, path, sample, _ in inputs:
+        if fmt == "plink1":
+            check_bfile(path)
+        elif fmt == "bgen":
+            bgen_samples(path, sample)  # the header, and the .sample file's sample count
+            for _ in scan_variants(read_header(path)):  # every block lies inside the file (not truncated)
+                pass
+        elif fmt == "pgen":
+            for ext in (".pgen", ".pvar", ".psam"):
+                if not Path(f"{path}{ext}").exists():
+                    raise InputError(f"--pfile {str(path)!r}: {str(path)}{ext!r} does not exist")
+        elif not path.exists():
+            raise InputError(f"--vcf {str(path)!r} does not exist")
+    if pheno is not None:
+        table = read_sample_table(pheno)
+        for phenotype in phenotypes:
+            values = table.numeric(phenotype)
+            if case_control:
+                code_phenotype(values, coding, f"{str(pheno)!r} column {phenotype!r}")
+    if covar is not None:
+        table = read_sample_table(covar)
+        for name in covariates:
+            table.numeric(name)
+
+
+def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path | None, covar: Path | None,
+                 covariates: list[str], out: Path, qc: QcSettings | None = None) -> StudyOutcome:
+    dp_request, budget = dp_options.request_from_args(args), dp_options.site_budget_from_args(args)
+    extract = dp_options.read_extract(args.extract) if getattr(args, "extract", None) else None
+    data_use = _data_use(args)
+    ld_prune, pca = structure_cli.settings_from_args(args)
+    holder = prepare_key_holder(out) if args.privacy == "he" else None
+    pki = None if getattr(args, "insecure_transport", False) else \
+        local_pki(out, site_names([site_input.path for site_input in inputs]))
+    consent = Path(args.consent) if getattr(args, "consent", None) else None
+    sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
+                          he_context_sha256=holder.fingerprint if holder else None, budget=budget,
+                          tls=pki, consent=consent)
+    # The runner pulls in scipy and matplotlib: import it while the site processes start.
+    importer = threading.Thread(target=importlib.import_module, args=("coordinator.runner",), daemon=True)
+    importer.start()
+    tls_dir = None if pki is None else out / "tls"
+    with running_key_holder(holder, tls_dir=tls_dir) as key_holder, running_sites(sites) as endpoints:
+        importer.join()
+        from coordinator.runner import run_study
+
+        config = StudyConfig(
+            study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", None) or "",
+            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args), data_use),
+            privacy=args.privacy,
+            sites=tuple(endpoints), out_dir=out, match_by=getattr(args, "match_by", "position"),
+            block_size=getattr(args, "block_size", 8192), allow_dropout=getattr(args, "allow_dropout", False),
+            min_sites=getattr(args, "min_sites", 2), timeout_seconds=getattr(args, "timeout", 3600.0),
+            requester=LOCAL_COORDINATOR, show_progress=not args.no_progress,
+            tls=None if pki is None else pki[LOCAL_COORDINATOR],
+            key_holder=key_holder.address() if key_holder else "",
+            qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
+            ld_prune=ld_prune, pca=pca, quantitative=getattr(args, "quantitative", ()),
+        )
+        return run_study(config)
+
+
+def _report(outcome: StudyOutcome) -> None:
+    summary = outcome.summary
+    if len(outcome.results) > 1:
+        what = f"{summary.test} regression of {len(outcome.results)} phenotypes"
+    elif outcome.result is not None:
+        what = f"{summary.test} regression of {summary.phenotype}"
+    elif summary.test == "assoc":
+        what = f"allelic test of {summary.phenotype}"
+    else:
+        what = {"pca": "PCA", "prune": "LD pruning"}.get(summary.test, "QC")
+    print(f"study {summary.study_id}: {what} on {summary.n_variants_tested} variants, {summary.n_samples} samples "
+          f"from {len(summary.contributing_sites)} sites ({', '.join(summary.contributing_sites)})")
+    print(f"privacy: {summary.privacy_label}")
+    dropped = {k: v for k, v in summary.variants_dropped.items() if v}
+    if dropped:
+        print("variants dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
+    for site in summary.sites:
+        if not site.contributed:
+            print(f"site {site.name} did not contribute: {site.failure}")
+    for name, path in outcome.files.items():
+        print(f"{name + ':':<12} {path}")
+    if len(outcome.all_paths) > 1:
+        for name, paths in outcome.all_paths.items():
+            print(f"results: {paths.tsv}")
+    elif outcome.paths is not None:
+        print(f"results: {outcome.paths.tsv}")
+        print(f"report:  {outcome.paths.report}")
+
+
+def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
+    """Check what a ``local`` run is asked to do; sets ``args.glm`` to linear when a phenotype is
+    given and nothing else is requested (the behaviour before QC existed)."""
+    qc = _qc_settings(args)
+    if args.pheno_name and not args.pheno:
+        raise InputError("--pheno-name needs --pheno")
+    if args.pheno and not args.pheno_name and (args.glm or not (args.assoc or qc.outputs or args.pca is not None
+                                                                  or args.indep_pairwise is not None)):
+        args.pheno_name = ",".join(read_sample_table(Path(args.pheno)).names)  # PLINK 2: every column
+    structure = args.pca is not None or args.indep_pairwise is not None
+    args.quantitative = ()
+    names = expand_names(args.pheno_name or "")
+    if len(names) > 1 and args.glm != "linear" and not args.assoc:  # PLINK 2 decides per phenotype
+        table = read_sample_table(Path(args.pheno))
+        binary = [name for name in names if _is_case_control(table.numeric(name), args.case_control_01)]
+        if args.glm is None:
+            args.glm = "logistic" if binary else "linear"
+        if args.glm != "linear":
+            args.quantitative = tuple(name for name in names if name not in binary)
+    if args.glm is None and not args.assoc and not qc.outputs and not (structure and not args.pheno_name):
+        if not args.pheno_name:
+            raise InputError("nothing to do: give --pheno/--pheno-name with --glm or --assoc, and/or QC reports "
+                             "(--freq, --hardy, --missing, --geno-counts), --indep-pairwise or --pca")
+        args.glm = "linear"
+    if (args.glm or args.assoc) and not args.pheno_name:
+        raise InputError("--glm and --assoc need --pheno and --pheno-name")
+    if args.pheno_name and not (args.glm or args.assoc):
+        raise InputError(f"--pheno-name {args.pheno_name} is only used by an association test (--glm or --assoc)")
+    if covariates and not args.glm:
+        raise InputError("--covar-name is only used by --glm")
+    return qc
+
+
+def _is_case_control(values: "np.ndarray", zero_one: bool) -> bool:
+    """PLINK 2's reading of a phenotype column: case/control when every value is 1/2 (0 missing), or 0/1
+    with ``--1``; quantitative otherwise."""
+    import numpy as np
+
+    present = values[np.isfinite(values)]
+    allowed = (0.0, 1.0) if zero_one else (0.0, 1.0, 2.0)
+    return bool(present.size) and bool(np.all(np.isin(present, allowed))) and (zero_one or bool(np.any(present > 0)))
+
+
+def _phenotype_coding(args: argparse.Namespace) -> str:
+    """How the phenotype is read: case/control (1/2, or 0/1 with ``--1``) for logistic and Firth
+    regression (and ``--1`` for the allelic test alone), quantitative otherwise."""
+    case_control = getattr(args, "glm", None) in CASE_CONTROL_MODELS
+    if getattr(args, "case_control_01", False):
+        if not (case_control or (getattr(args, "assoc", False) and not getattr(args, "glm", None))):
+            raise InputError("--1 (0/1 case/control coding) applies to --glm logistic, --glm firth and --assoc")
+        return "case-control-01"
+    return "case-control" if case_control else "quantitative"
+
+
+def _demo(args: argparse.Namespace) -> StudyOutcome:
+    from engine.simulate import SimulationSpec, simulate_study
+
+    out = Path(args.out)
+    spec = SimulationSpec(site_sizes=tuple([args.samples] * args.sites), n_variants=args.variants,
+                          seed=args.seed, write_pooled=False)
+    print(f"simulating {args.sites} cohorts of {args.samples} samples x {args.variants} variants in {out / 'data'}")
+    study = simulate_study(spec, out / "data")
+    args.pheno_name = "QT"
+    args.study_id = "demo"
+    args.glm = "linear"
+    return _local_study(args, [SiteInput("plink1", b) for b in study.site_bfiles], study.pheno_path, study.covar_path,
+                        list(study.covariate_names), out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in key_holder_cli.COMMANDS:
+        return key_holder_cli.run(args)
+    try:
+        if args.command in audit_cli.COMMANDS:
+            return audit_cli.run(args)
+        if args.command == "run":
+            config = load_study(args.study, Path(args.out) if args.out else None)
+            if args.no_progress:
+                config = StudyConfig(**{**config.__dict__, "show_progress": False})
+            from coordinator.runner import run_study
+
+            outcome = run_study(config)
+        elif args.command == "local":
+            covariates = expand_names(args.covar_name) if args.covar_name else []
+            pca = structure_cli.pca_settings(args.pca)
+            from_covar = [name for name in covariates if pca is None or name not in pca.covariate_names]
+            if from_covar and not args.covar:
+                raise InputError("--covar-name given without --covar" + (f" ({', '.join(from_covar)} do not come "
+                                                                         f"from --pca)" if pca else ""))
+            if not args.site_inputs:
+                raise InputError("fedgwas local needs one --bfile, --pfile, --vcf or --bgen per site")
+            qc = _local_plan(args, covariates)
+            inputs = [i._replace(vcf_dosage=args.vcf_dosage) if i.fmt == "vcf" and args.vcf_dosage else i
+                      for i in args.site_inputs]
+            if args.vcf_dosage and not any(i.fmt == "vcf" for i in inputs):
+                raise InputError("--vcf-dosage applies to --vcf inputs; none was given")
+            if args.pheno_name:
+                args.pheno_name = ",".join(expand_names(args.pheno_name))
+            pheno = Path(args.pheno) if args.pheno else None
+            covar = Path(args.covar) if args.covar else None
+            coding = _phenotype_coding(args)
+            _check_local_inputs(inputs, pheno, [name for name in expand_names(args.pheno_name or "")
+                                                if name not in args.quantitative], covar, from_covar,
+                                case_control=args.assoc or coding != "quantitative",
+                                coding="case-control" if coding == "quantitative" else coding)
+            outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out), qc)
+        else:
+            outcome = _demo(args)
+    except (SiteFailure, StudyFailed) as error:
+        # A site refusing the request as invalid (say, a phenotype it does not have) is bad input.
+        print(f"fedgwas: error: {error}", file=sys.stderr)
+        return ExitCode.INPUT if error.bad_request else ExitCode.SITE
+    except (FedGwasError, ProtocolError) as error:
+        print(f"fedgwas: error: {error}", file=sys.stderr)
+        return ExitCode.INPUT
+    _report(outcome)
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
