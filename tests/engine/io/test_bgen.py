@@ -152,3 +152,16 @@ def test_dosage_only_vcf_without_vcf_dosage_is_a_clear_error(tmp_path: Path) -> 
     np.testing.assert_array_equal(ours.read_dosages(np.arange(ours.n_variants)),
                                   ref.read_dosages(np.arange(ref.n_variants)))
     assert len(ids) == ours.n_samples
+
+
+def test_site_init_with_a_bgen_and_its_sample_file(tmp_path: Path, capsys) -> None:
+    ids = _bgen(tmp_path / "x.bgen", embed=False)
+    write_sample_file(tmp_path / "x.sample", ids, ids)
+    (tmp_path / "pheno.txt").write_text("#IID\tQT\n" + "".join(f"{i}\t1.5\n" for i in ids))
+    assert site_main(["init", "--name", "a", "--bgen", str(tmp_path / "x.bgen"), "--sample", str(tmp_path / "x.sample"),
+                      "--pheno", str(tmp_path / "pheno.txt"), "--dir", str(tmp_path / "site"), "--insecure"]) == 0
+    text = (tmp_path / "site" / "site.toml").read_text()
+    assert "bgen = " in text and "sample = " in text
+    capsys.readouterr()
+    assert site_main(["check", "--config", str(tmp_path / "site" / "site.toml")]) == 0
+    assert f"{N} samples x {M} variants" in capsys.readouterr().out
