@@ -127,7 +127,7 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
         directory = out_dir / "sites" / name
         directory.mkdir(parents=True, exist_ok=True)
         fam = sample_ids(fmt, Path(path), sample)
-        iid_only = fmt == "vcf"
+        iid_only = fmt == "vcf" or (fmt == "bgen" and sample is None)  # no family IDs in the file
         site_pheno = _placeholder_pheno(fam, iid_only) if pheno_table is None else \
             _rows_for_site(pheno_table, fam, iid_only)
         site_pheno.write(directory / "pheno.txt")
