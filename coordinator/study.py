@@ -82,7 +82,7 @@ from coordinator.dp_options import read_extract, request_from_toml
 from engine.privacy.dp_release import DpRequest, check_dp_study
 from engine.cohort.consent import DataUse
 from engine.config_tables import REQUIRED, checked_table, typed_value
-from engine.errors import ConfigError, FedGwasError
+from engine.errors import ConfigError, FedGwasError, InputError
 from engine.stats.ld.prune import PruneSettings
 from protos.pki import TlsFiles
 from engine.io.tables import expand_names
@@ -371,7 +371,10 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     if isinstance(phenotype, list):  # several phenotypes, e.g. ["LDL", "HDL", "TG"] or ["P1-P5"]
         if any(not isinstance(item, str) for item in phenotype):
             raise ConfigError(f"{name} [analysis]: phenotype = {phenotype!r} must be a name or a list of names")
-        phenotype = ",".join(expand_names(phenotype))
+        try:
+            phenotype = ",".join(expand_names(phenotype))
+        except InputError as error:
+            raise ConfigError(f"{name} [analysis]: phenotype: {error}") from None
     case_control = typed_value(analysis, "case_control", str, f"{name} [analysis]", "1/2")
     if case_control not in ("1/2", "0/1"):
         raise ConfigError(f"{name} [analysis]: case_control = {case_control!r} must be \"1/2\" or \"0/1\"")
