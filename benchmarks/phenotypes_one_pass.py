@@ -10,7 +10,8 @@ report per phenotype), and the bytes each site sent. Usage::
 
 The data: :mod:`engine.simulate`'s hard calls for 3 sites (cached under benchmarks/data/), turned into
 dosages with imputation uncertainty (each call moved towards the population mean by a per-variant
-quality, a fresh draw per sample) and written as a ``.pgen`` with dosages per site. Results are printed
+quality, a fresh draw per sample; a missing call imputed as the mean, as imputed data have no gaps)
+and written as a ``.pgen`` with dosages per site. Results are printed
 as a Markdown table and written to benchmarks/runs/<timestamp>-phenotypes.json.
 """
 
@@ -41,7 +42,7 @@ N_PHENOTYPES = 10
 
 def dosage_sites(samples: int, variants: int, seed: int = 2026) -> tuple[list[Path], Path, Path]:
     """(site .pgen prefixes, phenotype file, covariate file), simulated once and cached."""
-    out = ROOT / "benchmarks" / "data" / f"dosage_{samples}x{variants}_seed{seed}"
+    out = ROOT / "benchmarks" / "data" / f"imputed_{samples}x{variants}_seed{seed}"
     sizes = tuple(samples // 3 + (1 if i < samples % 3 else 0) for i in range(3))
     spec = SimulationSpec(site_sizes=sizes, n_variants=variants, seed=seed, write_pooled=False)
     marker = out / "dosage.json"
@@ -66,6 +67,7 @@ def dosage_sites(samples: int, variants: int, seed: int = 2026) -> tuple[list[Pa
                 q = quality[start:start + calls.shape[1]]
                 pull = rng.beta(8 * q + 0.5, 8 * (1 - q) + 0.5, size=calls.shape)
                 dosages = np.round((pull * calls + (1 - pull) * mean) * 16384) / 16384
+                dosages = np.where(np.isnan(dosages), np.round(mean * 16384) / 16384, dosages)  # imputed: no gaps
                 yield from dosages.T
 
         variants_list = [DosageVariant(c, int(p), i, a2, a1) for c, p, i, a1, a2 in

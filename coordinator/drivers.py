@@ -11,9 +11,12 @@ import logging
 import time
 from typing import Callable
 
+import numpy as np
+
 from coordinator.rounds import RoundExecutor
 from engine.stats.association import AssociationResult
 from engine.errors import InputError
+from engine.stats.linear.compact import complete_width, expand_complete, totals_width
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.linear.solve import solve_linear
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
@@ -30,13 +33,25 @@ def run_linear(executor: RoundExecutor) -> AssociationResult:
 
 
 def run_linear_phenotypes(executor: RoundExecutor) -> dict[str, AssociationResult]:
-    """Exact per-variant OLS of every phenotype of the study's cohort from one round: the sites read
-    each genotype block once for all phenotypes (:mod:`engine.stats.linear.phenotypes`) and send
-    ``P * Q`` statistics per variant, phenotype-major; each phenotype is solved on its own slice."""
+    """Exact per-variant OLS of every phenotype of the study's cohort from one pass over the genotypes.
+
+    The sites read each genotype block once for all phenotypes (:mod:`engine.stats.linear.phenotypes`)
+    and send the compact layout of :mod:`engine.stats.linear.compact` (``K + 3`` values per phenotype
+    and variant, plus each phenotype's totals once); the variants where a phenotype's samples miss a
+    call (``N`` below the phenotype's total) get the full statistics in one more round. Each phenotype
+    is then solved on its own slice.
+    """
     cohort = executor.config.cohort
-    layout = LinearLayout(len(cohort.covariates) + 1)
-    totals = executor.run("linear", layout.width * len(cohort.phenotypes))
-    return {name: solve_linear(totals[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
+    k, n_pheno = len(cohort.covariates) + 1, len(cohort.phenotypes)
+    layout = LinearLayout(k)
+    totals = executor.run("linear_totals", totals_width(k) * n_pheno, variants=np.arange(1))[0]
+    compact = executor.run("linear_complete", complete_width(k) * n_pheno)
+    full, incomplete = expand_complete(compact, totals, k, n_pheno)
+    if np.any(incomplete):
+        full[incomplete] = executor.run("linear", layout.width * n_pheno, variants=np.flatnonzero(incomplete))
+    log.info("linear: %d of %d variants complete in every phenotype's samples", int((~incomplete).sum()),
+             len(incomplete))
+    return {name: solve_linear(full[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
                                executor.harmonised.variants)
             for i, name in enumerate(cohort.phenotypes)}
 

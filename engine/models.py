@@ -22,7 +22,7 @@ CASE_CONTROL_MODELS = ("logistic", "firth")
 
 #: Model or study step -> the statistics (rounds) it runs at the sites.
 STATISTICS_OF: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "linear": ("linear",),
+    "linear": ("linear", "linear_complete", "linear_totals"),  # the last two: several phenotypes
     "logistic": ("covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
     "firth": ("covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
     "qc": ("qc", "dosage_sums"),  # --freq/--hardy/--missing/--geno-counts, the filters and --assoc

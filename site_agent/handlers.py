@@ -186,7 +186,9 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
                                     dosage=getattr(analysis, "dosage", False))
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
         values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
-        values = guard.noise(cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count))
+        if getattr(analysis, "uses_genotypes", True):  # rows of a genotype-free statistic are not per variant
+            values = cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count)
+        values = guard.noise(values)
         payload = protector.protect(block, values)
         bytes_sent += len(payload)
         result = ResultBlock(block, start, stop - start, values.shape[1], protector.encoding, payload)

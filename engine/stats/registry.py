@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from engine.errors import ProtocolError
 from engine.stats.ld.kernel import LdPairsStatistic
-from engine.stats.linear.statistic import LinearStatistic
+from engine.stats.linear.statistic import LinearCompleteStatistic, LinearStatistic, LinearTotalsStatistic
 from engine.stats.logistic.statistics import (CovariateFitStatistic, ExactLogisticStatistic, FirthStatistic,
                                               LogisticStartStatistic, LogisticStatistic)
 from engine.stats.pca.kernel import PcaStatistic
@@ -21,7 +21,8 @@ from engine.stats.statistic import SiteStatistic
 
 REGISTRY: dict[str, SiteStatistic] = {statistic.name: statistic for statistic in (
     LinearStatistic(), QcStatistic(), LogisticStatistic(), ExactLogisticStatistic(), LogisticStartStatistic(),
-    FirthStatistic(), CovariateFitStatistic(), LdPairsStatistic(), PcaStatistic(), DosageSumsStatistic())}
+    FirthStatistic(), CovariateFitStatistic(), LdPairsStatistic(), PcaStatistic(), DosageSumsStatistic(),
+    LinearCompleteStatistic(), LinearTotalsStatistic())}
 
 
 def get_statistic(name: str) -> SiteStatistic:

@@ -60,7 +60,8 @@ class SiteStatistic(Protocol):
     #     asks for it (the PCA's sample scores, engine.stats.pca.kernel.SCORES_PARAMETER);
     # ``dosage = True``: the statistic reads dosages where the site has them (hard calls otherwise:
     #     PLINK 2's QC counts, LD and PCA here use hard calls);
-    # ``multi_phenotype = True``: the statistic takes a cohort of several phenotypes (engine.tasks).
+    # ``multi_phenotype = True``: the statistic takes a cohort of several phenotypes (engine.tasks);
+    # ``uses_genotypes = False``: rows that do not depend on the variant (no rare-variant suppression).
 
 
 def flip_genotypes(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:

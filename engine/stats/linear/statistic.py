@@ -9,6 +9,7 @@ import numpy as np
 
 from engine.cohort.cohort import Cohort
 from engine.stats.linear.kernel import LinearLayout, block_statistics, flip_effect_allele, sample_cross_products
+from engine.stats.linear.compact import compact_rows, complete_width, totals_row, totals_width
 from engine.stats.linear.phenotypes import PhenotypeGroups, group_phenotypes, phenotype_statistics
 from engine.stats.statistic import InputSpec
 
@@ -49,3 +50,34 @@ class LinearStatistic:
         return flip_effect_allele(stats, flip, state.design.shape[1])
 
 
+
+
+class LinearCompleteStatistic(LinearStatistic):
+    """``linear_complete``: per phenotype ``N``, ``C'g``, ``g'g``, ``g'y`` (:mod:`engine.stats.linear.compact`),
+    from the same one-pass kernel; the coordinator completes them with ``linear_totals``."""
+
+    name = "linear_complete"
+
+    def width(self, state: _LinearState) -> int:
+        return complete_width(state.design.shape[1]) * state.groups.n_phenotypes
+
+    def block(self, state: _LinearState, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        full = phenotype_statistics(genotypes, state.groups, flip)
+        return compact_rows(full, state.design.shape[1], state.groups.n_phenotypes)
+
+
+class LinearTotalsStatistic(LinearStatistic):
+    """``linear_totals``: per phenotype ``C'C``, ``C'y``, ``y'y`` over its samples, the same row for every
+    requested variant (the genotypes are not used; the coordinator asks for one)."""
+
+    name = "linear_totals"
+    dosage = False
+    uses_genotypes = False  # the site's rare-variant suppression does not apply to these rows
+
+    def width(self, state: _LinearState) -> int:
+        return totals_width(state.design.shape[1]) * state.groups.n_phenotypes
+
+    def block(self, state: _LinearState, genotypes: np.ndarray, flip: np.ndarray,
+              inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.tile(totals_row(state.groups), (genotypes.shape[1], 1))

@@ -84,3 +84,21 @@ def test_a_dp_release_of_several_phenotypes_is_refused() -> None:
     SENSITIVITY["linear"](CohortRequest("A"), request)
     with pytest.raises(ProtocolError, match="a DP release covers one phenotype"):
         SENSITIVITY["linear"](CohortRequest("A,B"), request)
+
+
+def test_compact_layout_rebuilds_the_full_statistics_of_complete_variants() -> None:
+    """``linear_complete`` rows plus ``linear_totals`` give the full statistics exactly where no
+    phenotype's sample misses the call, and flag the other variants."""
+    from engine.stats.linear.compact import compact_rows, expand_complete, totals_row
+
+    genotypes, design, y = _data(6, dosage=True)
+    genotypes[:, ::2] = np.nan_to_num(genotypes[:, ::2], nan=1.0)  # even variants: no missing dosage
+    flip = np.zeros(genotypes.shape[1], bool)
+    flip[::3] = True
+    groups = group_phenotypes(design, y)
+    full = phenotype_statistics(genotypes, groups, flip)
+    rebuilt, incomplete = expand_complete(compact_rows(full, design.shape[1], y.shape[1]), totals_row(groups),
+                                          design.shape[1], y.shape[1])
+    observed_everywhere = ~np.any(np.isnan(genotypes), axis=0)
+    np.testing.assert_array_equal(incomplete, ~observed_everywhere)
+    np.testing.assert_allclose(rebuilt[~incomplete], full[~incomplete], rtol=1e-12, atol=1e-9)
