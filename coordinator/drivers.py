@@ -20,6 +20,7 @@ from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, r
 from engine.privacy import he_encoding, ring
 from engine.stats.association import AssociationResult
 from engine.errors import InputError, StudyFailed
+from engine.stats.linear.compact import complete_width, expand_complete, totals_width
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.linear.solve import solve_linear
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
@@ -47,8 +48,16 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
     the declared bounds (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released:
     the identity is returned. For a case/control phenotype the case and control counts are recorded in
     ``executor.case_control``.
+
+    A cohort of several phenotypes gets its covariates standardised over the union of the phenotypes'
+    samples and its phenotypes used as read (the table's phenotype column is the identity): one column
+    cannot hold each phenotype's constants. The genotype effects are exact either way (affine changes of
+    the covariates leave them unchanged); only the conditioning of extreme phenotype units is not helped.
     """
     table = identity(len(cohort.covariates))
+    several = len(cohort.phenotypes) > 1  # covariates only: the phenotypes are used as read
+    if several:
+        scale_phenotype = False
     if executor.dp is not None:
         return table, cohort
     resolution = _resolution(executor)
@@ -57,7 +66,7 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
         totals = executor.run("moments", 1 + 2 * table.shape[1], cohort=cohort, variants=first,
                               inputs={STANDARDISE_INPUT: table})[0]
         step = refine(table, totals, resolution, scale_phenotype)
-        if not scale_phenotype:
+        if not scale_phenotype and not several:
             n_cases = int(round(totals[1]))
             executor.case_control = (n_cases, int(round(totals[0])) - n_cases)
         table = step.table
@@ -84,6 +93,34 @@ def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationRes
     totals = executor.run("linear", layout.width, cohort=cohort, inputs={STANDARDISE_INPUT: table})
     result = solve_linear(totals, layout.n_design, executor.harmonised.variants)
     return dataclasses.replace(result, beta=result.beta * table[1, 0], se=result.se * table[1, 0])
+
+
+def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dict[str, AssociationResult]:
+    """Exact per-variant OLS of every phenotype of ``cohort`` from one pass over the genotypes.
+
+    The covariates are standardised first (:func:`study_standardisation`; the phenotypes are used as
+    read). The sites read each genotype block once for all phenotypes (:mod:`engine.stats.linear.phenotypes`)
+    and send the compact layout of :mod:`engine.stats.linear.compact` (``K + 3`` values per phenotype
+    and variant, plus each phenotype's totals once); the variants where a phenotype's samples miss a
+    call (``N`` below the phenotype's total) get the full statistics in one more round. Each phenotype
+    is then solved on its own slice.
+    """
+    table, cohort = study_standardisation(executor, cohort, scale_phenotype=True)
+    inputs = {STANDARDISE_INPUT: table}
+    k, n_pheno = len(cohort.covariates) + 1, len(cohort.phenotypes)
+    layout = LinearLayout(k)
+    totals = executor.run("linear_totals", totals_width(k) * n_pheno, cohort=cohort, variants=np.arange(1),
+                          inputs=inputs)[0]
+    compact = executor.run("linear_complete", complete_width(k) * n_pheno, cohort=cohort, inputs=inputs)
+    full, incomplete = expand_complete(compact, totals, k, n_pheno)
+    if np.any(incomplete):
+        full[incomplete] = executor.run("linear", layout.width * n_pheno, cohort=cohort,
+                                        variants=np.flatnonzero(incomplete), inputs=inputs)
+    log.info("linear: %d of %d variants complete in every phenotype's samples", int((~incomplete).sum()),
+             len(incomplete))
+    return {name: solve_linear(full[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
+                               executor.harmonised.variants)
+            for i, name in enumerate(cohort.phenotypes)}
 
 
 def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:

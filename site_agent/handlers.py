@@ -273,13 +273,16 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
             return None
         start, stop = task.block_bounds(block)
         # bed-reader reads with several threads but holds the GIL, so reads are not overlapped.
-        genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache)
+        genotypes = data.read_block(task.variant_index[start:stop], cohort.sample_index, cache=cache,
+                                    dosage=getattr(analysis, "dosage", False))
         if getattr(analysis, "males_only_on_y", False):
             genotypes = males_only_on_y(genotypes, data.on_chromosome_y[task.variant_index[start:stop]],
                                         data.genotypes.fam.sex[cohort.sample_index] == 1)
         inputs = {**task.inputs, **{name: values[start:stop] for name, values in per_variant.items()}}
         values = analysis.block(state, genotypes, task.flip[start:stop], inputs)
-        if guard.plan is None:  # never suppress before noise: in a DP release the noise protects rare variants
+        # never suppress before noise (in a DP release the noise protects rare variants), nor the rows of
+        # a genotype-free statistic (they are not per variant)
+        if guard.plan is None and getattr(analysis, "uses_genotypes", True):
             values = cohort_guard.suppress_rare(values, genotypes, data.config.access.min_allele_count)
         values = guard.noise(values)
         payload = protector.protect(block, values)

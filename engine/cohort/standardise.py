@@ -17,6 +17,11 @@ mean ~0 and SD ~1 in the transformed units (:func:`refine`), whatever the origin
 round in the original units may lose a tiny column's second moment to the fixed-point resolution, and
 then bounds it, so the next round rescales it into range.
 
+A cohort of several phenotypes (one genotype pass for all, :mod:`engine.stats.linear.phenotypes`) has its
+covariates standardised the same way, over the union of the phenotypes' samples; its phenotypes are
+used as read (the table's phenotype column is the identity), since one table column cannot hold each
+phenotype's own constants.
+
 Results come back on the original scale exactly: the genotype's beta and SE of a linear model are
 multiplied by the phenotype's scale; logistic models leave the 0/1 phenotype untransformed (the
 genotype's log odds ratio is invariant to affine changes of the covariates).
@@ -78,6 +83,9 @@ def standardise_cohort(cohort: Cohort, table: np.ndarray | None, scale_phenotype
     if not scale_phenotype and (centre[0] != 0.0 or scale[0] != 1.0):
         raise ProtocolError(f"input {STANDARDISE_INPUT!r}: a case/control phenotype is not rescaled "
                             f"(got centre {centre[0]!r}, scale {scale[0]!r})")
+    if cohort.phenotype_matrix is not None and (centre[0] != 0.0 or scale[0] != 1.0):
+        raise ProtocolError(f"input {STANDARDISE_INPUT!r}: the phenotypes of a multi-phenotype cohort are not "
+                            f"rescaled (got centre {centre[0]!r}, scale {scale[0]!r})")
     return dataclasses.replace(
         cohort,
         phenotype=(cohort.phenotype - centre[0]) / scale[0],

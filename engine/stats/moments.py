@@ -22,6 +22,9 @@ class MomentsStatistic:
 
     name = "moments"
     needs_phenotype = True
+    #: A multi-phenotype cohort (the union of the phenotypes' samples) gives the covariates' moments;
+    #: its phenotype column is then zeros and stays the identity (engine.cohort.standardise).
+    multi_phenotype = True
     inputs: Mapping[str, InputSpec] = STANDARDISE_INPUTS
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
