@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from coordinator.rounds import RoundExecutor
-from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, refine
+from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, moments_width, refine
 from engine.privacy import he_encoding, ring
 from engine.stats.association import AssociationResult
 from engine.errors import InputError, StudyFailed
@@ -49,39 +49,39 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
     the identity is returned. For a case/control phenotype the case and control counts are recorded in
     ``executor.case_control``.
 
-    A cohort of several phenotypes gets its covariates standardised over the union of the phenotypes'
-    samples and its phenotypes used as read (the table's phenotype column is the identity): one column
-    cannot hold each phenotype's constants. The genotype effects are exact either way (affine changes of
-    the covariates leave them unchanged); only the conditioning of extreme phenotype units is not helped.
+    A cohort of ``P`` phenotypes gets a ``(2, P + k)`` table: each phenotype centred and scaled over its
+    own samples, the covariates once over the union of the phenotypes' samples (a covariate is dropped
+    when it is constant over that union).
     """
-    table = identity(len(cohort.covariates))
-    several = len(cohort.phenotypes) > 1  # covariates only: the phenotypes are used as read
-    if several:
-        scale_phenotype = False
+    n_pheno = max(1, len(cohort.phenotypes))
+    several = n_pheno > 1
+    table = identity(len(cohort.covariates), n_pheno)
     if executor.dp is not None:
         return table, cohort
     resolution = _resolution(executor)
     first = np.array([0])
     for _ in range(MAX_ROUNDS):
-        totals = executor.run("moments", 1 + 2 * table.shape[1], cohort=cohort, variants=first,
+        totals = executor.run("moments", moments_width(table.shape[1], several), cohort=cohort, variants=first,
                               inputs={STANDARDISE_INPUT: table})[0]
-        step = refine(table, totals, resolution, scale_phenotype)
-        if not scale_phenotype and not several:
+        step = refine(table, totals, resolution, scale_phenotype, per_column_n=several)
+        if not scale_phenotype:
             n_cases = int(round(totals[1]))
             executor.case_control = (n_cases, int(round(totals[0])) - n_cases)
         table = step.table
         if step.settled:
             break
     constant = step.constant | ~(step.settled | step.resolved)
-    if constant[0]:
-        raise InputError(f"phenotype {cohort.phenotype!r} is constant over the analysed samples of the "
-                         f"{len(executor.clients)} sites: nothing to regress")
-    if np.any(constant[1:]):
-        dropped = tuple(name for name, flag in zip(cohort.covariates, constant[1:]) if flag)
+    names = cohort.phenotypes or (cohort.phenotype,)
+    for name, flag in zip(names, constant[:n_pheno]):
+        if flag:
+            raise InputError(f"phenotype {name!r} is constant over the analysed samples of the "
+                             f"{len(executor.clients)} sites: nothing to regress")
+    if np.any(constant[n_pheno:]):
+        dropped = tuple(name for name, flag in zip(cohort.covariates, constant[n_pheno:]) if flag)
         log.warning("excluding covariate(s) %s: constant over the pooled cohort (as PLINK 2 does)", ", ".join(dropped))
         executor.excluded_covariates += tuple(name for name in dropped if name not in executor.excluded_covariates)
         cohort = dataclasses.replace(cohort, covariates=tuple(c for c in cohort.covariates if c not in dropped))
-        table = table[:, np.r_[True, ~constant[1:]]]
+        table = table[:, np.r_[np.ones(n_pheno, dtype=bool), ~constant[n_pheno:]]]
     return table, cohort
 
 
@@ -98,8 +98,8 @@ def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationRes
 def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dict[str, AssociationResult]:
     """Exact per-variant OLS of every phenotype of ``cohort`` from one pass over the genotypes.
 
-    The covariates are standardised first (:func:`study_standardisation`; the phenotypes are used as
-    read). The sites read each genotype block once for all phenotypes (:mod:`engine.stats.linear.phenotypes`)
+    Each phenotype and the covariates are standardised first (:func:`study_standardisation`; each
+    phenotype's beta and SE are mapped back by its own scale). The sites read each genotype block once for all phenotypes (:mod:`engine.stats.linear.phenotypes`)
     and send the compact layout of :mod:`engine.stats.linear.compact` (``K + 3`` values per phenotype
     and variant, plus each phenotype's totals once); the variants where a phenotype's samples miss a
     call (``N`` below the phenotype's total) get the full statistics in one more round. Each phenotype
@@ -118,9 +118,12 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dic
                                         variants=np.flatnonzero(incomplete), inputs=inputs)
     log.info("linear: %d of %d variants complete in every phenotype's samples", int((~incomplete).sum()),
              len(incomplete))
-    return {name: solve_linear(full[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
-                               executor.harmonised.variants)
-            for i, name in enumerate(cohort.phenotypes)}
+    results = {}
+    for i, name in enumerate(cohort.phenotypes):
+        result = solve_linear(full[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
+                              executor.harmonised.variants)
+        results[name] = dataclasses.replace(result, beta=result.beta * table[1, i], se=result.se * table[1, i])
+    return results
 
 
 def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
