@@ -19,7 +19,7 @@ from coordinator.rounds import RoundExecutor
 from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, moments_width, refine
 from engine.privacy import he_encoding, ring
 from engine.stats.association import AssociationResult
-from engine.errors import InputError, StudyFailed
+from engine.errors import InputError, RingOverflowError, StudyFailed
 from engine.stats.linear.compact import complete_width, expand_complete, totals_width
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.linear.solve import solve_linear
@@ -63,6 +63,12 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
     for _ in range(MAX_ROUNDS):
         totals = executor.run("moments", moments_width(table.shape[1], several), cohort=cohort, variants=first,
                               inputs={STANDARDISE_INPUT: table})[0]
+        _check_moments(totals, table.shape[1], several)
+        empty = [name for name, n in zip(cohort.phenotypes or ("",), totals[:n_pheno] if several else totals[:1])
+                 if round(n) == 0]
+        if empty:
+            raise InputError(f"no analysed sample at the {len(executor.clients)} sites has phenotype "
+                             f"{empty[0]!r} and every covariate {list(cohort.covariates)}")
         step = refine(table, totals, resolution, scale_phenotype, per_column_n=several)
         if not scale_phenotype:
             n_cases = int(round(totals[1]))
@@ -83,6 +89,25 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
         cohort = dataclasses.replace(cohort, covariates=tuple(c for c in cohort.covariates if c not in dropped))
         table = table[:, np.r_[np.ones(n_pheno, dtype=bool), ~constant[n_pheno:]]]
     return table, cohort
+
+
+def _check_moments(totals: np.ndarray, n_columns: int, per_column_n: bool) -> None:
+    """Refuse ``moments`` totals no honest sites can send (sample counts that are not positive whole
+    numbers, a negative sum of squares): under secure aggregation a corrupted block is seen only in
+    the total, and a garbage total may still fit the ring's range (:func:`engine.privacy.ring.decode`).
+
+    Raises
+    ------
+    RingOverflowError
+        The totals are not valid sums.
+    """
+    counts = totals[:n_columns] if per_column_n else totals[:1]
+    squares = totals[-n_columns:]
+    if not (np.all(np.isfinite(totals)) and np.all(counts > -1e-3) and np.all(np.abs(counts - np.rint(counts)) < 1e-3)
+            and np.all(squares > -1e-3 * np.maximum(1.0, counts.max()))):
+        raise RingOverflowError("aggregate is outside the range of valid sums: the moments round's sample counts "
+                                "or sums of squares are impossible (a site sent malformed statistics or the "
+                                "masks of the round did not cancel)")
 
 
 def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
