@@ -103,6 +103,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         files: dict[str, Path] = {}
         result = None
         results: dict[str, AssociationResult] = {}
+        case_controls: dict[str, tuple[int, int]] = {}  # per case/control phenotype
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=True, disable=not config.show_progress) as progress:
             descriptions = {n: d for n, (d, _) in described.items()}
@@ -134,7 +135,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
                 phase("allelic test")
             if driver is not None:
-                results = _associate(executor, config, cohort)
+                results = _associate(executor, config, cohort, case_controls)
                 if not any(d.genotype_format in DOSAGE_FORMATS for d in executor.descriptions.values()):
                     results = {name: dataclasses.replace(one, info=None) for name, one in results.items()}
                 result = next(iter(results.values()))
@@ -170,7 +171,10 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
                                           wall_seconds=time.perf_counter() - phase.started)
         for name, one in results.items():
-            per_phenotype = dataclasses.replace(summary, phenotype=name, test=one.test)
+            counts = case_controls.get(name)
+            per_phenotype = dataclasses.replace(summary, phenotype=name, test=one.test,
+                                                case_count=None if counts is None else counts[0],
+                                                control_count=None if counts is None else counts[1])
             all_paths[name] = write_results(one, per_phenotype, config.out_dir, name)
             if len(results) > 1:
                 per_phenotype.write_json(config.out_dir / f"{name}.{one.test}.summary.json")
@@ -191,14 +195,16 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             client.close()
 
 
-def _associate(executor: RoundExecutor, config: StudyConfig, cohort: CohortRequest) -> dict[str, AssociationResult]:
+def _associate(executor: RoundExecutor, config: StudyConfig, cohort: CohortRequest,
+               case_controls: dict[str, tuple[int, int]]) -> dict[str, AssociationResult]:
     """Every phenotype's association result, in the study's order (:meth:`StudyConfig.model_cohorts`).
 
     ``cohort`` is the study's cohort as the run has it (with the PCA's ``pca_run``). The quantitative
     phenotypes share one round of ``--glm linear`` (one genotype pass at each site); with differential
     privacy, and for the iterative case/control fits, each phenotype has its own rounds (so each release
     is planned and charged to the sites' budgets on its own). Every driver runs per chromosome class
-    (:mod:`coordinator.sex_chromosomes`).
+    (:mod:`coordinator.sex_chromosomes`). Each case/control phenotype's case and control counts are
+    put in ``case_controls``.
     """
     results: dict[str, AssociationResult] = {}
     for model, model_cohort in config.model_cohorts():
@@ -208,7 +214,10 @@ def _associate(executor: RoundExecutor, config: StudyConfig, cohort: CohortReque
             continue
         driver = by_chromosome_class(DRIVERS[model])  # chrX/Y/MT as PLINK 2 codes them
         for name in model_cohort.phenotypes:
+            executor.case_control = None
             results[name] = driver(executor, dataclasses.replace(model_cohort, phenotype=name))
+            if executor.case_control is not None:
+                case_controls[name] = executor.case_control
     return {name: results[name] for name in config.cohort.phenotypes}
 
 

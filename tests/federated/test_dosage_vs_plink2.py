@@ -63,6 +63,11 @@ def test_ten_phenotypes_in_one_run_equal_ten_plink2_runs(cohort: DosageCohort, t
     assert firth_rows > 0  # the simulation's rare variants exercise PLINK 2's fallback
     report = (tmp_path / "out" / "fedgwas.logistic.report.html").read_text()
     assert all(f'<section id="{name}">' in report for name in QUANTITATIVE + BINARY)
+    # each phenotype's GWAS-SSF metadata describe its own test (case counts only for case/control ones)
+    for name in QUANTITATIVE:
+        assert "case_control_study: false" in (tmp_path / "out" / f"{name}.linear.tsv.gz-meta.yaml").read_text()
+    for name in BINARY:
+        assert "case_control_study: true" in (tmp_path / "out" / f"{name}.logistic.tsv.gz-meta.yaml").read_text()
 
 
 def test_forced_firth_on_dosages_equals_plink2(cohort: DosageCohort, tmp_path: Path) -> None:
