@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 
 from coordinator.rounds import RoundExecutor
-from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, refine
+from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, moments_width, refine
 from engine.privacy import he_encoding, ring
 from engine.stats.association import AssociationResult
-from engine.errors import InputError, StudyFailed
+from engine.errors import InputError, RingOverflowError, StudyFailed
+from engine.stats.linear.compact import complete_width, expand_complete, totals_width
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.linear.solve import solve_linear
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
@@ -47,16 +48,28 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
     the declared bounds (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released:
     the identity is returned. For a case/control phenotype the case and control counts are recorded in
     ``executor.case_control``.
+
+    A cohort of ``P`` phenotypes gets a ``(2, P + k)`` table: each phenotype centred and scaled over its
+    own samples, the covariates once over the union of the phenotypes' samples (a covariate is dropped
+    when it is constant over that union).
     """
-    table = identity(len(cohort.covariates))
+    n_pheno = max(1, len(cohort.phenotypes))
+    several = n_pheno > 1
+    table = identity(len(cohort.covariates), n_pheno)
     if executor.dp is not None:
         return table, cohort
     resolution = _resolution(executor)
     first = np.array([0])
     for _ in range(MAX_ROUNDS):
-        totals = executor.run("moments", 1 + 2 * table.shape[1], cohort=cohort, variants=first,
+        totals = executor.run("moments", moments_width(table.shape[1], several), cohort=cohort, variants=first,
                               inputs={STANDARDISE_INPUT: table})[0]
-        step = refine(table, totals, resolution, scale_phenotype)
+        _check_moments(totals, table.shape[1], several)
+        empty = [name for name, n in zip(cohort.phenotypes or ("",), totals[:n_pheno] if several else totals[:1])
+                 if round(n) == 0]
+        if empty:
+            raise InputError(f"no analysed sample at the {len(executor.clients)} sites has phenotype "
+                             f"{empty[0]!r} and every covariate {list(cohort.covariates)}")
+        step = refine(table, totals, resolution, scale_phenotype, per_column_n=several)
         if not scale_phenotype:
             n_cases = int(round(totals[1]))
             executor.case_control = (n_cases, int(round(totals[0])) - n_cases)
@@ -64,16 +77,37 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
         if step.settled:
             break
     constant = step.constant | ~(step.settled | step.resolved)
-    if constant[0]:
-        raise InputError(f"phenotype {cohort.phenotype!r} is constant over the analysed samples of the "
-                         f"{len(executor.clients)} sites: nothing to regress")
-    if np.any(constant[1:]):
-        dropped = tuple(name for name, flag in zip(cohort.covariates, constant[1:]) if flag)
+    names = cohort.phenotypes or (cohort.phenotype,)
+    for name, flag in zip(names, constant[:n_pheno]):
+        if flag:
+            raise InputError(f"phenotype {name!r} is constant over the analysed samples of the "
+                             f"{len(executor.clients)} sites: nothing to regress")
+    if np.any(constant[n_pheno:]):
+        dropped = tuple(name for name, flag in zip(cohort.covariates, constant[n_pheno:]) if flag)
         log.warning("excluding covariate(s) %s: constant over the pooled cohort (as PLINK 2 does)", ", ".join(dropped))
         executor.excluded_covariates += tuple(name for name in dropped if name not in executor.excluded_covariates)
         cohort = dataclasses.replace(cohort, covariates=tuple(c for c in cohort.covariates if c not in dropped))
-        table = table[:, np.r_[True, ~constant[1:]]]
+        table = table[:, np.r_[np.ones(n_pheno, dtype=bool), ~constant[n_pheno:]]]
     return table, cohort
+
+
+def _check_moments(totals: np.ndarray, n_columns: int, per_column_n: bool) -> None:
+    """Refuse ``moments`` totals no honest sites can send (sample counts that are not positive whole
+    numbers, a negative sum of squares): under secure aggregation a corrupted block is seen only in
+    the total, and a garbage total may still fit the ring's range (:func:`engine.privacy.ring.decode`).
+
+    Raises
+    ------
+    RingOverflowError
+        The totals are not valid sums.
+    """
+    counts = totals[:n_columns] if per_column_n else totals[:1]
+    squares = totals[-n_columns:]
+    if not (np.all(np.isfinite(totals)) and np.all(counts > -1e-3) and np.all(np.abs(counts - np.rint(counts)) < 1e-3)
+            and np.all(squares > -1e-3 * np.maximum(1.0, counts.max()))):
+        raise RingOverflowError("aggregate is outside the range of valid sums: the moments round's sample counts "
+                                "or sums of squares are impossible (a site sent malformed statistics or the "
+                                "masks of the round did not cancel)")
 
 
 def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
@@ -84,6 +118,37 @@ def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationRes
     totals = executor.run("linear", layout.width, cohort=cohort, inputs={STANDARDISE_INPUT: table})
     result = solve_linear(totals, layout.n_design, executor.harmonised.variants)
     return dataclasses.replace(result, beta=result.beta * table[1, 0], se=result.se * table[1, 0])
+
+
+def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dict[str, AssociationResult]:
+    """Exact per-variant OLS of every phenotype of ``cohort`` from one pass over the genotypes.
+
+    Each phenotype and the covariates are standardised first (:func:`study_standardisation`; each
+    phenotype's beta and SE are mapped back by its own scale). The sites read each genotype block once for all phenotypes (:mod:`engine.stats.linear.phenotypes`)
+    and send the compact layout of :mod:`engine.stats.linear.compact` (``K + 3`` values per phenotype
+    and variant, plus each phenotype's totals once); the variants where a phenotype's samples miss a
+    call (``N`` below the phenotype's total) get the full statistics in one more round. Each phenotype
+    is then solved on its own slice.
+    """
+    table, cohort = study_standardisation(executor, cohort, scale_phenotype=True)
+    inputs = {STANDARDISE_INPUT: table}
+    k, n_pheno = len(cohort.covariates) + 1, len(cohort.phenotypes)
+    layout = LinearLayout(k)
+    totals = executor.run("linear_totals", totals_width(k) * n_pheno, cohort=cohort, variants=np.arange(1),
+                          inputs=inputs)[0]
+    compact = executor.run("linear_complete", complete_width(k) * n_pheno, cohort=cohort, inputs=inputs)
+    full, incomplete = expand_complete(compact, totals, k, n_pheno)
+    if np.any(incomplete):
+        full[incomplete] = executor.run("linear", layout.width * n_pheno, cohort=cohort,
+                                        variants=np.flatnonzero(incomplete), inputs=inputs)
+    log.info("linear: %d of %d variants complete in every phenotype's samples", int((~incomplete).sum()),
+             len(incomplete))
+    results = {}
+    for i, name in enumerate(cohort.phenotypes):
+        result = solve_linear(full[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
+                              executor.harmonised.variants)
+        results[name] = dataclasses.replace(result, beta=result.beta * table[1, i], se=result.se * table[1, i])
+    return results
 
 
 def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.results.dosage_files import write_dosage_afreq
 from coordinator.results.qc_files import write_afreq, write_assoc, write_gcount, write_hardy, write_hardy_x, write_vmiss
 from coordinator.rounds import RoundExecutor
 from coordinator.study import QC_OUTPUT_NAME, QcSettings, StudyConfig
@@ -31,14 +32,16 @@ from engine.stats.qc.allelic import AllelicTest, allelic_test, minor_is_effect
 from engine.errors import InputError
 from engine.cohort.harmonise import Harmonisation, SiteAlignment
 from engine.cohort.sex_chromosomes import AUTOSOMAL, X, chromosome_class, counts_by_class, x_hwe_neg_log10_p
+from engine.io.genotype_sources import DOSAGE_FORMATS
 from engine.stats.qc.counts import BY_SEX_INPUT, COUNT_COLUMNS, GenotypeCounts, VariantFilter, variant_filter
+from engine.stats.qc.dosage import SUM_COLUMNS, DosageSums, dosage_filters
 from engine.tasks import CohortRequest
 
 log = logging.getLogger("coordinator")
 
 #: File extension written for each QC output name.
 QC_EXTENSIONS = {"freq": "afreq", "freq-counts": "acount", "geno-counts": "gcount", "missing": "vmiss",
-                 "hardy": "hardy"}
+                 "hardy": "hardy", "freq-machr2": "afreq"}
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,26 @@ def pooled_counts(executor: RoundExecutor, cohort: CohortRequest | None = None,
     return tuple(GenotypeCounts.from_totals(totals, group) for group in range(groups))
 
 
+def _needs_dosage_sums(executor: RoundExecutor, settings: QcSettings) -> bool:
+    """Whether PLINK 2 would use dosages here: frequencies or ``--maf`` with a site that has dosages,
+    or MaCH R2 (reported or filtered)."""
+    dosage_sites = any(d.genotype_format in DOSAGE_FORMATS for d in executor.descriptions.values())
+    frequencies = bool({"freq", "freq-counts"} & set(settings.outputs)) or settings.maf is not None
+    return (dosage_sites and frequencies) or settings.mach_r2 is not None or "freq-machr2" in settings.outputs
+
+
 def run_qc(executor: RoundExecutor, settings: QcSettings, out_dir: Path, name: str = QC_OUTPUT_NAME) -> QcOutcome:
-    """Count genotypes over every sample, write the requested reports, evaluate the filters."""
+    """Count genotypes over every sample, write the requested reports, evaluate the filters.
+
+    Hard-call reports and filters come from the ``qc`` round's counts; with dosage data, frequencies,
+    ``--maf`` and MaCH R2 come from one more round of dosage sums (``dosage_sums``), as PLINK 2 uses
+    dosages for them.
+    """
     (counts,) = pooled_counts(executor)
     counts, sex = _with_sex_chromosomes(executor, counts)
+    sums = None
+    if _needs_dosage_sums(executor, settings):
+        sums = DosageSums.from_totals(executor.run("dosage_sums", len(SUM_COLUMNS), cohort=CohortRequest("")))
     variants = executor.harmonised.variants
     kind = chromosome_class(variants.chrom)
     files: dict[str, Path] = {}
@@ -124,9 +143,14 @@ def run_qc(executor: RoundExecutor, settings: QcSettings, out_dir: Path, name: s
         files[output] = out_dir / f"{name}.{QC_EXTENSIONS[output]}"
         return files[output]
 
-    if "freq" in settings.outputs:
+    if sums is not None:
+        for output in ("freq", "freq-counts", "freq-machr2"):
+            if output in settings.outputs:
+                write_dosage_afreq(path(output), variants, sums, as_counts=output == "freq-counts",
+                                   mach_r2=output == "freq-machr2")
+    elif "freq" in settings.outputs:
         write_afreq(path("freq"), variants, counts)
-    if "freq-counts" in settings.outputs:
+    if sums is None and "freq-counts" in settings.outputs:
         write_afreq(path("freq-counts"), variants, counts, as_counts=True)
     if "geno-counts" in settings.outputs:
         write_gcount(path("geno-counts"), variants, counts)
@@ -143,10 +167,12 @@ def run_qc(executor: RoundExecutor, settings: QcSettings, out_dir: Path, name: s
                                              sex.male_other[x_passed], midp=settings.hardy_midp)
     result = None
     if settings.filters:
-        result = variant_filter(counts, maf=settings.maf, geno=settings.geno, hwe=settings.hwe,
-                                hwe_midp=settings.hwe_midp,
+        result = variant_filter(counts, maf=settings.maf if sums is None else None, geno=settings.geno,
+                                hwe=settings.hwe, hwe_midp=settings.hwe_midp,
                                 hwe_neg_log10_p=_hwe_neg_log10_p(counts, sex, kind, settings.hwe_midp)
                                 if settings.hwe is not None else None)
+        if sums is not None:
+            result = dosage_filters(result, sums, settings.maf, settings.mach_r2)
         log.info("QC filters %s dropped %s of %d variants", settings.filters, result.dropped, len(counts))
     return QcOutcome(counts=counts, filter=result, files=files)
 

@@ -27,18 +27,21 @@ from engine.audit.coordinator_log import LOG_NAME, CoordinatorLog
 from coordinator.client import SiteClient
 from coordinator.dp_options import restrict_to_ids
 from coordinator.dp_plan import DpSession
-from coordinator.drivers import DRIVERS
+from coordinator.drivers import DRIVERS, run_linear_phenotypes
 from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
+from coordinator.results.panels import write_phenotype_report
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
 from coordinator.overlap import pairwise_overlaps
-from coordinator.sex_chromosomes import by_chromosome_class
+from coordinator.sex_chromosomes import by_chromosome_class, by_chromosome_class_phenotypes
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
 from engine.stats.association import AssociationResult
 from engine.errors import InputError, StudyFailed
 from engine.cohort.harmonise import harmonise
+from engine.io.genotype_sources import DOSAGE_FORMATS
+from engine.tasks import CohortRequest
 from engine.version import __version__
 
 log = logging.getLogger("coordinator")
@@ -53,6 +56,10 @@ class StudyOutcome:
     summary: RunSummary
     paths: ResultPaths | None
     files: dict[str, Path] = field(default_factory=dict)
+    #: Every phenotype's result and files (one entry for a single-phenotype study; ``result`` and
+    #: ``paths`` are the first phenotype's).
+    results: dict[str, AssociationResult] = field(default_factory=dict)
+    all_paths: dict[str, ResultPaths] = field(default_factory=dict)
 
 
 class _PhaseTimer:
@@ -77,7 +84,6 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         driver = DRIVERS.get(config.glm)
         if driver is None:
             raise StudyFailed(f"no driver for model {config.glm!r}")
-        driver = by_chromosome_class(driver)  # chrX/Y/MT as PLINK 2 codes them
     clients = [SiteClient(endpoint, timeout=config.timeout_seconds, tls=config.tls) for endpoint in config.sites]
     pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(clients)), thread_name_prefix="coordinator")
     try:
@@ -96,6 +102,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         structure: StructureOutcome | None = None
         files: dict[str, Path] = {}
         result = None
+        results: dict[str, AssociationResult] = {}
+        case_controls: dict[str, tuple[int, int]] = {}  # per case/control phenotype
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=True, disable=not config.show_progress) as progress:
             descriptions = {n: d for n, (d, _) in described.items()}
@@ -127,7 +135,10 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
                 phase("allelic test")
             if driver is not None:
-                result = driver(executor, cohort)
+                results = _associate(executor, config, cohort, case_controls)
+                if not any(d.genotype_format in DOSAGE_FORMATS for d in executor.descriptions.values()):
+                    results = {name: dataclasses.replace(one, info=None) for name, one in results.items()}
+                result = next(iter(results.values()))
                 phase("rounds and solve")
         summary = RunSummary(
             study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
@@ -154,20 +165,60 @@ def run_study(config: StudyConfig) -> StudyOutcome:
         if executor.dp is not None:
             summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())
         paths = None
-        if result is not None:
+        all_paths: dict[str, ResultPaths] = {}
+        if results:
             # The report shows the wall time: measured up to here (writing the files is in the JSON's).
             summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
                                           wall_seconds=time.perf_counter() - phase.started)
-            paths = write_results(result, summary, config.out_dir, config.output_name)
+        for name, one in results.items():
+            counts = case_controls.get(name)
+            per_phenotype = dataclasses.replace(summary, phenotype=name, test=one.test,
+                                                case_count=None if counts is None else counts[0],
+                                                control_count=None if counts is None else counts[1])
+            all_paths[name] = write_results(one, per_phenotype, config.out_dir, name)
+            if len(results) > 1:
+                per_phenotype.write_json(config.out_dir / f"{name}.{one.test}.summary.json")
+        if len(results) > 1:
+            files["report"] = write_phenotype_report(results, all_paths, summary, config.out_dir /
+                                                     f"{config.output_name}.{config.test_name}.report.html")
+        if results:
+            paths = next(iter(all_paths.values()))
             phase("write")
         summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
                                       wall_seconds=time.perf_counter() - phase.started)
         summary.write_json(config.out_dir / f"{config.output_name}.{config.test_name}.summary.json")
-        return StudyOutcome(result=result, summary=summary, paths=paths, files=files)
+        return StudyOutcome(result=result, summary=summary, paths=paths, files=files, results=results,
+                            all_paths=all_paths)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         for client in clients:
             client.close()
+
+
+def _associate(executor: RoundExecutor, config: StudyConfig, cohort: CohortRequest,
+               case_controls: dict[str, tuple[int, int]]) -> dict[str, AssociationResult]:
+    """Every phenotype's association result, in the study's order (:meth:`StudyConfig.model_cohorts`).
+
+    ``cohort`` is the study's cohort as the run has it (with the PCA's ``pca_run``). The quantitative
+    phenotypes share one round of ``--glm linear`` (one genotype pass at each site); with differential
+    privacy, and for the iterative case/control fits, each phenotype has its own rounds (so each release
+    is planned and charged to the sites' budgets on its own). Every driver runs per chromosome class
+    (:mod:`coordinator.sex_chromosomes`). Each case/control phenotype's case and control counts are
+    put in ``case_controls``.
+    """
+    results: dict[str, AssociationResult] = {}
+    for model, model_cohort in config.model_cohorts():
+        model_cohort = dataclasses.replace(model_cohort, pca_run=cohort.pca_run)
+        if len(model_cohort.phenotypes) > 1 and config.dp is None:
+            results.update(by_chromosome_class_phenotypes(run_linear_phenotypes)(executor, model_cohort))
+            continue
+        driver = by_chromosome_class(DRIVERS[model])  # chrX/Y/MT as PLINK 2 codes them
+        for name in model_cohort.phenotypes:
+            executor.case_control = None
+            results[name] = driver(executor, dataclasses.replace(model_cohort, phenotype=name))
+            if executor.case_control is not None:
+                case_controls[name] = executor.case_control
+    return {name: results[name] for name in config.cohort.phenotypes}
 
 
 def _notes(config: StudyConfig, id_mismatches: int, qc: QcOutcome | None) -> tuple[str, ...]:

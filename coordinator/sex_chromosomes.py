@@ -4,7 +4,8 @@ The model's driver (:mod:`coordinator.drivers`) runs once for the autosomal (and
 variants, once for chrY, once for MT, and once for chrX with the .fam sex as an extra covariate
 (PLINK 2's default; ``no-x-sex`` leaves it out, ``--xchr-model 0`` skips chrX). Each pass is an
 ordinary run of the driver on a restricted variant set; chrY and MT estimates are then put on PLINK
-2's haploid dosage scale (:data:`engine.sex_chromosomes.HAPLOID_SCALE`). See
+2's haploid dosage scale (:data:`engine.sex_chromosomes.HAPLOID_SCALE`). A study of several phenotypes
+runs its one-pass driver the same way (:func:`by_chromosome_class_phenotypes`). See
 :mod:`engine.sex_chromosomes` for the coding rules and how they were measured.
 """
 
@@ -29,15 +30,25 @@ log = logging.getLogger("coordinator")
 Driver = Callable[[RoundExecutor, CohortRequest], AssociationResult]
 
 
+PhenotypesDriver = Callable[[RoundExecutor, CohortRequest], dict[str, AssociationResult]]
+
+
 def by_chromosome_class(driver: Driver) -> Driver:
     """``driver`` applied per chromosome class, results merged in harmonised order (skipped chrX left out)."""
+    several = by_chromosome_class_phenotypes(lambda executor, cohort: {"": driver(executor, cohort)})
+    return lambda executor, cohort: several(executor, cohort)[""]
 
-    def run(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
+
+def by_chromosome_class_phenotypes(driver: PhenotypesDriver) -> PhenotypesDriver:
+    """A driver of several phenotypes (one result per phenotype, :func:`coordinator.drivers.run_linear_phenotypes`)
+    applied per chromosome class; each phenotype's results are merged in harmonised order."""
+
+    def run(executor: RoundExecutor, cohort: CohortRequest) -> dict[str, AssociationResult]:
         classes = chromosome_class(executor.harmonised.variants.chrom)
         if np.all(classes == AUTOSOMAL):
             return driver(executor, cohort)
         config = executor.config
-        parts: list[tuple[np.ndarray, AssociationResult]] = []
+        parts: list[tuple[np.ndarray, dict[str, AssociationResult]]] = []
         for kind in (AUTOSOMAL, X, Y, MT):
             rows = np.flatnonzero(classes == kind)
             if len(rows) == 0:
@@ -51,17 +62,22 @@ def by_chromosome_class(driver: Driver) -> Driver:
                     raise ConfigError("differential privacy on chrX needs no-x-sex or --xchr-model 0: the .fam sex "
                                       "covariate has no declared clipping range")
                 covariates = covariates + (FAM_SEX_COVARIATE,)
-            result = _on_subset(executor, driver, rows, dataclasses.replace(cohort, covariates=covariates))
+            results = _on_subset(executor, driver, rows, dataclasses.replace(cohort, covariates=covariates))
             if kind in (Y, MT):
-                result = dataclasses.replace(result, beta=result.beta * HAPLOID_SCALE, se=result.se * HAPLOID_SCALE)
-            parts.append((rows, result))
+                results = {name: dataclasses.replace(result, beta=result.beta * HAPLOID_SCALE,
+                                                     se=result.se * HAPLOID_SCALE)
+                           for name, result in results.items()}
+            parts.append((rows, results))
         kept = np.sort(np.concatenate([rows for rows, _ in parts]))
-        return _merge(parts, kept, executor.harmonised.variants.take(kept))
+        variants = executor.harmonised.variants.take(kept)
+        return {name: _merge([(rows, results[name]) for rows, results in parts], kept, variants)
+                for name in parts[0][1]}
 
     return run
 
 
-def _on_subset(executor: RoundExecutor, driver: Driver, rows: np.ndarray, cohort: CohortRequest) -> AssociationResult:
+def _on_subset(executor: RoundExecutor, driver: PhenotypesDriver, rows: np.ndarray,
+               cohort: CohortRequest) -> dict[str, AssociationResult]:
     """``driver`` on the harmonised variants ``rows`` and ``cohort``; the executor's variant table is
     restored afterwards (without any site that dropped out meanwhile)."""
     full = executor.harmonised
@@ -93,4 +109,5 @@ def _merge(parts: list[tuple[np.ndarray, AssociationResult]], kept: np.ndarray, 
     return AssociationResult(
         test=first.test, variants=variants, beta=gather("beta"), se=gather("se"), stat=gather("stat"),
         neg_log10_p=gather("neg_log10_p"), n=gather("n"), effect_allele_count=gather("effect_allele_count"),
-        errcode=gather("errcode"), firth=None if first.firth is None else gather("firth"))
+        errcode=gather("errcode"), firth=None if first.firth is None else gather("firth"),
+        info=None if any(result.info is None for _, result in parts) else gather("info"))

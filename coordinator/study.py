@@ -40,6 +40,7 @@ A study TOML (see docs/study-example.toml)::
     hwe = 1e-6
     hwe_midp = false
     hardy_midp = false
+    mach_r2_filter = [0.3, 2.0]  # PLINK 2's --mach-r2-filter: MaCH R2 of dosage data (docs/dosages.md)
 
     [privacy]
     mode = "secagg"              # or "he" (needs key_holder) or "plaintext" (development only)
@@ -90,7 +91,7 @@ from engine.cohort.sex_chromosomes import XCHR_MODELS
 from engine.privacy.dp_release import DpRequest, check_dp_study
 from engine.cohort.consent import DataUse
 from engine.config_tables import REQUIRED, checked_table, typed_value
-from engine.errors import ConfigError, FedGwasError
+from engine.errors import ConfigError, FedGwasError, InputError
 from engine.stats.ld.prune import PruneSettings
 from protos.pki import TlsFiles
 from engine.io.tables import expand_names
@@ -100,7 +101,7 @@ from engine.tasks import PRIVACY_MODES, CohortRequest
 _STUDY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 #: QC reports a study may request (PLINK 2's --freq, --freq counts, --hardy, --missing, --geno-counts).
-QC_OUTPUTS = ("freq", "freq-counts", "hardy", "missing", "geno-counts")
+QC_OUTPUTS = ("freq", "freq-counts", "hardy", "missing", "geno-counts", "freq-machr2")
 #: File-name stem of the QC reports (they do not depend on a phenotype), as PLINK 2 writes plink2.afreq.
 QC_OUTPUT_NAME = "fedgwas"
 
@@ -118,8 +119,11 @@ class QcSettings:
     hwe: float | None = None
     hwe_midp: bool = False
     hardy_midp: bool = False
+    mach_r2: tuple[float, float] | None = None  # PLINK 2's --mach-r2-filter MIN MAX
 
     def __post_init__(self) -> None:
+        if self.mach_r2 is not None and not 0.0 <= self.mach_r2[0] <= self.mach_r2[1]:
+            raise ConfigError(f"qc: mach_r2_filter = {list(self.mach_r2)} must be [min, max] with 0 <= min <= max")
         unknown = [o for o in self.outputs if o not in QC_OUTPUTS]
         if unknown or len(set(self.outputs)) != len(self.outputs):
             raise ConfigError(f"qc: outputs {list(self.outputs)} must be distinct names from {list(QC_OUTPUTS)}")
@@ -130,7 +134,8 @@ class QcSettings:
     @property
     def filters(self) -> dict[str, float]:
         """The requested filters in PLINK 2's order (geno, hwe, maf) and their thresholds."""
-        return {name: value for name, value in (("geno", self.geno), ("hwe", self.hwe), ("maf", self.maf))
+        return {name: value for name, value in (("geno", self.geno), ("hwe", self.hwe), ("maf", self.maf),
+                                                ("mach-r2-filter", self.mach_r2[0] if self.mach_r2 else None))
                 if value is not None}
 
     @property
@@ -201,6 +206,9 @@ class StudyConfig:
     overlap_check: bool = False  # count participants shared by each pair of sites (private set intersection)
     genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
     ancestry_category: tuple[str, ...] = ("NR",)  # GWAS-SSF sample_ancestry_category
+    #: With several phenotypes and glm "logistic"/"firth": the phenotypes analysed by linear regression
+    #: instead (quantitative ones, as PLINK 2 decides per phenotype); the others are case/control.
+    quantitative: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = "study"
@@ -208,6 +216,10 @@ class StudyConfig:
             raise ConfigError(f"{where}: id {self.study_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
         if self.glm and self.glm not in GLM_MODELS:
             raise ConfigError(f"{where}: analysis glm {self.glm!r} is not one of {list(GLM_MODELS)}")
+        unknown = [name for name in self.quantitative if name not in self.cohort.phenotypes]
+        if unknown or (self.quantitative and self.glm not in CASE_CONTROL_MODELS):
+            raise ConfigError(f"{where}: quantitative phenotypes {list(self.quantitative)} must be phenotypes of the "
+                              f"study analysed with glm logistic or firth")
         if self.glm and (self.glm in CASE_CONTROL_MODELS) == (self.cohort.phenotype_coding == "quantitative"):
             raise ConfigError(f"{where}: glm {self.glm!r} cannot read phenotype {self.cohort.phenotype!r} as "
                               f"{self.cohort.phenotype_coding}")
@@ -218,6 +230,8 @@ class StudyConfig:
             raise ConfigError(f"{where}: differential privacy is not available for LD pruning or PCA yet")
         if (self.glm or self.assoc) and not self.cohort.phenotype:
             raise ConfigError(f"{where}: the association test needs a phenotype")
+        if self.assoc and len(self.cohort.phenotypes) > 1:
+            raise ConfigError(f"{where}: the allelic test (assoc) takes one phenotype, got {list(self.cohort.phenotypes)}")
         if self.privacy not in PRIVACY_MODES:
             raise ConfigError(f"{where}: privacy mode {self.privacy!r} is not one of {list(PRIVACY_MODES)}")
         if (self.privacy == "he") != bool(self.key_holder):
@@ -240,7 +254,8 @@ class StudyConfig:
         if self.timeout_seconds <= 0:
             raise ConfigError(f"{where}: timeout_seconds must be positive")
         if self.dp is not None:
-            check_dp_study(self.dp, self.glm, self.cohort)
+            for name in self.cohort.phenotypes or ("",):  # each phenotype is its own DP release
+                check_dp_study(self.dp, self.glm, dataclasses.replace(self.cohort, phenotype=name))
         if self.xchr_model not in XCHR_MODELS:
             raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not implemented (available: "
                               f"{list(XCHR_MODELS)}; PLINK 2's default is 2, males coded 0/2)")
@@ -253,8 +268,9 @@ class StudyConfig:
 
     @property
     def output_name(self) -> str:
-        """Stem of the association files (the phenotype), or of the QC files in a QC-only study."""
-        return self.cohort.phenotype or QC_OUTPUT_NAME
+        """Stem of the association files (the phenotype), or of the QC files in a QC-only study or of
+        the combined files of several phenotypes (each phenotype's own files are named after it)."""
+        return self.cohort.phenotype if len(self.cohort.phenotypes) == 1 else QC_OUTPUT_NAME
 
     @property
     def test_name(self) -> str:
@@ -274,12 +290,26 @@ class StudyConfig:
         """The cohort sites describe before the study starts: without the PCA's covariates, which
         exist only once the PCA has run (every sample gets scores, so the sample count is the same)."""
         kept = tuple(name for name in self.cohort.covariates if name not in self.pca_covariates)
-        return dataclasses.replace(self.cohort, covariates=kept)
+        coding = "quantitative" if self.quantitative else self.cohort.phenotype_coding  # mixed: counts only
+        return dataclasses.replace(self.cohort, covariates=kept, phenotype_coding=coding)
+
+    def model_cohorts(self) -> list[tuple[str, CohortRequest]]:
+        """(model, cohort) of each association: the quantitative phenotypes together under "linear" (one
+        genotype pass for all), then each case/control phenotype on its own (its fit iterates)."""
+        names = self.cohort.phenotypes
+        linear = names if self.glm == "linear" else tuple(n for n in names if n in self.quantitative)
+        out = []
+        if linear:
+            out.append(("linear", dataclasses.replace(self.cohort, phenotype=",".join(linear),
+                                                      phenotype_coding="quantitative")))
+        out += [(self.glm, dataclasses.replace(self.cohort, phenotype=name)) for name in names if name not in linear]
+        return out
 
 
 def _qc_settings(table: Any, name: str) -> QcSettings:
     """The ``[qc]`` table: ``outputs`` (list of QC_OUTPUTS), ``maf``/``geno``/``hwe``, midp flags."""
-    where = _table_keys(table, name, "qc", {"outputs", "maf", "geno", "hwe", "hwe_midp", "hardy_midp"})
+    where = _table_keys(table, name, "qc", {"outputs", "maf", "geno", "hwe", "hwe_midp", "hardy_midp",
+                                            "mach_r2_filter"})
     outputs = typed_value(table, "outputs", list, where, [])
     if any(not isinstance(o, str) for o in outputs):
         raise ConfigError(f"{where}: outputs = {outputs!r} must be a list of strings")
@@ -288,8 +318,13 @@ def _qc_settings(table: Any, name: str) -> QcSettings:
         value = typed_value(table, key, (int, float), where, None)
         return None if value is None else float(value)
 
+    mach = typed_value(table, "mach_r2_filter", list, where, None)
+    if mach is not None and (len(mach) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                          for v in mach)):
+        raise ConfigError(f"{where}: mach_r2_filter = {mach!r} must be [min] or [min, max]")
     try:
         return QcSettings(outputs=tuple(outputs), maf=threshold("maf"), geno=threshold("geno"), hwe=threshold("hwe"),
+                          mach_r2=None if mach is None else (float(mach[0]), float(mach[1]) if len(mach) == 2 else 2.0),
                           hwe_midp=typed_value(table, "hwe_midp", bool, where, False),
                           hardy_midp=typed_value(table, "hardy_midp", bool, where, False))
     except ConfigError as error:
@@ -363,7 +398,15 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
     default_glm = "" if assoc or only_reports else "linear"
     glm = typed_value(analysis, "glm", str, f"{name} [analysis]", default_glm)
     glm = "" if glm == "none" else glm
-    phenotype = typed_value(analysis, "phenotype", str, f"{name} [analysis]", REQUIRED if (glm or assoc) else "")
+    phenotype = typed_value(analysis, "phenotype", (str, list), f"{name} [analysis]",
+                            REQUIRED if (glm or assoc) else "")
+    if isinstance(phenotype, list):  # several phenotypes, e.g. ["LDL", "HDL", "TG"] or ["P1-P5"]
+        if any(not isinstance(item, str) for item in phenotype):
+            raise ConfigError(f"{name} [analysis]: phenotype = {phenotype!r} must be a name or a list of names")
+        try:
+            phenotype = ",".join(expand_names(phenotype))
+        except InputError as error:
+            raise ConfigError(f"{name} [analysis]: phenotype: {error}") from None
     case_control = typed_value(analysis, "case_control", str, f"{name} [analysis]", "1/2")
     if case_control not in ("1/2", "0/1"):
         raise ConfigError(f"{name} [analysis]: case_control = {case_control!r} must be \"1/2\" or \"0/1\"")

@@ -22,10 +22,12 @@ CASE_CONTROL_MODELS = ("logistic", "firth")
 
 #: Model or study step -> the statistics (rounds) it runs at the sites.
 STATISTICS_OF: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "linear": ("moments", "linear"),  # moments: the study-level standardisation (engine/cohort/standardise.py)
+    "linear": ("moments", "linear", "linear_complete", "linear_totals"),  # moments: the study-level
+    # standardisation (engine/cohort/standardise.py); linear_complete/linear_totals: several phenotypes
     "logistic": ("moments", "covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
     "firth": ("moments", "covariate_fit", "logistic_start", "logistic", "logistic_exact", "firth"),
-    "qc": ("qc",),           # --freq/--hardy/--missing/--geno-counts, the filters and --assoc
+    "qc": ("qc", "dosage_sums"),  # --freq/--hardy/--missing/--geno-counts, the filters and --assoc
+                                  # (dosage_sums: frequencies, --maf and MaCH R2 of dosage data)
     "ld_prune": ("qc", "ld_pairs"),
     "pca": ("qc", "pca"),
     "overlap": ("overlap",),  # the private count of participants shared with another site (no genotypes)

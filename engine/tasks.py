@@ -33,13 +33,22 @@ MAX_BLOCK_SIZE = 65_536
 KEEP_GENOTYPES_PARAMETER = "keep_genotypes"
 
 
+#: Separates the phenotypes of a multi-phenotype cohort in ``CohortRequest.phenotype`` (as in PLINK 2's
+#: ``--pheno-name A,B,C``, so no phenotype name contains it).
+PHENOTYPE_SEPARATOR = ","
+#: Most phenotypes one task may analyse together.
+MAX_PHENOTYPES = 1000
+
+
 @dataclass(frozen=True)
 class CohortRequest:
     """Which phenotype and covariates define the analysed samples.
 
     An empty ``phenotype`` selects every sample with the covariates (for analyses, such as QC, that
-    use no phenotype). ``data_use`` is the study's declared use of the data: a site with a consent
-    table analyses only the participants whose consent covers it (engine/cohort/consent.py).
+    use no phenotype). Several phenotypes, ``"A,B,C"``, are analysed in one pass over the genotypes
+    (analyses with ``multi_phenotype``), each over its own samples. ``data_use`` is the study's declared
+    use of the data: a site with a consent table analyses only the participants whose consent covers it
+    (engine/cohort/consent.py).
     """
 
     phenotype: str
@@ -59,8 +68,19 @@ class CohortRequest:
             raise ProtocolError(f"cohort.covariates repeats a name: {list(self.covariates)}")
         if not math.isfinite(self.missing_value):
             raise ProtocolError(f"cohort.missing_value {self.missing_value!r} must be finite")
-        if self.phenotype in self.covariates:
-            raise ProtocolError(f"cohort.phenotype {self.phenotype!r} is also listed as a covariate")
+        names = self.phenotypes
+        if self.phenotype and (any(not name or name != name.strip() for name in names) or len(set(names)) != len(names)
+                               or len(names) > MAX_PHENOTYPES):
+            raise ProtocolError(f"cohort.phenotype {self.phenotype!r} must be up to {MAX_PHENOTYPES} distinct "
+                                f"non-empty names separated by {PHENOTYPE_SEPARATOR!r}")
+        both = [name for name in names if name in self.covariates]
+        if both:
+            raise ProtocolError(f"cohort.phenotype {both[0]!r} is also listed as a covariate")
+
+    @property
+    def phenotypes(self) -> tuple[str, ...]:
+        """The phenotype names (one, several, or none for a cohort without a phenotype)."""
+        return tuple(self.phenotype.split(PHENOTYPE_SEPARATOR)) if self.phenotype else ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,9 @@ class TaskSpec:
         analysis = get_statistic(self.analysis)
         if analysis.needs_phenotype and not self.cohort.phenotype:
             raise ProtocolError(f"analysis {self.analysis!r} needs cohort.phenotype")
+        if len(self.cohort.phenotypes) > 1 and not getattr(analysis, "multi_phenotype", False):
+            raise ProtocolError(f"analysis {self.analysis!r} takes one phenotype, the task names "
+                                f"{len(self.cohort.phenotypes)}: {self.cohort.phenotype!r}")
         if self.privacy not in PRIVACY_MODES:
             raise ProtocolError(f"task.privacy {self.privacy!r} is not one of {list(PRIVACY_MODES)}")
         needed = PRIVACY_MATERIAL.get(self.privacy, ())

@@ -46,6 +46,7 @@ from engine.errors import ExitCode, FedGwasError, InputError, ProtocolError, Sit
 from engine.io.plink import check_bfile
 from engine.cohort.cohort import code_phenotype
 from engine.cohort.consent import DataUse
+from engine.io.bgen import bgen_samples, read_header, scan_variants
 from engine.io.tables import expand_names, read_sample_table
 from engine.models import CASE_CONTROL_MODELS, GLM_MODELS
 from engine.tasks import PRIVACY_MODES, CohortRequest
@@ -53,6 +54,8 @@ from engine.version import __version__
 from witness import cli as witness_cli
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from coordinator.runner import StudyOutcome
 
 log = logging.getLogger("coordinator")
@@ -60,14 +63,20 @@ log = logging.getLogger("coordinator")
 
 
 class _SiteInputAction(argparse.Action):
-    """Collects --bfile/--pfile/--vcf in command-line order as (format, path) pairs."""
+    """Collects --bfile/--pfile/--vcf/--bgen in command-line order as :class:`SiteInput`; ``--sample``
+    attaches a .sample file to the --bgen before it."""
 
-    FORMATS = {"--bfile": "plink1", "--pfile": "pgen", "--vcf": "vcf"}
+    FORMATS = {"--bfile": "plink1", "--pfile": "pgen", "--vcf": "vcf", "--bgen": "bgen"}
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
         inputs = list(getattr(namespace, self.dest, None) or [])
-        inputs.append((self.FORMATS[option_string or "--bfile"], Path(str(values))))
+        if option_string == "--sample":
+            if not inputs or inputs[-1].fmt != "bgen" or inputs[-1].sample is not None:
+                parser.error("--sample FILE follows the --bgen FILE it belongs to")
+            inputs[-1] = inputs[-1]._replace(sample=Path(str(values)))
+        else:
+            inputs.append(SiteInput(self.FORMATS[option_string or "--bfile"], Path(str(values))))
         setattr(namespace, self.dest, inputs)
 
 
@@ -148,8 +157,12 @@ def _add_qc_options(parser: argparse.ArgumentParser) -> None:
         "QC and the allelic test",
         "Pooled over every sample of every site, exact against PLINK on the pooled data. Reports are "
         "written as OUT/fedgwas.<ext> in PLINK 2's formats; per-sample missingness stays at the sites.")
-    qc.add_argument("--freq", nargs="?", const="alt", choices=["alt", "counts"],
-                    help="ALT allele frequencies (.afreq), or counts (.acount) with 'counts'")
+    qc.add_argument("--freq", nargs="?", const="alt", choices=["alt", "counts", "cols=+machr2"],
+                    help="ALT allele frequencies (.afreq), or counts (.acount) with 'counts', or with MaCH R2 "
+                         "(imputation quality) with 'cols=+machr2'; from dosages where the sites have them")
+    qc.add_argument("--mach-r2-filter", nargs="*", type=_threshold, metavar="R2",
+                    help="drop variants whose MaCH R2 lies outside [MIN, MAX] (defaults 0.1 and 2.0; one value is "
+                         "the minimum) before association, as PLINK 2")
     qc.add_argument("--hardy", nargs="?", const="p", choices=["p", "midp"],
                     help="Hardy-Weinberg exact test report (.hardy); 'midp' for the mid-p variant")
     qc.add_argument("--missing", action="store_true", help="variant missingness report (.vmiss)")
@@ -168,7 +181,12 @@ def _qc_settings(args: argparse.Namespace) -> QcSettings:
     """QC reports and filters requested on the command line (see :func:`_add_qc_options`)."""
     outputs = []
     if args.freq:
-        outputs.append("freq-counts" if args.freq == "counts" else "freq")
+        outputs.append({"counts": "freq-counts", "cols=+machr2": "freq-machr2"}.get(args.freq, "freq"))
+    mach_r2 = None
+    if args.mach_r2_filter is not None:
+        if len(args.mach_r2_filter) > 2:
+            raise InputError(f"--mach-r2-filter takes at most a minimum and a maximum, got {args.mach_r2_filter}")
+        mach_r2 = ((args.mach_r2_filter + [0.1])[0], (args.mach_r2_filter[1:] + [2.0])[0])
     if args.hardy:
         outputs.append("hardy")
     if args.missing:
@@ -185,7 +203,7 @@ def _qc_settings(args: argparse.Namespace) -> QcSettings:
             raise InputError(f"--hwe threshold {args.hwe[0]!r} is not a number") from None
         hwe_midp = len(args.hwe) == 2
     return QcSettings(outputs=tuple(outputs), maf=args.maf, geno=args.geno, hwe=hwe, hwe_midp=hwe_midp,
-                      hardy_midp=args.hardy == "midp")
+                      hardy_midp=args.hardy == "midp", mach_r2=mach_r2)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -209,8 +227,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="PLINK 2 prefix (.pgen/.pvar/.psam) of one site (repeatable; may mix with --bfile)")
     local.add_argument("--vcf", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
                        help="VCF/BCF of one site, imported once into the site's cache (repeatable)")
+    local.add_argument("--vcf-dosage", choices=["DS", "GP"],
+                       help="read every --vcf's dosages from FORMAT DS or GP (PLINK 2's --vcf FILE dosage=DS) "
+                            "instead of its GT hard calls")
+    local.add_argument("--bgen", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
+                       help="BGEN v1.2/v1.3 file of one site's imputed dosages, counting the second allele "
+                            "(PLINK 2's ref-first); imported once into the site's cache (repeatable)")
+    local.add_argument("--sample", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
+                       help="the .sample file of the --bgen before it (default: the IDs the BGEN embeds)")
     local.add_argument("--pheno", help="phenotype file; each site receives only its own rows")
-    local.add_argument("--pheno-name", help="phenotype column (needed by --glm and --assoc)")
+    local.add_argument("--pheno-name",
+                       help="phenotype column(s): A,B,C and ranges such as P1-P5 (default with --glm: every "
+                            "column of --pheno, as PLINK 2); several phenotypes share one genotype pass and "
+                            "each gets OUT/<PHENO>.<model>.tsv.gz")
     local.add_argument("--covar", help="covariate file; each site receives only its own rows")
     local.add_argument("--covar-name", default="", help="covariates, e.g. SEX_MALE,AGE,PC1-PC4")
     local.add_argument("--1", dest="case_control_01", action="store_true",
@@ -241,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: str, covar: Path | None,
+def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotypes: list[str], covar: Path | None,
                         covariates: list[str], case_control: bool = False, coding: str = "case-control",
                         missing_value: float = -9.0) -> None:
     """Validate the filesets and the requested columns before any site agent starts.
@@ -249,9 +278,13 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: 
     The agents would find the same problems, but only once started, and would report them as site
     failures naming their private copies; here the message names the user's own file (exit 2).
     """
-    for fmt, path in inputs:
+    for fmt, path, sample, _ in inputs:
         if fmt == "plink1":
             check_bfile(path)
+        elif fmt == "bgen":
+            bgen_samples(path, sample)  # the header, and the .sample file's sample count
+            for _ in scan_variants(read_header(path)):  # every block lies inside the file (not truncated)
+                pass
         elif fmt == "pgen":
             for ext in (".pgen", ".pvar", ".psam"):
                 if not Path(f"{path}{ext}").exists():
@@ -260,9 +293,10 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotype: 
             raise InputError(f"--vcf {str(path)!r} does not exist")
     if pheno is not None:
         table = read_sample_table(pheno)
-        values = table.numeric(phenotype, missing_value)
-        if case_control:
-            code_phenotype(values, coding, f"{str(pheno)!r} column {phenotype!r}")
+        for phenotype in phenotypes:
+            values = table.numeric(phenotype, missing_value)
+            if case_control:
+                code_phenotype(values, coding, f"{str(pheno)!r} column {phenotype!r}")
     if covar is not None:
         table = read_sample_table(covar)
         for name in covariates:
@@ -277,7 +311,7 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
     ld_prune, pca = structure_cli.settings_from_args(args)
     holder = prepare_key_holder(out) if args.privacy == "he" else None
     pki = None if getattr(args, "insecure_transport", False) else \
-        local_pki(out, site_names([path for _, path in inputs]))
+        local_pki(out, site_names([site_input.path for site_input in inputs]))
     consent = Path(args.consent) if getattr(args, "consent", None) else None
     sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
                           he_context_sha256=holder.fingerprint if holder else None, budget=budget,
@@ -311,13 +345,16 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
             overlap_check=getattr(args, "overlap_check", False),
             genotyping_technology=tuple(getattr(args, "genotyping_technology", "NR").split(",")),
             ancestry_category=tuple(getattr(args, "ancestry_category", "NR").split(",")),
+            quantitative=getattr(args, "quantitative", ()),
         )
         return run_study(config)
 
 
 def _report(outcome: StudyOutcome) -> None:
     summary = outcome.summary
-    if outcome.result is not None:
+    if len(outcome.results) > 1:
+        what = f"{summary.test} regression of {len(outcome.results)} phenotypes"
+    elif outcome.result is not None:
         what = f"{summary.test} regression of {summary.phenotype}"
     elif summary.test == "assoc":
         what = f"allelic test of {summary.phenotype}"
@@ -334,7 +371,10 @@ def _report(outcome: StudyOutcome) -> None:
             print(f"site {site.name} did not contribute: {site.failure}")
     for name, path in outcome.files.items():
         print(f"{name + ':':<12} {path}")
-    if outcome.paths is not None:
+    if len(outcome.all_paths) > 1:
+        for name, paths in outcome.all_paths.items():
+            print(f"results: {paths.tsv}")
+    elif outcome.paths is not None:
         print(f"results: {outcome.paths.tsv}")
         print(f"report:  {outcome.paths.report}")
 
@@ -343,9 +383,21 @@ def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
     """Check what a ``local`` run is asked to do; sets ``args.glm`` to linear when a phenotype is
     given and nothing else is requested (the behaviour before QC existed)."""
     qc = _qc_settings(args)
-    if bool(args.pheno) != bool(args.pheno_name):
-        raise InputError("--pheno and --pheno-name go together")
+    if args.pheno_name and not args.pheno:
+        raise InputError("--pheno-name needs --pheno")
+    if args.pheno and not args.pheno_name and (args.glm or not (args.assoc or qc.outputs or args.pca is not None
+                                                                  or args.indep_pairwise is not None)):
+        args.pheno_name = ",".join(read_sample_table(Path(args.pheno)).names)  # PLINK 2: every column
     structure = args.pca is not None or args.indep_pairwise is not None
+    args.quantitative = ()
+    names = expand_names(args.pheno_name or "")
+    if len(names) > 1 and args.glm != "linear" and not args.assoc:  # PLINK 2 decides per phenotype
+        table = read_sample_table(Path(args.pheno))
+        binary = [name for name in names if _is_case_control(table.numeric(name), args.case_control_01)]
+        if args.glm is None:
+            args.glm = "logistic" if binary else "linear"
+        if args.glm != "linear":
+            args.quantitative = tuple(name for name in names if name not in binary)
     if args.glm is None and not args.assoc and not qc.outputs and not (structure and not args.pheno_name):
         if not args.pheno_name:
             raise InputError("nothing to do: give --pheno/--pheno-name with --glm or --assoc, and/or QC reports "
@@ -358,6 +410,16 @@ def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
     if covariates and not args.glm:
         raise InputError("--covar-name is only used by --glm")
     return qc
+
+
+def _is_case_control(values: "np.ndarray", zero_one: bool) -> bool:
+    """PLINK 2's reading of a phenotype column: case/control when every value is 1/2 (0 missing), or 0/1
+    with ``--1``; quantitative otherwise."""
+    import numpy as np
+
+    present = values[np.isfinite(values)]
+    allowed = (0.0, 1.0) if zero_one else (0.0, 1.0, 2.0)
+    return bool(present.size) and bool(np.all(np.isin(present, allowed))) and (zero_one or bool(np.any(present > 0)))
 
 
 def _phenotype_coding(args: argparse.Namespace) -> str:
@@ -382,7 +444,7 @@ def _demo(args: argparse.Namespace) -> StudyOutcome:
     args.pheno_name = "QT"
     args.study_id = "demo"
     args.glm = "linear"
-    return _local_study(args, [("plink1", b) for b in study.site_bfiles], study.pheno_path, study.covar_path,
+    return _local_study(args, [SiteInput("plink1", b) for b in study.site_bfiles], study.pheno_path, study.covar_path,
                         list(study.covariate_names), out)
 
 
@@ -412,13 +474,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError("--covar-name given without --covar" + (f" ({', '.join(from_covar)} do not come "
                                                                          f"from --pca)" if pca else ""))
             if not args.site_inputs:
-                raise InputError("fedgwas local needs one --bfile, --pfile or --vcf per site")
+                raise InputError("fedgwas local needs one --bfile, --pfile, --vcf or --bgen per site")
             qc = _local_plan(args, covariates)
-            inputs = list(args.site_inputs)
+            inputs = [i._replace(vcf_dosage=args.vcf_dosage) if i.fmt == "vcf" and args.vcf_dosage else i
+                      for i in args.site_inputs]
+            if args.vcf_dosage and not any(i.fmt == "vcf" for i in inputs):
+                raise InputError("--vcf-dosage applies to --vcf inputs; none was given")
+            if args.pheno_name:
+                args.pheno_name = ",".join(expand_names(args.pheno_name))
             pheno = Path(args.pheno) if args.pheno else None
             covar = Path(args.covar) if args.covar else None
             coding = _phenotype_coding(args)
-            _check_local_inputs(inputs, pheno, args.pheno_name, covar, from_covar,
+            _check_local_inputs(inputs, pheno, [name for name in expand_names(args.pheno_name or "")
+                                                if name not in args.quantitative], covar, from_covar,
                                 case_control=args.assoc or coding != "quantitative",
                                 coding="case-control" if coding == "quantitative" else coding,
                                 missing_value=args.input_missing_phenotype)

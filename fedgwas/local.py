@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -52,8 +52,14 @@ def local_pki(out_dir: Path, site_names_: Sequence[str]) -> dict[str, TlsFiles]:
     return dev_pki(out_dir / "tls", [*site_names_, LOCAL_COORDINATOR, LOCAL_KEY_HOLDER])
 
 
-#: Genotype inputs of one local site: (format, path), format as in engine.io.genotype_sources.FORMATS.
-SiteInput = tuple[str, Path]
+class SiteInput(NamedTuple):
+    """Genotype inputs of one local site: format (as in engine.io.genotype_sources.FORMATS) and path;
+    a BGEN's ``.sample`` file and a VCF's dosage field (``DS``/``GP``) where given."""
+
+    fmt: str
+    path: Path
+    sample: Path | None = None
+    vcf_dosage: str | None = None
 
 
 def site_names(paths: Sequence[Path]) -> list[str]:
@@ -62,7 +68,7 @@ def site_names(paths: Sequence[Path]) -> list[str]:
     names: list[str] = []
     for prefix in paths:
         stem = Path(prefix).name
-        for suffix in (".bed", ".bim", ".fam", ".pgen", ".pvar", ".psam", ".bcf", ".gz", ".vcf"):
+        for suffix in (".bed", ".bim", ".fam", ".pgen", ".pvar", ".psam", ".bcf", ".gz", ".vcf", ".bgen"):
             stem = stem.removesuffix(suffix)
         name, k = stem, 2
         while name in names:
@@ -128,15 +134,16 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
     pheno_table = None if pheno is None else read_sample_table(pheno)
     covar_table = None if covar is None else read_sample_table(covar)
     consent_table = None if consent is None else read_sample_table(consent)
-    names = site_names([p for _, p in inputs])
+    names = site_names([site_input[1] for site_input in inputs])
     # OUT/roster.toml: every local site's identity key (kept across runs) and certificate; every site pins it
     roster = provision_roster({name: out_dir / "sites" / name for name in names}, out_dir / "roster.toml", tls)
     sites = []
-    for name, (fmt, path) in zip(names, inputs):
+    for name, site_input in zip(names, inputs):
+        fmt, path, sample, vcf_dosage = SiteInput(*site_input)
         directory = out_dir / "sites" / name
         directory.mkdir(parents=True, exist_ok=True)
-        fam = sample_ids(fmt, Path(path))
-        iid_only = fmt == "vcf"
+        fam = sample_ids(fmt, Path(path), sample)
+        iid_only = fmt == "vcf" or (fmt == "bgen" and sample is None)  # no family IDs in the file
         site_pheno = _placeholder_pheno(fam, iid_only) if pheno_table is None else \
             _rows_for_site(pheno_table, fam, iid_only)
         site_pheno.write(directory / "pheno.txt")
@@ -156,7 +163,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            tls=None if tls is None else tls[name],
                            consent=None if consent_path is None else str(consent_path), witness=witness,
                            roster=roster, genotyping_technology=genotyping_technology,
-                           workers=workers or None, scheduler=scheduler)
+                           workers=workers or None, scheduler=scheduler,
+                           sample=None if sample is None else str(sample), vcf_dosage=vcf_dosage)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

@@ -66,6 +66,10 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
     genotypes.add_argument("--bfile", help="PLINK 1 prefix (.bed/.bim/.fam)")
     genotypes.add_argument("--pfile", help="PLINK 2 prefix (.pgen/.pvar/.psam)")
     genotypes.add_argument("--vcf", help="VCF or BCF file (imported once into a cache next to site.toml)")
+    genotypes.add_argument("--bgen", help="BGEN v1.2/v1.3 file of imputed dosages (imported once into a cache)")
+    init.add_argument("--sample", help="the BGEN's .sample file (default: the sample IDs the BGEN embeds)")
+    init.add_argument("--vcf-dosage", choices=["DS", "GP"],
+                      help="read the VCF's dosages from FORMAT DS or GP instead of its GT hard calls")
     init.add_argument("--pheno", required=True, help="phenotype file (#FID IID ... or #IID ...)")
     init.add_argument("--covar", help="covariate file (same layout)")
     init.add_argument("--dir", default=".", help="directory for site.toml and keys/ (default: .)")
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
                              args.allow_plaintext, genotype_format=fmt, he_context_sha256=pin, tls=tls,
                              consent=args.consent, witness=args.witness, roster=Path(args.roster) if args.roster else None,
                              access=None if args.open_access else DENY_ALL,
-                             genotyping_technology=args.genotyping_technology, **_compute_choice(args))
+                             genotyping_technology=args.genotyping_technology,
+                             sample=args.sample, vcf_dosage=args.vcf_dosage, **_compute_choice(args))
             public = ensure_identity_key(Path(args.dir))
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             print(f"identity key of {args.name!r} for the consortium roster: {public.hex()}")

@@ -74,12 +74,13 @@ def check_and_record_cohort(path: Path, site: str, sample_index: np.ndarray, n_f
 def suppress_rare(values: np.ndarray, genotypes: np.ndarray, min_allele_count: int) -> np.ndarray:
     """``values`` ``(m, width)`` with the rows of variants whose minor allele count is below the minimum zeroed.
 
-    ``genotypes`` ``(n_samples, m)`` int8 allele counts, ``MISSING_INT8`` for missing calls.
+    ``genotypes`` ``(n_samples, m)`` int8 allele counts, ``MISSING_INT8`` for missing calls, or float
+    dosages with NaN for missing (the minor allele count is then the dosage sum).
     """
     if min_allele_count <= 0:
         return values
-    observed = genotypes != MISSING_INT8
-    alt = np.where(observed, genotypes, 0).sum(axis=0, dtype=np.int64)
+    observed = np.isfinite(genotypes) if genotypes.dtype.kind == "f" else genotypes != MISSING_INT8
+    alt = np.where(observed, genotypes, 0).sum(axis=0, dtype=np.float64)  # dosages: the expected count
     mac = np.minimum(alt, 2 * observed.sum(axis=0, dtype=np.int64) - alt)
     rare = mac < min_allele_count
     if not rare.any():

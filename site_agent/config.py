@@ -8,7 +8,10 @@ Example (``fedgwas-site init`` writes one)::
 
     [data]
     bfile = "/data/gwas/cohort"        # PLINK 1 prefix (.bed/.bim/.fam); or pfile = PLINK 2 prefix
-                                       # (.pgen/.pvar/.psam); or vcf = a .vcf, .vcf.gz or .bcf file
+                                       # (.pgen/.pvar/.psam, dosages used where stored); or vcf = a .vcf,
+                                       # .vcf.gz or .bcf file (vcf_dosage = "DS" or "GP": its dosages);
+                                       # or bgen = a BGEN v1.2/1.3 file (sample = its .sample file,
+                                       # else the IDs it embeds)
     pheno = "/data/gwas/pheno.txt"
     covar = "/data/gwas/covar.txt"     # optional
 
@@ -67,6 +70,7 @@ from typing import Any
 
 from engine.config_tables import REQUIRED, checked_table, typed_value
 from engine.errors import ConfigError
+from engine.io.dosage import VCF_DOSAGE_FIELDS
 from engine.tasks import PRIVACY_MODES
 from engine.privacy.budget import BudgetPolicy, policy_from_toml, render_policy
 from protos.pki import TlsFiles
@@ -74,7 +78,7 @@ from site_agent.compute.settings import ComputeSettings, compute_from_toml, rend
 from site_agent.policy import AccessPolicy, access_from_toml, render_access
 
 #: [data] key -> genotype format.
-GENOTYPE_KEYS = {"bfile": "plink1", "pfile": "pgen", "vcf": "vcf"}
+GENOTYPE_KEYS = {"bfile": "plink1", "pfile": "pgen", "vcf": "vcf", "bgen": "bgen"}
 FORMAT_KEYS = {fmt: key for key, fmt in GENOTYPE_KEYS.items()}
 
 
@@ -105,6 +109,8 @@ class SiteConfig:
     roster: Path | None = None  # [keys] roster: the pinned consortium roster (None: secagg/he refused)
     genotyping_technology: str = ""  # [data] genotyping_technology, e.g. "Genome-wide genotyping array"
     compute: ComputeSettings = ComputeSettings()  # [compute] backend: in this process or on a Dask cluster
+    sample: Path | None = None  # [data] sample: a BGEN's .sample file (None: the IDs it embeds)
+    vcf_dosage: str | None = None  # [data] vcf_dosage: "DS" or "GP" reads a VCF's dosages, not GT
 
     @property
     def insecure(self) -> bool:
@@ -175,6 +181,13 @@ def load_site_config(path: Path | str) -> SiteConfig:
     witness_address = _get(witness, "witness", "address", str, path, required=False)
     if witness_address is not None and not re.fullmatch(r"\S+:\d+", witness_address):
         raise ConfigError(f"{str(path)!r}: [witness] address must be HOST:PORT, got {witness_address!r}")
+    sample = _get(data, "data", "sample", str, path, required=False)
+    vcf_dosage = _get(data, "data", "vcf_dosage", str, path, required=False)
+    if sample is not None and given[0] != "bgen":
+        raise ConfigError(f"{str(path)!r}: [data] sample (a .sample file) goes with bgen only")
+    if vcf_dosage is not None and (given[0] != "vcf" or vcf_dosage not in VCF_DOSAGE_FIELDS):
+        raise ConfigError(f"{str(path)!r}: [data] vcf_dosage must be one of {list(VCF_DOSAGE_FIELDS)} and goes with "
+                          f"vcf only, got {vcf_dosage!r}")
     return SiteConfig(
         path=path,
         name=name,
@@ -201,6 +214,8 @@ def load_site_config(path: Path | str) -> SiteConfig:
         roster=resolve(_get(keys, "keys", "roster", str, path, required=False)),
         genotyping_technology=_get(data, "data", "genotyping_technology", str, path, required=False) or "",
         compute=compute_from_toml(compute, path, threads, base.resolve() / "cache"),
+        sample=resolve(sample),
+        vcf_dosage=vcf_dosage,
     )
 
 
@@ -227,7 +242,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        consent: str | None = None, ledger_signing_key: str | None = None,
                        witness: str | None = None, roster: str | None = None,
                        min_participants: int = 2, genotyping_technology: str | None = None,
-                       workers: int | str | None = None, scheduler: str | None = None) -> str:
+                       workers: int | str | None = None, scheduler: str | None = None,
+                       sample: str | None = None, vcf_dosage: str | None = None) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -236,6 +252,10 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
 
     lines = ["[site]", f"name = {q(name)}", f"listen = {q(listen)}", "", "[data]",
              f"{FORMAT_KEYS[genotype_format]} = {q(genotypes)}", f"pheno = {q(pheno)}"]
+    if sample is not None:
+        lines.append(f"sample = {q(sample)}")
+    if vcf_dosage is not None:
+        lines.append(f"vcf_dosage = {q(vcf_dosage)}")
     if covar is not None:
         lines.append(f"covar = {q(covar)}")
     if consent is not None:

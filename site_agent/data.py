@@ -27,7 +27,7 @@ from engine.cohort.cohort import Cohort, build_cohort
 from engine.cohort.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
 from engine.cohort.sex_chromosomes import Y, chromosome_class
-from engine.io.genotype_sources import GenotypeSource, open_genotypes
+from engine.io.genotype_sources import GenotypeSource, has_dosages, open_genotypes
 from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
 from site_agent.compute import make_backend
@@ -105,18 +105,25 @@ class SiteData:
                 )
             return self._cohorts[request, extra_key]
 
-    def read_block(self, variant_index: np.ndarray, sample_index: np.ndarray, cache: bool = False) -> np.ndarray:
+    def read_block(self, variant_index: np.ndarray, sample_index: np.ndarray, cache: bool = False,
+                   dosage: bool = False) -> np.ndarray:
         """int8 genotypes ``(n, m)`` of a block; with ``cache``, kept in memory (up to the site's
-        ``[compute] genotype_cache_mib``) for the next rounds over the same samples (see :class:`GenotypeCache`)."""
+        ``[compute] genotype_cache_mib``) for the next rounds over the same samples (see :class:`GenotypeCache`).
+
+        With ``dosage``, at a site whose genotypes have dosages (BGEN, .pgen, VCF DS/GP), float32
+        dosages with NaN for missing instead."""
+        dosage = dosage and has_dosages(self.genotypes)
         if not cache:
-            return self.genotypes.read_block(variant_index, sample_index)
-        return self._cache.read(self.genotypes, variant_index, sample_index)
+            return self.genotypes.read_dosages(variant_index, sample_index) if dosage else \
+                self.genotypes.read_block(variant_index, sample_index)
+        return self._cache.read(self.genotypes, variant_index, sample_index, dosage)
 
     @property
     def source_spec(self) -> SourceSpec:
         """How a compute worker opens this site's genotype files."""
         config = self.config
-        return SourceSpec(config.genotype_format, config.genotypes, config.path.parent / "cache", config.threads)
+        return SourceSpec(config.genotype_format, config.genotypes, config.path.parent / "cache", config.threads,
+                          config.sample, config.vcf_dosage)
 
     def store_for(self, sample_index: np.ndarray) -> StoreSpec:
         """The spill store of the cohort ``sample_index`` (site_agent/compute/store.py), created on first
@@ -176,42 +183,49 @@ class GenotypeCache:
         self._loaded = np.zeros(0, dtype=bool)
         self._lock = threading.Lock()
 
-    def read(self, genotypes: GenotypeSource, variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
-        """int8 ``(n, m)`` genotypes of ``variant_index`` (site rows) for ``sample_index``."""
-        matrix, loaded = self._matrix_for(genotypes, sample_index)
+    def read(self, genotypes: GenotypeSource, variant_index: np.ndarray, sample_index: np.ndarray,
+             dosage: bool = False) -> np.ndarray:
+        """int8 ``(n, m)`` genotypes of ``variant_index`` (site rows) for ``sample_index``; with
+        ``dosage``, float32 dosages (``genotypes.read_dosages``; the cache then holds 4 bytes a value)."""
+        read = genotypes.read_dosages if dosage else genotypes.read_block  # type: ignore[attr-defined]
+        matrix, loaded = self._matrix_for(genotypes, sample_index, np.dtype(np.float32 if dosage else np.int8))
         inside = variant_index < matrix.shape[1]
         if np.all(inside):
-            return self._cached(genotypes, matrix, loaded, variant_index, sample_index)
+            return self._cached(read, matrix, loaded, variant_index, sample_index)
         if not np.any(inside):
-            return self._beyond(genotypes, variant_index, sample_index)
-        out = np.empty((len(sample_index), len(variant_index)), dtype=np.int8, order="F")
-        out[:, inside] = self._cached(genotypes, matrix, loaded, variant_index[inside], sample_index)
-        out[:, ~inside] = self._beyond(genotypes, variant_index[~inside], sample_index)
+            return self._beyond(genotypes, read, dosage, variant_index, sample_index)
+        out = np.empty((len(sample_index), len(variant_index)), dtype=matrix.dtype, order="F")
+        out[:, inside] = self._cached(read, matrix, loaded, variant_index[inside], sample_index)
+        out[:, ~inside] = self._beyond(genotypes, read, dosage, variant_index[~inside], sample_index)
         return out
 
-    def _beyond(self, genotypes: GenotypeSource, variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
-        """Variants beyond the memory capacity: through the spill store, or from the genotype file without one."""
-        if self._spill is None:
-            return genotypes.read_block(variant_index, sample_index)
+    def _beyond(self, genotypes: GenotypeSource, read, dosage: bool,  # type: ignore[no-untyped-def]
+                variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
+        """Variants beyond the memory capacity: through the (int8) spill store, or from the genotype file
+        without one (and always for dosages, which the int8 store cannot hold)."""
+        if self._spill is None or dosage:
+            return read(variant_index, sample_index)
         return read_through(self._spill(sample_index), genotypes, variant_index, sample_index)
 
-    def _matrix_for(self, genotypes: GenotypeSource, sample_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        family = hashlib.blake2b(np.ascontiguousarray(sample_index).tobytes(), digest_size=16).digest()
+    def _matrix_for(self, genotypes: GenotypeSource, sample_index: np.ndarray,
+                    dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        family = hashlib.blake2b(np.ascontiguousarray(sample_index).tobytes() + dtype.str.encode(),
+                                 digest_size=16).digest()
         with self._lock:
             if family != self._family:
                 n = len(sample_index)
-                capacity = min(genotypes.n_variants, self.max_bytes // max(n, 1))
+                capacity = min(genotypes.n_variants, self.max_bytes // max(n * dtype.itemsize, 1))
                 self._family = family
-                self._matrix = np.empty((n, capacity), dtype=np.int8, order="F")
+                self._matrix = np.empty((n, capacity), dtype=dtype, order="F")
                 self._loaded = np.zeros(capacity, dtype=bool)
             return self._matrix, self._loaded
 
     @staticmethod
-    def _cached(genotypes: GenotypeSource, matrix: np.ndarray, loaded: np.ndarray, variant_index: np.ndarray,
+    def _cached(read, matrix: np.ndarray, loaded: np.ndarray, variant_index: np.ndarray,  # type: ignore[no-untyped-def]
                 sample_index: np.ndarray) -> np.ndarray:
         absent = variant_index[~loaded[variant_index]]
         if len(absent):
-            matrix[:, absent] = genotypes.read_block(absent, sample_index)
+            matrix[:, absent] = read(absent, sample_index)
             loaded[absent] = True  # after the columns are written: a concurrent reader sees whole columns
         first = int(variant_index[0]) if len(variant_index) else 0
         if len(variant_index) and np.array_equal(variant_index, np.arange(first, first + len(variant_index))):
@@ -247,7 +261,7 @@ def load_site_data(config: SiteConfig) -> SiteData:
     return SiteData(
         config=config,
         genotypes=open_genotypes(config.genotype_format, config.genotypes, config.path.parent / "cache",
-                                 num_threads=config.threads),
+                                 num_threads=config.threads, sample=config.sample, vcf_dosage=config.vcf_dosage),
         pheno=read_sample_table(config.pheno),
         covar=None if config.covar is None else read_sample_table(config.covar),
         identity_key=identity,

@@ -18,6 +18,7 @@ from engine.stats.registry import get_statistic
 from engine.stats.statistic import SiteStatistic
 from engine.cohort import overlap
 from engine.cohort.cohort import Cohort
+from engine.io.genotype_sources import has_dosages
 from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
 from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
                                          SurvivorSignature, task_digest)
@@ -276,15 +277,18 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
     # time and ahead of this loop; noise and protection stay here, in block order.
     backend = data.backend()
     males_only = getattr(analysis, "males_only_on_y", False)
-    # Never suppress rare variants before noise: in a DP release the noise protects them.
+    dosage = getattr(analysis, "dosage", False) and has_dosages(data.genotypes)
+    # Never suppress rare variants before noise (in a DP release the noise protects them), nor the rows
+    # of a genotype-free statistic (they are not per variant).
+    suppress = guard.plan is None and getattr(analysis, "uses_genotypes", True)
     context = TaskContext(data.source_spec, cohort.sample_index, analysis.name, state,
-                          data.config.access.min_allele_count if guard.plan is None else 0,
+                          data.config.access.min_allele_count if suppress else 0, dosage=dosage,
                           store=data.store_for(cohort.sample_index) if cache else None,
                           males=data.genotypes.fam.sex[cohort.sample_index] == 1 if males_only else None,
                           on_y_rows=data.on_chromosome_y if males_only else None)
     counts, jobs = task_pieces(task, per_variant, cohort.n_samples, None if getattr(analysis, "sequential_blocks", False)
                                else data.config.compute.chunk_bytes)
-    pieces = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache))
+    pieces = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache, dosage=dosage))
     blocks = join_pieces(pieces, counts)
     try:
         for block, block_values in enumerate(blocks):

@@ -64,12 +64,13 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
               tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None,
               witness: str | None = None, roster: Path | None = None, min_participants: int = 2,
               genotyping_technology: str | None = None, workers: int | str | None = None,
-              scheduler: str | None = None) -> Path:
+              scheduler: str | None = None, sample: str | None = None, vcf_dosage: str | None = None) -> Path:
     """Create ``directory/site.toml``, ``directory/keys/identity.key`` and the ledger signing key
     ``directory/keys/ledger-signing.key`` (Ed25519, 0600, public key beside it as ``.pub``); returns the
     config path.
 
-    ``genotypes`` is a PLINK 1 or PLINK 2 prefix or a VCF/BCF file, per ``genotype_format``.
+    ``genotypes`` is a PLINK 1 or PLINK 2 prefix, a VCF/BCF or a BGEN file, per ``genotype_format``;
+    ``sample`` a BGEN's .sample file, ``vcf_dosage`` ("DS"/"GP") a VCF's dosage field.
 
     An existing key is kept (so re-running never changes a site's identity); an existing config is
     rewritten. ``he_context_sha256`` pins a key holder's public CKKS context and enables mode "he".
@@ -112,5 +113,6 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         ledger_signing_key="keys/ledger-signing.key", witness=witness,
         genotyping_technology=genotyping_technology,
         workers=workers, scheduler=scheduler,
+        sample=None if sample is None else str(Path(sample).resolve()), vcf_dosage=vcf_dosage,
     ), encoding="utf-8")
     return config_path

@@ -3,7 +3,8 @@
 The data file has the mandatory GWAS-SSF columns in their defined order, then ``variant_id`` and ``n``
 (encouraged), then fedgwas extras ``test_statistic`` and ``errcode`` (the format allows extra columns
 after the mandatory ones); case/control tests add ``odds_ratio`` and ``firth`` (``Y`` where Firth
-regression was used, as PLINK 2's ``FIRTH?``). Missing values are ``#NA``.
+regression was used, as PLINK 2's ``FIRTH?``); studies with dosage data end with ``info``, the MaCH R2
+over each variant's regression samples (PLINK 2's ``MACH_R2``). Missing values are ``#NA``.
 
 A variant that could not be tested (a constant genotype, a failed fit: no beta, SE or p) is not a row
 of the GWAS-SSF file, whose mandatory columns may not be missing (EBI's ``gwas-ssf validate`` rejects
@@ -61,7 +62,8 @@ COLUMNS = (
 #: Extra columns of case/control results (logistic or Firth regression), after :data:`COLUMNS`.
 CASE_CONTROL_COLUMNS = ("odds_ratio", "firth")
 
-_FLOAT_COLUMNS = ("beta", "standard_error", "effect_allele_frequency", "p_value", "test_statistic", "odds_ratio")
+_FLOAT_COLUMNS = ("beta", "standard_error", "effect_allele_frequency", "p_value", "test_statistic", "odds_ratio",
+                  "info")
 _INT_COLUMNS = ("base_pair_location", "n")
 
 #: Above this -log10(p), float64 10**-x loses precision (and below 1e-308 underflows), so the
@@ -236,6 +238,8 @@ def _block_lines(result: AssociationResult, start: int, stop: int) -> str:
     ]
     if result.firth is not None:
         columns += [_float_strings(result.odds_ratio[rows]), np.where(result.firth[rows], "Y", "N").tolist()]
+    if result.info is not None:
+        columns.append(_float_strings(result.info[rows]))
     return "".join(["\t".join(fields) + "\n" for fields in zip(*columns)])
 
 
@@ -328,7 +332,8 @@ def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel
                                                    compresslevel=compresslevel, mtime=0) as gz, \
                 ThreadPoolExecutor(max_workers=1) as compressor:
             # zlib releases the GIL: block k is compressed while block k+1 is formatted.
-            header = COLUMNS + (CASE_CONTROL_COLUMNS if result.firth is not None else ())
+            header = COLUMNS + (CASE_CONTROL_COLUMNS if result.firth is not None else ()) + \
+                (("info",) if result.info is not None else ())
             pending = compressor.submit(gz.write, ("\t".join(header) + "\n").encode("utf-8"))
             for start in range(0, n_rows, _BLOCK_ROWS):
                 data = _block_lines(result, start, min(start + _BLOCK_ROWS, n_rows)).encode("utf-8")

@@ -34,6 +34,14 @@ class Cohort:
     n_in_fam: int
     n_dropped: int
     sex: np.ndarray | None = None  # int8 (n,) .fam sex codes of the analysed samples (1 male, 2 female, 0 unknown)
+    #: ``(n, P)`` every requested phenotype, NaN where a sample lacks it (a multi-phenotype request:
+    #: the cohort is then the samples with every covariate and at least one of the phenotypes).
+    phenotype_matrix: np.ndarray | None = None
+
+    @property
+    def phenotypes(self) -> np.ndarray:
+        """``(n, P)`` phenotypes, NaN where missing (one column for a single-phenotype cohort)."""
+        return self.phenotype[:, None] if self.phenotype_matrix is None else self.phenotype_matrix
 
     @property
     def n_samples(self) -> int:
@@ -107,6 +115,10 @@ def build_cohort(
     """Analysed samples: in the .fam, with the phenotype (unless ``phenotype`` is empty) and every
     covariate present. Without a phenotype, ``Cohort.phenotype`` is all zeros.
 
+    ``phenotype`` may name several phenotypes separated by commas: the cohort is then every sample with
+    the covariates and at least one of them, ``Cohort.phenotype_matrix`` holds them (NaN where missing)
+    and ``Cohort.phenotype`` is all zeros.
+
     ``include`` (bool ``(n_fam,)``), when given, restricts the cohort further before any statistic
     (the site's consent filter, engine/cohort/consent.py); excluded samples count as dropped.
     ``missing_value`` is PLINK 2's ``--input-missing-phenotype`` (phenotype and covariates).
@@ -123,7 +135,13 @@ def build_cohort(
     from_extra = set(extra.columns) if extra is not None else set()
     if covar is None and any(name not in from_extra and name != FAM_SEX_COVARIATE for name in covariates):
         raise InputError(f"covariates {list(covariates)} requested but no covariate file was given")
-    if phenotype:
+    matrix = None
+    if "," in phenotype:  # several phenotypes (PHENOTYPE_SEPARATOR): each analysed over its own samples
+        matrix = np.column_stack([_align(fam, pheno, code_phenotype(pheno.numeric(name, missing_value), coding,
+                                                                    f"{str(pheno.path)!r} column {name!r}"))
+                                  for name in phenotype.split(",")])
+        y = np.where(np.any(np.isfinite(matrix), axis=1), 0.0, np.nan)
+    elif phenotype:
         raw = code_phenotype(pheno.numeric(phenotype, missing_value), coding, f"{str(pheno.path)!r} column {phenotype!r}")
         y = _align(fam, pheno, raw)
     else:
@@ -152,4 +170,5 @@ def build_cohort(
         n_in_fam=len(fam),
         n_dropped=int(len(fam) - len(index)),
         sex=fam.sex[index],
+        phenotype_matrix=None if matrix is None else matrix[index],
     )

@@ -49,16 +49,16 @@ def fam_sex_covariate(sex: np.ndarray) -> np.ndarray:
 
 
 def males_only_on_y(genotypes: np.ndarray, is_y: np.ndarray, male: np.ndarray) -> np.ndarray:
-    """Genotypes with every non-male sample's call on chrY columns set missing (-127).
+    """Genotypes with every non-male sample's call on chrY columns set missing (-127; NaN for dosages).
 
-    ``genotypes`` int8 ``(n, m)``; ``is_y`` bool ``(m,)``; ``male`` bool ``(n,)``. Returns the input
+    ``genotypes`` int8 ``(n, m)`` (or float dosages, NaN missing); ``is_y`` bool ``(m,)``; ``male`` bool ``(n,)``. Returns the input
     when no column is on chrY, else a new Fortran-ordered array.
     """
     if not np.any(is_y) or np.all(male):
         return genotypes
     out = np.array(genotypes, order="F", copy=True)
     columns = np.flatnonzero(is_y)
-    out[np.ix_(~male, columns)] = -127
+    out[np.ix_(~male, columns)] = np.nan if out.dtype.kind == "f" else -127
     return out
 
 

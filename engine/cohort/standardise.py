@@ -17,6 +17,13 @@ mean ~0 and SD ~1 in the transformed units (:func:`refine`), whatever the origin
 round in the original units may lose a tiny column's second moment to the fixed-point resolution, and
 then bounds it, so the next round rescales it into range.
 
+A cohort of ``P`` phenotypes (one genotype pass for all, :mod:`engine.stats.linear.phenotypes`) has a
+``(2, P + k)`` table: one column per phenotype, centred and scaled over that phenotype's own samples,
+then the covariates once, over the union of the phenotypes' samples (any affine change of the
+covariates leaves every phenotype's genotype effect unchanged). Its ``moments`` row counts each column's
+samples: ``[n (P + k), sum z (P + k), sum z^2 (P + k)]`` (:func:`moments_row`; ``refine(...,
+per_column_n=True)``).
+
 Results come back on the original scale exactly: the genotype's beta and SE of a linear model are
 multiplied by the phenotype's scale; logistic models leave the 0/1 phenotype untransformed (the
 genotype's log odds ratio is invariant to affine changes of the covariates).
@@ -49,15 +56,20 @@ _PRECISE = 1e8
 _CONSTANT = 1e-11
 
 
-def identity(n_covariates: int) -> np.ndarray:
-    """The table that leaves the phenotype and ``n_covariates`` covariates unchanged, ``(2, 1 + k)``."""
-    return np.vstack([np.zeros(1 + n_covariates), np.ones(1 + n_covariates)])
+def identity(n_covariates: int, n_phenotypes: int = 1) -> np.ndarray:
+    """The table that leaves the phenotype(s) and ``n_covariates`` covariates unchanged, ``(2, P + k)``."""
+    return np.vstack([np.zeros(n_phenotypes + n_covariates), np.ones(n_phenotypes + n_covariates)])
+
+
+def table_phenotypes(cohort: Cohort) -> int:
+    """Phenotype columns of ``cohort``'s table: ``P`` for a multi-phenotype cohort, else 1."""
+    return 1 if cohort.phenotype_matrix is None else cohort.phenotype_matrix.shape[1]
 
 
 def standardise_cohort(cohort: Cohort, table: np.ndarray | None, scale_phenotype: bool) -> Cohort:
-    """``cohort`` with ``(x - centre) / scale`` applied to its phenotype and covariates.
+    """``cohort`` with ``(x - centre) / scale`` applied to its phenotype(s) and covariates.
 
-    ``table`` ``(2, 1 + k)`` (None: unchanged). ``scale_phenotype`` False (case/control models)
+    ``table`` ``(2, 1 + k)``, or ``(2, P + k)`` for a cohort of ``P`` phenotypes (None: unchanged). ``scale_phenotype`` False (case/control models)
     requires the phenotype column to be the identity: a 0/1 phenotype is never transformed.
 
     Raises
@@ -68,16 +80,22 @@ def standardise_cohort(cohort: Cohort, table: np.ndarray | None, scale_phenotype
     """
     if table is None:
         return cohort
-    k = cohort.covariates.shape[1]
-    if table.shape != (2, 1 + k):
-        raise ProtocolError(f"input {STANDARDISE_INPUT!r} has shape {table.shape}, expected (2, {1 + k}) "
-                            "(centres and scales of the phenotype and each covariate)")
+    k, n_pheno = cohort.covariates.shape[1], table_phenotypes(cohort)
+    if table.shape != (2, n_pheno + k):
+        raise ProtocolError(f"input {STANDARDISE_INPUT!r} has shape {table.shape}, expected (2, {n_pheno + k}) "
+                            "(centres and scales of the phenotype(s) and each covariate)")
     centre, scale = table
     if not (np.all(np.isfinite(table)) and np.all(scale > 0)):
         raise ProtocolError(f"input {STANDARDISE_INPUT!r}: scales must be finite and positive")
     if not scale_phenotype and (centre[0] != 0.0 or scale[0] != 1.0):
         raise ProtocolError(f"input {STANDARDISE_INPUT!r}: a case/control phenotype is not rescaled "
                             f"(got centre {centre[0]!r}, scale {scale[0]!r})")
+    if cohort.phenotype_matrix is not None:
+        return dataclasses.replace(
+            cohort,
+            phenotype_matrix=(cohort.phenotype_matrix - centre[:n_pheno]) / scale[:n_pheno],
+            covariates=np.ascontiguousarray((cohort.covariates - centre[n_pheno:]) / scale[n_pheno:]),
+        )
     return dataclasses.replace(
         cohort,
         phenotype=(cohort.phenotype - centre[0]) / scale[0],
@@ -86,9 +104,23 @@ def standardise_cohort(cohort: Cohort, table: np.ndarray | None, scale_phenotype
 
 
 def moments_row(cohort: Cohort) -> np.ndarray:
-    """``[n, sum z (1 + k), sum z^2 (1 + k)]`` over the cohort, z = [phenotype, covariates]; ``(1 + 2(1 + k),)``."""
+    """``[n, sum z (1 + k), sum z^2 (1 + k)]`` over the cohort, z = [phenotype, covariates]; ``(1 + 2(1 + k),)``.
+
+    For a cohort of ``P`` phenotypes: ``[n (P + k), sum z (P + k), sum z^2 (P + k)]``, z = [phenotypes,
+    covariates], each phenotype's sums over its own samples (``n`` per column); ``(3(P + k),)``.
+    """
+    if cohort.phenotype_matrix is not None:
+        values = np.column_stack([cohort.phenotype_matrix, cohort.covariates])
+        present = np.isfinite(values)
+        filled = np.where(present, values, 0.0)
+        return np.concatenate([present.sum(axis=0).astype(np.float64), filled.sum(axis=0), (filled * filled).sum(axis=0)])
     values = np.column_stack([cohort.phenotype, cohort.covariates])
     return np.concatenate([[float(cohort.n_samples)], values.sum(axis=0), (values * values).sum(axis=0)])
+
+
+def moments_width(n_columns: int, per_column_n: bool) -> int:
+    """Width of a ``moments`` row for a table of ``n_columns`` columns."""
+    return 3 * n_columns if per_column_n else 1 + 2 * n_columns
 
 
 @dataclass(frozen=True)
@@ -101,7 +133,8 @@ class Refinement:
     resolved: np.ndarray  # bool (1 + k,): columns whose variance these totals resolved
 
 
-def refine(table: np.ndarray, totals: np.ndarray, resolution: float, scale_phenotype: bool) -> Refinement:
+def refine(table: np.ndarray, totals: np.ndarray, resolution: float, scale_phenotype: bool,
+           per_column_n: bool = False) -> Refinement:
     """The next standardisation from pooled ``moments`` ``totals`` computed under ``table``.
 
     Parameters
@@ -115,12 +148,18 @@ def refine(table: np.ndarray, totals: np.ndarray, resolution: float, scale_pheno
         (``n_sites * 2^-41`` under secagg; 0 in float64); float64 rounding is added here.
     scale_phenotype
         False: the phenotype column stays the identity (case/control).
+    per_column_n
+        The totals count each column's samples (``(3(P + k),)``, a multi-phenotype cohort).
     """
     k1 = table.shape[1]
-    n = float(totals[0])
-    if not n > 0:
+    if per_column_n:
+        n = np.asarray(totals[:k1], dtype=np.float64)
+        s1, s2 = totals[k1: 2 * k1], totals[2 * k1: 3 * k1]
+    else:
+        n = np.full(k1, float(totals[0]))
+        s1, s2 = totals[1: 1 + k1], totals[1 + k1: 1 + 2 * k1]
+    if not np.all(n > 0):
         raise ValueError("the pooled cohort is empty")
-    s1, s2 = totals[1: 1 + k1], totals[1 + k1: 1 + 2 * k1]
     mean = s1 / n
     var = s2 / n - mean * mean
     error = (resolution * (1.0 + 2.0 * np.abs(mean)) + 8.0 * np.finfo(float).eps * np.abs(s2)) / n

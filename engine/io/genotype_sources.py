@@ -3,11 +3,14 @@
 Every source offers what the site needs from :class:`engine.io.plink.BedFile`: ``fam`` (sample IDs),
 ``manifest`` (variants with ``allele1`` = the counted allele), ``n_samples``, ``n_variants``,
 ``genotype_format`` and ``read_block(variant_index, sample_index)`` returning int8 allele counts of
-shape ``(n_samples, n_variants)`` in Fortran order with -127 for a missing call.
+shape ``(n_samples, n_variants)`` in Fortran order with -127 for a missing call. Sources with dosages
+(``has_dosages``) also offer ``read_dosages`` with the same shape, float32, NaN for a missing dosage.
 
 * ``.pgen`` is read with pgenlib; the counted allele is ALT (``allele1`` = ALT, ``allele2`` = REF, as
   a .bim has ALT in column 5). Multi-allelic variants are left out of the manifest and reported.
-* VCF/BCF is imported once (like ``plink2 --vcf``) into a PLINK 1 fileset in a cache directory, keyed
+* BGEN, and VCF/BCF dosages (``DS``/``GP``), are imported once into a cached ``.pgen`` with dosages
+  (:mod:`engine.io.dosage`) and read as ``.pgen``.
+* VCF/BCF hard calls (``GT``) are imported once (like ``plink2 --vcf``) into a PLINK 1 fileset in a cache directory, keyed
   by the file's size and modification time, then read as a .bed. Multi-allelic records are skipped
   and counted; malformed records stop the import with the record's position.
 """
@@ -26,11 +29,16 @@ import numpy as np
 from engine.io.bed_writer import BedWriter, write_bim, write_fam
 from engine.errors import InputError
 from engine.cohort.harmonise import VariantManifest
+from engine.io.bgen import bgen_samples
+from engine.io.dosage import DosageImport, import_bgen, import_vcf_dosage
+from engine.io.vcf import vcf_records, vcf_samples
 from engine.io.plink import BedFile, FamTable, MISSING_INT8
 
 log = logging.getLogger("engine")
 
-FORMATS = ("plink1", "pgen", "vcf")
+FORMATS = ("plink1", "pgen", "vcf", "bgen")
+#: ``genotype_format`` of the sources that read dosages (a VCF read through ``DS``/``GP`` reports "vcf-dosage").
+DOSAGE_FORMATS = ("pgen", "bgen", "vcf-dosage")
 
 
 class GenotypeSource(Protocol):
@@ -45,6 +53,11 @@ class GenotypeSource(Protocol):
     def n_variants(self) -> int: ...
 
     def read_block(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None = None) -> np.ndarray: ...
+
+
+def has_dosages(source: GenotypeSource) -> bool:
+    """True when ``source`` reads dosages (``read_dosages``) besides hard calls."""
+    return bool(getattr(source, "has_dosages", False))
 
 
 def _read_psam(path: Path) -> FamTable:
@@ -75,6 +88,8 @@ class PgenFile:
     """A PLINK 2 fileset ``prefix.pgen/.pvar/.psam`` read with pgenlib (biallelic variants only)."""
 
     genotype_format = "pgen"
+    #: Dosages are read where the .pgen stores them (hard calls elsewhere, as 0/1/2).
+    has_dosages = True
 
     def __init__(self, prefix: Path | str) -> None:
         import pgenlib  # only sites with .pgen data need it
@@ -116,19 +131,33 @@ class PgenFile:
     def n_variants(self) -> int:
         return len(self._rows)
 
-    def read_block(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None = None) -> np.ndarray:
-        """int8 ALT counts ``(n_selected_samples, n_selected_variants)``, Fortran order, -127 missing."""
+    def _select(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """pgen rows of ``variant_index`` and the number of selected samples (sets pgenlib's subset)."""
         key = None if sample_index is None or len(sample_index) == self.n_samples else tuple(sample_index.tolist())
         if key != self._subset:
             subset = None if key is None else np.asarray(sample_index, dtype=np.uint32)
             self._reader.change_sample_subset(subset)
             self._subset = key
-        rows = self._rows[variant_index].astype(np.uint32)
-        n_selected = self.n_samples if key is None else len(key)
+        return self._rows[variant_index].astype(np.uint32), self.n_samples if key is None else len(key)
+
+    def read_block(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None = None) -> np.ndarray:
+        """int8 ALT hard calls ``(n_selected_samples, n_selected_variants)``, Fortran order, -127 missing."""
+        rows, n_selected = self._select(variant_index, sample_index)
         out = np.empty((len(rows), n_selected), dtype=np.int8)
         self._reader.read_list(rows, out)
         out[out == -9] = MISSING_INT8
         return out.T  # (samples, variants), Fortran order
+
+    def read_dosages(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None = None) -> np.ndarray:
+        """float32 ALT dosages ``(n_selected_samples, n_selected_variants)``, Fortran order, NaN missing.
+
+        Exact: PLINK 2 stores dosages in units of 1/16384, which float32 represents exactly.
+        """
+        rows, n_selected = self._select(variant_index, sample_index)
+        out = np.empty((len(rows), n_selected), dtype=np.float32)
+        self._reader.read_dosages_list(rows, out)
+        out[out == -9] = np.nan
+        return out.T
 
     def close(self) -> None:
         self._reader.close()
@@ -144,41 +173,16 @@ class VcfImport:
 
 
 def _vcf_records(path: Path) -> Iterator[tuple[str, int, str, str, str, np.ndarray]]:
-    from cyvcf2 import VCF  # only sites with VCF data need it
-
-    try:
-        reader = VCF(str(path), gts012=True, lazy=True, threads=1)
-    except OSError as exc:
-        raise InputError(f"cannot open VCF/BCF {str(path)!r}: {exc}") from None
-    last = "the header"
-    records = iter(reader)
-    try:
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except Exception as exc:  # htslib parse errors surface from cyvcf2 as a bare Exception
-                raise InputError(f"VCF {str(path)!r}: malformed record after {last}: {exc}") from None
-            last = f"{record.CHROM}:{record.POS}"
-            yield record.CHROM, record.POS, record.ID or ".", record.REF, ",".join(record.ALT), record.gt_types
-    finally:
-        reader.close()
+    for record in vcf_records(path, gts012=True):
+        try:  # (cyvcf2's record.FORMAT crashes the process on such a record; gt_types raises)
+            gt_types = record.gt_types
+        except Exception:  # cyvcf2 raises a bare Exception when a record has no GT
+            raise InputError(f"VCF {str(path)!r} record {record.CHROM}:{record.POS} has no GT field: for a "
+                             f"dosage-only VCF give the dosage field (--vcf-dosage DS or GP; site config "
+                             f"vcf_dosage = \"DS\")") from None
+        yield record.CHROM, record.POS, record.ID or ".", record.REF, ",".join(record.ALT), gt_types
 
 
-def vcf_samples(path: Path) -> FamTable:
-    """Sample IDs of a VCF/BCF header (FID = IID, sex unknown)."""
-    from cyvcf2 import VCF
-
-    try:
-        reader = VCF(str(path), lazy=True)
-    except OSError as exc:
-        raise InputError(f"cannot open VCF/BCF {str(path)!r}: {exc}") from None
-    samples = np.array(reader.samples, dtype=str)
-    reader.close()
-    if len(samples) == 0:
-        raise InputError(f"VCF/BCF {str(path)!r} has no samples")
-    return FamTable(fid=samples.copy(), iid=samples, sex=np.zeros(len(samples), np.int8))
 
 
 def import_vcf(path: Path, cache_dir: Path, block: int = 4096) -> VcfImport:
@@ -246,19 +250,39 @@ class VcfFile(BedFile):
         super().__init__(self.imported.prefix, num_threads=num_threads)
 
 
-def open_genotypes(fmt: str, path: Path, cache_dir: Path, num_threads: int | None = None) -> GenotypeSource:
-    """The genotype source for a site's configured format (``plink1``, ``pgen`` or ``vcf``)."""
+class DosagePgenFile(PgenFile):
+    """A BGEN or a VCF's dosages (``DS``/``GP``), imported once into a cached ``.pgen`` (:mod:`engine.io.dosage`)."""
+
+    def __init__(self, imported: DosageImport, genotype_format: str) -> None:
+        super().__init__(imported.prefix)
+        self.genotype_format = genotype_format
+        self.multiallelic_skipped = imported.multiallelic_skipped
+
+
+def open_genotypes(fmt: str, path: Path, cache_dir: Path, num_threads: int | None = None,
+                   sample: Path | None = None, vcf_dosage: str | None = None) -> GenotypeSource:
+    """The genotype source for a site's configured format (``plink1``, ``pgen``, ``vcf`` or ``bgen``).
+
+    ``sample`` is a BGEN's ``.sample`` file (None: the IDs embedded in the BGEN); ``vcf_dosage``
+    (``DS`` or ``GP``) reads a VCF's dosages instead of its ``GT`` hard calls.
+    """
     if fmt == "plink1":
         return BedFile(path, num_threads=num_threads)
     if fmt == "pgen":
         return PgenFile(path)
+    if fmt == "vcf" and vcf_dosage:
+        return DosagePgenFile(import_vcf_dosage(path, vcf_dosage, cache_dir), "vcf-dosage")
     if fmt == "vcf":
         return VcfFile(path, cache_dir, num_threads=num_threads)
+    if fmt == "bgen":
+        return DosagePgenFile(import_bgen(path, sample, cache_dir), "bgen")
     raise InputError(f"genotype format {fmt!r} is not one of {list(FORMATS)}")
 
 
-def sample_ids(fmt: str, path: Path) -> FamTable:
+def sample_ids(fmt: str, path: Path, sample: Path | None = None) -> FamTable:
     """Sample IDs of a genotype file without opening the genotypes (for splitting phenotype files)."""
+    if fmt == "bgen":
+        return bgen_samples(path, sample)
     if fmt == "plink1":
         from engine.io.plink import bfile_paths, read_fam
         return read_fam(bfile_paths(path)[2])

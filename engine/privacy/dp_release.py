@@ -144,6 +144,9 @@ def _linear_row(cohort: CohortRequest, request: DpRequest) -> RowSensitivity:
     # Row = [triu(x x'), x y, y^2] with x = [1, covariates, g]. After clip_cohort, covariates lie in
     # [-1, 1], y in [-h, h] (h = half the declared range) and g in {0, 1, 2}; every entry is bounded by
     # the product of its factors' bounds, all reached together at a corner of the box.
+    if len(cohort.phenotypes) > 1:  # each phenotype is its own release, planned and charged on its own
+        raise ProtocolError(f"a DP release covers one phenotype; the task names {len(cohort.phenotypes)}: "
+                            f"{cohort.phenotype!r}")
     for name in cohort.covariates:
         request.bound(name)
     lo, hi = request.bound(cohort.phenotype)

@@ -1,0 +1,1 @@
+"""Statistics: site kernels and coordinator solvers side by side, one package per statistic."""

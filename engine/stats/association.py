@@ -69,14 +69,19 @@ class AssociationResult:
     effect_allele_count: np.ndarray  # float64 (counts, may be fractional for dosages later)
     errcode: np.ndarray  # str
     firth: np.ndarray | None = None  # bool, logistic/Firth only
+    #: MaCH R2 (imputation quality) over the samples of each variant's regression, as PLINK 2's
+    #: ``--glm cols=+machr2``; set for studies with dosage data, else ``None``.
+    info: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = len(self.variants)
         for name in ("beta", "se", "stat", "neg_log10_p", "n", "effect_allele_count", "errcode"):
             if len(getattr(self, name)) != m:
                 raise ValueError(f"AssociationResult.{name} has {len(getattr(self, name))} rows, expected {m}")
-        if self.firth is not None and len(self.firth) != m:
-            raise ValueError(f"AssociationResult.firth has {len(self.firth)} rows, expected {m}")
+        for name in ("firth", "info"):
+            values = getattr(self, name)
+            if values is not None and len(values) != m:
+                raise ValueError(f"AssociationResult.{name} has {len(values)} rows, expected {m}")
 
     @property
     def odds_ratio(self) -> np.ndarray:

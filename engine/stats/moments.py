@@ -17,11 +17,14 @@ from engine.stats.statistic import STANDARDISE_INPUTS, InputSpec
 class MomentsStatistic:
     """``[n, sum z (1 + k), sum z^2 (1 + k)]`` over the cohort, with z the values under the task's
     standardisation (:func:`engine.cohort.standardise.moments_row`). The genotypes are not used: run it
-    on one variant. Width ``1 + 2 (1 + k)``.
+    on one variant. Width ``1 + 2 (1 + k)`` (``3 (P + k)`` for a cohort of ``P`` phenotypes).
     """
 
     name = "moments"
     needs_phenotype = True
+    #: A multi-phenotype cohort gives each phenotype's moments over its own samples and the covariates'
+    #: over the union (width ``3 (P + k)``, engine.cohort.standardise.moments_row).
+    multi_phenotype = True
     inputs: Mapping[str, InputSpec] = STANDARDISE_INPUTS
 
     def prepare(self, cohort: Cohort, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from engine.errors import ProtocolError
 from engine.stats.ld.kernel import LdPairsStatistic
-from engine.stats.linear.statistic import LinearStatistic
+from engine.stats.linear.statistic import LinearCompleteStatistic, LinearStatistic, LinearTotalsStatistic
 from engine.stats.logistic.statistics import (CovariateFitStatistic, ExactLogisticStatistic, FirthStatistic,
                                               LogisticStartStatistic, LogisticStatistic)
 from engine.stats.moments import MomentsStatistic
 from engine.stats.pca.kernel import PcaStatistic
 from engine.stats.qc.counts import QcStatistic
+from engine.stats.qc.dosage import DosageSumsStatistic
 from engine.stats.statistic import SiteStatistic
 
 REGISTRY: dict[str, SiteStatistic] = {statistic.name: statistic for statistic in (
     LinearStatistic(), QcStatistic(), LogisticStatistic(), ExactLogisticStatistic(), LogisticStartStatistic(),
-    FirthStatistic(), CovariateFitStatistic(), LdPairsStatistic(), PcaStatistic(), MomentsStatistic())}
+    FirthStatistic(), CovariateFitStatistic(), LdPairsStatistic(), PcaStatistic(), MomentsStatistic(),
+    DosageSumsStatistic(), LinearCompleteStatistic(), LinearTotalsStatistic())}
 
 
 def get_statistic(name: str) -> SiteStatistic:

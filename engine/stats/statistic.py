@@ -48,7 +48,8 @@ class SiteStatistic(Protocol):
 
     def block(self, state: Any, genotypes: np.ndarray, flip: np.ndarray,
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Output ``(m, width)`` float64 for int8 genotypes ``(n, m)`` (-127 missing).
+        """Output ``(m, width)`` float64 for int8 genotypes ``(n, m)`` (-127 missing), or float32
+        dosages (NaN missing) for a statistic with ``dosage = True`` at a site with dosages.
 
         ``flip`` ``(m,)`` marks variants whose counted allele is the study's other allele;
         ``inputs`` holds the per-variant inputs sliced to this block.
@@ -58,9 +59,13 @@ class SiteStatistic(Protocol):
     # ``scan(state, genotypes, flip, inputs) -> None``: a first pass over every block, in order,
     #     before any output block (PCA accumulates its sample-space product there);
     # ``sample_values(state) -> (n, b)``: per-sample values that stay at the site, kept when the task
-    #     asks for it (the PCA's sample scores, engine.stats.pca.kernel.SCORES_PARAMETER).
+    #     asks for it (the PCA's sample scores, engine.stats.pca.kernel.SCORES_PARAMETER);
     # ``males_only_on_y = True``: association statistics, for which the site sets non-males' chrY calls
-    #     missing before the block (PLINK 2's --glm; engine.cohort.sex_chromosomes).
+    #     missing before the block (PLINK 2's --glm; engine.cohort.sex_chromosomes);
+    # ``dosage = True``: the statistic reads dosages where the site has them (hard calls otherwise:
+    #     PLINK 2's QC counts, LD and PCA here use hard calls);
+    # ``multi_phenotype = True``: the statistic takes a cohort of several phenotypes (engine.tasks);
+    # ``uses_genotypes = False``: rows that do not depend on the variant (no rare-variant suppression).
     # ``sequential_blocks = True``: ``block`` updates ``state``, so blocks are computed one after the
     #     other, in order (otherwise the site may compute blocks concurrently, on other processes).
 

@@ -35,6 +35,8 @@ class SourceSpec:
     path: Path
     cache_dir: Path  # the VCF import cache
     num_threads: int | None = None
+    sample: Path | None = None  # a BGEN's .sample file
+    vcf_dosage: str | None = None  # "DS"/"GP": a VCF's dosages
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class TaskContext:
     #: ``(M,)``; non-males' chrY calls are set missing before the block (PLINK 2's --glm).
     males: np.ndarray | None = None
     on_y_rows: np.ndarray | None = None
+    #: Read float32 dosages (NaN missing) instead of int8 hard calls (statistics with ``dosage`` at a
+    #: site whose files have dosages); dosages never go through the int8 spill store.
+    dosage: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ class _Sources:
     def get(self, spec: SourceSpec) -> tuple[GenotypeSource, threading.Lock]:
         with self._lock:
             if spec not in self._open:
-                source = open_genotypes(spec.genotype_format, spec.path, spec.cache_dir, num_threads=spec.num_threads)
+                source = open_genotypes(spec.genotype_format, spec.path, spec.cache_dir, num_threads=spec.num_threads,
+                                        sample=spec.sample, vcf_dosage=spec.vcf_dosage)
                 self._open[spec] = (source, threading.Lock())
             return self._open[spec]
 
@@ -116,10 +122,17 @@ class _LockedSource:
         with self.lock:
             return self.source.read_block(variant_index, sample_index)
 
+    def read_dosages(self, variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return self.source.read_dosages(variant_index, sample_index)  # type: ignore[attr-defined]
+
 
 def read_genotypes(context: TaskContext, variant_index: np.ndarray) -> np.ndarray:
-    """A worker's read of one block: int8 ``(n, m)`` from the spill store or the genotype file."""
+    """A worker's read of one block: int8 ``(n, m)`` from the spill store or the genotype file (float32
+    dosages with ``context.dosage``)."""
     source = _LockedSource(*_SOURCES.get(context.source))
+    if context.dosage:
+        return source.read_dosages(variant_index, context.sample_index)
     if context.store is not None:
         return read_through(context.store, source, variant_index, context.sample_index)
     return source.read_block(variant_index, context.sample_index)

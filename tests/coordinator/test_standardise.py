@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from coordinator.drivers import run_firth, run_linear, run_logistic
+from coordinator.drivers import run_firth, run_linear, run_linear_phenotypes, run_logistic
 from engine.privacy import ring
 from engine.stats.registry import REGISTRY
 from engine.stats.association import VariantTable
@@ -137,6 +137,40 @@ def _oracle_neg_log10_p(genotypes, y, covariates, binary: bool) -> np.ndarray:
 # (phenotype SD, phenotype offset, AGE scale, AGE offset): the issue's ranges.
 SCALES = [(1e-8, 0.0, 1.0, 0.0), (1e6, 1e7, 1.0, 0.0), (1.0, 1e7, 1.0, 0.0), (1e-6, 0.0, 1e-9, 0.0),
           (1.0, 0.0, 1.0, 1e7), (3e3, -2e6, 1e-9, 0.0), (1.0, 0.0, 1e3, 1e7)]
+
+
+@pytest.mark.parametrize("privacy", ["secagg", "plaintext"])
+def test_several_phenotypes_are_standardised_each_over_its_own_samples(privacy: str) -> None:
+    """One pass for phenotypes in extreme, different units and with their own missingness: each equals
+    its own OLS (statsmodels), so each phenotype's centre and scale come from its own samples."""
+    genotypes, y, covariates = _simulate(4)
+    rng = np.random.default_rng(11)
+    n = len(y)
+    matrix = np.column_stack([y * 1e-8, y * 1e6 + 1e7, 3e3 * (y + rng.normal(size=n)) - 2e6])
+    matrix[rng.random(matrix.shape) < 0.15] = np.nan
+    matrix[np.all(np.isnan(matrix), axis=1), 0] = 1e-8  # the cohort: samples with at least one phenotype
+    covariates = covariates.copy()
+    covariates[:, 0] = covariates[:, 0] * 1e-9
+    executor = _executor(genotypes, np.zeros(n), covariates, privacy)
+    start = 0
+    for i, cohort in enumerate(executor.cohorts):
+        rows = slice(start, start + cohort.n_samples)
+        start += cohort.n_samples
+        executor.cohorts[i] = dataclasses.replace(cohort, phenotype_matrix=matrix[rows])
+    names = ("P1", "P2", "P3")
+    results = run_linear_phenotypes(executor, CohortRequest(",".join(names), ("AGE", "SEX", "ANC")))
+    assert list(results) == list(names)
+    g = np.concatenate(genotypes)
+    for p, name in enumerate(names):
+        result = results[name]
+        assert np.all(result.errcode == "."), name
+        for j in range(g.shape[1]):
+            ok = (g[:, j] >= 0) & np.isfinite(matrix[:, p])
+            fit = sm.OLS(matrix[ok, p], sm.add_constant(np.column_stack([covariates[ok], g[ok, j].astype(float)]))).fit()
+            assert result.n[j] == ok.sum()
+            np.testing.assert_allclose(result.beta[j], fit.params[-1], rtol=1e-6, err_msg=name)
+            np.testing.assert_allclose(result.se[j], fit.bse[-1], rtol=1e-6, err_msg=name)
+            assert abs(result.neg_log10_p[j] + np.log10(fit.pvalues[-1])) < 1e-4, name
 
 
 @pytest.mark.parametrize("privacy", ["secagg", "plaintext"])

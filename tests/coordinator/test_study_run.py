@@ -82,3 +82,23 @@ def test_demo_runs_end_to_end_with_real_site_processes(tmp_path: Path, capsys, m
     results = read_gwas_ssf(out / "QT.linear.tsv.gz")
     top = set(results["variant_id"][np.argsort(-results["neg_log10_p"])[:10]])
     assert top & causal, "the strongest hits should include simulated causal variants"
+
+
+def test_study_file_with_several_phenotypes_and_dosage_qc(tmp_path: Path) -> None:
+    """``[analysis] phenotype`` as a list (ranges expanded, as --pheno-name), and ``[qc] mach_r2_filter``."""
+    from engine.errors import ConfigError
+
+    sites = '[[sites]]\nname = "a"\naddress = "x:1"\n[[sites]]\nname = "b"\naddress = "y:1"\n'
+    path = tmp_path / "study.toml"
+    path.write_text('[study]\nid = "s"\n[analysis]\nphenotype = ["LDL", "Y1-Y3"]\n'
+                    '[qc]\noutputs = ["freq-machr2"]\nmach_r2_filter = [0.3]\n' + sites)
+    config = load_study(path)
+    assert config.cohort.phenotypes == ("LDL", "Y1", "Y2", "Y3") and config.glm == "linear"
+    assert config.qc.mach_r2 == (0.3, 2.0) and config.qc.outputs == ("freq-machr2",)
+    assert [model for model, _ in config.model_cohorts()] == ["linear"]
+    path.write_text('[study]\nid = "s"\n[analysis]\nphenotype = ["LDL", "LDL"]\n' + sites)
+    with pytest.raises(ConfigError, match="repeats a name"):
+        load_study(path)
+    path.write_text('[study]\nid = "s"\n[analysis]\nphenotype = ["A", "B"]\nassoc = true\nglm = "none"\n' + sites)
+    with pytest.raises(ConfigError, match="allelic test .* takes one phenotype"):
+        load_study(path)

@@ -48,43 +48,55 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
     age = rng.uniform(20, 70, n).round(1)
     qt = 0.02 * age + 0.5 * male + 0.3 * np.where(g[:, 30] >= 0, g[:, 30], 0) + rng.normal(size=n)
     bt = np.where(qt > np.quantile(qt, 0.6), 2, 1)
+    qt2 = 1e3 * (0.5 * qt + rng.normal(size=n)) + 1e6  # other units and its own missingness
+    qt2_text = np.where(rng.random(n) < 0.1, "NA", np.char.mod("%.3f", qt2))
     for name, rows in (("s1", slice(0, 300)), ("s2", slice(300, 600)), ("pooled", slice(0, 600))):
         write_fam(root / f"{name}.fam", fid[rows], iid[rows], sex[rows])
         write_bim(root / f"{name}.bim", chrom, ids, np.arange(m) * 1000 + 3_000_000, np.array(["A"] * m),
                   np.array(["G"] * m))
         with BedWriter(root / f"{name}.bed", len(fid[rows])) as writer:
             writer.write_block(np.asfortranarray(g[rows]))
-    (root / "pheno.txt").write_text("#FID IID QT BT\n" + "".join(
-        f"{a} {b} {c:.5f} {d}\n" for a, b, c, d in zip(fid, iid, qt, bt)))
+    (root / "pheno.txt").write_text("#FID IID QT BT QT2\n" + "".join(
+        f"{a} {b} {c:.5f} {d} {e}\n" for a, b, c, d, e in zip(fid, iid, qt, bt, qt2_text)))
     (root / "covar.txt").write_text("#FID IID AGE\n" + "".join(f"{a} {b} {c}\n" for a, b, c in zip(fid, iid, age)))
     return root
 
 
 def _compare(sites: Path, tmp_path: Path, phenotype: str, glm: str, ours_extra: list[str],
              plink_modifiers: list[str], plink_extra: list[str]) -> None:
+    """One run of ours (``phenotype`` may list several: one genotype pass), each phenotype against its
+    own PLINK 2 run."""
     out = tmp_path / "out"
     code = main(["local", "--bfile", str(sites / "s1"), "--bfile", str(sites / "s2"), "--pheno", str(sites / "pheno.txt"),
                  "--pheno-name", phenotype, "--covar", str(sites / "covar.txt"), "--covar-name", "AGE", "--glm", glm,
                  "--out", str(out), "--no-progress", "--insecure-transport", *ours_extra])
     assert code == 0
-    ours = read_gwas_ssf(out / f"{phenotype}.{glm}.tsv.gz")
-    run_plink2(["--bfile", str(sites / "pooled"), "--pheno", str(sites / "pheno.txt"), "--pheno-name", phenotype,
-                "--covar", str(sites / "covar.txt"), "--covar-name", "AGE", "--glm", "omit-ref", "hide-covar",
-                *plink_modifiers, *plink_extra, "--out", str(tmp_path / "ref")], cwd=tmp_path)
-    ref = read_plink_table(next(tmp_path.glob(f"ref.{phenotype}.glm.*")))
-    assert list(ours["variant_id"]) == list(ref["ID"])
-    np.testing.assert_array_equal(ours["n"], ref["OBS_CT"])
-    assert list(ours["errcode"]) == list(ref["ERRCODE"])
-    beta, se = (ref["BETA"], ref["SE"]) if "BETA" in ref else (np.log(ref["OR"]), ref["LOG(OR)_SE"])
-    ok = np.isfinite(ref["P"])
-    assert np.max(np.abs(ours["beta"][ok] - beta[ok]) / se[ok]) < 1e-3
-    np.testing.assert_allclose(ours["standard_error"][ok], se[ok], rtol=1e-3)
-    assert np.max(np.abs(ours["neg_log10_p"][ok] + np.log10(ref["P"][ok]))) < 1e-3
+    for name in phenotype.split(","):
+        ours = read_gwas_ssf(out / f"{name}.{glm}.tsv.gz")
+        run_plink2(["--bfile", str(sites / "pooled"), "--pheno", str(sites / "pheno.txt"), "--pheno-name", name,
+                    "--covar", str(sites / "covar.txt"), "--covar-name", "AGE", "--glm", "omit-ref", "hide-covar",
+                    *plink_modifiers, *plink_extra, "--out", str(tmp_path / f"ref_{name}")], cwd=tmp_path)
+        ref = read_plink_table(next(tmp_path.glob(f"ref_{name}.{name}.glm.*")))
+        assert list(ours["variant_id"]) == list(ref["ID"])
+        np.testing.assert_array_equal(ours["n"], ref["OBS_CT"])
+        assert list(ours["errcode"]) == list(ref["ERRCODE"])
+        beta, se = (ref["BETA"], ref["SE"]) if "BETA" in ref else (np.log(ref["OR"]), ref["LOG(OR)_SE"])
+        ok = np.isfinite(ref["P"])
+        assert np.max(np.abs(ours["beta"][ok] - beta[ok]) / se[ok]) < 1e-3
+        np.testing.assert_allclose(ours["standard_error"][ok], se[ok], rtol=1e-3)
+        assert np.max(np.abs(ours["neg_log10_p"][ok] + np.log10(ref["P"][ok]))) < 1e-3
 
 
 @pytest.mark.parametrize("no_x_sex", [False, True])
 def test_linear_on_x_y_mt_as_plink2(sites: Path, tmp_path: Path, no_x_sex: bool) -> None:
     _compare(sites, tmp_path, "QT", "linear", ["--no-x-sex"] if no_x_sex else [],
+             ["no-x-sex"] if no_x_sex else [], [])
+
+
+@pytest.mark.parametrize("no_x_sex", [False, True])
+def test_several_phenotypes_in_one_pass_on_x_y_mt_as_plink2(sites: Path, tmp_path: Path, no_x_sex: bool) -> None:
+    """The one-pass driver of several phenotypes runs per chromosome class too (chrX with the sex covariate)."""
+    _compare(sites, tmp_path, "QT,QT2", "linear", ["--no-x-sex"] if no_x_sex else [],
              ["no-x-sex"] if no_x_sex else [], [])
 
 

@@ -89,3 +89,22 @@ def test_study_files_declare_dp_and_are_checked_before_any_site_is_asked(tmp_pat
     path.write_text('[study]\nid = "s"\n[analysis]\nphenotype = "QT"\n[dp]\nepsilon = "high"\n' + sites)
     with pytest.raises(ConfigError, match=r"\[dp\] epsilon must be a number"):
         load_study(path)
+
+
+def test_each_phenotype_of_a_dp_study_is_its_own_release(tmp_path: Path, capsys) -> None:
+    """Several phenotypes with DP: one round per phenotype, each previewed and charged at every site
+    (the one-pass round, which releases every phenotype at once, is used without DP only)."""
+    study = simulate_study(SimulationSpec(site_sizes=(200, 150), n_variants=300, seed=5, write_pooled=False),
+                           tmp_path / "sim")
+    ids = [line.split()[1] for line in Path(f"{study.site_bfiles[0]}.bim").read_text().splitlines()[10:30]]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    out = tmp_path / "out"
+    assert main(["local", *sum((["--bfile", str(b)] for b in study.site_bfiles), []), "--pheno", str(study.pheno_path),
+                 "--pheno-name", "QT,BT", "--glm", "linear", "--extract", str(tmp_path / "ids.txt"),
+                 "--dp-epsilon", "1", "--dp-delta", "1e-6", "--dp-bounds", "QT=-5:5,BT=1:2",
+                 "--site-budget-epsilon", "3", "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("DP release preview") == 2
+    assert (out / "QT.linear.tsv.gz").exists() and (out / "BT.linear.tsv.gz").exists()
+    for site in ("site1", "site2"):
+        kinds = [e.kind for e in open_entries(out / "sites" / site / "ledger.sqlite")]
+        assert kinds.count("released") == 2 and kinds.count("accepted") == 2, kinds

@@ -1,0 +1,1 @@
+"""Linear regression: site kernels and the coordinator's solve."""

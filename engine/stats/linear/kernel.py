@@ -90,8 +90,14 @@ def sample_cross_products(design: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.column_stack([design[:, rows] * design[:, cols], design * y[:, None], y * y])
 
 
+def missing_calls(genotypes: np.ndarray) -> np.ndarray:
+    """Bool mask of the missing calls: negative int8 codes, or NaN float dosages."""
+    return np.isnan(genotypes) if genotypes.dtype.kind == "f" else genotypes < 0
+
+
 def missing_call_indicator(genotypes: np.ndarray) -> sparse.csr_matrix:
-    """Sparse ``(m, n)`` 0/1 matrix of the missing (negative) calls of int8 ``(n, m)`` genotypes.
+    """Sparse ``(m, n)`` 0/1 matrix of the missing calls of int8 ``(n, m)`` genotypes (negative codes), or
+    of float dosages (NaN).
 
     Found on the raw Fortran (variant-major) memory in one pass over int8; the flat indices come out
     sorted by variant, so the CSR matrix is built directly. ``indicator @ per_sample`` gives, per
@@ -99,7 +105,7 @@ def missing_call_indicator(genotypes: np.ndarray) -> sparse.csr_matrix:
     """
     raw = np.asfortranarray(genotypes)
     n, m = raw.shape
-    flat = np.flatnonzero(raw.ravel(order="F") < 0)
+    flat = np.flatnonzero(missing_calls(raw.ravel(order="F")))
     variant_of = flat // n
     indptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(np.bincount(variant_of, minlength=m), out=indptr[1:])

@@ -17,6 +17,7 @@ import numpy as np
 from engine.stats.association import ERRCODE_OK, AssociationResult, VariantTable
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.pvalues import t_test_neg_log10_p
+from engine.stats.qc.dosage import mach_r2
 
 #: PLINK 2 --glm defaults: variance inflation factor and maximum predictor correlation.
 MAX_VIF = 50.0
@@ -108,4 +109,6 @@ def solve_linear(packed: np.ndarray, n_design: int, variants: VariantTable) -> A
         n=np.rint(packed[:, layout.column(0, 0)]).astype(np.int64),
         effect_allele_count=packed[:, layout.column(0, n_design)],
         errcode=fit.errcode.astype(str),
+        info=mach_r2(packed[:, layout.column(0, 0)], packed[:, layout.column(0, n_design)],
+                     packed[:, layout.column(n_design, n_design)]),
     )

@@ -43,7 +43,7 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
-from engine.stats.linear.kernel import LinearLayout, missing_call_indicator, pack_statistics
+from engine.stats.linear.kernel import LinearLayout, missing_call_indicator, missing_calls, pack_statistics
 
 #: values per elementwise panel (0.5 MiB per float32 buffer, 1 MiB per float64 one); measured faster than
 #: 2^16 and 2^18 with 3,333 samples on the benchmark machine (512 KiB L2 per core, 32 MiB L3).
@@ -190,7 +190,8 @@ def logistic_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray
     Parameters
     ----------
     genotypes
-        int8 ``(n, m)`` counts (0/1/2) of the study's effect allele, negative for a missing call.
+        int8 ``(n, m)`` counts (0/1/2) of the study's effect allele, negative for a missing call; or
+        float dosages, NaN for a missing dosage.
     design
         ``(n, K)`` intercept and covariates of the analysed samples.
     y
@@ -295,7 +296,7 @@ class _NewtonPanel:
         k, c = self.k, raw.shape[0]
         g32, eta, z, p, g, r = (buffer[:c] for buffer in (self.g32, self.eta, self.z, self.p, self.g, self.r))
         np.copyto(g32, raw, casting="unsafe")
-        missing = np.flatnonzero(raw < 0)
+        missing = np.flatnonzero(missing_calls(raw))
         g32.reshape(-1)[missing] = 0.0
         np.copyto(g, g32)
         # Minus the linear predictors; exp(-eta) = z, p = 1 / (1 + z) and 1 - p = z p (accurate when p
@@ -339,7 +340,7 @@ class _Float64Panel:
         g, eta, z, p, w = (buffer[:c] for buffer in (self.g, self.eta, self.z, self.p, self.w))
         stacked = self.stacked[: 2 * c]
         np.copyto(g, raw, casting="unsafe")
-        missing = np.flatnonzero(raw < 0)
+        missing = np.flatnonzero(missing_calls(raw))
         g.reshape(-1)[missing] = 0.0
         np.matmul(-coef[:, :k], design.T, out=eta)  # minus the linear predictors (see _NewtonPanel)
         np.multiply(g, -coef[:, k: k + 1], out=z)
@@ -452,7 +453,8 @@ def start_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b
     Parameters
     ----------
     genotypes
-        int8 ``(n, m)`` counts of the study's effect allele, -127 for a missing call.
+        int8 ``(n, m)`` counts of the study's effect allele, -127 for a missing call; or float dosages,
+        NaN for a missing dosage (then without the add-back, and with ``g^3`` summed directly).
     design, y
         ``(n, K)`` intercept and covariates; ``(n,)`` phenotype 0/1.
     b
@@ -488,15 +490,22 @@ def start_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b
     by_g, by_g2 = np.empty((m, n_g)), np.empty((m, against_g2.shape[0]))
     chunk = max(1, min(m, _GEMM_PANEL_VALUES // max(n, 1)))
     buffer = np.empty((n, chunk), order="F")
+    dosages = raw.dtype.kind == "f"
+    by_g3 = np.empty(m) if dosages else None  # sum u g^3: dosages are not in {0, 1, 2}
     for start in range(0, m, chunk):
         stop = min(start + chunk, m)
         view = buffer[:, : stop - start]
         np.copyto(view, raw[:, start:stop], casting="unsafe")
+        if dosages:
+            np.nan_to_num(view, copy=False, nan=0.0)
         by_g[start:stop] = (against_g @ view).T
+        if by_g3 is not None:
+            by_g3[start:stop] = u @ (view * view * view)
         view *= view
         by_g2[start:stop] = (against_g2 @ view).T
-    by_g += 127.0 * missing[:, n_cov: n_cov + n_g]  # a missing call entered as -127, and as 127^2 squared
-    by_g2 -= 127.0 ** 2 * missing[:, n_cov + n_g:]
+    if not dosages:
+        by_g += 127.0 * missing[:, n_cov: n_cov + n_g]  # a missing call entered as -127, and as 127^2 squared
+        by_g2 -= 127.0 ** 2 * missing[:, n_cov + n_g:]
 
     layout = StartLayout(k)
     out = np.empty((m, layout.width))
@@ -510,7 +519,8 @@ def start_statistics(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray, b
     out[:, layout.logistic] = values
     u_g = by_g[:, 2 * k + 2:]  # sum u c_a c_b g, pairs order (the first is sum u g)
     u_g2 = by_g2[:, 2:]  # sum u c_a g^2
-    families = {1: u_g, 2: u_g2, 3: (3.0 * u_g2[:, 0] - 2.0 * u_g[:, 0])[:, None]}  # g^3 = 3 g^2 - 2 g
+    u_g3 = by_g3 if by_g3 is not None else 3.0 * u_g2[:, 0] - 2.0 * u_g[:, 0]  # g^3 = 3 g^2 - 2 g in {0, 1, 2}
+    families = {1: u_g, 2: u_g2, 3: u_g3[:, None]}
     counts, source = LogisticLayout(k, firth=True)._triple_sources
     genotype = counts > 0  # the columns of StartLayout.genotype_triples, in that order
     counts, source = counts[genotype], source[genotype]

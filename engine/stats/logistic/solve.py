@@ -40,6 +40,7 @@ from engine.errors import InputError
 from engine.stats.linear.kernel import LinearLayout
 from engine.stats.logistic.kernel import LogisticLayout, StartLayout
 from engine.stats.pvalues import z_test_neg_log10_p
+from engine.stats.qc.dosage import mach_r2
 from engine.stats.spd import Cholesky
 
 MAX_CORR = 0.999
@@ -638,4 +639,5 @@ class BinaryTraitFit:
             effect_allele_count=screen.allele_count,
             errcode=errcode.astype(str),
             firth=used_firth,
+            info=mach_r2(self._xtx[:, 0, 0], self._xtx[:, 0, p - 1], self._xtx[:, p - 1, p - 1]),
         )

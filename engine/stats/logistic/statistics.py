@@ -36,6 +36,7 @@ class LogisticStatistic:
     name = "logistic"
     needs_phenotype = True
     males_only_on_y = True
+    dosage = True
     firth = False
     exact = False
     inputs: Mapping[str, InputSpec] = {"coef": InputSpec("float64", per_variant=True, trailing=(None,)),
@@ -79,6 +80,7 @@ class LogisticStartStatistic:
     name = "logistic_start"
     needs_phenotype = True
     males_only_on_y = True
+    dosage = True
     inputs: Mapping[str, InputSpec] = {"null_coef": InputSpec("float64", per_variant=False, trailing=(None,)),
                                        **STANDARDISE_INPUTS}
 

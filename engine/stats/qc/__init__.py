@@ -1,0 +1,1 @@
+"""Variant QC: genotype counts, dosage sums, the exact HWE test and the allelic test."""

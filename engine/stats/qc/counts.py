@@ -29,7 +29,7 @@ BY_SEX_INPUT = "by_sex"
 #: Values per variant and status group, in this order.
 COUNT_COLUMNS = ("hom_effect", "het", "hom_other", "missing")
 #: Relative tolerance PLINK 2 applies to filter thresholds (2^-44, its ``kSmallEpsilon``).
-_SMALL_EPSILON = 2.0 ** -44
+SMALL_EPSILON = _SMALL_EPSILON = 2.0 ** -44
 
 
 def genotype_counts(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:

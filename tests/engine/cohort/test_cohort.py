@@ -35,3 +35,17 @@ def test_build_cohort_drops_missing_and_matches_ids(tmp_path: Path) -> None:
     assert everyone.n_samples == 3 and not everyone.phenotype.any()
     quantitative = build_cohort(fam, read_sample_table(pheno), "QT")
     assert quantitative.sample_index.tolist() == [0, 1] and quantitative.n_dropped == 1
+
+
+def test_missing_value_applies_to_every_phenotype_of_a_multi_phenotype_cohort(tmp_path: Path) -> None:
+    """PLINK 2's --input-missing-phenotype holds for each column of --pheno-name A,B."""
+    pheno = tmp_path / "pheno.txt"
+    pheno.write_text("#FID\tIID\tA\tB\nf1\ta\t-9\t5\nf1\tb\t2.5\t-1\nf2\tc\t-1\t-1\nf3\td\t1.0\t-9\n")
+    fam = FamTable(fid=np.array(["f1", "f1", "f2", "f3"]), iid=np.array(["a", "b", "c", "d"]),
+                   sex=np.array([1, 2, 1, 2], np.int8))
+    cohort = build_cohort(fam, read_sample_table(pheno), "A,B", missing_value=-1.0)
+    assert cohort.sample_index.tolist() == [0, 1, 3]  # c misses both
+    np.testing.assert_array_equal(cohort.phenotype_matrix, [[-9.0, 5.0], [2.5, np.nan], [1.0, -9.0]])
+    default = build_cohort(fam, read_sample_table(pheno), "A,B")
+    assert default.sample_index.tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(default.phenotype_matrix, [[np.nan, 5.0], [2.5, -1.0], [-1.0, -1.0], [1.0, np.nan]])

@@ -69,8 +69,8 @@ def test_pgen_reader_equals_bed_reader(tmp_path: Path) -> None:
     variants = np.array([3, 1000, 14078, 42])
     np.testing.assert_array_equal(pgen.read_block(variants, samples), bed.read_block(variants, samples))
     np.testing.assert_array_equal(pgen.read_block(slice(0, 200)), bed.read_block(slice(0, 200)))
-    with pytest.raises(InputError, match="genotype format 'bgen'"):
-        open_genotypes("bgen", tmp_path / "hm3", tmp_path)
+    with pytest.raises(InputError, match="genotype format 'gen'"):
+        open_genotypes("gen", tmp_path / "hm3", tmp_path)
 
 
 def test_federated_study_mixing_bed_pgen_and_vcf_sites(tmp_path: Path) -> None:

@@ -1,0 +1,77 @@
+"""A compact layout of the linear statistics of many phenotypes, for variants without missing calls.
+
+For phenotype ``p`` and variant ``j`` the statistics are sums over ``A = s_p ∩ obs_j`` (the samples
+with the phenotype and a call at ``j``). Where no sample of ``s_p`` misses the call, ``A = s_p`` and
+``C'C``, ``C'y`` and ``y'y`` are the same for every variant: the phenotype's *totals*, sent once
+(statistic ``linear_totals``, one row). Per variant only ``N``, ``C'g``, ``g'g`` and ``g'y`` remain
+(statistic ``linear_complete``): ``K + 3`` values per phenotype instead of ``Q = P(P+1)/2 + P + 1``
+(9 instead of 36 with 5 covariates). ``N`` tells the coordinator which variants had a missing call
+in some phenotype's samples (``N < n_p``, as the released per-variant N shows anyway); those get the
+full statistics in one more ``linear`` round. The layout is per phenotype, never per missingness
+group, since groups are a site's own: every site sends the same shape.
+
+Rows are phenotype-major: ``[N, C'g (K), g'g, g'y]`` per phenotype (``linear_complete``) and
+``[triu(C'C) (K(K+1)/2), C'y (K), y'y]`` per phenotype (``linear_totals``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.stats.linear.kernel import LinearLayout, pack_statistics
+from engine.stats.linear.phenotypes import PhenotypeGroups
+
+
+def complete_width(n_design: int) -> int:
+    """Values per phenotype per variant of ``linear_complete``: ``N``, ``C'g``, ``g'g``, ``g'y``."""
+    return n_design + 3
+
+
+def totals_width(n_design: int) -> int:
+    """Values per phenotype of ``linear_totals``: ``triu(C'C)``, ``C'y``, ``y'y``."""
+    return n_design * (n_design + 1) // 2 + n_design + 1
+
+
+def compact_rows(full: np.ndarray, n_design: int, n_phenotypes: int) -> np.ndarray:
+    """``linear_complete`` rows ``(m, P (K + 3))`` taken from full packed statistics ``(m, P Q)``."""
+    layout = LinearLayout(n_design)
+    k = n_design
+    columns = [layout.column(0, 0), *(layout.column(a, k) for a in range(k)), layout.column(k, k),
+               layout.xty_slice.start + k]
+    index = np.concatenate([p * layout.width + np.array(columns) for p in range(n_phenotypes)])
+    return full[:, index]
+
+
+def totals_row(groups: PhenotypeGroups) -> np.ndarray:
+    """The ``linear_totals`` row ``(P (K(K+1)/2 + K + 1),)`` of a cohort: each phenotype's sums over its samples."""
+    k, n_pheno = groups.design.shape[1], groups.n_phenotypes
+    n_triu = k * (k + 1) // 2
+    parts = []
+    for p in range(n_pheno):
+        group = int(groups.group_of[p])
+        start = n_triu + n_pheno * (k + 1) + group * n_triu
+        parts += [groups.totals[start: start + n_triu], groups.totals[n_triu + p * k: n_triu + (p + 1) * k],
+                  groups.totals[n_triu + n_pheno * k + p: n_triu + n_pheno * k + p + 1]]
+    return np.concatenate(parts)
+
+
+def expand_complete(compact: np.ndarray, totals: np.ndarray, n_design: int, n_phenotypes: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Full packed statistics ``(m, P Q)`` from pooled ``linear_complete`` rows and the pooled totals
+    ``(P (K(K+1)/2 + K + 1),)``, and the bool ``(m,)`` of variants where some phenotype had a missing
+    call (their rows are not valid here: they need the full ``linear`` statistics)."""
+    layout = LinearLayout(n_design)
+    k = n_design
+    n_triu = k * (k + 1) // 2
+    cw, tw = complete_width(k), totals_width(k)
+    m = len(compact)
+    out = np.empty((m, n_phenotypes * layout.width))
+    incomplete = np.zeros(m, dtype=bool)
+    for p in range(n_phenotypes):
+        row, total = compact[:, p * cw:(p + 1) * cw], totals[p * tw:(p + 1) * tw]
+        n_total = total[0]  # C'C[0, 0]: the phenotype's samples
+        incomplete |= np.rint(row[:, 0]) != np.rint(n_total)
+        out[:, p * layout.width:(p + 1) * layout.width] = pack_statistics(
+            layout, np.broadcast_to(total[:n_triu], (m, n_triu)), row[:, 1:k + 1], row[:, k + 1],
+            np.broadcast_to(total[n_triu:n_triu + k], (m, k)), row[:, k + 2], np.full(m, total[-1]))
+    return out, incomplete
