@@ -123,3 +123,14 @@ def test_protobuf_runtime_floor_covers_generated_code(proto: str) -> None:
 def test_engine_is_mypy_clean() -> None:
     completed = subprocess.run([sys.executable, "-m", "mypy", "engine"], cwd=ROOT, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stdout[-3000:]
+
+
+#: Hand-written modules stay small enough to read in one sitting (generated protobuf code excepted).
+MAX_MODULE_LINES = 500
+
+
+def test_no_hand_written_module_is_over_the_size_limit() -> None:
+    packages = (*SHARED, *ROLES, TOOL)
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for package in packages if (ROOT / package).is_dir() for p in _sources(package)}
+    assert {path: n for path, n in sizes.items() if n > MAX_MODULE_LINES} == {}

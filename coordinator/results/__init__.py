@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.results.gwas_ssf import take_rows, is_sorted, read_gwas_ssf, testable, write_gwas_ssf, write_gwas_ssf_meta
+from coordinator.results.gwas_ssf import is_sorted, read_gwas_ssf, take_rows, testable, write_gwas_ssf
+from coordinator.results.gwas_ssf_meta import write_gwas_ssf_meta
 from coordinator.results.plots import genomic_inflation, manhattan_plot, qq_plot
 from coordinator.results.report import ResultPaths, result_paths, write_report
 from coordinator.summary import RunSummary

@@ -154,8 +154,9 @@ def test_dp_linear_association_on_a_declared_variant_set(sites: Sites, tmp_path:
 
     a, b = read_gwas_ssf(tmp_path / "exact" / "QT.linear.tsv.gz"), read_gwas_ssf(tmp_path / "dp" / "QT.linear.tsv.gz")
     assert len(b["beta"]) == 15
-    # Noisy (at this epsilon the noise is ~1/3 of the sampling SE on 420 samples), but the same estimates.
-    assert np.all(np.abs(b["beta"] - a["beta"]) < 1.5 * a["standard_error"])
+    # Noisy (at this epsilon the noise is ~1/3 of the sampling SE on 420 samples, plus the clipping to the
+    # declared bounds), but the same estimates: 3 SE leaves the unseeded noise a negligible chance to exceed it.
+    assert np.all(np.abs(b["beta"] - a["beta"]) < 3.0 * a["standard_error"])
     assert not np.allclose(a["beta"], b["beta"])
     summary = json.loads((tmp_path / "dp" / "QT.linear.summary.json").read_text())
     assert any("differentially private linear release" in note for note in summary["notes"])

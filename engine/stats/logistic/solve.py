@@ -38,33 +38,18 @@ import numpy as np
 from engine.stats.association import ERRCODE_OK, AssociationResult, VariantTable
 from engine.errors import InputError
 from engine.stats.linear.kernel import LinearLayout
-from engine.stats.logistic.kernel import LogisticLayout, StartLayout
+from engine.stats.logistic.iterations import (ACTIVE, CONVERGED, FAILED, TENSOR_BATCH, UNFINISHED, BinaryScreen,
+                                              FirthIterations, NewtonIterations, inverse_spd, screen_variants)
+from engine.stats.logistic.kernel import LogisticLayout
+from engine.stats.logistic.start import StartLayout
 from engine.stats.pvalues import z_test_neg_log10_p
 from engine.stats.qc.dosage import mach_r2
 from engine.stats.spd import Cholesky
 
-MAX_CORR = 0.999
-MAX_VIF = 50.0
-#: Newton (PLINK's LogisticRegression): convergence when sum |step| is below this (its divergence and
-#: iteration limits are the literals of ``_Newton._step``).
-NEWTON_TOL = 1e-4
-#: Firth (PLINK's FirthRegression): logistf's gconv, xconv, lconv, maxit, maxstep and maxhs.
-FIRTH_TOL = 1e-4
-FIRTH_MAX_ITER = 25
-FIRTH_MAX_STEP = 5.0
-FIRTH_MAX_HALVINGS = 5
-#: Relative slack when comparing penalised log-likelihoods: a "decrease" smaller than this is rounding
-#: (float64 sums over samples, secure aggregation's 2^-40 per site), not a reason to halve the step.
-#: It must stay tiny: for a singleton the likelihood is so flat that PLINK's path (and whether it ends
-#: UNFINISHED) depends on decreases of ~1e-6.
-LOGLIK_SLACK = 1e-11
 #: Fixed-point iterations for the second-order start (each multiplies the error by ~|step|; the quadratic
 #: model's own error is ~|step|^3, which two iterations reach).
 SECOND_ORDER_ITERATIONS = 2
-#: Variants per batch when expanding Firth third moments (bounds memory: 16k x 7^3 doubles = 45 MB).
-_TENSOR_BATCH = 16_384
 
-_ACTIVE, _CONVERGED, _UNFINISHED, _FAILED = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -75,264 +60,6 @@ class RoundRequest:
     variants: np.ndarray
     inputs: Mapping[str, np.ndarray]
     width: int
-
-
-@dataclass(frozen=True)
-class BinaryScreen:
-    """What the linear statistics of a 0/1 phenotype say about each variant, shapes ``(M,)``.
-
-    ``errcode`` holds PLINK's pre-fit ERRCODEs (``.`` where a fit is run); ``zero_cell`` marks variants
-    whose effect or other allele is absent among cases or among controls (firth-fallback goes
-    straight to Firth for them).
-    """
-
-    n: np.ndarray
-    n_cases: np.ndarray
-    allele_count: np.ndarray
-    case_allele_count: np.ndarray
-    errcode: np.ndarray
-    zero_cell: np.ndarray
-
-
-def screen_variants(xtx: np.ndarray, xty: np.ndarray) -> BinaryScreen:
-    """PLINK 2's pre-fit checks from per-variant ``X'X`` ``(M, P, P)`` and ``X'y`` ``(M, P)``.
-
-    The genotype is the last predictor and the intercept the first.
-    """
-    m, p, _ = xtx.shape
-    n = xtx[:, 0, 0]
-    allele = xtx[:, 0, p - 1]
-    case_allele = xty[:, p - 1]
-    n_cases = xty[:, 0]
-    errcode = np.full(m, ERRCODE_OK, dtype=object)
-    errcode[n <= p] = "SAMPLE_CT<=PREDICTOR_CT"
-    constant = (n * xtx[:, p - 1, p - 1] == allele * allele)  # integer counts: exact in float64
-    errcode[(errcode == ERRCODE_OK) & constant] = "CONST_OMITTED_ALLELE"
-    todo = np.flatnonzero(errcode == ERRCODE_OK)
-    chunks = [todo[start: start + _TENSOR_BATCH] for start in range(0, len(todo), _TENSOR_BATCH)]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # numpy releases the GIL
-        for chunk, codes in zip(chunks, pool.map(lambda rows: _predictor_checks(xtx[rows]), chunks)):
-            errcode[chunk] = codes
-    ref, case_ref = 2.0 * n - allele, 2.0 * n_cases - case_allele
-    zero_cell = (case_allele == 0) | (case_allele == allele) | (case_ref == 0) | (case_ref == ref)
-    return BinaryScreen(n=n, n_cases=n_cases, allele_count=allele, case_allele_count=case_allele,
-                        errcode=errcode, zero_cell=zero_cell)
-
-
-def _predictor_checks(xtx: np.ndarray) -> np.ndarray:
-    """CORR_TOO_HIGH / VIF_INFINITE / VIF_TOO_HIGH among the non-intercept predictors, as PLINK checks them."""
-    out = np.full(len(xtx), ERRCODE_OK, dtype=object)
-    if len(xtx) == 0:
-        return out
-    n = xtx[:, 0, 0]
-    sums = xtx[:, 0, 1:]
-    cov = (xtx[:, 1:, 1:] - sums[:, :, None] * sums[:, None, :] / n[:, None, None]) / (n - 1.0)[:, None, None]
-    var = np.einsum("mii->mi", cov)
-    degenerate = ~np.all(var > 0, axis=1)
-    scale = 1.0 / np.sqrt(np.where(var > 0, var, 1.0))
-    corr = cov * scale[:, :, None] * scale[:, None, :]
-    off = ~np.eye(corr.shape[1], dtype=bool)
-    too_high = np.any(np.abs(corr[:, off]) > MAX_CORR, axis=1) & ~degenerate
-    out[too_high] = "CORR_TOO_HIGH"
-    rest = np.flatnonzero(~too_high)
-    corr_rest = corr[rest]
-    corr_rest[:, ~off] = 1.0
-    invertible = _positive_definite(corr_rest) & ~degenerate[rest]
-    out[rest[~invertible]] = "VIF_INFINITE"
-    good = rest[invertible]
-    vif = np.einsum("mii->mi", _inverse(corr_rest[invertible]))
-    out[good[np.any(vif > MAX_VIF, axis=1)]] = "VIF_TOO_HIGH"
-    return out
-
-
-def _positive_definite(matrices: np.ndarray) -> np.ndarray:
-    """Whether each symmetric matrix ``(m, P, P)`` is numerically positive definite.
-
-    Its Cholesky factorisation succeeds and the smallest pivot of the Jacobi-scaled matrix (unit
-    diagonal; the pivot divided by the diagonal entry) exceeds 1e-13; decided per matrix, whatever
-    else is in the batch (:class:`engine.stats.spd.Cholesky`).
-    """
-    if len(matrices) == 0:
-        return np.zeros(0, dtype=bool)
-    diag = np.einsum("mii->mi", matrices)
-    ok = np.all(np.isfinite(matrices), axis=(1, 2)) & np.all(diag > 0, axis=1)
-    safe = np.where(ok[:, None, None], matrices, np.eye(matrices.shape[1]))
-    with np.errstate(invalid="ignore"):
-        scaled_pivots = Cholesky(safe).pivots / np.einsum("mii->mi", safe)
-        return ok & (scaled_pivots.min(axis=1) > 1e-13)
-
-
-def _solve(matrices: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """``matrices^-1 rhs`` for positive definite ``(m, P, P)`` and ``(m, P)`` (Cholesky needs no scaling)."""
-    return Cholesky(matrices).solve(rhs)
-
-
-def _inverse(matrices: np.ndarray) -> np.ndarray:
-    """Inverses of positive definite matrices ``(m, P, P)``."""
-    return Cholesky(matrices).inverse()
-
-
-class _Newton:
-    """PLINK 2's LogisticRegression for many variants: Newton steps from 0, its stopping rules."""
-
-    def __init__(self, m: int, p: int) -> None:
-        self.coef = np.zeros((m, p))
-        self.min_delta = np.full(m, 1e9)
-        self.iteration = np.zeros(m, dtype=np.int64)
-        self.status = np.full(m, -1, dtype=np.int64)  # -1: not fitted by Newton
-        self.info = np.zeros((m, p, p))  # X'WX of the last step
-
-    def start(self, index: np.ndarray, info: np.ndarray, score: np.ndarray) -> None:
-        """Iteration 0 (coefficients 0) for ``index``, from ``X'X / 4`` and ``X'y - X'1 / 2``."""
-        self.begin(index)
-        self.iteration[index] = 0
-        self._step(index, info, score)
-
-    def begin(self, index: np.ndarray, coef: np.ndarray | float = 0.0) -> None:
-        """Start ``index`` afresh at ``coef`` (``(P,)``, or 0), iteration 0 still to be evaluated by a round."""
-        self.status[index] = _ACTIVE
-        self.coef[index] = coef
-        self.iteration[index] = -1
-        self.min_delta[index] = 1e9
-
-    def pending(self) -> np.ndarray:
-        return np.flatnonzero(self.status == _ACTIVE)
-
-    def update(self, index: np.ndarray, info: np.ndarray, score: np.ndarray) -> None:
-        self.iteration[index] += 1
-        self._step(index, info, score)
-
-    def _step(self, index: np.ndarray, info: np.ndarray, score: np.ndarray) -> None:
-        ok = _positive_definite(info)
-        step = np.full(score.shape, np.nan)
-        if np.any(ok):
-            step[ok] = _solve(info[ok], score[ok])
-        self.info[index] = info
-        coef = self.coef[index] + step
-        self.coef[index] = coef
-        delta = np.abs(step).sum(axis=1)
-        it = self.iteration[index]
-        min_delta = np.minimum(self.min_delta[index], delta)
-        self.min_delta[index] = min_delta
-        status = np.full(len(index), _ACTIVE)
-        big = np.max(np.abs(coef), axis=1)
-        with np.errstate(invalid="ignore"):
-            exploding = (delta > 20.0) & (delta > 2.0 * min_delta)
-            stuck = (it > 6) & (np.abs(1.0 - delta) < 1e-3)
-            diverged = (it > 3) & (exploding | stuck)
-            status[np.isnan(delta) | diverged] = _FAILED
-            at_limit = (status == _ACTIVE) & (it > 13)
-            status[at_limit] = np.where(big[at_limit] > 8e3, _FAILED, _UNFINISHED)
-            done = (status == _ACTIVE) & (delta < NEWTON_TOL)
-        status[done] = np.where(big[done] > 6e4, _FAILED, _CONVERGED)
-        self.status[index] = status
-
-
-class _Firth:
-    """PLINK 2 (v2.00a3.5)'s FirthRegression for many variants, one evaluation round at a time."""
-
-    def __init__(self, m: int, layout: LogisticLayout) -> None:
-        p = layout.n_predictors
-        self.layout = layout
-        self.status = np.full(m, -1, dtype=np.int64)
-        self.coef = np.zeros((m, p))  # accepted coefficients
-        self.trial = np.zeros((m, p))  # coefficients being evaluated
-        self.step = np.zeros((m, p))
-        self.info = np.zeros((m, p, p))  # X'WX at the accepted coefficients
-        self.loglik = np.zeros(m)  # penalised, at the accepted coefficients
-        self.loglik_old = np.zeros(m)
-        self.threshold = np.zeros(m)
-        self.step_max = np.zeros(m)
-        self.score_max = np.zeros(m)
-        self.small_step = np.zeros(m, dtype=bool)  # step and score both below tolerance
-        self.max_halvings = np.zeros(m, dtype=np.int64)
-        self.halving = np.zeros(m, dtype=np.int64)
-        self.bailed = np.zeros(m, dtype=bool)
-        self.iteration = np.zeros(m, dtype=np.int64)
-
-    def start(self, index: np.ndarray, info: np.ndarray, score: np.ndarray, n: np.ndarray) -> None:
-        """Evaluation at coefficients 0 (``p = 1/2``: log-likelihood ``n log 1/2``, third moments 0)."""
-        self.status[index] = _ACTIVE
-        self.coef[index] = 0.0
-        self.iteration[index] = 0
-        self.bailed[index] = False
-        ok = _positive_definite(info)
-        self.status[index[~ok]] = _FAILED
-        good = index[ok]
-        self.info[good] = info[ok]
-        self.loglik[good] = n[ok] * np.log(0.5) + 0.5 * np.linalg.slogdet(info[ok])[1]
-        self._next_step(good, score[ok])
-
-    def pending(self) -> np.ndarray:
-        return np.flatnonzero(self.status == _ACTIVE)
-
-    def _next_step(self, index: np.ndarray, ustar: np.ndarray) -> None:
-        """Top of PLINK's iteration loop: the step from ``U*`` at the accepted coefficients."""
-        step = np.einsum("mij,mj->mi", _inverse(self.info[index]), ustar)
-        score_max = np.max(np.abs(ustar), axis=1)
-        step_max = np.max(np.abs(step), axis=1)
-        capped = step_max > FIRTH_MAX_STEP
-        step[capped] *= (FIRTH_MAX_STEP / step_max[capped])[:, None]
-        step_max[capped] = FIRTH_MAX_STEP
-        small = (step_max <= FIRTH_TOL) & (score_max < FIRTH_TOL)
-        self.step[index], self.step_max[index], self.score_max[index] = step, step_max, score_max
-        self.small_step[index] = small
-        self.loglik_old[index] = self.loglik[index]
-        self.threshold[index] = self.loglik[index] - np.where(small, 0.999999 * FIRTH_TOL, 0.0)
-        self.max_halvings[index] = FIRTH_MAX_HALVINGS
-        self.halving[index] = 1
-        self.trial[index] = self.coef[index] + step
-
-    def update(self, index: np.ndarray, packed: np.ndarray) -> None:
-        """One evaluation round at ``self.trial[index]``: halve the step, or accept and step again."""
-        layout = self.layout
-        info = layout.unpack_info(packed)
-        ok = _positive_definite(info)
-        self.status[index[~ok]] = _FAILED
-        index, packed, info = index[ok], packed[ok], info[ok]
-        loglik = packed[:, layout.loglik_column] + 0.5 * np.linalg.slogdet(info)[1]
-        h, maxhs = self.halving[index], self.max_halvings[index]
-        old, threshold = self.loglik_old[index], self.threshold[index]
-        accept = h > maxhs
-        slack = LOGLIK_SLACK * np.maximum(1.0, np.abs(old))  # rounding, see the constant
-        above = ~accept & (loglik >= threshold - slack)
-        accept |= above & (loglik >= old - slack)
-        maxhs = np.where(above & ~accept, h, maxhs)
-        below_at_last = ~accept & ~above & (h == maxhs)
-        bail = (below_at_last & (self.step_max[index] < 1e-3) & (self.score_max[index] < 0.05)
-                & (loglik >= old - FIRTH_TOL))
-        h = np.where(bail, h - 1, h)
-        maxhs = np.where(bail, maxhs - 1, maxhs)
-        self.bailed[index[bail]] = True
-        halve = ~accept
-        hv = index[halve]
-        self.trial[hv] -= self.step[hv] * np.exp2(-h[halve].astype(float))[:, None]
-        self.halving[hv] = h[halve] + 1
-        self.max_halvings[hv] = maxhs[halve]
-        self._accept(index[accept], packed[accept], info[accept], loglik[accept])
-
-    def _accept(self, index: np.ndarray, packed: np.ndarray, info: np.ndarray, loglik: np.ndarray) -> None:
-        self.coef[index] = self.trial[index]
-        self.info[index] = info
-        change = loglik - self.loglik_old[index]
-        self.loglik[index] = loglik
-        converged = (np.abs(change) <= FIRTH_TOL) & (self.small_step[index] | self.bailed[index])
-        unfinished = ~converged & (self.iteration[index] == FIRTH_MAX_ITER - 1)
-        self.status[index[converged]] = _CONVERGED
-        self.status[index[unfinished]] = _UNFINISHED
-        going = ~converged & ~unfinished
-        index, packed, info = index[going], packed[going], info[going]
-        self.iteration[index] += 1
-        self._next_step(index, _modified_score(packed, info, self.layout))
-
-
-def _modified_score(packed: np.ndarray, info: np.ndarray, layout: LogisticLayout) -> np.ndarray:
-    """Firth's ``U*_a = X'(y - p)_a + sum_bc T_abc [(X'WX)^-1]_bc``, shape ``(m, P)``."""
-    ustar = packed[:, layout.grad_slice].copy()
-    for start in range(0, len(packed), _TENSOR_BATCH):
-        rows = slice(start, start + _TENSOR_BATCH)
-        ustar[rows] += np.einsum("mabc,mbc->ma", layout.unpack_tensor(packed[rows]), _inverse(info[rows]))
-    return ustar
 
 
 class NoCasesOrControls(InputError):
@@ -374,7 +101,7 @@ class BinaryTraitFit:
        first. If Newton fails there, the covariates separate cases from controls and, as PLINK 2
        does, every variant is fitted by Firth regression (after checking that the covariate-only Firth
        fit converges; if not, an :class:`InputError`, as PLINK 2 skips such a phenotype).
-    2. ``logistic_start`` (every variant, :func:`engine.stats.logistic.kernel.start_statistics`): the linear
+    2. ``logistic_start`` (every variant, :func:`engine.stats.logistic.start.start_statistics`): the linear
        statistics of the 0/1 phenotype, for PLINK's pre-fit checks, its firth-fallback screen and the
        first iteration on its path from 0; and the information, score and genotype third moments at
        ``[b, 0]``, ``b`` the covariate-only fit. Without a warm start, or for Firth only, the
@@ -409,10 +136,10 @@ class BinaryTraitFit:
         self.firth_layout = LogisticLayout(n_design, firth=True)
         self.covariate_layout = LogisticLayout(n_design - 1, firth=True)
         self.screen: BinaryScreen | None = None
-        self.newton = _Newton(m, p)
-        self.firth = _Firth(m, self.firth_layout)
-        self.null_newton = _Newton(1, n_design)
-        self.null_firth = _Firth(1, self.covariate_layout)
+        self.newton = NewtonIterations(m, p)
+        self.firth = FirthIterations(m, self.firth_layout)
+        self.null_newton = NewtonIterations(1, n_design)
+        self.null_firth = FirthIterations(1, self.covariate_layout)
         self.warm = np.zeros(m, dtype=bool)  # Newton started at the covariate-only fit, not yet refitted from 0
         self.refitted = np.zeros(m, dtype=bool)  # warm-started fits that ended badly, refitted from 0
         self._null_at_zero: np.ndarray | None = None
@@ -430,10 +157,10 @@ class BinaryTraitFit:
     def requests(self) -> list[RoundRequest]:
         """Rounds still needed (empty when every variant is decided)."""
         first = np.array([0])
-        if self.null_newton.status[0] == _ACTIVE:
+        if self.null_newton.status[0] == ACTIVE:
             return [RoundRequest("covariate_fit", first, {"coef": self.null_newton.coef[first].copy()},
                                  self.covariate_layout.width)]
-        if self.null_firth.status[0] == _ACTIVE:
+        if self.null_firth.status[0] == ACTIVE:
             return [RoundRequest("covariate_fit", first, {"coef": self.null_firth.trial[first].copy()},
                                  self.covariate_layout.width)]
         every = np.arange(self.n_variants)
@@ -497,7 +224,7 @@ class BinaryTraitFit:
         logistic = totals[:, self.start_layout.logistic]
         info, score = self.logistic_layout.unpack_info(logistic), logistic[:, self.logistic_layout.grad_slice]
         self.newton.update(index, info, score)
-        going = self.newton.status[index] == _ACTIVE
+        going = self.newton.status[index] == ACTIVE
         if np.any(going):
             moments = totals[going, self.start_layout.moments]
             n = self._xtx[index[going], 0, 0]
@@ -536,7 +263,7 @@ class BinaryTraitFit:
 
         # Independent batches; numpy releases the GIL, and the sites wait for this step.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            list(pool.map(batch, [slice(start, start + _TENSOR_BATCH) for start in range(0, r, _TENSOR_BATCH)]))
+            list(pool.map(batch, [slice(start, start + TENSOR_BATCH) for start in range(0, r, TENSOR_BATCH)]))
         with np.errstate(invalid="ignore"):
             keep = ~np.all(np.isfinite(step), axis=1) | (np.abs(step).sum(axis=1) > 2.0 * np.abs(newton).sum(axis=1))
         step[keep] = newton[keep]
@@ -554,12 +281,12 @@ class BinaryTraitFit:
     def _fallback(self) -> None:
         """Warm-started fits that failed or did not finish are refitted from 0 (PLINK's path decides);
         variants whose Newton fit from 0 failed go to Firth, from 0 (PLINK's firth-fallback)."""
-        ended = (self.newton.status == _FAILED) | (self.newton.status == _UNFINISHED)
+        ended = (self.newton.status == FAILED) | (self.newton.status == UNFINISHED)
         replay = np.flatnonzero(ended & self.warm)
         if len(replay):
             self.refitted[replay] = True
             self._start_newton_from_zero(replay)
-        failed = np.flatnonzero((self.newton.status == _FAILED) & (self.firth.status < 0))
+        failed = np.flatnonzero((self.newton.status == FAILED) & (self.firth.status < 0))
         if len(failed):
             self._start_firth(failed)
 
@@ -575,9 +302,9 @@ class BinaryTraitFit:
             self._null_last = totals.copy()
             self.null_newton.update(first, layout.unpack_info(totals), totals[:, layout.grad_slice])
             status = self.null_newton.status[0]
-            if status == _CONVERGED:
+            if status == CONVERGED:
                 self._start = "logistic_start" if self.warm_start else "linear"
-            elif status != _ACTIVE:
+            elif status != ACTIVE:
                 self.separation = True
                 zero = self._null_at_zero
                 info = layout.unpack_info(zero)
@@ -585,11 +312,11 @@ class BinaryTraitFit:
         else:
             self.null_firth.update(first, totals)
         status = self.null_firth.status[0]
-        if status in (_FAILED, _UNFINISHED):
+        if status in (FAILED, UNFINISHED):
             raise InputError("neither the covariate-only logistic regression nor the covariate-only Firth "
                              "regression converges (the covariates separate cases from controls, or are "
                              "collinear); PLINK 2 skips such a phenotype: check the covariates")
-        if status == _CONVERGED:
+        if status == CONVERGED:
             self._start = "linear"
 
     def result(self, variants: VariantTable) -> AssociationResult:
@@ -605,14 +332,14 @@ class BinaryTraitFit:
         coef = np.where(used_firth[:, None], self.firth.coef, self.newton.coef)
         info = np.where(used_firth[:, None, None], self.firth.info, self.newton.info)
         fitted = np.flatnonzero(errcode == ERRCODE_OK)
-        if np.any(status[fitted] == _ACTIVE):
+        if np.any(status[fitted] == ACTIVE):
             raise RuntimeError("result() called before every variant was decided")
-        failed = fitted[status[fitted] == _FAILED]
+        failed = fitted[status[fitted] == FAILED]
         errcode[failed] = np.where(used_firth[failed], "FIRTH_CONVERGE_FAIL", "LOGISTIC_CONVERGE_FAIL")
-        estimated = fitted[status[fitted] != _FAILED]
+        estimated = fitted[status[fitted] != FAILED]
         beta, se = np.full(m, np.nan), np.full(m, np.nan)
         if len(estimated):
-            covariance = _inverse(info[estimated])
+            covariance = inverse_spd(info[estimated])
             variances = np.einsum("mii->mi", covariance)
             invalid = np.any(~np.isfinite(variances[:, 1:]) | (variances[:, 1:] < 1e-20), axis=1)
             with np.errstate(invalid="ignore"):
@@ -624,7 +351,7 @@ class BinaryTraitFit:
             valid = estimated[~invalid]
             beta[valid] = coef[valid, p - 1]
             se[valid] = sd[~invalid, p - 1]
-            errcode[valid[status[valid] == _UNFINISHED]] = "UNFINISHED"
+            errcode[valid[status[valid] == UNFINISHED]] = "UNFINISHED"
         with np.errstate(invalid="ignore", divide="ignore"):
             z = beta / se
         neg_log10_p = np.where(np.isfinite(z), z_test_neg_log10_p(z), np.nan)

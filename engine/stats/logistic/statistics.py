@@ -13,8 +13,9 @@ import numpy as np
 
 from engine.cohort.cohort import Cohort
 from engine.errors import ProtocolError
-from engine.stats.logistic.kernel import (DesignProducts, LogisticLayout, StartLayout, covariate_statistics,
-                                          design_products, logistic_statistics, start_statistics)
+from engine.stats.logistic.kernel import (DesignProducts, LogisticLayout, covariate_statistics, design_products,
+                                          logistic_statistics)
+from engine.stats.logistic.start import StartLayout, start_statistics
 from engine.cohort.standardise import STANDARDISE_INPUT, standardise_cohort
 from engine.stats.statistic import STANDARDISE_INPUTS, InputSpec, flip_genotypes
 
@@ -70,11 +71,11 @@ class ExactLogisticStatistic(LogisticStatistic):
 
 
 class LogisticStartStatistic:
-    """The round that starts a case/control fit, at the covariate-only fit (:func:`engine.stats.logistic.kernel.start_statistics`).
+    """The round that starts a case/control fit, at the covariate-only fit (:func:`engine.stats.logistic.start.start_statistics`).
 
     Input ``null_coef`` ``(K,)``: the covariate-only coefficients (intercept, covariates), the same for
     every variant. Output per variant: the linear statistics of the 0/1 phenotype, the logistic
-    statistics at ``[null_coef, 0]`` and the genotype third moments there (:class:`engine.stats.logistic.kernel.StartLayout`).
+    statistics at ``[null_coef, 0]`` and the genotype third moments there (:class:`engine.stats.logistic.start.StartLayout`).
     """
 
     name = "logistic_start"

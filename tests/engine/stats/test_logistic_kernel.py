@@ -17,8 +17,8 @@ from engine.stats.association import VariantTable
 from engine.cohort.cohort import Cohort
 from engine.errors import InputError, ProtocolError
 from engine.stats.linear.kernel import block_statistics
-from engine.stats.logistic.kernel import (LogisticLayout, StartLayout, covariate_statistics, design_products, logistic_statistics,
-                             start_statistics)
+from engine.stats.logistic.kernel import LogisticLayout, covariate_statistics, design_products, logistic_statistics
+from engine.stats.logistic.start import StartLayout, start_statistics
 from engine.stats.logistic.solve import BinaryTraitFit
 from engine.stats.pvalues import z_test_neg_log10_p
 
