@@ -13,7 +13,6 @@ Results are printed as Markdown and written to benchmarks/runs/<timestamp>-he/re
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
@@ -141,12 +140,7 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--variants", type=int, default=100_000)
-    parser.add_argument("--sites", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions of each mode (best is reported)")
+    parser = base.study_arguments(__doc__.splitlines()[0], repeats=2)
     args = parser.parse_args()
 
     study = base.simulate(args.samples, args.variants, args.sites, args.seed)

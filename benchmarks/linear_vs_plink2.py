@@ -126,20 +126,33 @@ def agreement(ours_path: Path, plink_path: Path) -> dict[str, float]:
             "variants_compared": int(ok.sum())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_arguments(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The options every benchmark of a simulated study shares (size, sites, seed, repeats)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--variants", type=int, default=100_000)
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions of each tool (best is reported)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed repetitions of each tool (best is reported)")
+    return parser
+
+
+def runs_dir(suffix: str = "") -> Path:
+    """A new ``benchmarks/runs/<time><suffix>`` folder for one benchmark run's outputs."""
+    runs = ROOT / "benchmarks" / "runs" / (time.strftime("%Y%m%d-%H%M%S") + suffix)
+    runs.mkdir(parents=True, exist_ok=True)
+    return runs
+
+
+
+def main() -> None:
+    parser = study_arguments(__doc__.splitlines()[0], repeats=2)
     parser.add_argument("--privacy", default="secagg", choices=["secagg", "plaintext"])
     args = parser.parse_args()
 
     plink2 = ensure_plink2_with_openblas()
     study = simulate(args.samples, args.variants, args.sites, args.seed)
-    runs = ROOT / "benchmarks" / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    runs.mkdir(parents=True, exist_ok=True)
+    runs = runs_dir()
     plink_times, fed_times = [], []
     for repeat in range(args.repeats):
         seconds, plink_out = run_plink2(plink2, study, runs)

@@ -14,7 +14,6 @@ Results are printed as Markdown and written to benchmarks/runs/<timestamp>-logis
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -34,6 +33,8 @@ from benchmarks.linear_vs_plink2 import (  # noqa: E402
     agreement,
     ensure_plink2_with_openblas,
     peak_rss_mib,
+    runs_dir,
+    study_arguments,
     simulate,
 )
 
@@ -92,19 +93,13 @@ def flags_agree(ours_path: Path, plink_path: Path) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--variants", type=int, default=100_000)
-    parser.add_argument("--sites", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--repeats", type=int, default=1, help="timed repetitions of each tool (best is reported)")
+    parser = study_arguments(__doc__.splitlines()[0], repeats=1)
     parser.add_argument("--privacy", default="secagg", choices=["secagg", "plaintext"])
     args = parser.parse_args()
 
     plink2 = ensure_plink2_with_openblas()
     study = simulate(args.samples, args.variants, args.sites, args.seed)
-    runs = ROOT / "benchmarks" / "runs" / (time.strftime("%Y%m%d-%H%M%S") + "-logistic")
-    runs.mkdir(parents=True, exist_ok=True)
+    runs = runs_dir("-logistic")
     plink_times, fed_times = [], []
     for repeat in range(args.repeats):
         seconds, plink_out = run_plink2(plink2, study, runs)

@@ -16,7 +16,6 @@ Results are printed as a Markdown table and written to benchmarks/runs/<timestam
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from linear_vs_plink2 import ensure_plink2_with_openblas, peak_rss_mib, simulate  # noqa: E402
+from linear_vs_plink2 import ensure_plink2_with_openblas, peak_rss_mib, runs_dir, simulate, study_arguments  # noqa: E402
 
 from engine.io.tables import read_sample_table  # noqa: E402
 
@@ -76,21 +75,15 @@ def agreement(out: Path, plink_prefix: Path) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--variants", type=int, default=100_000)
-    parser.add_argument("--sites", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=2026)
+    parser = study_arguments(__doc__.splitlines()[0], repeats=1)
     parser.add_argument("--components", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=1, help="timed repetitions of each tool (best is reported)")
     parser.add_argument("--mode", default="approx", choices=["approx", "exact"],
                         help="fedgwas: PLINK's approx budget, or iterate to convergence")
     args = parser.parse_args()
 
     plink2 = ensure_plink2_with_openblas()
     study = simulate(args.samples, args.variants, args.sites, args.seed)
-    runs = ROOT / "benchmarks" / "runs" / (time.strftime("%Y%m%d-%H%M%S") + "-pca")
-    runs.mkdir(parents=True, exist_ok=True)
+    runs = runs_dir("-pca")
     plink_times, fed_times = [], []
     for repeat in range(args.repeats):
         plink_times.append(run_plink2(plink2, study, runs, args.components))
