@@ -211,12 +211,7 @@ def running_sites(sites: Sequence[LocalSite], start_timeout: float = 120.0) -> I
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for _, process, ready in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            ready.unlink(missing_ok=True)
+            _stop(process, ready)
 
 
 @dataclass(frozen=True)
@@ -300,9 +295,14 @@ def running_key_holder(holder: LocalKeyHolder | None, start_timeout: float = 120
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        ready.unlink(missing_ok=True)
+        _stop(process, ready)
+
+
+def _stop(process: subprocess.Popen, ready: Path) -> None:
+    """Wait up to 10 s for a process sent SIGTERM, kill it after that, and remove its ready file."""
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    ready.unlink(missing_ok=True)
