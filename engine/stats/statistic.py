@@ -10,6 +10,7 @@ that they can be aggregated under any privacy mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping, Protocol
 
 import numpy as np
@@ -106,3 +107,20 @@ def check_inputs(statistic: SiteStatistic, inputs: Mapping[str, np.ndarray], n_v
             raise ProtocolError(f"input {name!r} has shape {array.shape}, expected (..., {spec.trailing})")
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             raise ProtocolError(f"input {name!r} holds non-finite values")
+
+
+@dataclass(frozen=True)
+class DesignLayout:
+    """The design of a per-variant regression: ``n_design`` columns (intercept and covariates, K), plus
+    the genotype as the last of the ``n_predictors`` (P = K + 1). Statistics lay out their per-variant
+    sums from it (upper triangles in ``np.triu_indices(P)`` order)."""
+
+    n_design: int  # K
+
+    @property
+    def n_predictors(self) -> int:  # P
+        return self.n_design + 1
+
+    @cached_property
+    def triu(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.triu_indices(self.n_predictors)

@@ -25,24 +25,17 @@ from functools import cached_property
 import numpy as np
 from scipy import sparse
 
+from engine.stats.statistic import DesignLayout
+
 
 #: float64 values converted per GEMM chunk (~8 MiB: stays in cache between conversion and GEMM).
 _GEMM_CHUNK_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
-class LinearLayout:
+class LinearLayout(DesignLayout):
     """Column layout of packed statistics for ``n_design`` design columns (intercept included)."""
 
-    n_design: int  # K
-
-    @property
-    def n_predictors(self) -> int:  # P
-        return self.n_design + 1
-
-    @cached_property
-    def triu(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.triu_indices(self.n_predictors)
 
     @property
     def width(self) -> int:  # Q

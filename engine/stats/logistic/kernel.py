@@ -44,6 +44,7 @@ from itertools import combinations_with_replacement
 import numpy as np
 
 from engine.stats.linear.kernel import missing_calls
+from engine.stats.statistic import DesignLayout
 
 #: values per elementwise panel (0.5 MiB per float32 buffer, 1 MiB per float64 one); measured faster than
 #: 2^16 and 2^18 with 3,333 samples on the benchmark machine (512 KiB L2 per core, 32 MiB L3).
@@ -57,7 +58,7 @@ ETA_LIMIT_FLOAT32 = 80.0
 
 
 @dataclass(frozen=True)
-class LogisticLayout:
+class LogisticLayout(DesignLayout):
     """Column layout of the per-variant statistics for ``n_design`` design columns (intercept included).
 
     Columns: upper triangle of ``X'WX`` (row-major, ``np.triu_indices(P)``), then ``X'(y - p)`` (P);
@@ -65,16 +66,7 @@ class LogisticLayout:
     ``combinations_with_replacement(range(P), 3)`` order). The genotype is predictor ``P - 1``.
     """
 
-    n_design: int  # K
     firth: bool = False
-
-    @property
-    def n_predictors(self) -> int:  # P
-        return self.n_design + 1
-
-    @cached_property
-    def triu(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.triu_indices(self.n_predictors)
 
     @property
     def n_info(self) -> int:
