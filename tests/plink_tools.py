@@ -172,3 +172,22 @@ def gwas_ssf_validate(data_file: Path) -> str:
     assert completed.returncode == 0 and "Validation status: True" in output, output
     assert "validation error" not in output.lower(), output  # the metadata model loaded
     return output
+
+
+def assert_matches_plink(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], tolerance: float = 1e-4,
+                         se_rtol: float = 2e-5, freq_atol: float = 1e-6) -> None:
+    """A GWAS-SSF result (:func:`engine.io.gwas_ssf.read_gwas_ssf`) equals PLINK 2's ``--glm omit-ref``
+    table: same variants, A1 and N; |dbeta|/SE and |d -log10 p| below ``tolerance``; SE to ``se_rtol``;
+    the effect-allele frequency to ``freq_atol``."""
+    assert list(ours["variant_id"]) == list(ref["ID"])
+    assert list(ours["effect_allele"]) == list(ref["A1"])  # omit-ref: A1 = ALT = .bim column 5
+    np.testing.assert_array_equal(ours["n"], ref["OBS_CT"])
+    ok = np.isfinite(ref["P"])
+    assert np.array_equal(np.isfinite(ours["beta"]), np.isfinite(ref["BETA"]))
+    beta_err = np.abs(ours["beta"][ok] - ref["BETA"][ok]) / ref["SE"][ok]
+    # PLINK prints 6 significant digits: compare -log10 p where PLINK's P is not rounded to 0.
+    logp_err = np.abs(ours["neg_log10_p"][ok] - -np.log10(ref["P"][ok]))
+    assert beta_err.max() < tolerance, f"max |dbeta|/SE = {beta_err.max():.3g}"
+    assert logp_err.max() < tolerance, f"max |d -log10 p| = {logp_err.max():.3g}"
+    np.testing.assert_allclose(ours["standard_error"][ok], ref["SE"][ok], rtol=se_rtol)
+    np.testing.assert_allclose(ours["effect_allele_frequency"][ok], ref["A1_FREQ"][ok], atol=freq_atol)

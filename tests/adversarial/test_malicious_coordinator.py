@@ -180,6 +180,7 @@ def test_request_ids_are_single_use_and_masks_never_repeat(consortium) -> None:
     coordinator, datas = consortium
     tasks = _tasks(("site1", "site4"), "reuse")
     first = coordinator.run(tasks)
+    assert not first.errors, first.errors
     flipped = {n: dataclasses.replace(t, flip=np.ones(N_VARIANTS, bool)) for n, t in tasks.items()}
     again = coordinator.run(flipped)  # re-sent request id with flipped alleles
     assert "has already seen request" in str(again.errors["site1"])

@@ -17,6 +17,7 @@ from tests.plink_tools import (
     HM3,
     HM3_BFILE,
     HM3_COVARIATES,
+    assert_matches_plink,
     hm3_population_groups,
     plink2_glm_linear,
     read_plink_table,
@@ -35,21 +36,6 @@ def run_local(sites: tuple[Path, ...], out: Path, *extra: str) -> dict[str, np.n
                  "--no-progress", *extra])
     assert code == 0
     return read_gwas_ssf(out / "QT.linear.tsv.gz")
-
-
-def assert_matches_plink(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
-    assert list(ours["variant_id"]) == list(ref["ID"])
-    assert list(ours["effect_allele"]) == list(ref["A1"])  # omit-ref: A1 = ALT = .bim column 5
-    np.testing.assert_array_equal(ours["n"], ref["OBS_CT"])
-    ok = np.isfinite(ref["P"])
-    assert np.array_equal(np.isfinite(ours["beta"]), np.isfinite(ref["BETA"]))
-    beta_err = np.abs(ours["beta"][ok] - ref["BETA"][ok]) / ref["SE"][ok]
-    # PLINK prints 6 significant digits: compare -log10 p where PLINK's P is not rounded to 0.
-    logp_err = np.abs(ours["neg_log10_p"][ok] - -np.log10(ref["P"][ok]))
-    assert beta_err.max() < TOLERANCE, f"max |dbeta|/SE = {beta_err.max():.3g}"
-    assert logp_err.max() < TOLERANCE, f"max |d -log10 p| = {logp_err.max():.3g}"
-    np.testing.assert_allclose(ours["standard_error"][ok], ref["SE"][ok], rtol=2e-5)
-    np.testing.assert_allclose(ours["effect_allele_frequency"][ok], ref["A1_FREQ"][ok], atol=1e-6)
 
 
 def test_secagg_equals_shared_plink2_reference(hm3_split, tmp_path: Path) -> None:

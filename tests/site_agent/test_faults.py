@@ -191,7 +191,7 @@ def test_a_site_killed_mid_round_leaves_the_survivors_result_equal_to_plink2(tmp
     the survivors' pooled data, and the summary names who contributed."""
     from coordinator.results.gwas_ssf import read_gwas_ssf
     from tests.plink_tools import plink2_glm_linear, run_plink2
-    from tests.federated.test_federated_linear_vs_plink2 import assert_matches_plink
+    from tests.plink_tools import assert_matches_plink
 
     study = simulate_study(SimulationSpec(site_sizes=(150, 130, 120), n_variants=300, seed=21, write_pooled=True),
                            tmp_path / "sim")

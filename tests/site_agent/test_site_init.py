@@ -57,7 +57,7 @@ def test_open_access_is_flagged_by_check(study, tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     for warning in ("any_study = true", "min_cohort = 0", "allow_cohort_differencing", "accepts \"plaintext\"",
                     "min_participants = 2"):
-        assert f"WARNING: " in out and warning in out, warning
+        assert "WARNING: " in out and warning in out, warning
 
 
 def test_a_malformed_roster_names_the_entry(tmp_path: Path) -> None:

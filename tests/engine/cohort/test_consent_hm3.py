@@ -16,7 +16,8 @@ import pytest
 from engine.io.plink import read_fam
 from tests.plink_tools import HM3_BFILE, HM3_COVARIATES, hm3_population_groups, read_plink_table, run_plink2, \
     split_by_groups
-from tests.federated.test_federated_linear_vs_plink2 import COVAR, PHENO, assert_matches_plink, run_local
+from tests.federated.test_federated_linear_vs_plink2 import COVAR, PHENO, run_local
+from tests.plink_tools import assert_matches_plink
 
 CODES = np.array(["GRU", "HMB", "DS:MONDO:0005148", "NPU", "NONE", "HMB;NPU", "GRU;NPU", "UNLISTED"])
 

@@ -13,7 +13,7 @@ from engine.errors import InputError
 from engine.io.genotype_sources import PgenFile, VcfFile, open_genotypes
 from engine.io.plink import BedFile
 from tests.plink_tools import DATA, HM3, HM3_BFILE, hm3_population_groups, read_plink_table, run_plink2, split_by_groups
-from tests.federated.test_federated_linear_vs_plink2 import assert_matches_plink
+from tests.plink_tools import assert_matches_plink
 
 CHR21 = DATA / "1kg_phase3_chr21_start"
 VCF_TEXT = """##fileformat=VCFv4.2
