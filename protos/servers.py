@@ -70,12 +70,6 @@ def serve_until_signal(server: grpc.Server, listen: str, port: int, ready_file: 
     gets ``{"address", "pid"}`` and the service's own fields in ``ready``. ``on_stop(signal)`` runs
     when the signal arrives (e.g. a final log line); the server then gets 5 s to finish its calls.
     """
-    server.start()
-    if ready_file:
-        tmp = Path(f"{ready_file}.tmp")
-        tmp.write_text(json.dumps({"address": loopback_address(listen, port), "pid": os.getpid(), **(ready or {})}),
-                       encoding="utf-8")
-        tmp.replace(ready_file)
     stopped = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
@@ -84,7 +78,16 @@ def serve_until_signal(server: grpc.Server, listen: str, port: int, ready_file: 
             on_stop(signum)
         stopped.set()
 
+    # The handlers go in before the ready file announces the server: a caller that stops the server as
+    # soon as it is announced must get a clean stop, not the default action of the signal.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    stopped.wait()
+    server.start()
+    if ready_file:
+        tmp = Path(f"{ready_file}.tmp")
+        tmp.write_text(json.dumps({"address": loopback_address(listen, port), "pid": os.getpid(), **(ready or {})}),
+                       encoding="utf-8")
+        tmp.replace(ready_file)
+    while not stopped.wait(0.5):  # wakes the main thread regularly, so the handler runs promptly
+        pass
     server.stop(grace=5).wait()
