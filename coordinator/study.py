@@ -18,7 +18,7 @@ A study TOML (see docs/study-example.toml)::
     match_by = "position"        # or "id"
     block_size = 8192
     extract = "ids.txt"          # optional: only these variant IDs (PLINK's --extract)
-    xchr_model = 2               # chrX as PLINK 2's --xchr-model: 2 (default) or 0 (skip chrX)
+    xchr_model = 2               # chrX as PLINK 2's --xchr-model: 2 (default, males 0/2), 1 (males 0/1), 0 (skip)
     input_missing_phenotype = -9 # phenotype/covariate value read as missing (PLINK 2's default -9)
     x_sex = true                 # PLINK 2's .fam sex covariate on chrX (false: its no-x-sex)
 
@@ -201,7 +201,7 @@ class StudyConfig:
     tls: TlsFiles | None = None  # mutual TLS material; None: plaintext channels (development only, labelled)
     key_holder_name: str = "keyholder"  # the name the key holder's certificate must carry
     genome_build: str = "NR"  # GWAS-SSF genome_assembly (GENOME_BUILDS); NR = not reported
-    xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2 + sex covariate, 0 skip chrX
+    xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2, 1 males 0/1 (both + sex covariate), 0 skip chrX
     x_sex: bool = True  # PLINK 2's automatic .fam sex covariate on chrX (False: its no-x-sex)
     overlap_check: bool = False  # count participants shared by each pair of sites (private set intersection)
     genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
@@ -257,8 +257,8 @@ class StudyConfig:
             for name in self.cohort.phenotypes or ("",):  # each phenotype is its own DP release
                 check_dp_study(self.dp, self.glm, dataclasses.replace(self.cohort, phenotype=name))
         if self.xchr_model not in XCHR_MODELS:
-            raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not implemented (available: "
-                              f"{list(XCHR_MODELS)}; PLINK 2's default is 2, males coded 0/2)")
+            raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not one of PLINK 2's {list(XCHR_MODELS)} "
+                              f"(0 skip chrX, 1 males coded 0/1, 2 (default) males coded 0/2)")
         if self.genome_build not in GENOME_BUILDS:
             raise ConfigError(f"{where}: genome_build {self.genome_build!r} is not one of {list(GENOME_BUILDS)}")
         for key in ("genotyping_technology", "ancestry_category"):

@@ -23,7 +23,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                         help="match variants across sites by chromosome+position+alleles (default) or ID+alleles")
     parser.add_argument("--xchr-model", type=int, choices=[0, 1, 2], default=2,
                         help="chrX in --glm as PLINK 2: 2 (default) males coded 0/2 with the .fam sex as a covariate; "
-                             "0 skips chrX (1, males 0/1, is not implemented)")
+                             "1 males coded 0/1 (with the sex covariate); 0 skips chrX")
     parser.add_argument("--no-x-sex", action="store_true",
                         help="no automatic .fam sex covariate on chrX (PLINK 2's --glm no-x-sex)")
     parser.add_argument("--input-missing-phenotype", type=float, default=-9.0, metavar="V",

@@ -40,20 +40,22 @@ class OverlapResponse(_message.Message):
     def __init__(self, first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CohortSpec(_message.Message):
-    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "pca_run", "missing_phenotype")
+    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "pca_run", "missing_phenotype", "xchr_model")
     PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     COVARIATES_FIELD_NUMBER: _ClassVar[int]
     PHENOTYPE_CODING_FIELD_NUMBER: _ClassVar[int]
     DATA_USE_FIELD_NUMBER: _ClassVar[int]
     PCA_RUN_FIELD_NUMBER: _ClassVar[int]
     MISSING_PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
+    XCHR_MODEL_FIELD_NUMBER: _ClassVar[int]
     phenotype: str
     covariates: _containers.RepeatedScalarFieldContainer[str]
     phenotype_coding: str
     data_use: DataUse
     pca_run: str
     missing_phenotype: float
-    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., pca_run: _Optional[str] = ..., missing_phenotype: _Optional[float] = ...) -> None: ...
+    xchr_model: int
+    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., pca_run: _Optional[str] = ..., missing_phenotype: _Optional[float] = ..., xchr_model: _Optional[int] = ...) -> None: ...
 
 class DataUse(_message.Message):
     __slots__ = ("purpose", "commercial")

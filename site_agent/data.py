@@ -26,7 +26,7 @@ from engine.cohort import overlap
 from engine.cohort.cohort import Cohort, build_cohort
 from engine.cohort.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
-from engine.cohort.sex_chromosomes import Y, chromosome_class
+from engine.cohort.sex_chromosomes import X, Y, chromosome_class
 from engine.io.genotype_sources import GenotypeSource, has_dosages, open_genotypes
 from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
@@ -67,6 +67,11 @@ class SiteData:
     def on_chromosome_y(self) -> np.ndarray:
         """bool ``(n_variants,)``: the site's chrY variants (association drops non-males' calls there)."""
         return chromosome_class(self.genotypes.manifest.chrom) == Y
+
+    @functools.cached_property
+    def on_chromosome_x(self) -> np.ndarray:
+        """bool ``(n_variants,)``: the site's non-PAR chrX variants (``--xchr-model 1`` halves males' calls)."""
+        return chromosome_class(self.genotypes.manifest.chrom) == X
 
     @property
     def identity_public_key(self) -> bytes:

@@ -285,7 +285,8 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
                           data.config.access.min_allele_count if suppress else 0, dosage=dosage,
                           store=data.store_for(cohort.sample_index) if cache else None,
                           males=data.genotypes.fam.sex[cohort.sample_index] == 1 if males_only else None,
-                          on_y_rows=data.on_chromosome_y if males_only else None)
+                          on_y_rows=data.on_chromosome_y if males_only else None,
+                          haploid_x_rows=data.on_chromosome_x if males_only and task.cohort.xchr_model == 1 else None)
     counts, jobs = task_pieces(task, per_variant, cohort.n_samples, None if getattr(analysis, "sequential_blocks", False)
                                else data.config.compute.chunk_bytes)
     pieces = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache, dosage=dosage))
