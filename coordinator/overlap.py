@@ -2,8 +2,11 @@
 
 For every pair of live sites (A, B), three calls relay blinded IDs (:mod:`engine.overlap`): A blinds its
 IDs; B blinds them again and blinds its own; A counts the matches. The counts go into the summary,
-the GWAS-SSF metadata and the report; the study then decides what to do about shared participants
-(fedgwas does not drop them: doing so would tell a site which of its participants are shared).
+the GWAS-SSF metadata and the report. The study decides what to do about shared participants: by
+default they are analysed twice (a warning in the summary gives the counts); with ``drop_shared_from``
+that site counts every pair it is in by the one-sided exchange (``drop_shared``), learns which of its
+own participants are shared and leaves them out of every cohort of the study. The coordinator and the
+other sites still learn only the counts.
 """
 
 from __future__ import annotations
@@ -17,19 +20,23 @@ log = logging.getLogger("coordinator")
 
 
 def pairwise_overlaps(executor: RoundExecutor) -> dict[str, int]:
-    """``{"A+B": shared participants}`` for every pair of live sites, in study order."""
+    """``{"A+B": shared participants}`` for every pair of live sites, in study order (with
+    ``drop_shared_from``, the pairs of that site count what it left out)."""
     config = executor.config
     cohort = config.describe_cohort
     keys = {name: (executor.descriptions[name].overlap_public_key, executor.descriptions[name].overlap_key_signature)
             for name in executor.live_sites}
     out: dict[str, int] = {}
-    for a, b in itertools.combinations(executor.clients, 2):
+    for first, second in itertools.combinations(executor.clients, 2):
+        drop = config.drop_shared_from in (first.name, second.name)
+        a, b = (second, first) if second.name == config.drop_shared_from else (first, second)  # a counts
         blinded, _, _ = a.compare_cohorts(config.study_id, "blind", b.name, keys[b.name], cohort,
-                                          requester=config.requester)
+                                          requester=config.requester, drop_shared=drop)
         double, single, _ = b.compare_cohorts(config.study_id, "reblind", a.name, keys[a.name], cohort,
-                                              first=blinded, requester=config.requester)
+                                              first=blinded, requester=config.requester, drop_shared=drop)
         _, _, count = a.compare_cohorts(config.study_id, "count", b.name, keys[b.name], cohort, first=double,
-                                        second=single, requester=config.requester)
-        out[f"{a.name}+{b.name}"] = count
-        log.info("sites %s and %s share %d participants", a.name, b.name, count)
+                                        second=single, requester=config.requester, drop_shared=drop)
+        out[f"{first.name}+{second.name}"] = count
+        log.info("sites %s and %s share %d participants%s", first.name, second.name, count,
+                 f" (left out at {a.name})" if drop else "")
     return out

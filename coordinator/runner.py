@@ -114,7 +114,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             executor = RoundExecutor(config=config, clients=live, descriptions=descriptions, harmonised=harmonised,
                                      pool=pool, progress=progress, audit=audit, dp=dp, failures=failures)
             cohort = config.cohort
-            overlaps = pairwise_overlaps(executor) if config.overlap_check else {}
+            overlaps = pairwise_overlaps(executor) if config.overlap_check or config.drop_shared_from else {}
             if overlaps:
                 phase("overlap check")
             if config.qc.active or config.assoc:
@@ -152,8 +152,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ())
             + ((f"covariate(s) {', '.join(executor.excluded_covariates)} excluded: constant over the pooled "
                 "cohort (as PLINK 2 excludes them)",) if executor.excluded_covariates else ())
-            + ((f"participants shared between sites (private set intersection on IIDs): "
-                + ", ".join(f"{pair}: {n}" for pair, n in overlaps.items()),) if overlaps else ()),
+            + _overlap_notes(config, overlaps),
             insecure_transport=config.tls is None,
             excluded_covariates=executor.excluded_covariates,
             case_count=None if executor.case_control is None else executor.case_control[0],
@@ -258,3 +257,23 @@ def _site_summary(client: SiteClient, described: dict, executor: RoundExecutor) 
         bytes_sent=client.bytes_received,
         genotyping_technology=description.genotyping_technology if description else "",
     )
+
+
+def _overlap_notes(config: StudyConfig, overlaps: dict[str, int]) -> tuple[str, ...]:
+    """The summary's note on participants shared between sites: the counts, what was left out, and a
+    warning for every pair whose shared participants are analysed twice."""
+    if not overlaps:
+        return ()
+    notes = ("participants shared between sites (private set intersection on IIDs): "
+             + ", ".join(f"{pair}: {n}" for pair, n in overlaps.items()),)
+    drop = config.drop_shared_from
+    left_out = sum(n for pair, n in overlaps.items() if drop in pair.split("+"))
+    if drop:
+        notes += (f"{left_out} participant(s) shared with other sites left out at {drop} before any statistic "
+                  f"(only {drop} knows which)",)
+    twice = {pair: n for pair, n in overlaps.items() if n and drop not in pair.split("+")}
+    if twice:
+        notes += ("warning: participants shared between sites are analysed twice ("
+                  + ", ".join(f"{pair}: {n}" for pair, n in twice.items())
+                  + "); --drop-shared-from SITE (study: drop_shared_from) leaves them out at one site",)
+    return notes

@@ -9,6 +9,8 @@ A study TOML (see docs/study-example.toml)::
     genotyping_technology = ["Genome-wide genotyping array"]   # GWAS-SSF metadata (default NR)
     ancestry_category = ["European"]                          # GWAS-SSF sample_ancestry_category (default NR)
     overlap_check = true         # count participants each pair of sites shares (never which; engine/overlap.py)
+    drop_shared_from = "site-b"  # optional: that site leaves out the participants it shares with the others
+                                 # (only it learns which of its own; implies overlap_check)
 
     [analysis]
     glm = "linear"               # or "logistic" (PLINK 2's firth-fallback) or "firth"
@@ -204,6 +206,9 @@ class StudyConfig:
     xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2, 1 males 0/1 (both + sex covariate), 0 skip chrX
     x_sex: bool = True  # PLINK 2's automatic .fam sex covariate on chrX (False: its no-x-sex)
     overlap_check: bool = False  # count participants shared by each pair of sites (private set intersection)
+    #: The site that leaves out the participants it shares with the other sites (one-sided exchange,
+    #: engine/cohort/overlap.py; "" : none, shared participants are analysed twice and reported).
+    drop_shared_from: str = ""
     genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
     ancestry_category: tuple[str, ...] = ("NR",)  # GWAS-SSF sample_ancestry_category
     #: With several phenotypes and glm "logistic"/"firth": the phenotypes analysed by linear regression
@@ -256,6 +261,8 @@ class StudyConfig:
         if self.dp is not None:
             for name in self.cohort.phenotypes or ("",):  # each phenotype is its own DP release
                 check_dp_study(self.dp, self.glm, dataclasses.replace(self.cohort, phenotype=name))
+        if self.drop_shared_from and self.drop_shared_from not in names:
+            raise ConfigError(f"{where}: drop_shared_from {self.drop_shared_from!r} is not one of the study's sites {names}")
         if self.xchr_model not in XCHR_MODELS:
             raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not one of PLINK 2's {list(XCHR_MODELS)} "
                               f"(0 skip chrX, 1 males coded 0/1, 2 (default) males coded 0/2)")
@@ -453,6 +460,7 @@ def load_study(path: Path | str, out_dir: Path | None = None) -> StudyConfig:
             xchr_model=typed_value(analysis, "xchr_model", int, f"{name} [analysis]", 2),
             x_sex=typed_value(analysis, "x_sex", bool, f"{name} [analysis]", True),
             overlap_check=typed_value(study, "overlap_check", bool, f"{name} [study]", False),
+            drop_shared_from=typed_value(study, "drop_shared_from", str, f"{name} [study]", ""),
             genotyping_technology=_names(study, "genotyping_technology", f"{name} [study]"),
             ancestry_category=_names(study, "ancestry_category", f"{name} [study]"),
         )

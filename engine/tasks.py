@@ -31,6 +31,10 @@ MAX_BLOCK_SIZE = 65_536
 #: Task parameter (value "1"): later rounds of this study read the same samples again (an iterative fit),
 #: so the site may keep the genotypes in memory between rounds (site_agent.data.GenotypeCache).
 KEEP_GENOTYPES_PARAMETER = "keep_genotypes"
+#: Task parameter: the site that left out the participants it shares with the others (the study's
+#: ``drop_shared_from``); that site refuses a task of the study unless it holds that exclusion (e.g.
+#: after a restart, which forgets it), so it never silently analyses them again.
+DROP_SHARED_PARAMETER = "drop_shared_from"
 
 
 #: Separates the phenotypes of a multi-phenotype cohort in ``CohortRequest.phenotype`` (as in PLINK 2's

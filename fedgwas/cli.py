@@ -218,6 +218,7 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
             ld_prune=ld_prune, pca=pca, genome_build=getattr(args, "genome_build", "NR"),
             xchr_model=getattr(args, "xchr_model", 2), x_sex=not getattr(args, "no_x_sex", False),
             overlap_check=getattr(args, "overlap_check", False),
+            drop_shared_from=getattr(args, "drop_shared_from", None) or "",
             genotyping_technology=tuple(getattr(args, "genotyping_technology", "NR").split(",")),
             ancestry_category=tuple(getattr(args, "ancestry_category", "NR").split(",")),
             quantitative=getattr(args, "quantitative", ()),

@@ -31,6 +31,10 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap-check", action="store_true",
                         help="count the participants (same IID) each pair of sites shares, by private set "
                              "intersection: the sites and the analyst learn how many, never which")
+    parser.add_argument("--drop-shared-from", metavar="SITE",
+                        help="site SITE leaves out the participants it shares with the other sites before any "
+                             "statistic (implies --overlap-check); only SITE learns which of its own participants "
+                             "they are, everyone else the counts")
     parser.add_argument("--genome-build", choices=list(GENOME_BUILDS), default="NR",
                         help="genome assembly of the sites' positions, for the GWAS-SSF metadata (default NR: not reported)")
     parser.add_argument("--genotyping-technology", default="NR", metavar="NAME[,NAME...]",

@@ -23,7 +23,7 @@ from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
 from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
                                          SurvivorSignature, task_digest)
 from engine.privacy.protection import Protector, make_protector
-from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
+from engine.tasks import (DROP_SHARED_PARAMETER, KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
                           TaskSpec)
 from engine.version import __version__
 from engine.stats.pca.kernel import SCORES_PARAMETER
@@ -124,6 +124,10 @@ def _check_cohort(data: SiteData, task: TaskSpec, cohort: Cohort, exact: bool) -
 
 
 def _check_task(data: SiteData, task: TaskSpec) -> None:
+    if task.parameters.get(DROP_SHARED_PARAMETER) == data.name and not data.excludes_shared(task.study_id):
+        raise ProtocolError(f"site {data.name!r} is to leave out the participants it shares with the other sites "
+                            f"in study {task.study_id!r}, but holds no such exclusion (the overlap exchange runs "
+                            f"first; an agent restarted since forgets it): refusing rather than analysing them")
     if task.privacy not in data.config.privacy_modes:
         raise PrivacyError(
             f"site {data.name!r} does not accept privacy mode {task.privacy!r}; it accepts {list(data.config.privacy_modes)}"
@@ -317,9 +321,15 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
 
 def compare_cohorts(data: SiteData, study_id: str, phase: str, peer: str, peer_public_key: bytes,
                     peer_key_signature: bytes, cohort: CohortRequest, first: list[bytes], second: list[bytes],
-                    requester: str | None) -> tuple[list[bytes], list[bytes], int]:
+                    requester: str | None, drop_shared: bool = False) -> tuple[list[bytes], list[bytes], int]:
     """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`):
     ``(first, second, count)`` of the response. The IDs are the IIDs of this site's analysed samples.
+
+    ``drop_shared`` (the study drops shared participants from the counting site): at ``reblind`` the
+    peer's values are returned in the order given (the counting site learns which of its own
+    participants this site also lists); at ``count`` this site leaves the participants it shares with
+    ``peer`` out of every later cohort of the study (:meth:`SiteData.exclude_shared`). Both are recorded
+    in the site's ledger (kind ``overlap``).
 
     Raises
     ------
@@ -351,10 +361,28 @@ def compare_cohorts(data: SiteData, study_id: str, phase: str, peer: str, peer_p
     if phase == "blind":
         return overlap.blind(own, scalar), [], 0
     if phase == "reblind":
-        return overlap.blind(first, scalar), overlap.blind(own, scalar), 0
+        if drop_shared:
+            _record_overlap(data, study_id, peer, requester, f"kept the order of {peer!r}'s {len(first)} blinded IDs: "
+                            f"{peer!r} learns which of its participants this site also lists, and drops them")
+        return overlap.blind(first, scalar, keep_order=drop_shared), overlap.blind(own, scalar), 0
     if len(set(first)) != len(ids):
         raise ProtocolError(f"overlap count: {len(set(first))} doubly blinded IDs, this site has {len(ids)}: "
                             "only the whole set is compared")
-    count = overlap.count_shared(first, second, scalar)
-    log.info("overlap with %s for study %s: %d participants shared", peer, study_id, count)
+    if drop_shared:
+        key = overlap.id_key(data.overlap_key, peer_public_key, study_id, data.name, peer)
+        shared = overlap.shared_own_ids(ids, key, scalar, first, second)
+        data.exclude_shared(study_id, shared)
+        _record_overlap(data, study_id, peer, requester, f"{len(shared)} participants shared with {peer!r} left out "
+                        f"of every cohort of the study")
+        count = len(shared)
+    else:
+        count = overlap.count_shared(first, second, scalar)
+    log.info("overlap with %s for study %s: %d participants shared%s", peer, study_id, count,
+             " (left out here)" if drop_shared else "")
     return [], [], count
+
+
+def _record_overlap(data: SiteData, study_id: str, peer: str, requester: str | None, message: str) -> None:
+    """A ledger entry (kind ``overlap``) for a step of the one-sided exchange that drops shared participants."""
+    data.ledger.append(kind="overlap", message=message, requester=requester or "", study=study_id,
+                       analysis="overlap", parameters=canonical_json({"peer": peer, "drop_shared": True}))
