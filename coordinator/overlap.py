@@ -15,6 +15,8 @@ import itertools
 import logging
 
 from coordinator.rounds import RoundExecutor
+from engine.cohort.harmonise import VariantManifest
+from engine.tasks import SiteDescription
 
 log = logging.getLogger("coordinator")
 
@@ -40,3 +42,14 @@ def pairwise_overlaps(executor: RoundExecutor) -> dict[str, int]:
         log.info("sites %s and %s share %d participants%s", first.name, second.name, count,
                  f" (left out at {a.name})" if drop else "")
     return out
+
+
+def describe_after_drop(executor: RoundExecutor) -> tuple[SiteDescription, VariantManifest] | None:
+    """The study's dropping site described again after the exchange (its analysed samples without the
+    ones it left out), or None when the study drops nobody or that site is gone."""
+    client = next((c for c in executor.clients if c.name == executor.config.drop_shared_from), None)
+    if client is None:
+        return None
+    described = client.describe(executor.config.study_id, executor.config.describe_cohort)
+    executor.descriptions[client.name] = described[0]
+    return described

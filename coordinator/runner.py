@@ -33,7 +33,7 @@ from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
 from coordinator.results.panels import write_phenotype_report
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
-from coordinator.overlap import pairwise_overlaps
+from coordinator.overlap import describe_after_drop, pairwise_overlaps
 from coordinator.sex_chromosomes import by_chromosome_class, by_chromosome_class_phenotypes
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
@@ -115,6 +115,8 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                                      pool=pool, progress=progress, audit=audit, dp=dp, failures=failures)
             cohort = config.cohort
             overlaps = pairwise_overlaps(executor) if config.overlap_check or config.drop_shared_from else {}
+            if overlaps and (after_drop := describe_after_drop(executor)) is not None:
+                described[config.drop_shared_from] = after_drop  # the summary's sample counts
             if overlaps:
                 phase("overlap check")
             if config.qc.active or config.assoc:

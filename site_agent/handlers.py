@@ -62,8 +62,9 @@ class RoundInbox(Protocol):
 
 def describe(data: SiteData, cohort: CohortRequest, study_id: str = "", requester: str | None = None) -> SiteDescription:
     """The site's self-description for ``cohort`` (sizes only; the manifest is sent separately),
-    with the DP budget that remains for ``study_id`` (and ``requester``, when known)."""
-    selected = data.cohort(cohort)
+    with the DP budget that remains for ``study_id`` (and ``requester``, when known). Participants left out
+    of the study as shared with another site are not counted."""
+    selected = data.cohort(cohort, study_id=study_id)
     data.config.access.check_purpose(data.name, study_id, cohort.data_use)
     data.config.access.check_cohort_size(data.name, selected.n_samples)
     return SiteDescription(

@@ -188,6 +188,8 @@ def test_dropping_shared_participants_from_one_site_equals_plink2_on_everyone_on
     assert summary["participant_overlaps"] == {"A+B": 20}
     assert any(f"20 participant(s) shared with other sites left out at {site}" in note for note in summary["notes"])
     assert not any(note.startswith("warning: participants shared") for note in summary["notes"])
+    assert {s["name"]: s["n_samples"] for s in summary["sites"]} == {"A": 220, "B": 220, site: 200}
+    assert summary["n_samples"] == 420
     ours = read_gwas_ssf(tmp_path / "out" / "QT.linear.tsv.gz")
     run_plink2(["--bfile", str(duplicated / "pooled"), "--pheno", str(duplicated / "pheno.txt"), "--pheno-name", "QT",
                 "--covar", str(duplicated / "covar.txt"), "--covar-name", "AGE", "--glm", "omit-ref", "hide-covar",
