@@ -15,8 +15,7 @@ import itertools
 import logging
 
 from coordinator.rounds import RoundExecutor
-from engine.cohort.harmonise import VariantManifest
-from engine.tasks import SiteDescription
+from coordinator.study import StudyConfig
 
 log = logging.getLogger("coordinator")
 
@@ -44,12 +43,30 @@ def pairwise_overlaps(executor: RoundExecutor) -> dict[str, int]:
     return out
 
 
-def describe_after_drop(executor: RoundExecutor) -> tuple[SiteDescription, VariantManifest] | None:
-    """The study's dropping site described again after the exchange (its analysed samples without the
-    ones it left out), or None when the study drops nobody or that site is gone."""
+def describe_after_drop(executor: RoundExecutor) -> None:
+    """The study's dropping site described again after the exchange, in ``executor.descriptions`` (its
+    analysed samples without the ones it left out); nothing when that site is gone."""
     client = next((c for c in executor.clients if c.name == executor.config.drop_shared_from), None)
-    if client is None:
-        return None
-    described = client.describe(executor.config.study_id, executor.config.describe_cohort)
-    executor.descriptions[client.name] = described[0]
-    return described
+    if client is not None:
+        executor.descriptions[client.name] = client.describe(executor.config.study_id,
+                                                             executor.config.describe_cohort)[0]
+
+
+def overlap_notes(config: StudyConfig, overlaps: dict[str, int]) -> tuple[str, ...]:
+    """The summary's notes on participants shared between sites: the counts, what was left out, and a
+    warning for every pair whose shared participants are analysed twice."""
+    if not overlaps:
+        return ()
+    notes = ("participants shared between sites (private set intersection on IIDs): "
+             + ", ".join(f"{pair}: {n}" for pair, n in overlaps.items()),)
+    drop = config.drop_shared_from
+    if drop:
+        left_out = sum(n for pair, n in overlaps.items() if drop in pair.split("+"))
+        notes += (f"{left_out} participant(s) shared with other sites left out at {drop} before any statistic "
+                  f"(only {drop} knows which)",)
+    twice = {pair: n for pair, n in overlaps.items() if n and drop not in pair.split("+")}
+    if twice:
+        notes += ("warning: participants shared between sites are analysed twice ("
+                  + ", ".join(f"{pair}: {n}" for pair, n in twice.items())
+                  + "); --drop-shared-from SITE (study: drop_shared_from) leaves them out at one site",)
+    return notes
