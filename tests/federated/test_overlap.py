@@ -144,6 +144,24 @@ def test_one_sided_exchange_tells_only_the_dropping_site_which_of_its_own_are_sh
     assert len(set(overlap.blind(sent, sb)) & set(overlap.blind(single_b, sa))) == 10
 
 
+def test_the_relay_learns_no_identity_in_the_one_sided_exchange() -> None:
+    """What the coordinator relays when A drops its shared participants: still no value it could
+    compute from a guessed ID, and B's in-order reply is unrelated to A's (re-blinded by B's secret)."""
+    ids = [f"P{i}" for i in range(40)]
+    ka, kb = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    key = overlap.id_key(ka, kb.public_key().public_bytes_raw(), "s", "A", "B")
+    sa, sb = overlap.blinding_scalar(ka, "s", "A", "B"), overlap.blinding_scalar(kb, "s", "B", "A")
+    sent = overlap.blind(overlap.hash_ids(ids, key), sa)
+    in_order = overlap.blind(sent, sb, keep_order=True)
+    single_b = overlap.blind(overlap.hash_ids(ids[20:], key), sb)
+    guesses = {hashlib.sha256(x.encode()).digest() for x in ids} | \
+        {hmac.new(b"", x.encode(), hashlib.sha256).digest() for x in ids}
+    seen = set(sent) | set(in_order) | set(single_b)
+    assert not guesses & seen and not set(sent) & set(in_order) and not set(in_order) & set(single_b)
+    assert sorted(in_order) == overlap.blind(sent, sb)  # the same values as the counting exchange, reordered
+    assert overlap.shared_own_ids(ids, key, sa, in_order, single_b) == sorted(ids[20:])
+
+
 @pytest.fixture(scope="module")
 def duplicated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Sites A (people 0..219) and B (people 200..419): 20 participants at both, with the same IDs,

@@ -121,6 +121,10 @@ def test_xchr_model_1_codes_males_0_1_as_plink2(sites: Path, tmp_path: Path, glm
              modifiers, ["--xchr-model", "1"])
 
 
+def test_xchr_model_1_with_several_phenotypes_in_one_pass_as_plink2(sites: Path, tmp_path: Path) -> None:
+    _compare(sites, tmp_path, "QT,QT2", "linear", ["--xchr-model", "1"], [], ["--xchr-model", "1"])
+
+
 def test_xchr_model_1_differs_from_model_2_on_x_only(sites: Path, tmp_path: Path) -> None:
     """The coding reaches the sites: chrX betas change between the models, every other variant is identical."""
     results = {}
