@@ -125,10 +125,14 @@ def _check_cohort(data: SiteData, task: TaskSpec, cohort: Cohort, exact: bool) -
 
 
 def _check_task(data: SiteData, task: TaskSpec) -> None:
-    if task.parameters.get(DROP_SHARED_PARAMETER) == data.name and not data.excludes_shared(task.study_id):
-        raise ProtocolError(f"site {data.name!r} is to leave out the participants it shares with the other sites "
-                            f"in study {task.study_id!r}, but holds no such exclusion (the overlap exchange runs "
-                            f"first; an agent restarted since forgets it): refusing rather than analysing them")
+    dropping = task.parameters.get(DROP_SHARED_PARAMETER) == data.name
+    if dropping != data.excludes_shared(task.study_id):  # the site's exclusion and the task must agree
+        raise ProtocolError(
+            f"site {data.name!r} is to leave out the participants it shares with the other sites in study "
+            f"{task.study_id!r}, but holds no such exclusion (the overlap exchange runs first; an agent restarted "
+            f"since forgets it): refusing rather than analysing them" if dropping else
+            f"site {data.name!r} left out the participants it shares with the other sites in study "
+            f"{task.study_id!r}, but this task does not say so: refusing (use another study id to analyse them)")
     if task.privacy not in data.config.privacy_modes:
         raise PrivacyError(
             f"site {data.name!r} does not accept privacy mode {task.privacy!r}; it accepts {list(data.config.privacy_modes)}"

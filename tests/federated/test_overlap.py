@@ -7,6 +7,7 @@ is unlinkable to the IDs, and a count over a subset of a site's set is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -277,3 +278,6 @@ def test_the_dropping_site_records_it_and_refuses_a_study_it_holds_no_exclusion_
     with pytest.raises(ProtocolError, match="holds no such exclusion"):
         handlers._check_task(a, task)
     handlers._check_task(datas["B"], task)  # only the dropping site checks
+    handlers._check_task(a, dataclasses.replace(task, study_id="s1"))
+    with pytest.raises(ProtocolError, match="this task does not say so"):  # nor analyse them silently
+        handlers._check_task(a, dataclasses.replace(task, study_id="s1", parameters={}))
