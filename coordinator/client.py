@@ -127,12 +127,13 @@ class SiteClient:
 
     def compare_cohorts(self, study_id: str, phase: str, peer: str, peer_key: tuple[bytes, bytes],
                         cohort: CohortRequest, first: Sequence[bytes] = (), second: Sequence[bytes] = (),
-                        requester: str = "") -> tuple[list[bytes], list[bytes], int]:
-        """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`)."""
+                        requester: str = "", drop_shared: bool = False) -> tuple[list[bytes], list[bytes], int]:
+        """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`); ``drop_shared``:
+        the one-sided exchange in which the counting site leaves the shared participants out."""
         request = pb.OverlapRequest(study_id=study_id, phase=phase, peer=peer, peer_public_key=peer_key[0],
                                     peer_key_signature=peer_key[1],
                                     cohort=serde.cohort_to_proto(cohort), first=list(first), second=list(second),
-                                    requester=requester)
+                                    requester=requester, drop_shared=drop_shared)
         try:
             response = self._stub.CompareCohorts(request, timeout=self.timeout)
         except grpc.RpcError as error:

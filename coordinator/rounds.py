@@ -31,7 +31,7 @@ from coordinator.study import StudyConfig
 from engine.audit.records import REQUEST_ID_KEY
 from engine.errors import SiteFailure, StudyFailed
 from engine.cohort.harmonise import Harmonisation
-from engine.tasks import CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskSpec
+from engine.tasks import DROP_SHARED_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskSpec
 
 log = logging.getLogger("coordinator")
 
@@ -128,6 +128,8 @@ class RoundExecutor:
         participants = tuple(c.name for c in self.clients)
         if cohort.data_use is None:  # every cohort of the study (QC, allelic test...) declares its data use
             cohort = dataclasses.replace(cohort, data_use=self.config.cohort.data_use)
+        if self.config.drop_shared_from:  # that site refuses the task if it no longer holds its exclusion
+            extra = {**(extra or {}), DROP_SHARED_PARAMETER: self.config.drop_shared_from}
         parameters = {REQUEST_ID_KEY: uuid.uuid4().hex, **(extra or {}),
                       **(self.dp.parameters() if self.dp is not None else {})}
         return {

@@ -107,7 +107,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
             covariates=tuple(c for c in config.cohort.covariates if c not in fit.excluded_covariates),
             privacy=config.privacy,
-            sites=tuple(_site_summary(c, described, executor) for c in clients),
+            sites=tuple(_site_summary(c, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
             variants_dropped={**harmonised.dropped,
                               **(state.qc.filter.dropped if state.qc and state.qc.filter else {}),
@@ -171,8 +171,8 @@ def _technologies(described: dict) -> tuple[str, ...]:
     return tuple(sorted({d.genotyping_technology for d, _ in described.values() if d.genotyping_technology}))
 
 
-def _site_summary(client: SiteClient, described: dict, executor: RoundExecutor) -> SiteSummary:
-    description = described.get(client.name, (None, None))[0]
+def _site_summary(client: SiteClient, executor: RoundExecutor) -> SiteSummary:
+    description = executor.descriptions.get(client.name)  # the dropping site's after it left out shared participants
     return SiteSummary(
         name=client.name,
         n_samples=description.n_samples_analysed if description else 0,

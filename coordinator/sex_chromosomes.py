@@ -2,7 +2,8 @@
 
 The model's driver (:mod:`coordinator.drivers`) runs once for the autosomal (and pseudo-autosomal)
 variants, once for chrY, once for MT, and once for chrX with the .fam sex as an extra covariate
-(PLINK 2's default; ``no-x-sex`` leaves it out, ``--xchr-model 0`` skips chrX). Each pass is an
+(PLINK 2's default; ``no-x-sex`` leaves it out, ``--xchr-model 0`` skips chrX; ``--xchr-model 1`` asks
+the sites to code males 0/1 there, through the cohort's ``xchr_model``). Each pass is an
 ordinary run of the driver on a restricted variant set; chrY and MT estimates are then put on PLINK
 2's haploid dosage scale (:data:`engine.sex_chromosomes.HAPLOID_SCALE`). A study of several phenotypes
 runs its one-pass driver the same way. See
@@ -46,13 +47,15 @@ def by_chromosome_class(driver: Driver) -> Driver:
             if kind == X and config.xchr_model == 0:
                 skipped["chrX (--xchr-model 0)"] = len(rows)
                 continue
-            covariates = cohort.covariates
+            covariates, request = cohort.covariates, cohort
+            if kind == X:
+                request = dataclasses.replace(cohort, xchr_model=config.xchr_model)
             if kind == X and config.x_sex:
                 if config.dp is not None:
                     raise ConfigError("differential privacy on chrX needs no-x-sex or --xchr-model 0: the .fam sex "
                                       "covariate has no declared clipping range")
                 covariates = covariates + (FAM_SEX_COVARIATE,)
-            fit = _on_subset(executor, driver, rows, dataclasses.replace(cohort, covariates=covariates))
+            fit = _on_subset(executor, driver, rows, dataclasses.replace(request, covariates=covariates))
             if kind in (Y, MT):
                 fit = dataclasses.replace(fit, results={
                     name: dataclasses.replace(result, beta=result.beta * HAPLOID_SCALE, se=result.se * HAPLOID_SCALE)

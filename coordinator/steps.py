@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from coordinator.drivers import DRIVERS, ModelFit
-from coordinator.overlap import pairwise_overlaps
+from coordinator.overlap import describe_after_drop, overlap_notes, pairwise_overlaps
 from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.rounds import RoundExecutor
 from coordinator.sex_chromosomes import by_chromosome_class
@@ -55,11 +55,12 @@ class Step:
 
 
 def overlap_check(executor: RoundExecutor, config: StudyConfig, state: StudyState) -> StudyState:
-    """How many participants each pair of sites shares (private set intersection; never which)."""
+    """How many participants each pair of sites shares (private set intersection; never which); with
+    ``drop_shared_from``, that site leaves them out (and is described again: the summary's counts)."""
     overlaps = pairwise_overlaps(executor)
-    note = ("participants shared between sites (private set intersection on IIDs): "
-            + ", ".join(f"{pair}: {n}" for pair, n in overlaps.items()))
-    return dataclasses.replace(state, overlaps=overlaps, notes=state.notes + ((note,) if overlaps else ()))
+    if config.drop_shared_from:
+        describe_after_drop(executor)
+    return dataclasses.replace(state, overlaps=overlaps, notes=state.notes + overlap_notes(config, overlaps))
 
 
 def quality_control(executor: RoundExecutor, config: StudyConfig, state: StudyState) -> StudyState:
@@ -115,7 +116,7 @@ def association(executor: RoundExecutor, config: StudyConfig, state: StudyState)
 
 
 STEPS: tuple[Step, ...] = (
-    Step("overlap check", lambda config: config.overlap_check, overlap_check),
+    Step("overlap check", lambda config: config.overlap_check or bool(config.drop_shared_from), overlap_check),
     Step("qc", lambda config: config.qc.active or config.assoc, quality_control),
     Step("population structure", lambda config: config.ld_prune is not None or config.pca is not None,
          population_structure),

@@ -124,9 +124,12 @@ class StudyConfig:
     tls: TlsFiles | None = None  # mutual TLS material; None: plaintext channels (development only, labelled)
     key_holder_name: str = "keyholder"  # the name the key holder's certificate must carry
     genome_build: str = "NR"  # GWAS-SSF genome_assembly (GENOME_BUILDS); NR = not reported
-    xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2 + sex covariate, 0 skip chrX
+    xchr_model: int = 2  # PLINK 2's --xchr-model: 2 (default) males 0/2, 1 males 0/1 (both + sex covariate), 0 skip chrX
     x_sex: bool = True  # PLINK 2's automatic .fam sex covariate on chrX (False: its no-x-sex)
     overlap_check: bool = False  # count participants shared by each pair of sites (private set intersection)
+    #: The site that leaves out the participants it shares with the other sites (one-sided exchange,
+    #: engine/cohort/overlap.py; "" : none, shared participants are analysed twice and reported).
+    drop_shared_from: str = ""
     genotyping_technology: tuple[str, ...] = ("NR",)  # GWAS-SSF metadata, as the study declares it
     ancestry_category: tuple[str, ...] = ("NR",)  # GWAS-SSF sample_ancestry_category
     #: With several phenotypes and glm "logistic"/"firth": the phenotypes analysed by linear regression
@@ -179,9 +182,11 @@ class StudyConfig:
         if self.dp is not None:
             for name in self.cohort.phenotypes or ("",):  # each phenotype is its own DP release
                 check_dp_study(self.dp, self.glm, dataclasses.replace(self.cohort, phenotype=name))
+        if self.drop_shared_from and self.drop_shared_from not in names:
+            raise ConfigError(f"{where}: drop_shared_from {self.drop_shared_from!r} is not one of the study's sites {names}")
         if self.xchr_model not in XCHR_MODELS:
-            raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not implemented (available: "
-                              f"{list(XCHR_MODELS)}; PLINK 2's default is 2, males coded 0/2)")
+            raise ConfigError(f"{where}: xchr_model {self.xchr_model!r} is not one of PLINK 2's {list(XCHR_MODELS)} "
+                              f"(0 skip chrX, 1 males coded 0/1, 2 (default) males coded 0/2)")
         if self.genome_build not in GENOME_BUILDS:
             raise ConfigError(f"{where}: genome_build {self.genome_build!r} is not one of {list(GENOME_BUILDS)}")
         for key in ("genotyping_technology", "ancestry_category"):

@@ -14,6 +14,8 @@ A study TOML (see docs/study-example.toml)::
     genotyping_technology = ["Genome-wide genotyping array"]   # GWAS-SSF metadata (default NR)
     ancestry_category = ["European"]                          # GWAS-SSF sample_ancestry_category (default NR)
     overlap_check = true         # count participants each pair of sites shares (never which; engine/overlap.py)
+    drop_shared_from = "site-b"  # optional: that site leaves out the participants it shares with the others
+                                 # (only it learns which of its own; implies overlap_check)
 
     [analysis]
     glm = "linear"               # or "logistic" (PLINK 2's firth-fallback) or "firth"
@@ -23,7 +25,7 @@ A study TOML (see docs/study-example.toml)::
     match_by = "position"        # or "id"
     block_size = 8192
     extract = "ids.txt"          # optional: only these variant IDs (PLINK's --extract)
-    xchr_model = 2               # chrX as PLINK 2's --xchr-model: 2 (default) or 0 (skip chrX)
+    xchr_model = 2               # chrX as PLINK 2's --xchr-model: 2 (default, males 0/2), 1 (males 0/1), 0 (skip)
     input_missing_phenotype = -9 # phenotype/covariate value read as missing (PLINK 2's default -9)
     x_sex = true                 # PLINK 2's .fam sex covariate on chrX (false: its no-x-sex)
     quantitative = []            # several phenotypes with glm logistic/firth: those read as quantitative
@@ -166,7 +168,7 @@ def pca_settings(table: Any, name: str) -> PcaSettings | None:
 #: checked by their own readers).
 _SECTIONS: dict[str, frozenset[str]] = {
     "study": frozenset({"id", "requester", "purpose", "commercial", "genome_build", "genotyping_technology",
-                        "ancestry_category", "overlap_check"}),
+                        "ancestry_category", "overlap_check", "drop_shared_from"}),
     "analysis": frozenset({"glm", "phenotype", "case_control", "covariates", "match_by", "block_size", "extract",
                            "xchr_model", "input_missing_phenotype", "x_sex", "assoc", "quantitative"}),
     "privacy": frozenset({"mode", "key_holder", "allow_dropout", "min_sites", "threshold"}),
@@ -261,6 +263,7 @@ def study_from_tables(raw: Mapping[str, Any], name: str, base: Path, out_dir: Pa
             xchr_model=typed_value(analysis, "xchr_model", int, f"{name} [analysis]", 2),
             x_sex=typed_value(analysis, "x_sex", bool, f"{name} [analysis]", True),
             overlap_check=typed_value(study, "overlap_check", bool, f"{name} [study]", False),
+            drop_shared_from=typed_value(study, "drop_shared_from", str, f"{name} [study]", ""),
             genotyping_technology=_names(study, "genotyping_technology", f"{name} [study]"),
             ancestry_category=_names(study, "ancestry_category", f"{name} [study]"),
             quantitative=_names(analysis, "quantitative", f"{name} [analysis]", ()),

@@ -31,6 +31,10 @@ MAX_BLOCK_SIZE = 65_536
 #: Task parameter (value "1"): later rounds of this study read the same samples again (an iterative fit),
 #: so the site may keep the genotypes in memory between rounds (site_agent.data.GenotypeCache).
 KEEP_GENOTYPES_PARAMETER = "keep_genotypes"
+#: Task parameter: the site that left out the participants it shares with the others (the study's
+#: ``drop_shared_from``); that site refuses a task of the study unless it holds that exclusion (e.g.
+#: after a restart, which forgets it), so it never silently analyses them again.
+DROP_SHARED_PARAMETER = "drop_shared_from"
 
 
 #: Separates the phenotypes of a multi-phenotype cohort in ``CohortRequest.phenotype`` (as in PLINK 2's
@@ -58,8 +62,13 @@ class CohortRequest:
     #: Covariates named ``PC1``.. come from each site's own scores of this PCA run ("" : none).
     pca_run: str = ""
     missing_value: float = -9.0  # PLINK 2's --input-missing-phenotype (phenotype and covariates)
+    #: PLINK 2's ``--xchr-model`` for association on non-PAR chrX: 2 codes males' calls 0/2, 1 codes them
+    #: 0/1 (engine.cohort.sex_chromosomes.haploid_males_on_x); 0 (skip chrX) is the coordinator's.
+    xchr_model: int = 2
 
     def __post_init__(self) -> None:
+        if self.xchr_model not in (1, 2):
+            raise ProtocolError(f"cohort.xchr_model {self.xchr_model!r} must be 1 (males 0/1) or 2 (males 0/2)")
         if len(self.pca_run) > 64 or not all(c in "0123456789abcdef" for c in self.pca_run):
             raise ProtocolError(f"cohort.pca_run {self.pca_run[:80]!r} is not a PCA run identifier (hex, at most 64)")
         if self.phenotype_coding not in PHENOTYPE_CODINGS:

@@ -24,7 +24,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                         help="match variants across sites by chromosome+position+alleles (default) or ID+alleles")
     parser.add_argument("--xchr-model", type=int, choices=[0, 1, 2], default=2,
                         help="chrX in --glm as PLINK 2: 2 (default) males coded 0/2 with the .fam sex as a covariate; "
-                             "0 skips chrX (1, males 0/1, is not implemented)")
+                             "1 males coded 0/1 (with the sex covariate); 0 skips chrX")
     parser.add_argument("--no-x-sex", action="store_true",
                         help="no automatic .fam sex covariate on chrX (PLINK 2's --glm no-x-sex)")
     parser.add_argument("--input-missing-phenotype", type=float, default=-9.0, metavar="V",
@@ -32,6 +32,10 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap-check", action="store_true",
                         help="count the participants (same IID) each pair of sites shares, by private set "
                              "intersection: the sites and the analyst learn how many, never which")
+    parser.add_argument("--drop-shared-from", metavar="SITE",
+                        help="site SITE leaves out the participants it shares with the other sites before any "
+                             "statistic (implies --overlap-check); only SITE learns which of its own participants "
+                             "they are, everyone else the counts")
     parser.add_argument("--genome-build", choices=list(GENOME_BUILDS), default="NR",
                         help="genome assembly of the sites' positions, for the GWAS-SSF metadata (default NR: not reported)")
     parser.add_argument("--genotyping-technology", default="NR", metavar="NAME[,NAME...]",

@@ -48,6 +48,7 @@ def study_tables(args: argparse.Namespace, covariates: Sequence[str], qc: dict[s
     tables: dict[str, Any] = {
         "study": {"id": arg("study_id", "local-study"), "requester": LOCAL_COORDINATOR,
                   "genome_build": arg("genome_build", "NR"), "overlap_check": arg("overlap_check", False),
+                  "drop_shared_from": arg("drop_shared_from", None) or "",
                   "genotyping_technology": arg("genotyping_technology", "NR").split(","),
                   "ancestry_category": arg("ancestry_category", "NR").split(","), **data_use_from_args(args)},
         "analysis": analysis,

@@ -40,7 +40,8 @@ def cohort_to_proto(cohort: CohortRequest) -> pb.CohortSpec:
         pb.DataUse(purpose=cohort.data_use.purpose, commercial=cohort.data_use.commercial)
     return pb.CohortSpec(phenotype=cohort.phenotype, covariates=list(cohort.covariates),
                          phenotype_coding=cohort.phenotype_coding, data_use=data_use, pca_run=cohort.pca_run,
-                         missing_phenotype=cohort.missing_value)
+                         missing_phenotype=cohort.missing_value,
+                         xchr_model=None if cohort.xchr_model == 2 else cohort.xchr_model)
 
 
 def _array_chunks(name: str, values: np.ndarray, dtype: str) -> Iterator[pb.TaskMessage]:
@@ -171,7 +172,8 @@ def cohort_from_proto(message: pb.CohortSpec) -> CohortRequest:
     return CohortRequest(phenotype=message.phenotype, covariates=tuple(message.covariates),
                          phenotype_coding=message.phenotype_coding or "quantitative", data_use=data_use,
                          pca_run=message.pca_run,
-                         missing_value=message.missing_phenotype if message.HasField("missing_phenotype") else -9.0)
+                         missing_value=message.missing_phenotype if message.HasField("missing_phenotype") else -9.0,
+                         xchr_model=message.xchr_model if message.HasField("xchr_model") else 2)
 
 
 def description_to_proto(description: SiteDescription) -> pb.DescribeResponse:

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OverlapRequest(_message.Message):
-    __slots__ = ("study_id", "phase", "peer", "peer_public_key", "cohort", "first", "second", "requester", "peer_key_signature")
+    __slots__ = ("study_id", "phase", "peer", "peer_public_key", "cohort", "first", "second", "requester", "peer_key_signature", "drop_shared")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class OverlapRequest(_message.Message):
     SECOND_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
     PEER_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DROP_SHARED_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     phase: str
     peer: str
@@ -27,7 +28,8 @@ class OverlapRequest(_message.Message):
     second: _containers.RepeatedScalarFieldContainer[bytes]
     requester: str
     peer_key_signature: bytes
-    def __init__(self, study_id: _Optional[str] = ..., phase: _Optional[str] = ..., peer: _Optional[str] = ..., peer_public_key: _Optional[bytes] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., requester: _Optional[str] = ..., peer_key_signature: _Optional[bytes] = ...) -> None: ...
+    drop_shared: bool
+    def __init__(self, study_id: _Optional[str] = ..., phase: _Optional[str] = ..., peer: _Optional[str] = ..., peer_public_key: _Optional[bytes] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., requester: _Optional[str] = ..., peer_key_signature: _Optional[bytes] = ..., drop_shared: _Optional[bool] = ...) -> None: ...
 
 class OverlapResponse(_message.Message):
     __slots__ = ("first", "second", "count")
@@ -40,20 +42,22 @@ class OverlapResponse(_message.Message):
     def __init__(self, first: _Optional[_Iterable[bytes]] = ..., second: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CohortSpec(_message.Message):
-    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "pca_run", "missing_phenotype")
+    __slots__ = ("phenotype", "covariates", "phenotype_coding", "data_use", "pca_run", "missing_phenotype", "xchr_model")
     PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
     COVARIATES_FIELD_NUMBER: _ClassVar[int]
     PHENOTYPE_CODING_FIELD_NUMBER: _ClassVar[int]
     DATA_USE_FIELD_NUMBER: _ClassVar[int]
     PCA_RUN_FIELD_NUMBER: _ClassVar[int]
     MISSING_PHENOTYPE_FIELD_NUMBER: _ClassVar[int]
+    XCHR_MODEL_FIELD_NUMBER: _ClassVar[int]
     phenotype: str
     covariates: _containers.RepeatedScalarFieldContainer[str]
     phenotype_coding: str
     data_use: DataUse
     pca_run: str
     missing_phenotype: float
-    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., pca_run: _Optional[str] = ..., missing_phenotype: _Optional[float] = ...) -> None: ...
+    xchr_model: int
+    def __init__(self, phenotype: _Optional[str] = ..., covariates: _Optional[_Iterable[str]] = ..., phenotype_coding: _Optional[str] = ..., data_use: _Optional[_Union[DataUse, _Mapping]] = ..., pca_run: _Optional[str] = ..., missing_phenotype: _Optional[float] = ..., xchr_model: _Optional[int] = ...) -> None: ...
 
 class DataUse(_message.Message):
     __slots__ = ("purpose", "commercial")
@@ -163,7 +167,7 @@ class ClipRange(_message.Message):
     def __init__(self, name: _Optional[str] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
 
 class TaskHeader(_message.Message):
-    __slots__ = ("study_id", "round", "analysis", "cohort", "privacy", "participants", "block_size", "n_variants", "requester", "parameters", "request_id", "threshold", "dp", "check_only", "keep_genotypes", "keep_scores")
+    __slots__ = ("study_id", "round", "analysis", "cohort", "privacy", "participants", "block_size", "n_variants", "requester", "parameters", "request_id", "threshold", "dp", "check_only", "keep_genotypes", "keep_scores", "drop_shared_from")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +191,7 @@ class TaskHeader(_message.Message):
     CHECK_ONLY_FIELD_NUMBER: _ClassVar[int]
     KEEP_GENOTYPES_FIELD_NUMBER: _ClassVar[int]
     KEEP_SCORES_FIELD_NUMBER: _ClassVar[int]
+    DROP_SHARED_FROM_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     round: int
     analysis: str
@@ -203,7 +208,8 @@ class TaskHeader(_message.Message):
     check_only: bool
     keep_genotypes: bool
     keep_scores: str
-    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., analysis: _Optional[str] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., privacy: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., block_size: _Optional[int] = ..., n_variants: _Optional[int] = ..., requester: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., threshold: _Optional[int] = ..., dp: _Optional[_Union[DpRequest, _Mapping]] = ..., check_only: _Optional[bool] = ..., keep_genotypes: _Optional[bool] = ..., keep_scores: _Optional[str] = ...) -> None: ...
+    drop_shared_from: str
+    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., analysis: _Optional[str] = ..., cohort: _Optional[_Union[CohortSpec, _Mapping]] = ..., privacy: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., block_size: _Optional[int] = ..., n_variants: _Optional[int] = ..., requester: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., threshold: _Optional[int] = ..., dp: _Optional[_Union[DpRequest, _Mapping]] = ..., check_only: _Optional[bool] = ..., keep_genotypes: _Optional[bool] = ..., keep_scores: _Optional[str] = ..., drop_shared_from: _Optional[str] = ...) -> None: ...
 
 class ArrayChunk(_message.Message):
     __slots__ = ("name", "dtype", "total_bytes", "offset", "data", "shape")

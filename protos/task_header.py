@@ -1,7 +1,7 @@
 """Typed TaskHeader fields <-> the task's internal parameter entries, both directions side by side.
 
 Every protocol-critical value (request id, DP request, check-only phase, genotype caching, PCA score
-flags) travels as a typed, documented field of ``TaskHeader`` (protos/site_agent.proto); inside the
+flags, the site that dropped shared participants) travels as a typed, documented field of ``TaskHeader`` (protos/site_agent.proto); inside the
 engine a task keeps them in :attr:`engine.tasks.TaskSpec.parameters` under the keys below, which the
 canonical task encoding (:func:`engine.privacy.secure_round.task_digest`) covers. The free-form
 ``TaskHeader.parameters`` map carries nothing a site decides on: a site refuses any key in it.
@@ -15,11 +15,12 @@ from engine.audit.records import REQUEST_ID_KEY
 from engine.privacy.dp_release import CHECK_PHASE, KEYS as DP_KEYS, PHASE_KEY, DpRequest
 from engine.errors import ProtocolError
 from engine.stats.pca.kernel import SCORES_PARAMETER
-from engine.tasks import KEEP_GENOTYPES_PARAMETER
+from engine.tasks import DROP_SHARED_PARAMETER, KEEP_GENOTYPES_PARAMETER
 from protos import site_agent_pb2 as pb
 
 #: Internal parameter keys carried by typed header fields (never by the free-form map).
-TYPED_KEYS = frozenset({REQUEST_ID_KEY, PHASE_KEY, KEEP_GENOTYPES_PARAMETER, SCORES_PARAMETER, *DP_KEYS.values()})
+TYPED_KEYS = frozenset({REQUEST_ID_KEY, PHASE_KEY, KEEP_GENOTYPES_PARAMETER, SCORES_PARAMETER, DROP_SHARED_PARAMETER,
+                        *DP_KEYS.values()})
 
 
 def header_fields(parameters: Mapping[str, str]) -> dict[str, Any]:
@@ -27,7 +28,8 @@ def header_fields(parameters: Mapping[str, str]) -> dict[str, Any]:
     fields: dict[str, Any] = {"request_id": parameters.get(REQUEST_ID_KEY, ""),
                               "check_only": parameters.get(PHASE_KEY) == CHECK_PHASE,
                               "keep_genotypes": parameters.get(KEEP_GENOTYPES_PARAMETER) == "1",
-                              "keep_scores": parameters.get(SCORES_PARAMETER, "")}
+                              "keep_scores": parameters.get(SCORES_PARAMETER, ""),
+                              "drop_shared_from": parameters.get(DROP_SHARED_PARAMETER, "")}
     request = DpRequest.from_parameters(parameters)
     if request is not None:
         fields["dp"] = pb.DpRequest(epsilon=request.epsilon, delta=request.delta, mechanism=request.mechanism,
@@ -55,4 +57,6 @@ def parameters_from_header(header: pb.TaskHeader) -> dict[str, str]:
         parameters[KEEP_GENOTYPES_PARAMETER] = "1"
     if header.keep_scores:
         parameters[SCORES_PARAMETER] = header.keep_scores
+    if header.drop_shared_from:
+        parameters[DROP_SHARED_PARAMETER] = header.drop_shared_from
     return parameters

@@ -12,7 +12,7 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from engine.cohort import overlap
 from engine.cohort.cohort import Cohort, build_cohort
 from engine.cohort.consent import consent_mask, parse_duo
 from engine.errors import ConfigError, InputError, PrivacyError
-from engine.cohort.sex_chromosomes import Y, chromosome_class
+from engine.cohort.sex_chromosomes import X, Y, chromosome_class
 from engine.io.genotype_sources import GenotypeSource, has_dosages, open_genotypes
 from engine.io.tables import SampleTable, read_sample_table
 from engine.tasks import CohortRequest
@@ -52,7 +52,8 @@ class SiteData:
     roster: Roster | None = None  # the pinned consortium roster ([keys] roster)
 
     def __post_init__(self) -> None:
-        self._cohorts: dict[tuple[CohortRequest, str], Cohort] = {}
+        self._cohorts: dict[tuple[CohortRequest, str, frozenset[str]], Cohort] = {}
+        self._shared: dict[str, frozenset[str]] = {}  # study -> IIDs left out as shared with another site
         self._lock = threading.Lock()
         self._cache = GenotypeCache(self.config.genotype_cache_mib << 20, spill=self.store_for)
         self._store: StoreSpec | None = None
@@ -67,6 +68,11 @@ class SiteData:
     def on_chromosome_y(self) -> np.ndarray:
         """bool ``(n_variants,)``: the site's chrY variants (association drops non-males' calls there)."""
         return chromosome_class(self.genotypes.manifest.chrom) == Y
+
+    @functools.cached_property
+    def on_chromosome_x(self) -> np.ndarray:
+        """bool ``(n_variants,)``: the site's non-PAR chrX variants (``--xchr-model 1`` halves males' calls)."""
+        return chromosome_class(self.genotypes.manifest.chrom) == X
 
     @property
     def identity_public_key(self) -> bytes:
@@ -89,21 +95,40 @@ class SiteData:
                                f"--roster FILE`) and refuses every secure-aggregation or HE task")
         return self.roster
 
-    def cohort(self, request: CohortRequest, extra: SampleTable | None = None, extra_key: str = "") -> Cohort:
+    def cohort(self, request: CohortRequest, extra: SampleTable | None = None, extra_key: str = "",
+               study_id: str = "") -> Cohort:
         """Analysed samples for ``request`` (raises InputError for unknown names/non-numeric values).
 
         At a site with a consent table, only participants whose consent covers the request's declared
         data use are analysed, and a request without a declared data use is refused (PrivacyError).
         Covariates found in ``extra`` (the site's PCA scores, cached under ``extra_key``) come from it.
+        Participants this site shares with another and left out of ``study_id`` (:meth:`exclude_shared`)
+        are not analysed in it.
         """
         with self._lock:
-            if (request, extra_key) not in self._cohorts:
-                self._cohorts[request, extra_key] = build_cohort(
+            shared = self._shared.get(study_id, frozenset()) if study_id else frozenset()
+            if (request, extra_key, shared) not in self._cohorts:
+                include = self._consented(request)
+                if shared:
+                    kept = ~np.isin(self.genotypes.fam.iid.astype(str), np.array(sorted(shared), dtype=str))
+                    include = kept if include is None else include & kept
+                self._cohorts[request, extra_key, shared] = build_cohort(
                     self.genotypes.fam, self.pheno, request.phenotype, self.covar, request.covariates,
-                    request.phenotype_coding, include=self._consented(request), extra=extra,
+                    request.phenotype_coding, include=include, extra=extra,
                     missing_value=request.missing_value,
                 )
-            return self._cohorts[request, extra_key]
+            return self._cohorts[request, extra_key, shared]
+
+    def exclude_shared(self, study_id: str, iids: Sequence[str]) -> None:
+        """Leave the participants ``iids`` (shared with another site) out of every later cohort of
+        ``study_id`` (added to those already left out; kept for the agent's lifetime)."""
+        with self._lock:
+            self._shared[study_id] = self._shared.get(study_id, frozenset()) | frozenset(map(str, iids))
+
+    def excludes_shared(self, study_id: str) -> bool:
+        """Whether this site has run the one-sided overlap exchange of ``study_id`` (even with none shared)."""
+        with self._lock:
+            return study_id in self._shared
 
     def read_block(self, variant_index: np.ndarray, sample_index: np.ndarray, cache: bool = False,
                    dosage: bool = False) -> np.ndarray:

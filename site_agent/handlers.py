@@ -23,7 +23,7 @@ from engine.privacy.dp_release import CHECK_PHASE, PHASE_KEY
 from engine.privacy.secure_round import (EncryptedShare, KeyAdvertisement, OutgoingShares, ShareReveal, SiteRound,
                                          SurvivorSignature, task_digest)
 from engine.privacy.protection import Protector, make_protector
-from engine.tasks import (KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
+from engine.tasks import (DROP_SHARED_PARAMETER, KEEP_GENOTYPES_PARAMETER, CohortRequest, ResultBlock, SiteDescription, TaskDone, TaskProgress,
                           TaskSpec)
 from engine.version import __version__
 from engine.stats.pca.kernel import SCORES_PARAMETER
@@ -62,8 +62,9 @@ class RoundInbox(Protocol):
 
 def describe(data: SiteData, cohort: CohortRequest, study_id: str = "", requester: str | None = None) -> SiteDescription:
     """The site's self-description for ``cohort`` (sizes only; the manifest is sent separately),
-    with the DP budget that remains for ``study_id`` (and ``requester``, when known)."""
-    selected = data.cohort(cohort)
+    with the DP budget that remains for ``study_id`` (and ``requester``, when known). Participants left out
+    of the study as shared with another site are not counted."""
+    selected = data.cohort(cohort, study_id=study_id)
     data.config.access.check_purpose(data.name, study_id, cohort.data_use)
     data.config.access.check_cohort_size(data.name, selected.n_samples)
     return SiteDescription(
@@ -124,6 +125,14 @@ def _check_cohort(data: SiteData, task: TaskSpec, cohort: Cohort, exact: bool) -
 
 
 def _check_task(data: SiteData, task: TaskSpec) -> None:
+    dropping = task.parameters.get(DROP_SHARED_PARAMETER) == data.name
+    if dropping != data.excludes_shared(task.study_id):  # the site's exclusion and the task must agree
+        raise ProtocolError(
+            f"site {data.name!r} is to leave out the participants it shares with the other sites in study "
+            f"{task.study_id!r}, but holds no such exclusion (the overlap exchange runs first; an agent restarted "
+            f"since forgets it): refusing rather than analysing them" if dropping else
+            f"site {data.name!r} left out the participants it shares with the other sites in study "
+            f"{task.study_id!r}, but this task does not say so: refusing (use another study id to analyse them)")
     if task.privacy not in data.config.privacy_modes:
         raise PrivacyError(
             f"site {data.name!r} does not accept privacy mode {task.privacy!r}; it accepts {list(data.config.privacy_modes)}"
@@ -285,7 +294,8 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
                           data.config.access.min_allele_count if suppress else 0, dosage=dosage,
                           store=data.store_for(cohort.sample_index) if cache else None,
                           males=data.genotypes.fam.sex[cohort.sample_index] == 1 if males_only else None,
-                          on_y_rows=data.on_chromosome_y if males_only else None)
+                          on_y_rows=data.on_chromosome_y if males_only else None,
+                          haploid_x_rows=data.on_chromosome_x if males_only and task.cohort.xchr_model == 1 else None)
     counts, jobs = task_pieces(task, per_variant, cohort.n_samples, None if getattr(analysis, "sequential_blocks", False)
                                else data.config.compute.chunk_bytes)
     pieces = backend.run(context, jobs, lambda rows: data.read_block(rows, cohort.sample_index, cache=cache, dosage=dosage))
@@ -316,9 +326,15 @@ def _compute(data: SiteData, task: TaskSpec, analysis: SiteStatistic, cohort: Co
 
 def compare_cohorts(data: SiteData, study_id: str, phase: str, peer: str, peer_public_key: bytes,
                     peer_key_signature: bytes, cohort: CohortRequest, first: list[bytes], second: list[bytes],
-                    requester: str | None) -> tuple[list[bytes], list[bytes], int]:
+                    requester: str | None, drop_shared: bool = False) -> tuple[list[bytes], list[bytes], int]:
     """One phase of the private overlap count with ``peer`` (:mod:`engine.overlap`):
     ``(first, second, count)`` of the response. The IDs are the IIDs of this site's analysed samples.
+
+    ``drop_shared`` (the study drops shared participants from the counting site): at ``reblind`` the
+    peer's values are returned in the order given (the counting site learns which of its own
+    participants this site also lists); at ``count`` this site leaves the participants it shares with
+    ``peer`` out of every later cohort of the study (:meth:`SiteData.exclude_shared`). Both are recorded
+    in the site's ledger (kind ``overlap``).
 
     Raises
     ------
@@ -350,10 +366,28 @@ def compare_cohorts(data: SiteData, study_id: str, phase: str, peer: str, peer_p
     if phase == "blind":
         return overlap.blind(own, scalar), [], 0
     if phase == "reblind":
-        return overlap.blind(first, scalar), overlap.blind(own, scalar), 0
+        if drop_shared:
+            _record_overlap(data, study_id, peer, requester, f"kept the order of {peer!r}'s {len(first)} blinded IDs: "
+                            f"{peer!r} learns which of its participants this site also lists, and drops them")
+        return overlap.blind(first, scalar, keep_order=drop_shared), overlap.blind(own, scalar), 0
     if len(set(first)) != len(ids):
         raise ProtocolError(f"overlap count: {len(set(first))} doubly blinded IDs, this site has {len(ids)}: "
                             "only the whole set is compared")
-    count = overlap.count_shared(first, second, scalar)
-    log.info("overlap with %s for study %s: %d participants shared", peer, study_id, count)
+    if drop_shared:
+        key = overlap.id_key(data.overlap_key, peer_public_key, study_id, data.name, peer)
+        shared = overlap.shared_own_ids(ids, key, scalar, first, second)
+        data.exclude_shared(study_id, shared)
+        _record_overlap(data, study_id, peer, requester, f"{len(shared)} participants shared with {peer!r} left out "
+                        f"of every cohort of the study")
+        count = len(shared)
+    else:
+        count = overlap.count_shared(first, second, scalar)
+    log.info("overlap with %s for study %s: %d participants shared%s", peer, study_id, count,
+             " (left out here)" if drop_shared else "")
     return [], [], count
+
+
+def _record_overlap(data: SiteData, study_id: str, peer: str, requester: str | None, message: str) -> None:
+    """A ledger entry (kind ``overlap``) for a step of the one-sided exchange that drops shared participants."""
+    data.ledger.append(kind="overlap", message=message, requester=requester or "", study=study_id,
+                       analysis="overlap", parameters=canonical_json({"peer": peer, "drop_shared": True}))

@@ -86,7 +86,9 @@ def load(data: SiteData, run: str) -> SampleTable:
 
 def task_cohort(data: SiteData, task: TaskSpec) -> Cohort:
     """The task's cohort; with ``cohort.pca_run``, covariates named like a score column (``PC1``..)
-    come from the site's PCA scores of that run."""
+    come from the site's PCA scores of that run. Participants the site left out of the study as shared
+    with another site (:meth:`SiteData.exclude_shared`) are not in it."""
     if not task.cohort.pca_run:
-        return data.cohort(task.cohort)
-    return data.cohort(task.cohort, extra=load(data, task.cohort.pca_run), extra_key=task.cohort.pca_run)
+        return data.cohort(task.cohort, study_id=task.study_id)
+    return data.cohort(task.cohort, extra=load(data, task.cohort.pca_run), extra_key=task.cohort.pca_run,
+                       study_id=task.study_id)

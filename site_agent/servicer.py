@@ -85,7 +85,8 @@ class SiteAgentServicer(pb_grpc.SiteAgentServicer):
                     requester = request.requester
                 first, second, count = handlers.compare_cohorts(
                     self.data, request.study_id, request.phase, request.peer, bytes(request.peer_public_key),
-                    bytes(request.peer_key_signature), serde.cohort_from_proto(request.cohort), list(request.first), list(request.second), requester)
+                    bytes(request.peer_key_signature), serde.cohort_from_proto(request.cohort), list(request.first), list(request.second), requester,
+                    drop_shared=request.drop_shared)
             except FedGwasError as error:
                 _abort(context, self.data.name, error)
                 raise AssertionError("unreachable: abort raises")  # pragma: no cover

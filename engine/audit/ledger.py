@@ -29,7 +29,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping
 from engine.errors import ConfigError
 
 GENESIS = "0" * 64
-KINDS = ("accepted", "released", "aborted", "refused", "checked", "described")
+KINDS = ("accepted", "released", "aborted", "refused", "checked", "described", "overlap")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (

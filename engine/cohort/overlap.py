@@ -15,6 +15,11 @@ keys already use. For sites A and B of a study:
    (sorting pseudorandom values hides which input each came from) and ``{b H(y)}`` for its own IDs;
    A computes ``{a b H(y)}`` and counts the values common to both sets. A learns the count and the
    sizes; B learns A's set size; the coordinator learns the count, which is what the study asks for.
+4. **Dropping the shared participants from A** (the study's ``drop_shared_from = "A"``): B returns
+   ``{b a H(x)}`` in the order A sent it instead of sorted, so A, which knows which of its IDs each
+   value it sent came from, learns *which of its own* participants B also lists
+   (:func:`shared_own_ids`) and leaves them out of every cohort of the study. B learns nothing more
+   than before; the coordinator still sees pseudorandom values and the count.
 
 Assumptions: honest-but-curious sites; the coordinator relays the peers' public keys (the same trust
 as for secure aggregation's pairwise masks, see docs/threat-model.md: a coordinator substituting its
@@ -69,8 +74,9 @@ def hash_ids(ids: Iterable[str], key: bytes) -> list[bytes]:
     return [hmac.new(key, str(x).encode("utf-8"), hashlib.sha256).digest() for x in ids]
 
 
-def blind(points: Sequence[bytes], scalar: X25519PrivateKey) -> list[bytes]:
-    """``X25519(scalar, u)`` for each u, sorted (the order reveals nothing about the inputs).
+def blind(points: Sequence[bytes], scalar: X25519PrivateKey, keep_order: bool = False) -> list[bytes]:
+    """``X25519(scalar, u)`` for each u, sorted (the order reveals nothing about the inputs); with
+    ``keep_order``, in the order given (the one-sided exchange of :func:`shared_own_ids`).
 
     Raises
     ------
@@ -87,13 +93,30 @@ def blind(points: Sequence[bytes], scalar: X25519PrivateKey) -> list[bytes]:
             out.append(scalar.exchange(X25519PublicKey.from_public_bytes(bytes(point))))
         except ValueError:
             raise ProtocolError("overlap: a blinded ID is a small-order point") from None
-    return sorted(out)
+    return out if keep_order else sorted(out)
 
 
 def count_shared(own_double: Sequence[bytes], peer_single: Sequence[bytes], scalar: X25519PrivateKey) -> int:
     """Participants shared: own IDs blinded by both sites, against the peer's IDs blinded by the peer
     and now by this site (``scalar``)."""
     return len(set(own_double) & set(blind(peer_single, scalar)))
+
+
+def shared_own_ids(ids: Sequence[str], key: bytes, scalar: X25519PrivateKey, own_double: Sequence[bytes],
+                   peer_single: Sequence[bytes]) -> list[str]:
+    """This site's IDs that the peer also lists: the one-sided exchange, in which only this site learns
+    which of its own participants are shared (it then leaves them out of the study).
+
+    ``ids`` are the site's distinct IDs (:func:`unique_ids`), ``key`` the pair key; this site sent
+    :func:`blind` of their hashes (sorted); the peer re-blinded that list *keeping its order*
+    (``own_double``) and blinded its own IDs (``peer_single``, sorted). Position ``i`` of
+    ``own_double`` is then the ``i``-th value this site sent, whose ID this site can recompute; the
+    peer's IDs stay hidden (this site sees only their doubly blinded values). Returns sorted IDs.
+    """
+    blinded = blind(hash_ids(ids, key), scalar, keep_order=True)
+    order = sorted(range(len(ids)), key=blinded.__getitem__)  # the order of what this site sent
+    peer = set(blind(peer_single, scalar))
+    return sorted(ids[order[i]] for i, value in enumerate(own_double) if value in peer)
 
 
 def unique_ids(iids: Sequence[str]) -> list[str]:

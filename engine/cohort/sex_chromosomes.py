@@ -6,7 +6,9 @@ Measured against ``plink2 --glm`` on the pooled data (tests/federated/test_sex_c
   PLINK 2's default ``--xchr-model 2`` codes males' calls 0/2 like females' (so the genotype column
   is the .bed's allele count) and adds the .fam sex as a covariate, which leaves out samples of unknown
   sex. ``no-x-sex`` drops that covariate (everyone analysed); ``--xchr-model 0`` skips chrX.
-  ``--xchr-model 1`` (males 0/1) is not implemented: it is refused with a clear error.
+  ``--xchr-model 1`` codes males' calls 0/1 (sex covariate as in model 2): the site halves males'
+  allele counts on chrX before the statistic (:func:`haploid_males_on_x`; a heterozygous male call
+  becomes 0.5, as PLINK 2 reads it).
 * **chrY**: males only (other samples' calls count as missing), haploid dosage ``g / 2``.
 * **MT**: every sample, haploid dosage ``g / 2`` (a heterozygous call is 0.5, as PLINK 2 reads it).
 
@@ -28,8 +30,8 @@ from engine.cohort.harmonise import normalise_chromosome
 FAM_SEX_COVARIATE = "@FAM_SEX"
 #: Beta and SE factor of haploid chromosomes (PLINK 2's dosage g / 2).
 HAPLOID_SCALE = 2.0
-#: ``--xchr-model`` values implemented (PLINK 2's default is 2).
-XCHR_MODELS = (0, 2)
+#: ``--xchr-model`` values (PLINK 2's, whose default is 2): 0 skip chrX, 1 males 0/1, 2 males 0/2.
+XCHR_MODELS = (0, 1, 2)
 #: Chromosome classes.
 AUTOSOMAL, X, Y, MT = "autosomal", "X", "Y", "MT"
 
@@ -60,6 +62,29 @@ def males_only_on_y(genotypes: np.ndarray, is_y: np.ndarray, male: np.ndarray) -
     columns = np.flatnonzero(is_y)
     out[np.ix_(~male, columns)] = np.nan if out.dtype.kind == "f" else -127
     return out
+
+
+def haploid_males_on_x(genotypes: np.ndarray, flip: np.ndarray, is_x: np.ndarray,
+                       male: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PLINK 2's ``--xchr-model 1`` coding: males' non-PAR chrX dosages of the study's effect allele halved.
+
+    ``genotypes`` int8 ``(n, m)`` (-127 missing) or float dosages (NaN missing); ``flip`` bool ``(m,)``
+    (columns counting the study's other allele); ``is_x`` bool ``(m,)``; ``male`` bool ``(n,)``. Halving
+    does not commute with flipping (``2 - g``), so the flip is applied here: returns float32 dosages
+    ``(n, m)`` Fortran-ordered, NaN missing, already in the study's orientation, and an all-False flip.
+    Returns the inputs unchanged when no column is on chrX or no sample is male.
+    """
+    if not np.any(is_x) or not np.any(male):
+        return genotypes, flip
+    if genotypes.dtype.kind == "f":
+        out = np.array(genotypes, dtype=np.float32, order="F", copy=True)
+    else:
+        out = np.asfortranarray(np.where(genotypes >= 0, genotypes, np.nan).astype(np.float32))
+    if np.any(flip):
+        out[:, flip] = 2 - out[:, flip]
+    columns = np.flatnonzero(is_x)
+    out[np.ix_(male, columns)] *= 0.5
+    return out, np.zeros_like(flip)
 
 
 def x_hwe_neg_log10_p(female_hom1: np.ndarray, female_het: np.ndarray, female_hom2: np.ndarray,

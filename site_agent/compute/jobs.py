@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.stats.registry import get_statistic
 from engine.io.genotype_sources import GenotypeSource, open_genotypes
-from engine.cohort.sex_chromosomes import males_only_on_y
+from engine.cohort.sex_chromosomes import haploid_males_on_x, males_only_on_y
 from site_agent.cohort_guard import suppress_rare
 from site_agent.compute.store import StoreSpec, read_through
 
@@ -58,6 +58,9 @@ class TaskContext:
     #: ``(M,)``; non-males' chrY calls are set missing before the block (PLINK 2's --glm).
     males: np.ndarray | None = None
     on_y_rows: np.ndarray | None = None
+    #: ``--xchr-model 1`` (association statistics): the site rows on non-PAR chrX ``(M,)``, whose males'
+    #: dosages are halved before the block (with ``males``); None: males coded 0/2 there.
+    haploid_x_rows: np.ndarray | None = None
     #: Read float32 dosages (NaN missing) instead of int8 hard calls (statistics with ``dosage`` at a
     #: site whose files have dosages); dosages never go through the int8 spill store.
     dosage: bool = False
@@ -88,7 +91,10 @@ def block_values(context: TaskContext, job: BlockJob, genotypes: np.ndarray) -> 
     analysis = get_statistic(context.analysis)
     if context.males is not None and context.on_y_rows is not None:
         genotypes = males_only_on_y(genotypes, context.on_y_rows[job.variant_index], context.males)
-    values = analysis.block(context.state, genotypes, job.flip, job.inputs)
+    coded, flip = genotypes, job.flip
+    if context.males is not None and context.haploid_x_rows is not None:
+        coded, flip = haploid_males_on_x(genotypes, flip, context.haploid_x_rows[job.variant_index], context.males)
+    values = analysis.block(context.state, coded, flip, job.inputs)
     return suppress_rare(values, genotypes, context.min_allele_count)
 
 

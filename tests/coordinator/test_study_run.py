@@ -102,3 +102,16 @@ def test_study_file_with_several_phenotypes_and_dosage_qc(tmp_path: Path) -> Non
     path.write_text('[study]\nid = "s"\n[analysis]\nphenotype = ["A", "B"]\nassoc = true\nglm = "none"\n' + sites)
     with pytest.raises(ConfigError, match="allelic test .* takes one phenotype"):
         load_study(path)
+
+
+def test_study_file_drops_shared_participants_from_one_of_its_sites(tmp_path: Path) -> None:
+    """``[study] drop_shared_from`` names one of the study's sites (anything else is refused)."""
+    from engine.errors import ConfigError
+
+    sites = '[[sites]]\nname = "a"\naddress = "x:1"\n[[sites]]\nname = "b"\naddress = "y:1"\n'
+    path = tmp_path / "study.toml"
+    path.write_text('[study]\nid = "s"\ndrop_shared_from = "b"\n[analysis]\nphenotype = "QT"\n' + sites)
+    assert load_study(path).drop_shared_from == "b"
+    path.write_text('[study]\nid = "s"\ndrop_shared_from = "c"\n[analysis]\nphenotype = "QT"\n' + sites)
+    with pytest.raises(ConfigError, match="drop_shared_from 'c' is not one of the study's sites"):
+        load_study(path)

@@ -2,7 +2,8 @@
 
 Hand-made sites: males haploid-looking on X/Y (0/2 calls, 1 % heterozygous errors), MT haploid for
 everyone, females mostly uncalled on Y, a few samples of unknown sex. PLINK 2's default (males 0/2 on
-chrX with the .fam sex as a covariate), ``no-x-sex`` and ``--xchr-model 0`` are compared.
+chrX with the .fam sex as a covariate), ``no-x-sex`` and ``--xchr-model 0`` and ``1`` (males 0/1) are
+compared.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from fedgwas.cli import main
 from coordinator.results.gwas_ssf import read_gwas_ssf
 from engine.io.bed_writer import BedWriter, write_bim, write_fam
-from engine.cohort.sex_chromosomes import chromosome_class, males_only_on_y
+from engine.cohort.sex_chromosomes import chromosome_class, haploid_males_on_x, males_only_on_y
 from tests.plink_tools import read_plink_table, run_plink2
 
 CHROMOSOMES = ["1"] * 30 + ["X"] * 30 + ["XY"] * 10 + ["Y"] * 30 + ["MT"] * 30
@@ -110,12 +111,43 @@ def test_xchr_model_0_skips_chrx_and_counts_it(sites: Path, tmp_path: Path) -> N
     assert '"chrX (--xchr-model 0)": 30' in summary
 
 
-def test_xchr_model_1_is_refused(sites: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["local", "--bfile", str(sites / "s1"), "--bfile", str(sites / "s2"), "--pheno", str(sites / "pheno.txt"),
-                 "--pheno-name", "QT", "--glm", "linear", "--xchr-model", "1", "--out", str(tmp_path / "o"),
-                 "--no-progress", "--insecure-transport"])
-    assert code == 2
-    assert "xchr_model 1 is not implemented" in capsys.readouterr().err
+@pytest.mark.parametrize("glm,phenotype,no_x_sex", [("linear", "QT", False), ("linear", "QT", True),
+                                                     ("logistic", "BT", False), ("logistic", "BT", True)])
+def test_xchr_model_1_codes_males_0_1_as_plink2(sites: Path, tmp_path: Path, glm: str, phenotype: str,
+                                                no_x_sex: bool) -> None:
+    """Males' non-PAR chrX calls coded 0/1 (heterozygous male calls 0.5), PARs and other chromosomes as usual."""
+    modifiers = ["no-x-sex"] if no_x_sex else []
+    _compare(sites, tmp_path, phenotype, glm, ["--xchr-model", "1", *(["--no-x-sex"] if no_x_sex else [])],
+             modifiers, ["--xchr-model", "1"])
+
+
+def test_xchr_model_1_with_several_phenotypes_in_one_pass_as_plink2(sites: Path, tmp_path: Path) -> None:
+    _compare(sites, tmp_path, "QT,QT2", "linear", ["--xchr-model", "1"], [], ["--xchr-model", "1"])
+
+
+def test_xchr_model_1_differs_from_model_2_on_x_only(sites: Path, tmp_path: Path) -> None:
+    """The coding reaches the sites: chrX betas change between the models, every other variant is identical."""
+    results = {}
+    for model in ("1", "2"):
+        out = tmp_path / model
+        assert main(["local", "--bfile", str(sites / "s1"), "--bfile", str(sites / "s2"), "--pheno",
+                     str(sites / "pheno.txt"), "--pheno-name", "QT", "--glm", "linear", "--xchr-model", model,
+                     "--out", str(out), "--no-progress", "--insecure-transport", "--privacy", "plaintext"]) == 0
+        results[model] = read_gwas_ssf(out / "QT.linear.tsv.gz")
+    on_x = np.array([CHROMOSOMES[int(v[1:])] == "X" for v in results["1"]["variant_id"]])
+    assert on_x.sum() == 30
+    np.testing.assert_array_equal(results["1"]["beta"][~on_x], results["2"]["beta"][~on_x])
+    assert np.all(results["1"]["beta"][on_x] != results["2"]["beta"][on_x])
+
+
+def test_haploid_males_on_x_flips_then_halves() -> None:
+    g = np.array([[0, 2, 1], [1, 2, -127], [2, 0, 2]], dtype=np.int8, order="F")
+    coded, flip = haploid_males_on_x(g, np.array([False, True, True]), np.array([True, True, False]),
+                                     np.array([True, False, True]))
+    assert coded.dtype == np.float32 and not flip.any()
+    np.testing.assert_array_equal(coded, [[0, 0, 1], [1, 0, np.nan], [1, 1, 0]])
+    same, unflipped = haploid_males_on_x(g, np.array([True, False, False]), np.zeros(3, dtype=bool), np.ones(3, dtype=bool))
+    assert same is g and unflipped[0]
 
 
 def test_chromosome_classes_and_y_masking() -> None:
