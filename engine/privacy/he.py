@@ -244,6 +244,10 @@ class Ciphertexts:
         except _TENSEAL_ERRORS as exc:
             raise ProtocolError(f"ciphertexts cannot be added: {exc}") from None
 
+    def copy(self) -> Ciphertexts:
+        """An independent copy (adding to it leaves this one unchanged)."""
+        return Ciphertexts(self._vector.copy(), self.n_ciphertexts)
+
     def to_bytes(self) -> bytes:
         return bytes(self._vector.serialize())
 

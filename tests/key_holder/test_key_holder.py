@@ -172,9 +172,10 @@ def test_grpc_round_trip(served, public: he.PublicContext) -> None:
     values = [np.round(np.linspace(-1e6, 1e6, N_VALUES) * 1024) / 1024 + i for i in range(3)]  # on the 2^-24 grid
     aggregate, payloads = _aggregate(public, values)
     decryptor = RoundDecryptor(client, "s", 1, client.register_round(_registration(holder)))
-    np.testing.assert_array_equal(decryptor.decrypt(0, N_VALUES, aggregate), np.sum(values, axis=0))
+    zero = np.zeros((he_encoding.n_ciphertexts(N_VALUES), 2), dtype=np.int64)  # pairwise tags only: they sum to 0
+    np.testing.assert_array_equal(decryptor.decrypt(0, N_VALUES, aggregate, zero), np.sum(values, axis=0))
     with pytest.raises(StudyFailed, match=f"the key holder refused block 1 of round 1: {REFUSAL}$"):
-        decryptor.decrypt(1, N_VALUES, payloads[2])
+        decryptor.decrypt(1, N_VALUES, payloads[2], zero)
     assert "tag check" in _reasons(holder)[-1]
     with pytest.raises(StudyFailed, match="refused to register round 1: .*locked"):
         client.register_round(_registration(holder))
