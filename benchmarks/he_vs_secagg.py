@@ -30,6 +30,8 @@ import linear_vs_plink2 as base  # noqa: E402  (also puts the repository on sys.
 
 from engine.privacy import he, he_encoding, ring, secagg  # noqa: E402
 from engine.privacy.protection import make_protector  # noqa: E402
+from protos import key_holder_pb2  # noqa: E402
+from secure_round_overhead import key_phase_bytes  # noqa: E402
 
 ROOT = base.ROOT
 #: Runs the coordinator in-process and reports its own peak RSS (sites and key holder are children).
@@ -102,12 +104,14 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
     names = [f"site{i}" for i in range(n_sites)]
     keys = [secagg.generate_private_key() for _ in names]
     peers = {n: secagg.public_key_bytes(k) for n, k in zip(names, keys)}
-    masker = secagg.PairwiseMasker(names[0], keys[0], peers)
+    context, seeds = b"c" * 32, [os.urandom(secagg.SEED_BYTES) for _ in names]
+    maskers = [secagg.RoundMasker(n, seed, {p: secagg.pair_key(k, n, p, peers[p], context) for p in names if p != n},
+                                  context) for n, k, seed in zip(names, keys, seeds)]
+    masker = maskers[0]
     pair = he.generate_keys()
     public, secret = he.PublicContext(pair.public), he.SecretContext(pair.secret)
     n_values, n_ct = values.size, he_encoding.n_ciphertexts(values.size)
-    protectors = [make_protector("he", masker=secagg.PairwiseMasker(n, k, peers), study_id="b", round_=1,
-                                 he_context=public) for n, k in zip(names, keys)]
+    protectors = [make_protector("he", masker=m, he_context=public) for m in maskers]
     payloads = [p.protect(0, values) for p in protectors]
     timings: dict[str, list[float]] = {}
 
@@ -119,9 +123,10 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
 
     for _ in range(repeats):
         timed("secagg: ring encode + ChaCha20 masks (site)",
-              lambda: ring.to_bytes(masker.mask(ring.encode(values, n_sites), "b", 1, 0)))
-        slots = timed("he: fixed-point limbs + tags (site)",
-                      lambda: he_encoding.attach_tags(he_encoding.encode(values, n_sites), np.zeros((n_ct, 2), np.uint64)))
+              lambda: ring.to_bytes(masker.mask(ring.encode(values, n_sites), 0)))
+        slots = timed("he: fixed-point limbs + self and pairwise tags (site)",
+                      lambda: he_encoding.attach_tags(he_encoding.encode(values, n_sites),
+                                                      masker.tags(0, 2 * n_ct, he_encoding.TAG_BITS).reshape(n_ct, 2)))
         timed("he: CKKS encode + encrypt + serialise (site)", lambda: public.encrypt(slots))
 
         def aggregate() -> bytes:
@@ -131,11 +136,20 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
             return total.to_bytes()
 
         summed = timed(f"he: load + validate + add {n_sites} blocks, serialise (coordinator)", aggregate)
+        unmasker = secagg.Unmasker({n: secagg.self_key(seed, n, context) for n, seed in zip(names, seeds)}, {})
+        offsets = timed("he: tag offsets of the survivors' sum (coordinator)",
+                        lambda: unmasker.tag_offsets(0, 2 * n_ct, he_encoding.TAG_BITS).reshape(n_ct, 2))
         decrypted = timed("he: load + decrypt + decode slots (key holder)", lambda: secret.decrypt(summed, n_ct))
-        timed("he: round, check tags, recombine (key holder)", lambda: he_encoding.decode(decrypted, n_values, n_sites))
+        timed("he: round, check tags against the offsets, recombine (key holder)",
+              lambda: he_encoding.decode(decrypted, n_values, n_sites, offsets))
     result = {name: min(seconds) for name, seconds in timings.items()}
     result["ciphertexts per block"] = n_ct
     result["bytes per block (one site)"] = len(payloads[0])
+    header = key_holder_pb2.AggregateHeader(study_id="b", round=1, block=0, n_values=n_values, total_bytes=len(summed),
+                                            registration_id="0" * 32)
+    plain_size = header.ByteSize()
+    header.tag_offsets.extend(int(v) for v in offsets.ravel())
+    result["tag offset bytes per block (coordinator to key holder)"] = header.ByteSize() - plain_size
     return result
 
 
@@ -162,6 +176,7 @@ def main() -> None:
         "bytes_per_variant_per_site": {p: {s: b / n_variants for s, b in best[p]["bytes_sent"].items()} for p in best},
         "agreement_he_vs_secagg": agreement(runs / "he_0", runs / "secagg_0"),
         "he_block_breakdown_seconds": block_breakdown(args.sites),
+        "key_phase_bytes_per_round": key_phase_bytes(args.sites),  # the same messages under secagg and he
     }
     (runs / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -11,7 +11,9 @@ signed ephemeral keys and nonces: :mod:`engine.privacy.secure_round`) and to the
 mask ever serves two blocks, rounds or tasks. Summed over the survivors of a round, the pairwise
 masks between survivors cancel; the coordinator removes the rest only with what the survivors reveal
 after the consistency check: the survivors' self-mask seeds and the dropped sites' mask keys (never
-both for one site), reconstructed from Shamir shares.
+both for one site), reconstructed from Shamir shares. Under homomorphic encryption the same masks, on
+streams of their own, make the tags of each ciphertext (:meth:`RoundMasker.tags`), and what the
+reveals give is the offset the survivors' tags sum to (:meth:`Unmasker.tag_offsets`).
 """
 
 from __future__ import annotations
