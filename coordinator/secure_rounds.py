@@ -94,6 +94,7 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
     calls = {c.name: c.open_task(tasks[c.name], timeout=2 * phase_timeout) for c in clients}
     streams = _Streams(calls, tasks, audit)
     sent = 0
+    sums: MaskedRoundSum | EncryptedRoundSum | None = None
     try:
         ads: dict[str, KeyAdvertisement] = {}
         for name in names:
@@ -166,6 +167,8 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
     finally:
         for call in calls.values():
             call.close()
+        if sums is not None:
+            sums.close()
 
 
 def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, pool: ThreadPoolExecutor,

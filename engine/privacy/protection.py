@@ -19,8 +19,10 @@ adding one pair here; handlers and the coordinator only see this small API.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -192,6 +194,15 @@ class _RoundParts:
         """True when ``site`` sent every block of the round."""
         return len(self._parts.get(site, {})) == len(self.sizes)
 
+    def close(self) -> None:
+        """Release what the round holds outside memory (nothing, unless a subclass says otherwise)."""
+
+    def __enter__(self) -> _RoundParts:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
 
 @dataclass
 class MaskedRoundSum(_RoundParts):
@@ -220,24 +231,57 @@ class MaskedRoundSum(_RoundParts):
 @dataclass
 class EncryptedRoundSum(_RoundParts):
     """Every site's encrypted blocks of one he round (validated ciphertexts it cannot decrypt), until
-    the survivors' sum of each block, with its tag offsets, can be sent to the key holder."""
+    the survivors' sum of each block, with its tag offsets, can be sent to the key holder.
+
+    Memory stays at one running sum per block: each ciphertext is added as it arrives, and also
+    written, as received, to its site's anonymous temporary file, read back only to take a dropped
+    site's blocks out of the sum (CKKS subtraction).
+    """
 
     context: PublicContext | None = None
+    _sums: dict[int, Ciphertexts] = field(default_factory=dict, repr=False)
+    _spill: dict[str, tuple[Any, list[int]]] = field(default_factory=dict, repr=False)  # site -> (file, [size])
     privacy = "he"
 
-    def _parse(self, site: str, block: int, payload: bytes) -> Ciphertexts:
+    def _load(self, site: str, block: int, payload: bytes) -> Ciphertexts:
         assert self.context is not None, "an he round needs the key holder's public context"
         try:
             return self.context.load(payload, he_encoding.n_ciphertexts(self.sizes[block]))
         except ProtocolError as error:
             raise ProtocolError(f"site {site!r} sent an invalid encrypted block {block}: {error}") from None
 
+    def _parse(self, site: str, block: int, payload: bytes) -> tuple[int, int]:
+        part = self._load(site, block, payload)
+        if site not in self._spill:
+            self._spill[site] = (tempfile.TemporaryFile(prefix="fedgwas-he-", buffering=0), [0])
+        spill, size = self._spill[site]
+        offset = size[0]
+        os.pwrite(spill.fileno(), payload, offset)
+        size[0] += len(payload)
+        if block in self._sums:
+            self._sums[block].add(part)
+        else:
+            self._sums[block] = part
+        return offset, len(payload)
+
     def aggregate(self, survivors: tuple[str, ...], block: int) -> bytes:
-        """The serialised sum over ``survivors`` of their ciphertexts of ``block``."""
-        total = self._parts[survivors[0]][block].copy()  # type: ignore[attr-defined]
-        for site in survivors[1:]:
-            total.add(self._parts[site][block])
+        """The serialised sum over ``survivors`` of their ciphertexts of ``block`` (once per block):
+        the running sum, less the block of every other site that sent one."""
+        if any(block not in self._parts.get(site, {}) for site in survivors):
+            raise ProtocolError(f"block {block} was not received from every survivor")
+        total = self._sums.pop(block, None)
+        if total is None:
+            raise ProtocolError(f"block {block} was already aggregated")
+        for site, parts in self._parts.items():
+            if site not in survivors and block in parts:
+                offset, length = parts[block]  # type: ignore[misc]
+                total.subtract(self._load(site, block, os.pread(self._spill[site][0].fileno(), length, offset)))
         return total.to_bytes()
+
+    def close(self) -> None:
+        """Delete the temporary files (also done when the object is collected)."""
+        for spill, _ in self._spill.values():
+            spill.close()
 
     def tag_offsets(self, unmasker: Unmasker, block: int) -> np.ndarray:
         """``(n_ciphertexts, TAGS_PER_CIPHERTEXT)`` offsets the survivors' tags of ``block`` sum to."""

@@ -136,11 +136,11 @@ def test_sum_of_encrypted_blocks_is_exact(public: he.PublicContext, secret: he.S
     names, payloads = _blocks(public, values)
     for payload in payloads:
         assert he_encoding.SLOTS_PER_CIPHERTEXT * 2 * 16 < len(payload) < 300_000  # 2 ciphertexts of 131 kB
-    sums = _sum(public, names, payloads)
-    assert sums.delivered("site0") and not sums.delivered("site9")
     grid = [np.rint(v * 2**24) / 2**24 for v in values]  # each site's value on the fixed-point grid
-    np.testing.assert_array_equal(Opener(secret, 3).decrypt(0, N_VALUES, sums.aggregate(tuple(names), 0)),
-                                  [math.fsum(column) for column in zip(*grid)])
+    with _sum(public, names, payloads) as sums:
+        assert sums.delivered("site0") and not sums.delivered("site9")
+        np.testing.assert_array_equal(Opener(secret, 3).decrypt(0, N_VALUES, sums.aggregate(tuple(names), 0)),
+                                      [math.fsum(column) for column in zip(*grid)])
 
 
 def test_one_sites_block_or_a_partial_sum_is_never_released(public: he.PublicContext, secret: he.SecretContext) -> None:
@@ -174,17 +174,19 @@ def test_corrupt_and_truncated_ciphertexts_are_refused(public: he.PublicContext,
     # A flipped coefficient can still parse: the key holder's checks refuse the sum instead.
     flipped = bytearray(payloads[0])
     flipped[60_000] ^= 0x01  # inside the first ciphertext's coefficients
-    sums = _sum(public, names, [bytes(flipped), payloads[1]])
-    with pytest.raises(PrivacyError, match="precision check|tag check"):
+    with _sum(public, names, [bytes(flipped), payloads[1]]) as sums, \
+            pytest.raises(PrivacyError, match="precision check|tag check"):
         Opener(secret, 2).decrypt(0, N_VALUES, sums.aggregate(tuple(names), 0))
 
 
-def test_sites_with_mismatched_parameters_or_keys_are_refused(public: he.PublicContext, secret: he.SecretContext) -> None:
+def test_sites_with_mismatched_parameters_or_keys_are_refused(public: he.PublicContext, secret: he.SecretContext,
+                                                               request: pytest.FixtureRequest) -> None:
     import tenseal as ts
 
     names, payloads = _blocks(public, [np.ones(N_VALUES)] * 2)
     sums = _sum(public, names[:1], payloads[:1])
     sums.n_parties = 2
+    request.addfinalizer(sums.close)
     with pytest.raises(ProtocolError, match="site 'site1' sent 'ring128-masked' data"):
         sums.add(names[1], 0, "ring128-masked", payloads[1])
     # A site encrypting under other parameters (its own context, [60, 40, 60]): refused at load.
@@ -235,9 +237,20 @@ def test_a_dropped_site_is_recovered_and_only_the_survivors_sum_opens(public: he
     offsets = sums.tag_offsets(unmasker, 0)
     assert offsets.shape == (2, 2) and np.all(offsets < 2**30)
     opener = Opener(secret, 3)
+    # c's block was added to the running sum as it arrived; the survivors' sum takes it out again.
     np.testing.assert_allclose(opener.decrypt(0, N_VALUES, sums.aggregate(survivors, 0), offsets),
                                values["a"] + values["b"] + values["d"], rtol=0, atol=3 * 2.0**-24)
+    with pytest.raises(ProtocolError, match="already aggregated"):
+        sums.aggregate(survivors, 0)
+    sums.close()
+
+    def total(members) -> bytes:
+        out = public.load(payloads[members[0]], 2)
+        for name in members[1:]:
+            out.add(public.load(payloads[name], 2))
+        return out.to_bytes()
+
     # Without the offsets (tags of pairwise masks only, as before), with all four, or for a subset: refused.
     for members, stated in [(survivors, None), (names, offsets), (("a", "b"), offsets), (("c",), offsets)]:
         with pytest.raises(PrivacyError, match="tag check"):
-            Opener(secret, len(members) + 1).decrypt(0, N_VALUES, sums.aggregate(members, 0), stated)
+            Opener(secret, len(members) + 1).decrypt(0, N_VALUES, total(members), stated)
