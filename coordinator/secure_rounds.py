@@ -18,7 +18,6 @@ lost mid-round is recovered in the same round under both modes.
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
@@ -176,7 +175,6 @@ def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, p
                   timeout: float) -> dict[str, SiteFailure]:
     """Collect every site's masked blocks concurrently; returns the sites that failed to deliver them all
     (within ``timeout`` seconds: a stalled site is cut off and recovered like a crashed one)."""
-    lock = threading.Lock()
 
     def consume(name: str) -> None:
         task = tasks[name]
@@ -190,12 +188,11 @@ def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, p
             bounds = task.block_bounds(event.block) if 0 <= event.block < task.n_blocks else (-1, -1)
             if (event.first_variant, event.first_variant + event.n_variants) != bounds or event.width != width:
                 raise SiteFailure(name, f"sent block {event.block} with an unexpected shape", kind="ProtocolError")
-            with lock:
-                try:
-                    sums.add(name, event.block, event.encoding, event.payload)
-                except FedGwasError as error:
-                    raise SiteFailure(name, str(error), kind="ProtocolError") from None
-                delivered = sums.delivered(name)
+            try:  # the sites' blocks are parsed in parallel (one thread per site)
+                sums.add(name, event.block, event.encoding, event.payload)
+            except FedGwasError as error:
+                raise SiteFailure(name, str(error), kind="ProtocolError") from None
+            delivered = sums.delivered(name)
             on_block()
             if delivered:
                 return

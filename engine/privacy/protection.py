@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -170,29 +171,39 @@ class _RoundParts:
 
     ``sizes`` are the values (ring elements) per block; ``n_parties`` the round's participants (the
     encoding's headroom). A site that does not deliver every block is a dropout: none of its blocks is
-    summed. Subclasses parse one site's wire bytes (:meth:`_parse`).
+    summed. Subclasses parse one site's wire bytes (:meth:`_parse`, outside the lock: the costly part)
+    and keep the result (:meth:`_keep`, under it). Thread-safe for one caller per site, so that the
+    sites' blocks are taken in parallel.
     """
 
     n_parties: int
     sizes: tuple[int, ...]
     _parts: dict[str, dict[int, object]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     privacy = ""
 
     def _parse(self, site: str, block: int, payload: bytes) -> object:
         raise NotImplementedError
 
+    def _keep(self, site: str, block: int, parsed: object) -> object:
+        return parsed
+
     def add(self, site: str, block: int, encoding: str, payload: bytes) -> None:
         if encoding != ENCODINGS[self.privacy]:
             raise ProtocolError(f"site {site!r} sent {encoding!r} data in a {self.privacy} round")
-        parts = self._parts.setdefault(site, {})
-        if block in parts:
-            raise ProtocolError(f"site {site!r} sent block {block} twice")
-        parts[block] = self._parse(site, block, payload)
+        with self._lock:
+            parts = self._parts.setdefault(site, {})
+            if block in parts:
+                raise ProtocolError(f"site {site!r} sent block {block} twice")
+        parsed = self._parse(site, block, payload)
+        with self._lock:
+            parts[block] = self._keep(site, block, parsed)
 
     def delivered(self, site: str) -> bool:
         """True when ``site`` sent every block of the round."""
-        return len(self._parts.get(site, {})) == len(self.sizes)
+        with self._lock:
+            return len(self._parts.get(site, {})) == len(self.sizes)
 
     def close(self) -> None:
         """Release what the round holds outside memory (nothing, unless a subclass says otherwise)."""
@@ -250,19 +261,25 @@ class EncryptedRoundSum(_RoundParts):
         except ProtocolError as error:
             raise ProtocolError(f"site {site!r} sent an invalid encrypted block {block}: {error}") from None
 
-    def _parse(self, site: str, block: int, payload: bytes) -> tuple[int, int]:
+    def _parse(self, site: str, block: int, payload: bytes) -> tuple[Ciphertexts, int, int]:
         part = self._load(site, block, payload)
-        if site not in self._spill:
-            self._spill[site] = (tempfile.TemporaryFile(prefix="fedgwas-he-", buffering=0), [0])
-        spill, size = self._spill[site]
-        offset = size[0]
+        with self._lock:
+            if site not in self._spill:
+                self._spill[site] = (tempfile.TemporaryFile(prefix="fedgwas-he-", buffering=0), [0])
+            spill, size = self._spill[site]
+        offset = size[0]  # one caller per site: its file is its own
         os.pwrite(spill.fileno(), payload, offset)
         size[0] += len(payload)
+        return part, offset, len(payload)
+
+    def _keep(self, site: str, block: int, parsed: object) -> tuple[int, int]:
+        kept: tuple[Ciphertexts, int, int] = parsed  # type: ignore[assignment]
+        part, offset, length = kept
         if block in self._sums:
             self._sums[block].add(part)
         else:
             self._sums[block] = part
-        return offset, len(payload)
+        return offset, length
 
     def aggregate(self, survivors: tuple[str, ...], block: int) -> bytes:
         """The serialised sum over ``survivors`` of their ciphertexts of ``block`` (once per block):
@@ -274,7 +291,8 @@ class EncryptedRoundSum(_RoundParts):
             raise ProtocolError(f"block {block} was already aggregated")
         for site, parts in self._parts.items():
             if site not in survivors and block in parts:
-                offset, length = parts[block]  # type: ignore[misc]
+                where: tuple[int, int] = parts[block]  # type: ignore[assignment]
+                offset, length = where
                 total.subtract(self._load(site, block, os.pread(self._spill[site][0].fileno(), length, offset)))
         return total.to_bytes()
 
