@@ -7,6 +7,7 @@ written), the bytes each site sent, the peak memory of every process, the agreem
 results, and a per-block breakdown of where HE spends its time. Usage::
 
     python benchmarks/he_vs_secagg.py [--samples 10000] [--variants 100000] [--sites 3] [--repeats 2]
+    python benchmarks/he_vs_secagg.py --base DIR [--repeats 2]   # he only: a previous checkout vs this tree
 
 Results are printed as Markdown and written to benchmarks/runs/<timestamp>-he/result.json.
 """
@@ -46,8 +47,9 @@ sys.exit(code)
 """
 
 
-def run_mode(study, out: Path, privacy: str) -> dict:
-    """One ``fedgwas local`` run; wall time measured around the whole command, as in linear_vs_plink2."""
+def run_mode(study, out: Path, privacy: str, tree: Path = ROOT) -> dict:
+    """One ``fedgwas local`` run of the code in ``tree``; wall time measured around the whole command,
+    as in linear_vs_plink2."""
     command = [sys.executable, "-c", MEASURED_COORDINATOR, str(out) + ".coordinator.json", "local",
                *[a for b in study.site_bfiles for a in ("--bfile", str(b))],
                "--pheno", str(study.pheno_path), "--pheno-name", "QT", "--covar", str(study.covar_path),
@@ -55,9 +57,9 @@ def run_mode(study, out: Path, privacy: str) -> dict:
                "--out", str(out), "--no-progress"]
     if privacy == "he":  # keys are generated once per output directory; do it outside the timing
         subprocess.run([sys.executable, "-m", "fedgwas", "keys", "he", "--out", str(out / "keyholder")],
-                       check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree)
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree)
     wall = time.perf_counter() - started
     coordinator = json.loads(Path(str(out) + ".coordinator.json").read_text())
     summary = json.loads((out / "QT.linear.summary.json").read_text())
@@ -153,11 +155,32 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
     return result
 
 
+def compare_with(base_tree: Path, study, runs: Path, repeats: int) -> None:
+    """``--privacy he`` alternately with the code in ``base_tree`` and this tree (same data, same command)."""
+    results: dict[str, list[dict]] = {"previous": [], "new": []}
+    for repeat in range(repeats):
+        for name, tree in (("previous", base_tree), ("new", ROOT)):
+            results[name].append(run_mode(study, runs / f"{name}_{repeat}", "he", tree))
+            run = results[name][-1]
+            print(f"repeat {repeat + 1}: {name} {run['wall_seconds']:.2f} s (rounds and solve "
+                  f"{run['phase_seconds']['rounds and solve']:.2f} s, coordinator peak RSS "
+                  f"{run['peak_rss_mib']['coordinator']:.0f} MiB)", flush=True)
+    best = {name: min(r["wall_seconds"] for r in runs_) for name, runs_ in results.items()}
+    (runs / "result.json").write_text(json.dumps({"runs": results, "best": best,
+                                                  "key_phase_bytes_per_round": key_phase_bytes(len(study.site_bfiles))},
+                                                 indent=2))
+    print(f"\nnew / previous (best against best): {best['new'] / best['previous']:.2f}x")
+
+
 def main() -> None:
     parser = base.study_arguments(__doc__.splitlines()[0], repeats=2)
+    parser.add_argument("--base", type=Path, help="a previous checkout: compare its --privacy he with this tree's")
     args = parser.parse_args()
 
     study = base.simulate(args.samples, args.variants, args.sites, args.seed)
+    if args.base is not None:
+        compare_with(args.base.resolve(), study, base.runs_dir("-he-base"), args.repeats)
+        return
     runs = ROOT / "benchmarks" / "runs" / (time.strftime("%Y%m%d-%H%M%S") + "-he")
     runs.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {"secagg": [], "he": []}
