@@ -7,6 +7,7 @@ written), the bytes each site sent, the peak memory of every process, the agreem
 results, and a per-block breakdown of where HE spends its time. Usage::
 
     python benchmarks/he_vs_secagg.py [--samples 10000] [--variants 100000] [--sites 3] [--repeats 2]
+    python benchmarks/he_vs_secagg.py --base DIR [--repeats 2]   # he only: a previous checkout vs this tree
 
 Results are printed as Markdown and written to benchmarks/runs/<timestamp>-he/result.json.
 """
@@ -30,6 +31,8 @@ import linear_vs_plink2 as base  # noqa: E402  (also puts the repository on sys.
 
 from engine.privacy import he, he_encoding, ring, secagg  # noqa: E402
 from engine.privacy.protection import make_protector  # noqa: E402
+from protos import key_holder_pb2  # noqa: E402
+from secure_round_overhead import key_phase_bytes  # noqa: E402
 
 ROOT = base.ROOT
 #: Runs the coordinator in-process and reports its own peak RSS (sites and key holder are children).
@@ -44,8 +47,9 @@ sys.exit(code)
 """
 
 
-def run_mode(study, out: Path, privacy: str) -> dict:
-    """One ``fedgwas local`` run; wall time measured around the whole command, as in linear_vs_plink2."""
+def run_mode(study, out: Path, privacy: str, tree: Path = ROOT) -> dict:
+    """One ``fedgwas local`` run of the code in ``tree``; wall time measured around the whole command,
+    as in linear_vs_plink2."""
     command = [sys.executable, "-c", MEASURED_COORDINATOR, str(out) + ".coordinator.json", "local",
                *[a for b in study.site_bfiles for a in ("--bfile", str(b))],
                "--pheno", str(study.pheno_path), "--pheno-name", "QT", "--covar", str(study.covar_path),
@@ -53,9 +57,9 @@ def run_mode(study, out: Path, privacy: str) -> dict:
                "--out", str(out), "--no-progress"]
     if privacy == "he":  # keys are generated once per output directory; do it outside the timing
         subprocess.run([sys.executable, "-m", "fedgwas", "keys", "he", "--out", str(out / "keyholder")],
-                       check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree)
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree)
     wall = time.perf_counter() - started
     coordinator = json.loads(Path(str(out) + ".coordinator.json").read_text())
     summary = json.loads((out / "QT.linear.summary.json").read_text())
@@ -102,12 +106,14 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
     names = [f"site{i}" for i in range(n_sites)]
     keys = [secagg.generate_private_key() for _ in names]
     peers = {n: secagg.public_key_bytes(k) for n, k in zip(names, keys)}
-    masker = secagg.PairwiseMasker(names[0], keys[0], peers)
+    context, seeds = b"c" * 32, [os.urandom(secagg.SEED_BYTES) for _ in names]
+    maskers = [secagg.RoundMasker(n, seed, {p: secagg.pair_key(k, n, p, peers[p], context) for p in names if p != n},
+                                  context) for n, k, seed in zip(names, keys, seeds)]
+    masker = maskers[0]
     pair = he.generate_keys()
     public, secret = he.PublicContext(pair.public), he.SecretContext(pair.secret)
     n_values, n_ct = values.size, he_encoding.n_ciphertexts(values.size)
-    protectors = [make_protector("he", masker=secagg.PairwiseMasker(n, k, peers), study_id="b", round_=1,
-                                 he_context=public) for n, k in zip(names, keys)]
+    protectors = [make_protector("he", masker=m, he_context=public) for m in maskers]
     payloads = [p.protect(0, values) for p in protectors]
     timings: dict[str, list[float]] = {}
 
@@ -119,9 +125,10 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
 
     for _ in range(repeats):
         timed("secagg: ring encode + ChaCha20 masks (site)",
-              lambda: ring.to_bytes(masker.mask(ring.encode(values, n_sites), "b", 1, 0)))
-        slots = timed("he: fixed-point limbs + tags (site)",
-                      lambda: he_encoding.attach_tags(he_encoding.encode(values, n_sites), np.zeros((n_ct, 2), np.uint64)))
+              lambda: ring.to_bytes(masker.mask(ring.encode(values, n_sites), 0)))
+        slots = timed("he: fixed-point limbs + self and pairwise tags (site)",
+                      lambda: he_encoding.attach_tags(he_encoding.encode(values, n_sites),
+                                                      masker.tags(0, 2 * n_ct, he_encoding.TAG_BITS).reshape(n_ct, 2)))
         timed("he: CKKS encode + encrypt + serialise (site)", lambda: public.encrypt(slots))
 
         def aggregate() -> bytes:
@@ -131,19 +138,49 @@ def block_breakdown(n_sites: int, block_variants: int = 8192, width: int = 36, r
             return total.to_bytes()
 
         summed = timed(f"he: load + validate + add {n_sites} blocks, serialise (coordinator)", aggregate)
+        unmasker = secagg.Unmasker({n: secagg.self_key(seed, n, context) for n, seed in zip(names, seeds)}, {})
+        offsets = timed("he: tag offsets of the survivors' sum (coordinator)",
+                        lambda: unmasker.tag_offsets(0, 2 * n_ct, he_encoding.TAG_BITS).reshape(n_ct, 2))
         decrypted = timed("he: load + decrypt + decode slots (key holder)", lambda: secret.decrypt(summed, n_ct))
-        timed("he: round, check tags, recombine (key holder)", lambda: he_encoding.decode(decrypted, n_values, n_sites))
+        timed("he: round, check tags against the offsets, recombine (key holder)",
+              lambda: he_encoding.decode(decrypted, n_values, n_sites, offsets))
     result = {name: min(seconds) for name, seconds in timings.items()}
     result["ciphertexts per block"] = n_ct
     result["bytes per block (one site)"] = len(payloads[0])
+    header = key_holder_pb2.AggregateHeader(study_id="b", round=1, block=0, n_values=n_values, total_bytes=len(summed),
+                                            registration_id="0" * 32)
+    plain_size = header.ByteSize()
+    header.tag_offsets.extend(int(v) for v in offsets.ravel())
+    result["tag offset bytes per block (coordinator to key holder)"] = header.ByteSize() - plain_size
     return result
+
+
+def compare_with(base_tree: Path, study, runs: Path, repeats: int) -> None:
+    """``--privacy he`` alternately with the code in ``base_tree`` and this tree (same data, same command)."""
+    results: dict[str, list[dict]] = {"previous": [], "new": []}
+    for repeat in range(repeats):
+        for name, tree in (("previous", base_tree), ("new", ROOT)):
+            results[name].append(run_mode(study, runs / f"{name}_{repeat}", "he", tree))
+            run = results[name][-1]
+            print(f"repeat {repeat + 1}: {name} {run['wall_seconds']:.2f} s (rounds and solve "
+                  f"{run['phase_seconds']['rounds and solve']:.2f} s, coordinator peak RSS "
+                  f"{run['peak_rss_mib']['coordinator']:.0f} MiB)", flush=True)
+    best = {name: min(r["wall_seconds"] for r in runs_) for name, runs_ in results.items()}
+    (runs / "result.json").write_text(json.dumps({"runs": results, "best": best,
+                                                  "key_phase_bytes_per_round": key_phase_bytes(len(study.site_bfiles))},
+                                                 indent=2))
+    print(f"\nnew / previous (best against best): {best['new'] / best['previous']:.2f}x")
 
 
 def main() -> None:
     parser = base.study_arguments(__doc__.splitlines()[0], repeats=2)
+    parser.add_argument("--base", type=Path, help="a previous checkout: compare its --privacy he with this tree's")
     args = parser.parse_args()
 
     study = base.simulate(args.samples, args.variants, args.sites, args.seed)
+    if args.base is not None:
+        compare_with(args.base.resolve(), study, base.runs_dir("-he-base"), args.repeats)
+        return
     runs = ROOT / "benchmarks" / "runs" / (time.strftime("%Y%m%d-%H%M%S") + "-he")
     runs.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {"secagg": [], "he": []}
@@ -162,6 +199,7 @@ def main() -> None:
         "bytes_per_variant_per_site": {p: {s: b / n_variants for s, b in best[p]["bytes_sent"].items()} for p in best},
         "agreement_he_vs_secagg": agreement(runs / "he_0", runs / "secagg_0"),
         "he_block_breakdown_seconds": block_breakdown(args.sites),
+        "key_phase_bytes_per_round": key_phase_bytes(args.sites),  # the same messages under secagg and he
     }
     (runs / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -94,13 +94,14 @@ class KeyHolderClient:
         return receipt.registration_id
 
     def decrypt(self, registration_id: str, study_id: str, round_: int, block: int, n_values: int,
-                ciphertext: bytes) -> np.ndarray:
-        """Released totals ``(n_values,)`` float64 of one block's aggregate ciphertext."""
+                ciphertext: bytes, tag_offsets: np.ndarray | None = None) -> np.ndarray:
+        """Released totals ``(n_values,)`` float64 of one block's aggregate ciphertext, whose tags sum to
+        ``tag_offsets`` ``(n_ciphertexts, 2)`` (``None``: zero)."""
 
         what = f"block {block} of round {round_}"
         try:
             return totals_from_protos(self._stub.DecryptAggregate(
-                aggregate_to_messages(registration_id, study_id, round_, block, n_values, ciphertext),
+                aggregate_to_messages(registration_id, study_id, round_, block, n_values, ciphertext, tag_offsets),
                 timeout=self.timeout), n_values)
         except ProtocolError as error:
             raise StudyFailed(f"{error} for {what}") from None
@@ -114,5 +115,6 @@ class RoundDecryptor:
     def __init__(self, client: KeyHolderClient, study_id: str, round_: int, registration_id: str) -> None:
         self.client, self.study_id, self.round, self.registration_id = client, study_id, round_, registration_id
 
-    def decrypt(self, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
-        return self.client.decrypt(self.registration_id, self.study_id, self.round, block, n_values, ciphertext)
+    def decrypt(self, block: int, n_values: int, ciphertext: bytes, tag_offsets: np.ndarray) -> np.ndarray:
+        return self.client.decrypt(self.registration_id, self.study_id, self.round, block, n_values, ciphertext,
+                                   tag_offsets)

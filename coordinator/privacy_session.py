@@ -1,23 +1,29 @@
-"""The coordinator's side of a study's privacy mode: material for the tasks, aggregators per round.
+"""The coordinator's side of a study's privacy mode: material for the tasks, sums per round.
 
-``secagg`` and ``plaintext`` need nothing beyond per-block aggregators. For ``he`` a session connects
-to the key holder, fetches its public context (checked like the sites check it: no secret key,
-128-bit security, the protocol's parameters), sends it to the sites inside every task (as privacy
-material, beside the analysis inputs), registers each round with the key holder before dispatching
-it, and gives each block an aggregator that sums ciphertexts and asks the key holder for the total.
-The coordinator holds public contexts only: :class:`engine.privacy.he.PublicContext` refuses a secret key,
-and nothing here reads the key holder's key files.
+``plaintext`` needs nothing beyond per-block aggregators; ``secagg`` keeps every site's masked blocks
+until the survivors' sum can be unmasked. For ``he`` a session connects to the key holder, fetches its
+public context (checked like the sites check it: no secret key, 128-bit security, the protocol's
+parameters) and sends it to the sites inside every task (as privacy material, beside the analysis
+inputs); a round keeps every site's ciphertexts, and once the survivors are known and their reveals
+give the tag offsets, the session registers the round over the survivors with the key holder and
+asks it for each block's total. The coordinator holds public contexts only:
+:class:`engine.privacy.he.PublicContext` refuses a secret key, and nothing here reads the key
+holder's key files.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
 
 from coordinator.study import StudyConfig
 from engine.privacy import he_encoding
-from engine.privacy.protection import Aggregator, make_aggregator
+from engine.privacy.protection import Aggregator, EncryptedRoundSum, MaskedRoundSum, make_aggregator
+from engine.privacy.secagg import Unmasker
 from engine.tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -52,18 +58,41 @@ class PrivacySession:
         return {} if self.he_context is None else {"he_context": self.he_context.data}
 
     def aggregators(self, task: TaskSpec, width: int) -> dict[int, Aggregator]:
-        """One aggregator per block of ``task``'s round; for ``he`` the round is registered first."""
-        sizes = [(stop - start) * width for start, stop in (task.block_bounds(b) for b in range(task.n_blocks))]
-        names = list(task.participants)
-        decryptor = None
-        if self._client is not None and self.he_context is not None:
-            from engine.privacy.he_rounds import RoundRegistration
-            from coordinator.key_holder_client import RoundDecryptor
+        """One aggregator per block of a plaintext round of ``task``."""
+        return {block: make_aggregator(task.privacy, len(task.participants), size)
+                for block, size in enumerate(_block_sizes(task, width))}
 
-            registration_id = self._client.register_round(RoundRegistration(
-                study_id=task.study_id, round=task.round, participants=tuple(names), block_values=tuple(sizes),
-                encoding=he_encoding.ENCODING, context_sha256=self.he_context.fingerprint, requester=self.requester))
-            decryptor = RoundDecryptor(self._client, task.study_id, task.round, registration_id)
-        return {block: make_aggregator(task.privacy, len(names), size, block=block, he_context=self.he_context,
-                                       decryptor=decryptor)
-                for block, size in enumerate(sizes)}
+    def round_sum(self, task: TaskSpec, width: int) -> MaskedRoundSum | EncryptedRoundSum:
+        """What keeps every site's blocks of a secure round of ``task`` apart until the survivors are known."""
+        sizes = _block_sizes(task, width)
+        if task.privacy == "he":
+            return EncryptedRoundSum(len(task.participants), sizes, context=self.he_context)
+        return MaskedRoundSum(len(task.participants), sizes)
+
+    def survivor_totals(self, sums: MaskedRoundSum | EncryptedRoundSum, task: TaskSpec, survivors: tuple[str, ...],
+                        unmasker: Unmasker, pool: ThreadPoolExecutor) -> list[np.ndarray]:
+        """float64 totals per block over ``survivors`` (secagg: unmasked here; he: released by the key holder).
+
+        Under he the round is registered now, over the survivors, and each block's sum goes to the key
+        holder with the tag offsets ``unmasker`` gives (blocks in parallel on ``pool``).
+        """
+        if isinstance(sums, MaskedRoundSum):
+            return sums.totals(survivors, unmasker)
+        assert self._client is not None and self.he_context is not None
+        from engine.privacy.he_rounds import RoundRegistration
+        from coordinator.key_holder_client import RoundDecryptor
+
+        registration_id = self._client.register_round(RoundRegistration(
+            study_id=task.study_id, round=task.round, participants=survivors, block_values=sums.sizes,
+            encoding=he_encoding.ENCODING, context_sha256=self.he_context.fingerprint, requester=self.requester))
+        decryptor = RoundDecryptor(self._client, task.study_id, task.round, registration_id)
+
+        def decrypt(block: int) -> np.ndarray:
+            return decryptor.decrypt(block, sums.sizes[block], sums.aggregate(survivors, block),
+                                     sums.tag_offsets(unmasker, block))
+
+        return [future.result() for future in [pool.submit(decrypt, b) for b in range(len(sums.sizes))]]
+
+
+def _block_sizes(task: TaskSpec, width: int) -> tuple[int, ...]:
+    return tuple((stop - start) * width for start, stop in (task.block_bounds(b) for b in range(task.n_blocks)))

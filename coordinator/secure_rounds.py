@@ -8,14 +8,16 @@ remove what is left of the masks. A site that fails after the shares were exchan
 the same round; a failure before that ends the round with nothing computed (the caller may restart
 it); fewer than ``t`` survivors end it with nothing unmasked.
 
-Under ``he`` the same signed key exchange authenticates every participant and binds the zero-sum
-tags to the task; the key holder decrypts only the complete sum, so a dropout ends the round.
+Under ``he`` the round is the same: the sites' ciphertexts carry tags made of the same self and
+pairwise masks, the coordinator keeps every site's ciphertexts, and after the consistency check it
+registers the round over the survivors with the key holder and sends each block's sum over the
+survivors with the tag offsets that the reveals give (:mod:`coordinator.privacy_session`). A site
+lost mid-round is recovered in the same round under both modes.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
@@ -28,7 +30,7 @@ from coordinator.privacy_session import PrivacySession
 from engine.errors import FedGwasError, PrivacyError, SiteFailure, StudyFailed
 from engine.privacy.secure_round import (KeyAdvertisement, ShareReveal, SurvivorSignature, majority, recover,
                                          round_context)
-from engine.privacy.protection import MaskedRoundSum
+from engine.privacy.protection import EncryptedRoundSum, MaskedRoundSum
 from engine.tasks import ResultBlock, TaskDone, TaskProgress, TaskSpec
 from protos import round_messages
 from protos import site_agent_pb2 as pb
@@ -91,6 +93,7 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
     calls = {c.name: c.open_task(tasks[c.name], timeout=2 * phase_timeout) for c in clients}
     streams = _Streams(calls, tasks, audit)
     sent = 0
+    sums: MaskedRoundSum | EncryptedRoundSum | None = None
     try:
         ads: dict[str, KeyAdvertisement] = {}
         for name in names:
@@ -99,22 +102,13 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
         for call in calls.values():
             call.send(message)
             sent += message.ByteSize()
-        if first.privacy == "he":
-            try:
-                return _he_input(clients, tasks, width, pool, privacy, streams, on_block, sent)
-            except SiteFailure as failure:  # the key holder opens only complete sums
-                raise StudyFailed(f"{failure}: under --privacy he a site lost mid-round ends the study (the key "
-                                  f"holder decrypts only the sum over every participant, and a re-run over fewer "
-                                  f"sites would reveal the difference; same-round recovery is implemented for "
-                                  f"secagg)", failures=(failure,)) from None
         outgoing = {name: streams.expect(name, list, "its encrypted shares") for name in names}
         for name in names:
             bundle = [share for shares in outgoing.values() for share in shares if share.recipient == name]  # type: ignore[attr-defined]
             message = pb.TaskMessage(share_bundle=round_messages.shares_to_proto(bundle))
             calls[name].send(message)
             sent += message.ByteSize()
-        sizes = tuple((stop - start) * width for start, stop in (first.block_bounds(b) for b in range(first.n_blocks)))
-        sums = MaskedRoundSum(len(names), sizes)
+        sums = privacy.round_sum(first, width)
         dropped = _masked_input(names, tasks, width, pool, streams, sums, on_block, phase_timeout)
         for name in dropped:
             calls[name].close()
@@ -162,7 +156,8 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
         except FedGwasError as error:
             raise StudyFailed(f"round {first.round} could not be unmasked: {error}",
                               failures=tuple(dropped.values())) from None
-        totals = np.concatenate([t.reshape(-1, width) for t in sums.totals(survivors, unmasker)])
+        totals = np.concatenate([t.reshape(-1, width) for t in
+                                 privacy.survivor_totals(sums, first, survivors, unmasker, pool)])
         if dropped:
             log.warning("round %d recovered without %s: result over %s", first.round, sorted(dropped),
                         ", ".join(survivors))
@@ -171,14 +166,15 @@ def run_secure_round(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], w
     finally:
         for call in calls.values():
             call.close()
+        if sums is not None:
+            sums.close()
 
 
 def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, pool: ThreadPoolExecutor,
-                  streams: _Streams, sums: MaskedRoundSum, on_block: Callable[[], None],
+                  streams: _Streams, sums: MaskedRoundSum | EncryptedRoundSum, on_block: Callable[[], None],
                   timeout: float) -> dict[str, SiteFailure]:
     """Collect every site's masked blocks concurrently; returns the sites that failed to deliver them all
     (within ``timeout`` seconds: a stalled site is cut off and recovered like a crashed one)."""
-    lock = threading.Lock()
 
     def consume(name: str) -> None:
         task = tasks[name]
@@ -192,12 +188,11 @@ def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, p
             bounds = task.block_bounds(event.block) if 0 <= event.block < task.n_blocks else (-1, -1)
             if (event.first_variant, event.first_variant + event.n_variants) != bounds or event.width != width:
                 raise SiteFailure(name, f"sent block {event.block} with an unexpected shape", kind="ProtocolError")
-            with lock:
-                try:
-                    sums.add(name, event.block, event.encoding, event.payload)
-                except FedGwasError as error:
-                    raise SiteFailure(name, str(error), kind="ProtocolError") from None
-                delivered = sums.delivered(name)
+            try:  # the sites' blocks are parsed in parallel (one thread per site)
+                sums.add(name, event.block, event.encoding, event.payload)
+            except FedGwasError as error:
+                raise SiteFailure(name, str(error), kind="ProtocolError") from None
+            delivered = sums.delivered(name)
             on_block()
             if delivered:
                 return
@@ -218,51 +213,3 @@ def _masked_input(names: list[str], tasks: Mapping[str, TaskSpec], width: int, p
         if name in failed:
             log.warning("site %s dropped out of the round: %s", name, failed[name])
     return failed
-
-
-def _he_input(clients: list[SiteClient], tasks: Mapping[str, TaskSpec], width: int, pool: ThreadPoolExecutor,
-              privacy: PrivacySession, streams: _Streams, on_block: Callable[[], None], sent: int) -> RoundOutcome:
-    """The encrypted blocks of an he round; the key holder opens only the complete sum.
-
-    Nothing is sent to the key holder before every site has delivered every block and its summary: a
-    site lost mid-round ends the study with nothing decrypted (not even the blocks that were complete).
-    """
-    first = tasks[clients[0].name]
-    aggregators = privacy.aggregators(first, width)
-    totals = np.empty((first.n_variants, width))
-    lock = threading.Lock()
-    done: dict[str, TaskDone] = {}
-    summed: dict[int, tuple[tuple[int, int], object]] = {}  # complete blocks, decrypted once the round is whole
-
-    def consume(name: str) -> None:
-        task = tasks[name]
-        for event in streams.events(name):
-            if isinstance(event, ResultBlock):
-                bounds = task.block_bounds(event.block) if 0 <= event.block < task.n_blocks else (-1, -1)
-                if (event.first_variant, event.first_variant + event.n_variants) != bounds or event.width != width:
-                    raise SiteFailure(name, f"sent block {event.block} with an unexpected shape", kind="ProtocolError")
-                with lock:
-                    aggregator = aggregators[event.block]
-                    aggregator.add(name, event.encoding, event.payload)
-                    if aggregator.complete:
-                        del aggregators[event.block]
-                        summed[event.block] = (bounds, aggregator)
-                on_block()
-            elif isinstance(event, TaskDone):
-                done[name] = event
-                return
-        raise SiteFailure(name, "ended the task stream without a summary", kind="ProtocolError")
-
-    futures = [pool.submit(consume, c.name) for c in clients]
-    for future in futures:
-        future.result()
-    if aggregators:
-        raise StudyFailed(f"blocks {sorted(aggregators)[:5]} were not received from every site")
-
-    def decrypt(block: int) -> None:  # asks the key holder
-        (start, stop), aggregator = summed[block]
-        totals[start:stop] = aggregator.total().reshape(-1, width)  # type: ignore[attr-defined]
-
-    for future in [pool.submit(decrypt, block) for block in sorted(summed)]:
-        future.result()
-    return RoundOutcome(totals, done, tuple(sorted(done)), {}, sent)

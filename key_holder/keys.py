@@ -20,8 +20,17 @@ and it releases plaintext totals only when all of these hold:
 4. the ciphertext is no larger than the registered block can be, parses under the key holder's
    context with the protocol's layout;
 5. :func:`engine.privacy.he_encoding.decode` accepts the decryption: every slot within 1/8 of an integer
-   (precision), every tag sum a multiple of 2^30 (the sum of *every* participant, not one site's
-   block nor a partial sum), zero padding, sums in range.
+   (precision), every tag sum equal, modulo 2^30, to the offset the request states (only the sum over
+   *every* survivor of the round has a tag sum anyone can know: not one site's block nor a partial
+   sum, see below), zero padding, sums in range.
+
+Tags and dropouts: each site's tags are its self mask plus its pairwise masks of the round (the secure
+aggregation keys of :mod:`engine.privacy.secure_round`). The coordinator registers a round after its
+consistency check, over the sites that delivered every block (the survivors), and states with each
+block the tag offsets it computed from what the survivors revealed: their self-mask seeds and the
+dropped sites' mask keys, never both for one site. Those give the tag sum of the survivors' aggregate
+and of nothing else (the pairwise tags between two survivors and a dropped site's self tags stay
+secret), so the offsets are public numbers the key holder need not trust: a wrong one is a refusal.
 
 Every refused decryption, whatever the check, gets the same answer (:data:`REFUSAL`): a coordinator
 probing with crafted ciphertexts learns one bit per refusal, never which check failed, and at most
@@ -141,6 +150,14 @@ class BlockRequest:
     block: int
     n_values: int
     total_bytes: int
+    tag_offsets: tuple[int, ...] = ()  # two per ciphertext, each below 2^30 (empty: all zero)
+
+    def offsets(self) -> np.ndarray:
+        """The tag offsets ``(n_ciphertexts, TAGS_PER_CIPHERTEXT)`` (zeros when none were stated)."""
+        n = he_encoding.n_ciphertexts(self.n_values)
+        if not self.tag_offsets:
+            return np.zeros((n, he_encoding.TAGS_PER_CIPHERTEXT), dtype=np.int64)
+        return np.asarray(self.tag_offsets, dtype=np.int64).reshape(n, he_encoding.TAGS_PER_CIPHERTEXT)
 
 
 def max_aggregate_bytes(n_values: int) -> int:
@@ -342,6 +359,10 @@ class KeyHolder:
             return "the block was already decrypted or refused"
         if not 0 < request.total_bytes <= max_aggregate_bytes(request.n_values):
             return f"the ciphertext is declared as {request.total_bytes} bytes, out of range for the block"
+        expected = he_encoding.n_ciphertexts(request.n_values) * he_encoding.TAGS_PER_CIPHERTEXT
+        if request.tag_offsets and (len(request.tag_offsets) != expected or
+                                    any(not 0 <= v < 2 ** he_encoding.TAG_BITS for v in request.tag_offsets)):
+            return f"the request states {len(request.tag_offsets)} tag offsets, the block takes {expected} below 2^30"
         return None
 
     def finish(self, caller: str | None, request: BlockRequest, ciphertext: bytes) -> np.ndarray:
@@ -376,7 +397,7 @@ class KeyHolder:
         n_parties = len(registration["participants"])
         try:
             slots = self._context.decrypt(ciphertext, he_encoding.n_ciphertexts(request.n_values))
-            decoded = he_encoding.decode(slots, request.n_values, n_parties)
+            decoded = he_encoding.decode(slots, request.n_values, n_parties, request.offsets())
         except (PrivacyError, ProtocolError) as error:
             raise self._refuse(caller, request, str(error), locks_study=True, ciphertext_sha256=digest) from None
         with self._lock, self.store.transaction() as tx:
@@ -404,9 +425,10 @@ class KeyHolder:
             self._inflight.discard((request.registration_id, request.block))
 
     def decrypt(self, registration_id: str, study_id: str, round_: int, block: int, n_values: int,
-                ciphertext: bytes, caller: str | None = None) -> np.ndarray:
+                ciphertext: bytes, caller: str | None = None, tag_offsets: np.ndarray | None = None) -> np.ndarray:
         """:meth:`begin` then :meth:`finish` for a ciphertext already in memory."""
-        request = BlockRequest(registration_id, study_id, round_, block, n_values, len(ciphertext))
+        offsets = () if tag_offsets is None else tuple(int(v) for v in np.ravel(tag_offsets))
+        request = BlockRequest(registration_id, study_id, round_, block, n_values, len(ciphertext), offsets)
         self.begin(caller, request)
         return self.finish(caller, request, ciphertext)
 

@@ -47,7 +47,7 @@ def _abort(context: grpc.ServicerContext, error: FedGwasError) -> None:
 
 def _block_request(header: pb.AggregateHeader) -> BlockRequest:
     return BlockRequest(header.registration_id, header.study_id, header.round, header.block, header.n_values,
-                        header.total_bytes)
+                        header.total_bytes, tuple(header.tag_offsets))
 
 
 class KeyHolderServicer(pb_grpc.KeyHolderServicer):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/key_holder.proto\x12\x11protos.key_holder\"\x10\n\x0e\x43ontextRequest\"Q\n\x0c\x43ontextChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x9d\x01\n\x11RoundRegistration\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x14\n\x0c\x62lock_values\x18\x04 \x03(\x04\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_sha256\x18\x06 \x01(\t\x12\x11\n\trequester\x18\x07 \x01(\t\"@\n\x13RegistrationReceipt\x12\x10\n\x08n_blocks\x18\x01 \x01(\r\x12\x17\n\x0fregistration_id\x18\x02 \x01(\t\"\x81\x01\n\x0f\x41ggregateHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x10\n\x08n_values\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x17\n\x0fregistration_id\x18\x06 \x01(\t\".\n\x0e\x41ggregateChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x87\x01\n\x10\x41ggregateMessage\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".protos.key_holder.AggregateHeaderH\x00\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.protos.key_holder.AggregateChunkH\x00\x42\t\n\x07payload\"A\n\x0bTotalsChunk\x12\x14\n\x0ctotal_values\x18\x01 \x01(\x04\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\",\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\xa1\x02\n\tKeyHolder\x12X\n\x10GetPublicContext\x12!.protos.key_holder.ContextRequest\x1a\x1f.protos.key_holder.ContextChunk0\x01\x12]\n\rRegisterRound\x12$.protos.key_holder.RoundRegistration\x1a&.protos.key_holder.RegistrationReceipt\x12[\n\x10\x44\x65\x63ryptAggregate\x12#.protos.key_holder.AggregateMessage\x1a\x1e.protos.key_holder.TotalsChunk(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/key_holder.proto\x12\x11protos.key_holder\"\x10\n\x0e\x43ontextRequest\"Q\n\x0c\x43ontextChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x9d\x01\n\x11RoundRegistration\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x14\n\x0c\x62lock_values\x18\x04 \x03(\x04\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_sha256\x18\x06 \x01(\t\x12\x11\n\trequester\x18\x07 \x01(\t\"@\n\x13RegistrationReceipt\x12\x10\n\x08n_blocks\x18\x01 \x01(\r\x12\x17\n\x0fregistration_id\x18\x02 \x01(\t\"\x96\x01\n\x0f\x41ggregateHeader\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x10\n\x08n_values\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x17\n\x0fregistration_id\x18\x06 \x01(\t\x12\x13\n\x0btag_offsets\x18\x07 \x03(\r\".\n\x0e\x41ggregateChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x87\x01\n\x10\x41ggregateMessage\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".protos.key_holder.AggregateHeaderH\x00\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.protos.key_holder.AggregateChunkH\x00\x42\t\n\x07payload\"A\n\x0bTotalsChunk\x12\x14\n\x0ctotal_values\x18\x01 \x01(\x04\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\",\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\xa1\x02\n\tKeyHolder\x12X\n\x10GetPublicContext\x12!.protos.key_holder.ContextRequest\x1a\x1f.protos.key_holder.ContextChunk0\x01\x12]\n\rRegisterRound\x12$.protos.key_holder.RoundRegistration\x1a&.protos.key_holder.RegistrationReceipt\x12[\n\x10\x44\x65\x63ryptAggregate\x12#.protos.key_holder.AggregateMessage\x1a\x1e.protos.key_holder.TotalsChunk(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTRATIONRECEIPT']._serialized_start=307
   _globals['_REGISTRATIONRECEIPT']._serialized_end=371
   _globals['_AGGREGATEHEADER']._serialized_start=374
-  _globals['_AGGREGATEHEADER']._serialized_end=503
-  _globals['_AGGREGATECHUNK']._serialized_start=505
-  _globals['_AGGREGATECHUNK']._serialized_end=551
-  _globals['_AGGREGATEMESSAGE']._serialized_start=554
-  _globals['_AGGREGATEMESSAGE']._serialized_end=689
-  _globals['_TOTALSCHUNK']._serialized_start=691
-  _globals['_TOTALSCHUNK']._serialized_end=756
-  _globals['_ERRORDETAIL']._serialized_start=758
-  _globals['_ERRORDETAIL']._serialized_end=802
-  _globals['_KEYHOLDER']._serialized_start=805
-  _globals['_KEYHOLDER']._serialized_end=1094
+  _globals['_AGGREGATEHEADER']._serialized_end=524
+  _globals['_AGGREGATECHUNK']._serialized_start=526
+  _globals['_AGGREGATECHUNK']._serialized_end=572
+  _globals['_AGGREGATEMESSAGE']._serialized_start=575
+  _globals['_AGGREGATEMESSAGE']._serialized_end=710
+  _globals['_TOTALSCHUNK']._serialized_start=712
+  _globals['_TOTALSCHUNK']._serialized_end=777
+  _globals['_ERRORDETAIL']._serialized_start=779
+  _globals['_ERRORDETAIL']._serialized_end=823
+  _globals['_KEYHOLDER']._serialized_start=826
+  _globals['_KEYHOLDER']._serialized_end=1115
 # @@protoc_insertion_point(module_scope)

@@ -49,20 +49,22 @@ class RegistrationReceipt(_message.Message):
     def __init__(self, n_blocks: _Optional[int] = ..., registration_id: _Optional[str] = ...) -> None: ...
 
 class AggregateHeader(_message.Message):
-    __slots__ = ("study_id", "round", "block", "n_values", "total_bytes", "registration_id")
+    __slots__ = ("study_id", "round", "block", "n_values", "total_bytes", "registration_id", "tag_offsets")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     N_VALUES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     round: int
     block: int
     n_values: int
     total_bytes: int
     registration_id: str
-    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., n_values: _Optional[int] = ..., total_bytes: _Optional[int] = ..., registration_id: _Optional[str] = ...) -> None: ...
+    tag_offsets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, study_id: _Optional[str] = ..., round: _Optional[int] = ..., block: _Optional[int] = ..., n_values: _Optional[int] = ..., total_bytes: _Optional[int] = ..., registration_id: _Optional[str] = ..., tag_offsets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AggregateChunk(_message.Message):
     __slots__ = ("offset", "data")

@@ -61,11 +61,13 @@ def ciphertext_from_messages(messages: Iterable[pb.AggregateMessage], total_byte
 
 
 def aggregate_to_messages(registration_id: str, study_id: str, round_: int, block: int, n_values: int,
-                          ciphertext: bytes) -> Iterator[pb.AggregateMessage]:
-    """One block's aggregate ciphertext as a header and chunks (the DecryptAggregate request stream)."""
+                          ciphertext: bytes, tag_offsets: np.ndarray | None = None) -> Iterator[pb.AggregateMessage]:
+    """One block's aggregate ciphertext as a header and chunks (the DecryptAggregate request stream);
+    ``tag_offsets`` ``(n_ciphertexts, 2)``: what its tags sum to (``None``: zero)."""
     yield pb.AggregateMessage(header=pb.AggregateHeader(
         study_id=study_id, round=round_, block=block, n_values=n_values, total_bytes=len(ciphertext),
-        registration_id=registration_id))
+        registration_id=registration_id,
+        tag_offsets=[] if tag_offsets is None else [int(v) for v in np.ravel(tag_offsets)]))
     view = memoryview(ciphertext)
     for offset in range(0, len(view), CHUNK_BYTES):
         yield pb.AggregateMessage(chunk=pb.AggregateChunk(offset=offset, data=bytes(view[offset: offset + CHUNK_BYTES])))

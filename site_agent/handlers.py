@@ -173,7 +173,7 @@ def _he_context(data: SiteData, task: TaskSpec) -> "PublicContext | None":
 def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is_active: Callable[[], bool] = lambda: True,
              requester: str | None = None) -> Iterator[TaskEvent]:
     """Execute one round of ``task``: the key phases, per block the analysis, DP noise and protection,
-    then (secagg) the consistency check and the unmasking shares.
+    then (secagg and he) the consistency check and the unmasking shares.
 
     Every task is recorded in the site's ledger (site_agent/release.py): refused, or charged against
     the DP budget (durably, before any genotype is read) and then released or aborted. ``inbox`` gives
@@ -203,7 +203,7 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
             if inbox is None:
                 raise ProtocolError(f"privacy mode {task.privacy!r} needs the round's key exchange")
             secure = SiteRound(data.name, data.identity_key, data.require_roster(), task.participants, task.threshold,
-                               task_digest(task), data.config.min_participants, self_mask=task.privacy == "secagg")
+                               task_digest(task), data.config.min_participants)
     except FedGwasError as error:
         release.record_refusal(data, task, requester, error)
         raise
@@ -224,30 +224,24 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
             registry.check_samples(data.name, task.study_id, cohort.sample_index, cohort.n_in_fam,
                                    data.config.access.min_cohort_difference, record=True)
         masker = None
-        if secure is not None:
-            if task.privacy == "secagg":
-                yield OutgoingShares(tuple(secure.shares()))
-                secure.receive_shares(inbox.share_bundle())  # type: ignore[union-attr]
+        if secure is not None:  # secagg masks the values, he the tags of its ciphertexts: the same shares
+            yield OutgoingShares(tuple(secure.shares()))
+            secure.receive_shares(inbox.share_bundle())  # type: ignore[union-attr]
             masker = secure.masker()
         protector = make_protector(task.privacy, masker=masker, he_context=he_context)
-        if task.privacy == "he" and keys is not None and registry is not None:
-            # Under HE each complete block can be decrypted as soon as it leaves (no same-round recovery):
-            # record the participant set before the first block, so a re-run over another set is refused
-            # even if the coordinator then cancels the round.
-            registry.record_participants(data.name, task.study_id, keys, tuple(sorted(task.participants)))
         done = yield from _compute(data, task, analysis, guard.clip(cohort), protector, guard, is_active)
         if done is None:
             return
         contributors = tuple(sorted(task.participants))
         reveal: ShareReveal | None = None
-        if secure is not None and task.privacy == "secagg":
+        if secure is not None:  # nothing of the round opens before this site's reveal (self masks, self tags)
             survivors = tuple(sorted(inbox.survivors()))  # type: ignore[union-attr]
             if keys is not None and registry is not None:  # the sum will be over the survivors: same rule
                 registry.check_participants(data.name, task.study_id, keys, survivors)
             yield secure.sign_survivors(survivors)
             reveal = secure.reveal(inbox.survivor_signatures())  # type: ignore[union-attr]
             contributors = secure.survivors
-        if keys is not None and registry is not None and task.privacy != "he":  # before the unmasking shares leave
+        if keys is not None and registry is not None:  # before the unmasking shares leave
             registry.record_participants(data.name, task.study_id, keys, contributors)
         if reveal is not None:
             yield reveal

@@ -244,6 +244,15 @@ class Ciphertexts:
         except _TENSEAL_ERRORS as exc:
             raise ProtocolError(f"ciphertexts cannot be added: {exc}") from None
 
+    def subtract(self, other: Ciphertexts) -> None:
+        """Slot-wise difference, in place (same context and layout as :meth:`add`)."""
+        if other.n_ciphertexts != self.n_ciphertexts:
+            raise ProtocolError(f"cannot subtract {other.n_ciphertexts} ciphertexts from {self.n_ciphertexts}")
+        try:
+            self._vector.sub_(other._vector)
+        except _TENSEAL_ERRORS as exc:
+            raise ProtocolError(f"ciphertexts cannot be subtracted: {exc}") from None
+
     def to_bytes(self) -> bytes:
         return bytes(self._vector.serialize())
 

@@ -19,10 +19,13 @@ for every statistic of magnitude >= 1); the range is ``|x| < 2^41 / n_sites`` pe
 for 4 sites), checked at encoding time (refused, never wrapped) and again at decoding.
 
 Tags: the last slot of every ciphertext carries two integers in ``[0, 2^LOW_BITS)`` derived from
-the site's pairwise secure-aggregation keys (:meth:`engine.privacy.secagg.PairwiseMasker.zero_sum_tags`):
-they sum to a multiple of ``2^LOW_BITS`` over *all* participants of the round and are uniformly
-random over any smaller set. The key holder releases a block only if every tag sum is such a
-multiple, so a single site's ciphertext (or any partial sum) is refused.
+the site's secure-aggregation keys of the round (:meth:`engine.privacy.secagg.RoundMasker.tags`): its
+self mask plus its pairwise masks, as in double-masked secure aggregation. Over the survivors of a
+round they sum, modulo ``2^LOW_BITS``, to the *tag offsets* that only the survivors' revealed seeds
+and the dropped sites' revealed mask keys give (:meth:`engine.privacy.secagg.Unmasker.tag_offsets`);
+over any other set of sites (one site's block, a partial sum) the sum is uniformly random. The key
+holder releases a block only if every tag sum equals its offset modulo ``2^LOW_BITS``, so a single
+site's ciphertext (or any partial sum) is refused.
 """
 
 from __future__ import annotations
@@ -135,17 +138,19 @@ class DecodedBlock:
     max_deviation: float
 
 
-def decode(slots: np.ndarray, n_values: int, n_parties: int) -> DecodedBlock:
+def decode(slots: np.ndarray, n_values: int, n_parties: int, tag_offsets: np.ndarray | None = None) -> DecodedBlock:
     """Exact totals from the decrypted sum over ``n_parties`` sites of :func:`encode` blocks.
 
-    ``slots`` ``(n_ciphertexts(n_values), SLOTS_PER_CIPHERTEXT)`` complex128, as decrypted.
+    ``slots`` ``(n_ciphertexts(n_values), SLOTS_PER_CIPHERTEXT)`` complex128, as decrypted;
+    ``tag_offsets`` ``(n_ciphertexts(n_values), TAGS_PER_CIPHERTEXT)`` integers in ``[0, 2^TAG_BITS)``,
+    what the tags must sum to modulo ``2^TAG_BITS`` (``None``: zero, tags of pairwise masks only).
 
     Raises
     ------
     PrivacyError
         If a slot is not within :data:`TOLERANCE` of an integer (a corrupt ciphertext or lost
-        precision), a tag sum is not a multiple of ``2^TAG_BITS`` (not the aggregate of every
-        participant), padding is not zero, or a limb sum is outside the range honest sums reach.
+        precision), a tag sum is not its offset modulo ``2^TAG_BITS`` (not the aggregate of every
+        survivor of the round), padding is not zero, or a limb sum is outside the range honest sums reach.
         The message says which check failed but not by how much: deviations depend on the noise.
     """
     _check_parties(n_parties)
@@ -159,7 +164,11 @@ def decode(slots: np.ndarray, n_values: int, n_parties: int) -> DecodedBlock:
         raise PrivacyError("the aggregate failed the precision check (decrypted values are not integers): "
                            "a ciphertext was corrupt or not produced by the protocol; nothing is released")
     tags = rounded[:, :, DATA_SLOTS]
-    if np.any(tags < 0) or np.any(tags >= n_parties * 2.0**TAG_BITS) or np.any(np.mod(tags, 2.0**TAG_BITS) != 0):
+    offsets = np.zeros(tags.shape) if tag_offsets is None else np.asarray(tag_offsets, dtype=np.float64).T
+    if offsets.shape != tags.shape or np.any(offsets < 0) or np.any(offsets >= 2.0**TAG_BITS):
+        raise PrivacyError(f"the tag offsets must be {expected[0]} x {TAGS_PER_CIPHERTEXT} integers below 2^{TAG_BITS}")
+    if np.any(tags < 0) or np.any(tags >= n_parties * 2.0**TAG_BITS) or \
+            np.any(np.mod(tags - offsets, 2.0**TAG_BITS) != 0):
         raise PrivacyError("the aggregate failed the tag check: it is not the sum of every registered "
                            "participant's block for this round; nothing is released")
     data = rounded[:, :, :DATA_SLOTS].reshape(2, -1)

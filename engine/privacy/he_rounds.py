@@ -1,7 +1,8 @@
 """What the coordinator and the key holder agree on about a round of ``--privacy he`` (no TenSEAL here).
 
 The coordinator announces each round (:class:`RoundRegistration`) before asking for any of its
-aggregates to be decrypted; the key holder checks every decryption request against it.
+aggregates to be decrypted, once the round's consistency check has fixed its survivors (the
+participants it registers); the key holder checks every decryption request against it.
 """
 
 from __future__ import annotations

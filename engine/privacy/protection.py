@@ -9,16 +9,21 @@ adding one pair here; handlers and the coordinator only see this small API.
   survivors reveal after the consistency check (:class:`MaskedRoundSum`).
 * ``plaintext``: raw float64, for development only; every result produced this way is labelled.
 * ``he``: CKKS homomorphic encryption under a key holder's public context (:mod:`engine.privacy.he`,
-  :mod:`engine.privacy.he_encoding`); the aggregator sums ciphertexts it cannot decrypt and hands the sum
-  to the key holder through an :class:`AggregateDecryptor`, which returns the released totals.
+  :mod:`engine.privacy.he_encoding`), with tags from the same self and pairwise masks as secagg; the
+  coordinator holds ciphertexts it cannot decrypt (:class:`EncryptedRoundSum`), sums the survivors'
+  and hands each block's sum, with the tag offsets the survivors' reveals give, to the key holder
+  through an :class:`AggregateDecryptor`, which returns the released totals.
   (Differential-privacy noise is added by each site before protection, in every mode, so the
   aggregate is already noisy when it is decrypted: see :mod:`engine.privacy.dp_release`.)
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -64,10 +69,10 @@ class SecAggProtector:
 
 @dataclass(frozen=True)
 class HeProtector:
-    """CKKS-encrypts blocks under the key holder's public context, with zero-sum tags per ciphertext.
+    """CKKS-encrypts blocks under the key holder's public context, with masked tags per ciphertext.
 
-    The tags (:meth:`PairwiseMasker.zero_sum_tags`) let the key holder refuse anything but the sum
-    over every participant of the round (see :mod:`engine.privacy.he_encoding`).
+    The tags (:meth:`engine.privacy.secagg.RoundMasker.tags`) let the key holder refuse anything but
+    the sum over the survivors of the round (see :mod:`engine.privacy.he_encoding`).
     """
 
     context: PublicContext
@@ -76,8 +81,7 @@ class HeProtector:
 
     def protect(self, block: int, values: np.ndarray) -> bytes:
         slots = he_encoding.encode(values, len(self.masker.participants))
-        tags = self.masker.zero_sum_tags(block, slots.shape[0] * he_encoding.TAGS_PER_CIPHERTEXT,
-                                         he_encoding.TAG_BITS)
+        tags = self.masker.tags(block, slots.shape[0] * he_encoding.TAGS_PER_CIPHERTEXT, he_encoding.TAG_BITS)
         return self.context.encrypt(he_encoding.attach_tags(slots, tags.reshape(slots.shape[0], -1)))
 
 
@@ -162,32 +166,67 @@ class BlockAggregator(_Contributions):
 
 
 @dataclass
-class MaskedRoundSum:
-    """Every site's masked blocks of one secagg round, until the survivors' sum can be unmasked.
+class _RoundParts:
+    """Every site's blocks of one secure round, kept apart until the survivors are known.
 
-    ``sizes`` are the ring elements per block; ``n_parties`` the round's participants (the encoding's
-    headroom). A site that does not deliver every block is a dropout: none of its blocks is summed.
+    ``sizes`` are the values (ring elements) per block; ``n_parties`` the round's participants (the
+    encoding's headroom). A site that does not deliver every block is a dropout: none of its blocks is
+    summed. Subclasses parse one site's wire bytes (:meth:`_parse`, outside the lock: the costly part)
+    and keep the result (:meth:`_keep`, under it). Thread-safe for one caller per site, so that the
+    sites' blocks are taken in parallel.
     """
 
     n_parties: int
     sizes: tuple[int, ...]
-    _parts: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
+    _parts: dict[str, dict[int, object]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    privacy = ""
+
+    def _parse(self, site: str, block: int, payload: bytes) -> object:
+        raise NotImplementedError
+
+    def _keep(self, site: str, block: int, parsed: object) -> object:
+        return parsed
 
     def add(self, site: str, block: int, encoding: str, payload: bytes) -> None:
-        if encoding != ENCODINGS["secagg"]:
-            raise ProtocolError(f"site {site!r} sent {encoding!r} data in a secagg round")
-        parts = self._parts.setdefault(site, {})
-        if block in parts:
-            raise ProtocolError(f"site {site!r} sent block {block} twice")
+        if encoding != ENCODINGS[self.privacy]:
+            raise ProtocolError(f"site {site!r} sent {encoding!r} data in a {self.privacy} round")
+        with self._lock:
+            parts = self._parts.setdefault(site, {})
+            if block in parts:
+                raise ProtocolError(f"site {site!r} sent block {block} twice")
+        parsed = self._parse(site, block, payload)
+        with self._lock:
+            parts[block] = self._keep(site, block, parsed)
+
+    def delivered(self, site: str) -> bool:
+        """True when ``site`` sent every block of the round."""
+        with self._lock:
+            return len(self._parts.get(site, {})) == len(self.sizes)
+
+    def close(self) -> None:
+        """Release what the round holds outside memory (nothing, unless a subclass says otherwise)."""
+
+    def __enter__(self) -> _RoundParts:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass
+class MaskedRoundSum(_RoundParts):
+    """Every site's masked blocks of one secagg round, until the survivors' sum can be unmasked."""
+
+    privacy = "secagg"
+
+    def _parse(self, site: str, block: int, payload: bytes) -> np.ndarray:
         elements = ring.from_bytes(payload)
         if len(elements) != self.sizes[block]:
             raise ProtocolError(f"site {site!r} sent {len(elements)} ring elements for block {block}, "
                                 f"expected {self.sizes[block]}")
-        parts[block] = elements
-
-    def delivered(self, site: str) -> bool:
-        """True when ``site`` sent every block of the round."""
-        return len(self._parts.get(site, {})) == len(self.sizes)
+        return elements
 
     def totals(self, survivors: tuple[str, ...], unmasker: Unmasker) -> list[np.ndarray]:
         """float64 totals per block over ``survivors``, every remaining mask removed by ``unmasker``."""
@@ -195,9 +234,78 @@ class MaskedRoundSum:
         for block in range(len(self.sizes)):
             total = self._parts[survivors[0]][block]
             for site in survivors[1:]:
-                total = ring.add(total, self._parts[site][block])
-            out.append(ring.decode(unmasker.unmask(total, block), self.n_parties))
+                total = ring.add(total, self._parts[site][block])  # type: ignore[arg-type]
+            out.append(ring.decode(unmasker.unmask(total, block), self.n_parties))  # type: ignore[arg-type]
         return out
+
+
+@dataclass
+class EncryptedRoundSum(_RoundParts):
+    """Every site's encrypted blocks of one he round (validated ciphertexts it cannot decrypt), until
+    the survivors' sum of each block, with its tag offsets, can be sent to the key holder.
+
+    Memory stays at one running sum per block: each ciphertext is added as it arrives, and also
+    written, as received, to its site's anonymous temporary file, read back only to take a dropped
+    site's blocks out of the sum (CKKS subtraction).
+    """
+
+    context: PublicContext | None = None
+    _sums: dict[int, Ciphertexts] = field(default_factory=dict, repr=False)
+    _spill: dict[str, tuple[Any, list[int]]] = field(default_factory=dict, repr=False)  # site -> (file, [size])
+    privacy = "he"
+
+    def _load(self, site: str, block: int, payload: bytes) -> Ciphertexts:
+        assert self.context is not None, "an he round needs the key holder's public context"
+        try:
+            return self.context.load(payload, he_encoding.n_ciphertexts(self.sizes[block]))
+        except ProtocolError as error:
+            raise ProtocolError(f"site {site!r} sent an invalid encrypted block {block}: {error}") from None
+
+    def _parse(self, site: str, block: int, payload: bytes) -> tuple[Ciphertexts, int, int]:
+        part = self._load(site, block, payload)
+        with self._lock:
+            if site not in self._spill:
+                self._spill[site] = (tempfile.TemporaryFile(prefix="fedgwas-he-", buffering=0), [0])
+            spill, size = self._spill[site]
+        offset = size[0]  # one caller per site: its file is its own
+        os.pwrite(spill.fileno(), payload, offset)
+        size[0] += len(payload)
+        return part, offset, len(payload)
+
+    def _keep(self, site: str, block: int, parsed: object) -> tuple[int, int]:
+        kept: tuple[Ciphertexts, int, int] = parsed  # type: ignore[assignment]
+        part, offset, length = kept
+        if block in self._sums:
+            self._sums[block].add(part)
+        else:
+            self._sums[block] = part
+        return offset, length
+
+    def aggregate(self, survivors: tuple[str, ...], block: int) -> bytes:
+        """The serialised sum over ``survivors`` of their ciphertexts of ``block`` (once per block):
+        the running sum, less the block of every other site that sent one."""
+        if any(block not in self._parts.get(site, {}) for site in survivors):
+            raise ProtocolError(f"block {block} was not received from every survivor")
+        total = self._sums.pop(block, None)
+        if total is None:
+            raise ProtocolError(f"block {block} was already aggregated")
+        for site, parts in self._parts.items():
+            if site not in survivors and block in parts:
+                where: tuple[int, int] = parts[block]  # type: ignore[assignment]
+                offset, length = where
+                total.subtract(self._load(site, block, os.pread(self._spill[site][0].fileno(), length, offset)))
+        return total.to_bytes()
+
+    def close(self) -> None:
+        """Delete the temporary files (also done when the object is collected)."""
+        for spill, _ in self._spill.values():
+            spill.close()
+
+    def tag_offsets(self, unmasker: Unmasker, block: int) -> np.ndarray:
+        """``(n_ciphertexts, TAGS_PER_CIPHERTEXT)`` offsets the survivors' tags of ``block`` sum to."""
+        n = he_encoding.n_ciphertexts(self.sizes[block])
+        offsets = unmasker.tag_offsets(block, n * he_encoding.TAGS_PER_CIPHERTEXT, he_encoding.TAG_BITS)
+        return offsets.reshape(n, he_encoding.TAGS_PER_CIPHERTEXT)
 
 
 class Aggregator(Protocol):
@@ -214,59 +322,17 @@ class Aggregator(Protocol):
 
 
 class AggregateDecryptor(Protocol):
-    """The key holder, as the aggregator sees it (implemented over gRPC by the coordinator)."""
+    """The key holder, as the coordinator sees it (implemented over gRPC by the coordinator)."""
 
-    def decrypt(self, block: int, n_values: int, ciphertext: bytes) -> np.ndarray:
-        """Released float64 totals ``(n_values,)`` of the aggregate ciphertext of ``block``."""
-
-
-@dataclass
-class HeBlockAggregator(_Contributions):
-    """Sums one block's ciphertexts from every participant; only the key holder can open the sum.
-
-    Holds a public context only (:class:`engine.privacy.he.PublicContext` refuses a secret key), so this side
-    can add ciphertexts but never decrypt one; ``total`` sends the complete sum to ``decryptor``.
-    """
-
-    n_parties: int
-    n_values: int
-    block: int
-    context: PublicContext
-    decryptor: AggregateDecryptor
-    _sum: Ciphertexts | None = field(default=None, repr=False)
-    contributors: set[str] = field(default_factory=set)
-    privacy: str = "he"
-
-    def add(self, site: str, encoding: str, payload: bytes) -> None:
-        self._admit(site, encoding)
-        try:
-            part = self.context.load(payload, he_encoding.n_ciphertexts(self.n_values))
-        except ProtocolError as error:
-            raise ProtocolError(f"site {site!r} sent an invalid encrypted block {self.block}: {error}") from None
-        if self._sum is None:
-            self._sum = part
-        else:
-            self._sum.add(part)
-        self.contributors.add(site)
-
-    def total(self) -> np.ndarray:
-        self._require_complete()
-        assert self._sum is not None  # complete implies n_parties >= 1 contributions
-        values = np.asarray(self.decryptor.decrypt(self.block, self.n_values, self._sum.to_bytes()), dtype=np.float64)
-        if values.shape != (self.n_values,):
-            raise ProtocolError(f"the key holder returned {values.shape} values for block {self.block}, "
-                                f"expected {self.n_values}")
-        return values
+    def decrypt(self, block: int, n_values: int, ciphertext: bytes, tag_offsets: np.ndarray) -> np.ndarray:
+        """Released float64 totals ``(n_values,)`` of the aggregate ciphertext of ``block``, whose tags
+        must sum to ``tag_offsets`` ``(n_ciphertexts, 2)``."""
 
 
-def make_aggregator(privacy: str, n_parties: int, n_values: int, *, block: int = 0,
-                    he_context: PublicContext | None = None, decryptor: AggregateDecryptor | None = None) -> Aggregator:
-    """The aggregator of one block for a privacy mode; HE needs the public context and the key holder."""
-    if privacy == "he":
-        if he_context is None or decryptor is None:
-            raise PrivacyError("homomorphic-encryption aggregation needs the key holder's public context and a "
-                               "connection to the key holder")
-        return HeBlockAggregator(n_parties, n_values, block, he_context, decryptor)
-    if privacy == "secagg":
-        raise PrivacyError("secagg rounds are summed by MaskedRoundSum (unmasked after the consistency check)")
+def make_aggregator(privacy: str, n_parties: int, n_values: int) -> Aggregator:
+    """The aggregator of one block of a plaintext round (secure rounds keep every site's blocks apart
+    until the survivors are known: :class:`MaskedRoundSum`, :class:`EncryptedRoundSum`)."""
+    if privacy in ("he", "secagg"):
+        raise PrivacyError(f"{privacy} rounds are summed over their survivors (MaskedRoundSum, EncryptedRoundSum), "
+                           "after the consistency check")
     return BlockAggregator(privacy, n_parties, n_values)

@@ -11,7 +11,9 @@ signed ephemeral keys and nonces: :mod:`engine.privacy.secure_round`) and to the
 mask ever serves two blocks, rounds or tasks. Summed over the survivors of a round, the pairwise
 masks between survivors cancel; the coordinator removes the rest only with what the survivors reveal
 after the consistency check: the survivors' self-mask seeds and the dropped sites' mask keys (never
-both for one site), reconstructed from Shamir shares.
+both for one site), reconstructed from Shamir shares. Under homomorphic encryption the same masks, on
+streams of their own, make the tags of each ciphertext (:meth:`RoundMasker.tags`), and what the
+reveals give is the offset the survivors' tags sum to (:meth:`Unmasker.tag_offsets`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from engine.errors import PrivacyError
 PROTOCOL_LABEL = b"fedgwas-secagg-v2"
 PUBLIC_KEY_BYTES = 32
 SEED_BYTES = 32
+#: Stream purposes: the masks of secagg blocks and the tags of HE ciphertexts (independent streams).
+VALUE_PURPOSE, TAG_PURPOSE = "values", "he-tags"
 
 
 def generate_private_key() -> X25519PrivateKey:
@@ -125,20 +129,25 @@ class RoundMasker:
         """Ring elements ``(n, 2)`` of ``block`` plus this site's self mask and net pairwise mask."""
         masked = elements
         if self._self_key is not None:
-            masked = ring.add(masked, self._streams.stream(self._self_key, "values", block, len(elements)))
-        return self._net(masked, "values", block)
+            masked = ring.add(masked, self._streams.stream(self._self_key, VALUE_PURPOSE, block, len(elements)))
+        return self._net(masked, VALUE_PURPOSE, block)
 
-    def zero_sum_tags(self, block: int, n: int, bits: int) -> np.ndarray:
-        """``n`` integers in ``[0, 2^bits)`` (uint64) whose sum over all participants is a multiple of 2^bits.
+    def tags(self, block: int, n: int, bits: int) -> np.ndarray:
+        """``n`` integers in ``[0, 2^bits)`` (uint64): this site's HE tags for ``block``.
 
-        The low ``bits`` of this site's net pairwise mask on an independent stream (``he-tags``): the
-        masks cancel over every participant and over any smaller set the sum is uniformly random.
-        Homomorphic-encryption mode puts them in each ciphertext so that the key holder can tell a
-        complete aggregate from a partial one.
+        The low ``bits`` of this site's self mask plus its net pairwise mask on independent streams
+        (purpose ``he-tags``). Over the survivors of a round the pairwise parts between survivors
+        cancel; what is left (the survivors' self masks, their pairwise masks with dropped sites) is
+        known only to whoever reconstructed the survivors' seeds and the dropped sites' mask keys
+        (:meth:`Unmasker.tag_offsets`). Over any other set of sites the sum is uniformly random.
+        Homomorphic-encryption mode puts them in each ciphertext so that the key holder can tell the
+        survivors' complete aggregate from one site's block or a partial sum.
         """
         if not 1 <= bits <= 64:
             raise ValueError(f"bits must be between 1 and 64, got {bits}")
-        net = self._net(np.zeros((n, 2), dtype=np.uint64), "he-tags", block)
+        zeros = np.zeros((n, 2), dtype=np.uint64)
+        own = zeros if self._self_key is None else self._streams.stream(self._self_key, TAG_PURPOSE, block, n).copy()
+        net = self._net(own, TAG_PURPOSE, block)
         return net[:, 0] & np.uint64((1 << bits) - 1)
 
 
@@ -155,16 +164,30 @@ class Unmasker:
         self._dropped_pairs = dict(dropped_pairs)
         self._streams = Keystreams()
 
-    def unmask(self, total: np.ndarray, block: int) -> np.ndarray:
-        """``total`` (ring sum of the survivors' masked block) with every remaining mask removed."""
+    def _remove(self, total: np.ndarray, purpose: str, block: int) -> np.ndarray:
         out = total
         for key in self._self_keys.values():
-            out = ring.subtract(out, self._streams.stream(key, "values", block, len(total)))
+            out = ring.subtract(out, self._streams.stream(key, purpose, block, len(total)))
         for (survivor, dropped), key in self._dropped_pairs.items():
-            stream = self._streams.stream(key, "values", block, len(total))
+            stream = self._streams.stream(key, purpose, block, len(total))
             # the survivor added the mask if it sorts first, subtracted it otherwise: undo that
             out = ring.subtract(out, stream) if survivor < dropped else ring.add(out, stream)
         return out
+
+    def unmask(self, total: np.ndarray, block: int) -> np.ndarray:
+        """``total`` (ring sum of the survivors' masked block) with every remaining mask removed."""
+        return self._remove(total, VALUE_PURPOSE, block)
+
+    def tag_offsets(self, block: int, n: int, bits: int) -> np.ndarray:
+        """``n`` integers in ``[0, 2^bits)``: what the survivors' HE tags of ``block`` sum to, modulo 2^bits.
+
+        The sum of the survivors' self tags and of their pairwise tags with the dropped sites (those
+        between survivors cancel): the key holder releases a block only if its decrypted tag sums
+        equal these modulo 2^bits (:func:`engine.privacy.he_encoding.decode`).
+        """
+        left = ring.subtract(np.zeros((n, 2), dtype=np.uint64),
+                             self._remove(np.zeros((n, 2), dtype=np.uint64), TAG_PURPOSE, block))
+        return left[:, 0] & np.uint64((1 << bits) - 1)
 
 
 def unmask_sum(masked: Sequence[np.ndarray]) -> np.ndarray:

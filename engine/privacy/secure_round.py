@@ -12,13 +12,15 @@ named in the task and a threshold ``t`` (default a majority):
    Shamir shares (:mod:`engine.privacy.shamir`) and encrypts one of each to every peer (AES-GCM under
    their X25519 agreement, bound to the context, sender and recipient).
 3. **Masked input.** Blocks leave the site with its self mask and pairwise masks
-   (:class:`engine.privacy.secagg.RoundMasker`).
+   (:class:`engine.privacy.secagg.RoundMasker`); under ``he`` the blocks are CKKS ciphertexts and
+   the same masks make the tags of each ciphertext (:meth:`~engine.privacy.secagg.RoundMasker.tags`).
 4. **Consistency check.** The coordinator names the survivors (sites that sent every block); each
    survivor signs ``(context, survivors)``.
 5. **Unmasking.** Given at least ``t`` valid signatures over the same survivor set, a site reveals its
    shares of each survivor's seed and of each dropped site's mask key: never both for one site, and
    only once. With ``t`` reveals the coordinator rebuilds them (:func:`recover`) and removes every
-   mask left in the survivors' sum.
+   mask left in the survivors' sum (under ``he``: computes the offsets the survivors' tags sum to,
+   which the key holder checks before it decrypts the survivors' aggregate).
 
 The task digest covers the whole task (:func:`task_digest`), so sites that were shown different tasks
 never agree on a context, and every mask key is derived from fresh ephemeral keys and nonces: masks
@@ -192,12 +194,14 @@ class SiteRound:
         :func:`task_digest` of the task this site received.
     min_participants
         The site's own minimum ([policy] min_participants): of verified roster members, and of survivors.
-    self_mask
-        False for the HE tags (pairwise masks only, no shares).
+
+    The same round serves both secure modes: under secagg the masks cover the values, under he the
+    tags of each ciphertext (:meth:`engine.privacy.secagg.RoundMasker.tags`); a dropped site is
+    recovered the same way in both.
     """
 
     def __init__(self, site: str, identity_key: Ed25519PrivateKey, roster: Roster, participants: Sequence[str],
-                 threshold: int, digest: bytes, min_participants: int, self_mask: bool = True) -> None:
+                 threshold: int, digest: bytes, min_participants: int) -> None:
         self.site = site
         self.roster = roster
         self.participants = tuple(sorted(participants))
@@ -223,8 +227,7 @@ class SiteRound:
         self._identity = identity_key
         self._encryption = secagg.generate_private_key()
         self._mask = secagg.generate_private_key()
-        self._seed = os.urandom(secagg.SEED_BYTES) if self_mask else b""
-        self.self_mask = self_mask
+        self._seed = os.urandom(secagg.SEED_BYTES)
         self.advertisement = self._advertise()
         self.context = b""
         self._peers: dict[str, KeyAdvertisement] = {}
@@ -277,7 +280,7 @@ class SiteRound:
         """This site's seed and mask key, Shamir-shared and encrypted to every peer."""
         self._require_keys()
         n, t = len(self.participants), self.threshold
-        seed_shares = shamir.split(int.from_bytes(self._seed or bytes(32), "big"), n, t)
+        seed_shares = shamir.split(int.from_bytes(self._seed, "big"), n, t)
         key_shares = shamir.split(int.from_bytes(secagg.private_key_bytes(self._mask), "big"), n, t)
         out = []
         for position, name in enumerate(self.participants):
@@ -319,7 +322,7 @@ class SiteRound:
         self._require_keys()
         pairs = {name: secagg.pair_key(self._mask, self.site, name, ad.mask_key, self.context)
                  for name, ad in self._peers.items() if name != self.site}
-        return secagg.RoundMasker(self.site, self._seed if self.self_mask else None, pairs, self.context)
+        return secagg.RoundMasker(self.site, self._seed, pairs, self.context)
 
     def sign_survivors(self, survivors: Sequence[str]) -> SurvivorSignature:
         """Sign the survivor set (consistency check) after checking it is one this site can accept."""
@@ -358,8 +361,7 @@ class SiteRound:
         for owner in self.participants:
             x, seed_y, key_y = self._held[owner]
             if owner in self._signed:
-                if self.self_mask:
-                    shares.append(RevealedShare(owner, SELF_MASK, x, shamir.to_bytes(seed_y)))
+                shares.append(RevealedShare(owner, SELF_MASK, x, shamir.to_bytes(seed_y)))
             else:
                 shares.append(RevealedShare(owner, MASK_KEY, x, shamir.to_bytes(key_y)))
         self._revealed = True

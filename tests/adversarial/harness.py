@@ -4,6 +4,7 @@ It can play roster members itself (sites colluding with it, whose identity keys 
 participants (sybils), change what each site is shown, drop sites, forge survivor sets and re-send
 requests: every attack of docs/threat-model.md goes through :meth:`Coordinator.run`, and the tests
 assert what the real sites refused, what their ledgers recorded and that nothing could be unmasked.
+Under ``--privacy he`` it keeps the sites' ciphertexts; the tests then ask a real key holder.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from engine.privacy import ring
 from engine.errors import FedGwasError, SiteFailure
 from engine.privacy import roster as roster_module
 from engine.privacy.roster import Roster, RosterEntry
+from engine.privacy.secagg import Unmasker
 from engine.privacy.secure_round import (KeyAdvertisement, ShareReveal, SiteRound, SurvivorSignature, recover,
                                          round_context, survivors_message, task_digest)
 from engine.tasks import ResultBlock, TaskDone, TaskProgress, TaskSpec
@@ -43,9 +45,10 @@ class RoundResult:
 
     errors: dict[str, SiteFailure] = field(default_factory=dict)
     done: dict[str, TaskDone] = field(default_factory=dict)
-    blocks: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    blocks: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # under he: the ciphertext bytes
     reveals: dict[str, ShareReveal] = field(default_factory=dict)
     total: np.ndarray | None = None  # unmasked float64 total over the survivors (None: not reachable)
+    chosen: tuple[str, ...] = ()  # the survivor set the coordinator unmasks over
     advertisements: dict[str, KeyAdvertisement] = field(default_factory=dict)
 
 
@@ -70,6 +73,9 @@ class Coordinator:
         ``signatures`` edits the signatures relayed. Played sites contribute ``played_values`` (zeros).
         """
         result = RoundResult()
+        he = next(iter(tasks.values())).privacy == "he"
+        if he and any(n in self.played for n in tasks):
+            raise NotImplementedError("the harness plays colluding sites under secagg only")
         real = [n for n in tasks if n in self.clients]
         calls: dict[str, TaskCall] = {n: self.clients[n].open_task(tasks[n]) for n in real}
         streams = {n: calls[n].events() for n in real}
@@ -129,7 +135,8 @@ class Coordinator:
                     block = expect(name, ResultBlock)
                     if block is None:
                         break
-                    blocks[block.block] = ring.from_bytes(block.payload)  # type: ignore[attr-defined]
+                    payload = block.payload  # type: ignore[attr-defined]
+                    blocks[block.block] = payload if he else ring.from_bytes(payload)  # type: ignore[attr-defined]
                     width = block.width  # type: ignore[attr-defined]
                 result.blocks[name] = blocks
             for name, played in rounds.items():
@@ -174,21 +181,29 @@ class Coordinator:
                     done = expect(name, TaskDone)
                     if done is not None:
                         result.done[name] = done  # type: ignore[assignment]
-            result.total = self._unmask(result, chosen, any_task, len(tasks))
+            result.chosen = chosen
+            result.total = None if he else self._unmask(result, chosen, any_task, len(tasks))
             return result
         finally:
             for call in calls.values():
                 call.close()
 
-    def _unmask(self, result: RoundResult, chosen: tuple[str, ...], task: TaskSpec, n: int) -> np.ndarray | None:
+    @staticmethod
+    def recover(result: RoundResult, chosen: tuple[str, ...], task: TaskSpec, n: int) -> Unmasker | None:
+        """What the reveals let the coordinator remove from the sum over ``chosen`` (None: not enough)."""
         ads = result.advertisements
         threshold = task.threshold or n // 2 + 1
         if len({a.task_digest for a in ads.values()}) != 1 or any(s not in result.blocks for s in chosen):
             return None
         try:
-            unmasker = recover(round_context(next(iter(ads.values())).task_digest, list(ads.values())), ads, chosen,
-                               list(result.reveals.values()), threshold)
+            return recover(round_context(next(iter(ads.values())).task_digest, list(ads.values())), ads, chosen,
+                           list(result.reveals.values()), threshold)
         except FedGwasError:
+            return None
+
+    def _unmask(self, result: RoundResult, chosen: tuple[str, ...], task: TaskSpec, n: int) -> np.ndarray | None:
+        unmasker = self.recover(result, chosen, task, n)
+        if unmasker is None:
             return None
         totals = []
         for b in range(task.n_blocks):

@@ -179,42 +179,97 @@ def test_privacy_material_travels_apart_from_analysis_inputs() -> None:
                                       [wrong, messages[-1]])
 
 
-def test_a_site_lost_mid_round_under_he_ends_the_study_cleanly(study, tmp_path: Path) -> None:
-    """No same-round recovery under HE: the round ends, nothing is decrypted, and no re-run over fewer sites."""
+class CrashesAfterOneChunk(SiteAgentServicer):
+    """A site that crashes mid-round: after the first chunk of the association round (the last round)."""
 
-    class CrashesAfterOneChunk(SiteAgentServicer):
-        def RunTask(self, request_iterator, context):
-            for message in super().RunTask(request_iterator, context):
-                yield message
-                if message.WhichOneof("payload") == "chunk":
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "site process crashed")
+    def RunTask(self, request_iterator, context):
+        first = next(request_iterator)
 
+        def replay():
+            yield first
+            yield from request_iterator
+
+        for message in super().RunTask(replay(), context):
+            yield message
+            if first.header.analysis == "linear" and message.WhichOneof("payload") == "chunk":
+                context.abort(grpc.StatusCode.UNAVAILABLE, "site process crashed")
+
+
+def _he_study(study, tmp_path: Path, crashing: set[int]):
+    """A real key holder and three real sites over gRPC on port 0, ``crashing`` of them dying mid-round."""
     pin = write_key_files(tmp_path / "kh")
     holder = KeyHolder(*load_key_files(tmp_path / "kh"), KeyHolderStore(tmp_path / "kh" / STORE_FILE), coordinators=("*",))
     holder_server, holder_port = make_server(holder, "127.0.0.1:0")
     holder_server.start()
     configs = provision_sites(tmp_path, {f"hosp{i}": b for i, b in enumerate(study.site_bfiles)},
                               study.pheno_path, study.covar_path, he_context_sha256=pin)
-    servers, endpoints = [holder_server], []
+    servers, endpoints, datas = [holder_server], [], []
     for index, (name, config) in enumerate(configs.items()):
         data = load_site_data(load_site_config(config))
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        pb_grpc.add_SiteAgentServicer_to_server((CrashesAfterOneChunk if index == 2 else SiteAgentServicer)(data), server)
+        pb_grpc.add_SiteAgentServicer_to_server((CrashesAfterOneChunk if index in crashing else SiteAgentServicer)(data),
+                                                server)
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         servers.append(server)
         endpoints.append(SiteEndpoint(name, f"127.0.0.1:{port}"))
-    config = StudyConfig(study_id="he-drop", glm="linear", cohort=CohortRequest("QT"), privacy="he",
-                         sites=tuple(endpoints), out_dir=tmp_path / "out", block_size=700, show_progress=False,
-                         timeout_seconds=60, allow_dropout=True, key_holder=f"127.0.0.1:{holder_port}")
+        datas.append(data)
+    config = StudyConfig(study_id="he-drop", glm="linear", cohort=CohortRequest("QT", tuple(study.covariate_names)),
+                         privacy="he", sites=tuple(endpoints), out_dir=tmp_path / "out", block_size=100,
+                         show_progress=False, timeout_seconds=60, allow_dropout=True,
+                         key_holder=f"127.0.0.1:{holder_port}")
+    return config, servers, datas
+
+
+def test_a_site_killed_mid_round_under_he_is_recovered_in_the_same_round(tmp_path: Path) -> None:
+    """Acceptance: under --privacy he a site dies mid-round; the same round finishes over the survivors
+    (their reveals give the tag offsets, the key holder opens the survivors' sum), equal to PLINK 2 on
+    the survivors' pooled data, and the summary names who contributed."""
+    from tests.federated.test_federated_linear_vs_plink2 import assert_matches_plink
+    from tests.plink_tools import plink2_glm_linear, run_plink2
+
+    study = simulate_study(SimulationSpec(site_sizes=(150, 130, 120), n_variants=300, seed=21, write_pooled=True),
+                           tmp_path / "sim")
+    config, servers, datas = _he_study(study, tmp_path, crashing={1})
     try:
-        with pytest.raises(StudyFailed, match="under --privacy he a site lost mid-round ends the study"):
+        outcome = run_study(config)
+    finally:
+        for server in servers:
+            server.stop(grace=None)
+    assert outcome.summary.contributing_sites == ("hosp0", "hosp2")
+    assert not outcome.summary.sites[1].contributed and "crashed" in outcome.summary.sites[1].failure
+    released = [e for e in datas[0].ledger.entries() if e.kind == "released"]
+    assert [e.analysis for e in released][-1] == "linear" and outcome.summary.rounds == len(released)
+    assert "summed over hosp0, hosp2" in released[-1].message  # the same round, finished by the survivors
+    assert all("summed over hosp0, hosp1, hosp2" in e.message for e in released[:-1])
+    events = list(KeyHolderStore(tmp_path / "kh" / STORE_FILE).events())
+    registered = [e for e in events if e.kind == "registered"]
+    assert len(registered) == outcome.summary.rounds  # one registration per round: nothing re-run
+    assert json.loads(registered[-1].detail)["participants"] == ["hosp0", "hosp2"]
+    assert not [e for e in events if e.kind == "refused"]
+    survivors = [line.split()[:2] for i in (0, 2) for line in Path(f"{study.site_bfiles[i]}.fam").read_text().splitlines()]
+    (tmp_path / "keep.txt").write_text("".join(f"{fid}\t{iid}\n" for fid, iid in survivors))
+    run_plink2(["--bfile", str(study.pooled_bfile), "--keep", str(tmp_path / "keep.txt"), "--make-bed",
+                "--out", str(tmp_path / "survivors")], cwd=tmp_path)
+    reference = plink2_glm_linear(tmp_path / "survivors", study.pheno_path, "QT", study.covar_path,
+                                  list(study.covariate_names), tmp_path)
+    assert_matches_plink(read_gwas_ssf(tmp_path / "out" / "QT.linear.tsv.gz"), reference)
+
+
+def test_below_the_threshold_an_he_round_fails_and_nothing_is_decrypted(study, tmp_path: Path) -> None:
+    config, servers, datas = _he_study(study, tmp_path, crashing={1, 2})
+    try:
+        with pytest.raises(StudyFailed, match="below the threshold 2: the round is abandoned and nothing was unmasked"):
             run_study(config)
     finally:
         for server in servers:
             server.stop(grace=None)
     assert not (tmp_path / "out" / "QT.linear.tsv.gz").exists()
-    # The key holder registered the round but decrypted nothing.
-    kinds = [event.kind for event in KeyHolderStore(tmp_path / "kh" / STORE_FILE).events()]
-    assert "registered" in kinds and "released" not in kinds, kinds
+    # The survivor released nothing of the association round (it never got threshold signatures to reveal
+    # its shares against), and the key holder was never asked about that round.
+    linear = [e for e in datas[0].ledger.entries() if e.analysis == "linear"]
+    assert linear and not [e for e in linear if e.kind == "released"]
+    events = list(KeyHolderStore(tmp_path / "kh" / STORE_FILE).events())
+    assert {e.round for e in events if e.kind == "registered"} == {e.round for e in events if e.kind == "released"}
+    assert linear[-1].round not in {e.round for e in events} and not [e for e in events if e.kind == "refused"]

@@ -142,6 +142,19 @@ def test_one_sites_ciphertext_is_refused_and_locks_the_study(holder: KeyHolder, 
     assert holder.decrypted_blocks == 1
 
 
+def test_tag_offsets_are_checked_on_the_header_and_against_the_tags(holder: KeyHolder, public: he.PublicContext) -> None:
+    values = [np.full(N_VALUES, 2.0) for _ in range(3)]
+    aggregate, _ = _aggregate(public, values)
+    registration, _ = holder.register(_registration(holder, block_values=(N_VALUES, N_VALUES, N_VALUES)))
+    with pytest.raises(KeyHolderRefusal, match=REFUSAL):  # 2 ciphertexts take 4 offsets
+        holder.decrypt(registration, "s", 1, 0, N_VALUES, aggregate, tag_offsets=np.zeros(3, dtype=np.int64))
+    assert _reasons(holder)[-1] == "the request states 3 tag offsets, the block takes 4 below 2^30"
+    with pytest.raises(KeyHolderRefusal, match=REFUSAL):  # pairwise tags sum to 0 here, not to 1
+        holder.decrypt(registration, "s", 1, 1, N_VALUES, _aggregate(public, values)[0],
+                       tag_offsets=np.ones((2, 2), dtype=np.int64))
+    assert "tag check" in _reasons(holder)[-1] and holder.decrypted_blocks == 0
+
+
 def test_corrupt_aggregate_is_refused_with_nothing_released(holder: KeyHolder, public: he.PublicContext) -> None:
     aggregate, _ = _aggregate(public, [np.ones(N_VALUES)] * 2)
     registration, _ = holder.register(_registration(holder, sites=2))
@@ -172,9 +185,10 @@ def test_grpc_round_trip(served, public: he.PublicContext) -> None:
     values = [np.round(np.linspace(-1e6, 1e6, N_VALUES) * 1024) / 1024 + i for i in range(3)]  # on the 2^-24 grid
     aggregate, payloads = _aggregate(public, values)
     decryptor = RoundDecryptor(client, "s", 1, client.register_round(_registration(holder)))
-    np.testing.assert_array_equal(decryptor.decrypt(0, N_VALUES, aggregate), np.sum(values, axis=0))
+    zero = np.zeros((he_encoding.n_ciphertexts(N_VALUES), 2), dtype=np.int64)  # pairwise tags only: they sum to 0
+    np.testing.assert_array_equal(decryptor.decrypt(0, N_VALUES, aggregate, zero), np.sum(values, axis=0))
     with pytest.raises(StudyFailed, match=f"the key holder refused block 1 of round 1: {REFUSAL}$"):
-        decryptor.decrypt(1, N_VALUES, payloads[2])
+        decryptor.decrypt(1, N_VALUES, payloads[2], zero)
     assert "tag check" in _reasons(holder)[-1]
     with pytest.raises(StudyFailed, match="refused to register round 1: .*locked"):
         client.register_round(_registration(holder))

@@ -110,3 +110,21 @@ def test_decoder_refuses_imprecise_partial_or_malformed_aggregates() -> None:
         H.decode(slots[:1], n_values, n_parties)
     with pytest.raises(PrivacyError, match="precision check"):
         H.decode(slots * np.nan, n_values, n_parties)
+
+
+def test_tags_must_sum_to_the_stated_offsets() -> None:
+    """Double-masked tags: a block opens only if each tag sum equals its offset modulo 2^30."""
+    rng = np.random.default_rng(4)
+    n_parties, n_values = 3, 5000
+    values = [rng.normal(size=n_values) for _ in range(n_parties)]
+    tags = [rng.integers(0, 2**H.TAG_BITS, size=(2, 2), dtype=np.uint64) for _ in range(n_parties)]
+    slots = sum(H.attach_tags(H.encode(v, n_parties), t) for v, t in zip(values, tags))
+    offsets = (sum(t.astype(np.int64) for t in tags)) % 2**H.TAG_BITS
+    np.testing.assert_allclose(H.decode(slots, n_values, n_parties, offsets).values, np.sum(values, axis=0),
+                               atol=n_parties * 2.0**-24)
+    for wrong in (None, (offsets + 1) % 2**H.TAG_BITS, np.roll(offsets, 1)):
+        with pytest.raises(PrivacyError, match="tag check"):
+            H.decode(slots, n_values, n_parties, wrong)
+    for malformed in (offsets[:1], offsets + 2**H.TAG_BITS, -offsets - 1):
+        with pytest.raises(PrivacyError, match="tag offsets must be 2 x 2 integers below 2"):
+            H.decode(slots, n_values, n_parties, malformed)
