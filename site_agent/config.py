@@ -24,6 +24,8 @@ Example (``fedgwas-site init`` writes one)::
     [policy]
     privacy_modes = ["secagg"]         # add "plaintext" only on development machines; "he" needs the pin
     min_participants = 2
+    max_colluding_sites = 0            # sites that may collude with the coordinator: a secure round's Shamir
+                                       # threshold must exceed (participants + this) / 2, or it is refused
 
     [compute]
     threads = 2
@@ -93,6 +95,7 @@ class SiteConfig:
     identity_key: Path
     privacy_modes: tuple[str, ...] = ("secagg",)
     min_participants: int = 2
+    max_colluding_sites: int = 0  # [policy]: the secure rounds' threshold must exceed (n + this) / 2
     threads: int | None = None
     genotype_cache_mib: int = 256  # [compute] genotype_cache_mib; beyond it the genotypes spill to disk
     he_context_sha256: str | None = None  # pinned key-holder context (SHA-256 hex), for privacy mode "he"
@@ -151,6 +154,9 @@ def load_site_config(path: Path | str) -> SiteConfig:
     min_participants = _get(policy, "policy", "min_participants", int, path, required=False)
     if min_participants is not None and min_participants < 2:
         raise ConfigError(f"{str(path)!r}: [policy] min_participants must be >= 2, got {min_participants}")
+    colluders = _get(policy, "policy", "max_colluding_sites", int, path, required=False)
+    if colluders is not None and colluders < 0:
+        raise ConfigError(f"{str(path)!r}: [policy] max_colluding_sites must be >= 0, got {colluders}")
     he_pin = _get(keys, "keys", "he_context_sha256", str, path, required=False)
     if he_pin is not None and not re.fullmatch(r"[0-9a-f]{64}", he_pin):
         raise ConfigError(f"{str(path)!r}: [keys] he_context_sha256 must be 64 lowercase hex digits (a SHA-256), got {he_pin!r}")
@@ -193,6 +199,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
         identity_key=resolve(_get(keys, "keys", "identity_key", str, path)),  # type: ignore[arg-type]
         privacy_modes=tuple(modes),
         min_participants=min_participants or 2,
+        max_colluding_sites=colluders or 0,
         threads=threads,
         genotype_cache_mib=256 if cache_mib is None else cache_mib,
         he_context_sha256=he_pin,
@@ -264,7 +271,9 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
     if he_context_sha256 is not None:
         lines.append(f"he_context_sha256 = {q(he_context_sha256)}")
     lines += ["", "[policy]",
-              "privacy_modes = [" + ", ".join(q(m) for m in privacy_modes) + "]", f"min_participants = {min_participants}"]
+              "privacy_modes = [" + ", ".join(q(m) for m in privacy_modes) + "]", f"min_participants = {min_participants}",
+              "# sites assumed to collude with the coordinator: secure rounds need a threshold above (n + this) / 2",
+              "max_colluding_sites = 0"]
     lines += render_compute(threads, workers, scheduler)
     lines += render_policy(budget)
     if tls is None:

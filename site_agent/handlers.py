@@ -203,7 +203,7 @@ def run_task(data: SiteData, task: TaskSpec, inbox: RoundInbox | None = None, is
             if inbox is None:
                 raise ProtocolError(f"privacy mode {task.privacy!r} needs the round's key exchange")
             secure = SiteRound(data.name, data.identity_key, data.require_roster(), task.participants, task.threshold,
-                               task_digest(task), data.config.min_participants)
+                               task_digest(task), data.config.min_participants, data.config.max_colluding_sites)
     except FedGwasError as error:
         release.record_refusal(data, task, requester, error)
         raise

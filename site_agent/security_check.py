@@ -92,4 +92,7 @@ def permissive_warnings(config: SiteConfig, data: SiteData) -> list[str]:
     if config.min_participants < 3:
         warnings.append(f"[policy] min_participants = {config.min_participants}: a sum over {config.min_participants} "
                         f"sites exposes this site to one colluding site")
+    if config.max_colluding_sites == 0:
+        warnings.append("[policy] max_colluding_sites = 0: secure rounds at a majority threshold are accepted, which "
+                        "a participating site colluding with the coordinator could defeat (see docs/threat-model.md)")
     return [f"WARNING: {w}" for w in warnings]

@@ -174,6 +174,20 @@ def majority(n: int) -> int:
     return n // 2 + 1
 
 
+def safe_threshold(n: int, colluders: int) -> int:
+    """The smallest Shamir threshold of a round of ``n`` sites that ``colluders`` colluding sites cannot
+    defeat: ``t`` with ``2t > n + colluders``.
+
+    The consistency check asks every site for ``t`` signatures over the survivor set it was shown. A
+    coordinator that shows set S1 (without an honest site X) to ``h1`` honest sites and S2 (with X) to
+    the other ``h2`` gets the colluders' signatures on both; it collects X's pairwise secret from the
+    first group and X's self-mask seed from the second, hence X's input alone, when ``h1 + c >= t``
+    and ``h2 + c >= t``. With ``h1 + h2 = n - c`` that needs ``n + c >= 2t``. With no colluder this is a
+    majority (Bonawitz et al. take ``t > 2n/3`` against ``n/3`` colluders).
+    """
+    return (n + colluders) // 2 + 1
+
+
 def _aead_key(own: X25519PrivateKey, peer_public: bytes, context: bytes) -> bytes:
     shared = own.exchange(X25519PublicKey.from_public_bytes(peer_public))
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=LABEL + b"|shares|" + context).derive(shared)
@@ -194,6 +208,9 @@ class SiteRound:
         :func:`task_digest` of the task this site received.
     min_participants
         The site's own minimum ([policy] min_participants): of verified roster members, and of survivors.
+    max_colluders
+        How many participating sites this site assumes may collude with the coordinator ([policy]
+        max_colluding_sites): the round's threshold must be at least :func:`safe_threshold`.
 
     The same round serves both secure modes: under secagg the masks cover the values, under he the
     tags of each ciphertext (:meth:`engine.privacy.secagg.RoundMasker.tags`); a dropped site is
@@ -201,7 +218,7 @@ class SiteRound:
     """
 
     def __init__(self, site: str, identity_key: Ed25519PrivateKey, roster: Roster, participants: Sequence[str],
-                 threshold: int, digest: bytes, min_participants: int) -> None:
+                 threshold: int, digest: bytes, min_participants: int, max_colluders: int = 0) -> None:
         self.site = site
         self.roster = roster
         self.participants = tuple(sorted(participants))
@@ -220,9 +237,12 @@ class SiteRound:
             raise PrivacyError(f"site {site!r} requires at least {self.min_survivors} verified participating sites, "
                                f"the task names {n}")
         self.threshold = threshold or majority(n)
-        if not majority(n) <= self.threshold <= n:
+        floor = safe_threshold(n, max_colluders)
+        if not floor <= self.threshold <= n:
+            assumed = f"; this site assumes up to {max_colluders} colluding site(s)" if max_colluders else ""
             raise PrivacyError(f"site {site!r} refuses threshold {self.threshold} for {n} participants: it must be "
-                               f"between a majority ({majority(n)}) and {n}")
+                               f"between {floor} (more than half of the participants plus the colluders{assumed}) "
+                               f"and {n}")
         self.digest = digest
         self._identity = identity_key
         self._encryption = secagg.generate_private_key()

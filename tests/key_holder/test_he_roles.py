@@ -226,7 +226,7 @@ def test_a_site_killed_mid_round_under_he_is_recovered_in_the_same_round(tmp_pat
     """Acceptance: under --privacy he a site dies mid-round; the same round finishes over the survivors
     (their reveals give the tag offsets, the key holder opens the survivors' sum), equal to PLINK 2 on
     the survivors' pooled data, and the summary names who contributed."""
-    from tests.federated.test_federated_linear_vs_plink2 import assert_matches_plink
+    from tests.plink_tools import assert_matches_plink
     from tests.plink_tools import plink2_glm_linear, run_plink2
 
     study = simulate_study(SimulationSpec(site_sizes=(150, 130, 120), n_variants=300, seed=21, write_pooled=True),

@@ -56,7 +56,7 @@ def test_open_access_is_flagged_by_check(study, tmp_path: Path, capsys) -> None:
     assert site_main(["check", "--config", str(tmp_path / "h2" / "site.toml")]) == 0
     out = capsys.readouterr().out
     for warning in ("any_study = true", "min_cohort = 0", "allow_cohort_differencing", "accepts \"plaintext\"",
-                    "min_participants = 2"):
+                    "min_participants = 2", "max_colluding_sites = 0"):
         assert "WARNING: " in out and warning in out, warning
 
 
