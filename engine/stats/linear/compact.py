@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.stats.linear.kernel import LinearLayout, pack_statistics
-from engine.stats.linear.phenotypes import PhenotypeGroups
+from engine.stats.linear.phenotypes import PhenotypeGroups, phenotype_sums
 
 
 def complete_width(n_design: int) -> int:
@@ -32,14 +32,23 @@ def totals_width(n_design: int) -> int:
     return n_design * (n_design + 1) // 2 + n_design + 1
 
 
-def compact_rows(full: np.ndarray, n_design: int, n_phenotypes: int) -> np.ndarray:
-    """``linear_complete`` rows ``(m, P (K + 3))`` taken from full packed statistics ``(m, P Q)``."""
-    layout = LinearLayout(n_design)
-    k = n_design
-    columns = [layout.column(0, 0), *(layout.column(a, k) for a in range(k)), layout.column(k, k),
-               layout.xty_slice.start + k]
-    index = np.concatenate([p * layout.width + np.array(columns) for p in range(n_phenotypes)])
-    return full[:, index]
+def compact_statistics(genotypes: np.ndarray, groups: PhenotypeGroups, flip: np.ndarray | None = None) -> np.ndarray:
+    """``linear_complete`` rows ``(m, P (K + 3))`` of a block of variants, straight from the kernel's sums
+    (:func:`engine.stats.linear.phenotypes.phenotype_sums`), for the other allele where ``flip``: with ``N``
+    and ``C'1`` the observed samples' count and covariate sums (row 0 of ``C'C``), ``C'(2 - g) = 2 C'1 - C'g``,
+    ``(2 - g)'(2 - g) = 4 N - 4 sum(g) + g'g`` and ``(2 - g)'y = 2 sum(y) - g'y``, as
+    :func:`engine.stats.linear.kernel.flip_effect_allele` does for the full layout."""
+    sums = phenotype_sums(genotypes, groups)
+    k = groups.design.shape[1]
+    n_obs, cg, gg, gy = sums.cc[:, :, 0], sums.cg, sums.gg, sums.gy
+    if flip is not None and np.any(flip):
+        cg, gg, gy = cg.copy(), gg.copy(), gy.copy()
+        sum_g = sums.cg[flip, :, 0]
+        cg[flip] = 2.0 * sums.cc[flip, :, :k] - sums.cg[flip]
+        gg[flip] = 4.0 * n_obs[flip] - 4.0 * sum_g + sums.gg[flip]
+        gy[flip] = 2.0 * sums.cy[flip, :, 0] - sums.gy[flip]
+    m, n_pheno = gg.shape
+    return np.concatenate([n_obs[:, :, None], cg, gg[:, :, None], gy[:, :, None]], axis=2).reshape(m, n_pheno * (k + 3))
 
 
 def totals_row(groups: PhenotypeGroups) -> np.ndarray:

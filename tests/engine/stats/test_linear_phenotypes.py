@@ -23,6 +23,14 @@ def _naive(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray) -> np.ndarr
     return np.array(out)
 
 
+def _compact_rows(full: np.ndarray, k: int, n_pheno: int) -> np.ndarray:
+    """The ``linear_complete`` columns (N, C'g, g'g, g'y) of each phenotype, picked from the full layout."""
+    layout = LinearLayout(k)
+    columns = [layout.column(0, 0), *(layout.column(a, k) for a in range(k)), layout.column(k, k),
+               layout.xty_slice.start + k]
+    return full[:, np.concatenate([p * layout.width + np.array(columns) for p in range(n_pheno)])]
+
+
 def _data(seed: int, dosage: bool):
     rng = np.random.default_rng(seed)
     n, m, k = 300, 40, 3
@@ -89,7 +97,7 @@ def test_a_dp_release_of_several_phenotypes_is_refused() -> None:
 def test_compact_layout_rebuilds_the_full_statistics_of_complete_variants() -> None:
     """``linear_complete`` rows plus ``linear_totals`` give the full statistics exactly where no
     phenotype's sample misses the call, and flag the other variants."""
-    from engine.stats.linear.compact import compact_rows, expand_complete, totals_row
+    from engine.stats.linear.compact import compact_statistics, expand_complete, totals_row
 
     genotypes, design, y = _data(6, dosage=True)
     genotypes[:, ::2] = np.nan_to_num(genotypes[:, ::2], nan=1.0)  # even variants: no missing dosage
@@ -97,8 +105,25 @@ def test_compact_layout_rebuilds_the_full_statistics_of_complete_variants() -> N
     flip[::3] = True
     groups = group_phenotypes(design, y)
     full = phenotype_statistics(genotypes, groups, flip)
-    rebuilt, incomplete = expand_complete(compact_rows(full, design.shape[1], y.shape[1]), totals_row(groups),
+    compact = compact_statistics(genotypes, groups, flip)
+    np.testing.assert_allclose(compact, _compact_rows(full, design.shape[1], y.shape[1]), rtol=1e-12, atol=1e-9)
+    rebuilt, incomplete = expand_complete(compact, totals_row(groups),
                                           design.shape[1], y.shape[1])
     observed_everywhere = ~np.any(np.isnan(genotypes), axis=0)
     np.testing.assert_array_equal(incomplete, ~observed_everywhere)
     np.testing.assert_allclose(rebuilt[~incomplete], full[~incomplete], rtol=1e-12, atol=1e-9)
+
+
+def test_a_phenotype_missing_in_most_samples_sums_its_own_rows() -> None:
+    """A missingness pattern lacking most of the cohort is summed over its own samples (not corrected
+    from the cohort's): both ways equal the naive sums."""
+    genotypes, design, y = _data(7, dosage=True)
+    rng = np.random.default_rng(8)
+    y[rng.random(len(y)) < 0.7, 4] = np.nan
+    groups = group_phenotypes(design, y)
+    assert not groups.subtract.all() and groups.subtract.any()
+    width = LinearLayout(design.shape[1]).width
+    stats = phenotype_statistics(genotypes, groups)
+    for p in range(y.shape[1]):
+        np.testing.assert_allclose(stats[:, p * width:(p + 1) * width], _naive(genotypes, design, y[:, p]),
+                                   rtol=1e-10, atol=1e-8)
