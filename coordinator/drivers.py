@@ -20,9 +20,9 @@ from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, m
 from engine.privacy import he_encoding, ring
 from engine.stats.association import AssociationResult
 from engine.errors import InputError, RingOverflowError, StudyFailed
-from engine.stats.linear.compact import complete_width, expand_complete, totals_width
+from engine.stats.linear.compact import complete_width, incomplete_variants, totals_width
 from engine.stats.linear.kernel import LinearLayout
-from engine.stats.linear.solve import solve_linear
+from engine.stats.linear.solve import solve_linear, solve_linear_sums, sums_from_compact, sums_from_packed
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
 from engine.tasks import KEEP_GENOTYPES_PARAMETER, CohortRequest
 
@@ -128,7 +128,8 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dic
     and send the compact layout of :mod:`engine.stats.linear.compact` (``K + 3`` values per phenotype
     and variant, plus each phenotype's totals once); the variants where a phenotype's samples miss a
     call (``N`` below the phenotype's total) get the full statistics in one more round. Each phenotype
-    is then solved on its own slice.
+    is then solved on its own slice: the complete variants with the phenotype's covariate system solved
+    once (:func:`engine.stats.linear.solve.sums_from_compact`), the others variant by variant.
     """
     table, cohort = study_standardisation(executor, cohort, scale_phenotype=True)
     inputs = {STANDARDISE_INPUT: table}
@@ -137,16 +138,19 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dic
     totals = executor.run("linear_totals", totals_width(k) * n_pheno, cohort=cohort, variants=np.arange(1),
                           inputs=inputs)[0]
     compact = executor.run("linear_complete", complete_width(k) * n_pheno, cohort=cohort, inputs=inputs)
-    full, incomplete = expand_complete(compact, totals, k, n_pheno)
-    if np.any(incomplete):
-        full[incomplete] = executor.run("linear", layout.width * n_pheno, cohort=cohort,
-                                        variants=np.flatnonzero(incomplete), inputs=inputs)
-    log.info("linear: %d of %d variants complete in every phenotype's samples", int((~incomplete).sum()),
-             len(incomplete))
+    incomplete = incomplete_variants(compact, totals, k, n_pheno)
+    complete_rows, incomplete_rows = np.flatnonzero(~incomplete), np.flatnonzero(incomplete)
+    full = executor.run("linear", layout.width * n_pheno, cohort=cohort, variants=incomplete_rows,
+                        inputs=inputs) if len(incomplete_rows) else None
+    log.info("linear: %d of %d variants complete in every phenotype's samples", len(complete_rows), len(incomplete))
     results = {}
+    cw, tw = complete_width(k), totals_width(k)
     for i, name in enumerate(cohort.phenotypes):
-        result = solve_linear(full[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
-                              executor.harmonised.variants)
+        parts = [(complete_rows, sums_from_compact(compact[complete_rows, i * cw:(i + 1) * cw],
+                                                   totals[i * tw:(i + 1) * tw], k))]
+        if full is not None:
+            parts.append((incomplete_rows, sums_from_packed(full[:, i * layout.width:(i + 1) * layout.width], k)))
+        result = solve_linear_sums(parts, executor.harmonised.variants)
         results[name] = dataclasses.replace(result, beta=result.beta * table[1, i], se=result.se * table[1, i])
     return results
 

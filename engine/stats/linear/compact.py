@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.stats.linear.kernel import LinearLayout, pack_statistics
 from engine.stats.linear.phenotypes import PhenotypeGroups, phenotype_sums
 
 
@@ -64,23 +63,13 @@ def totals_row(groups: PhenotypeGroups) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def expand_complete(compact: np.ndarray, totals: np.ndarray, n_design: int, n_phenotypes: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Full packed statistics ``(m, P Q)`` from pooled ``linear_complete`` rows and the pooled totals
-    ``(P (K(K+1)/2 + K + 1),)``, and the bool ``(m,)`` of variants where some phenotype had a missing
-    call (their rows are not valid here: they need the full ``linear`` statistics)."""
-    layout = LinearLayout(n_design)
-    k = n_design
-    n_triu = k * (k + 1) // 2
-    cw, tw = complete_width(k), totals_width(k)
-    m = len(compact)
-    out = np.empty((m, n_phenotypes * layout.width))
-    incomplete = np.zeros(m, dtype=bool)
+def incomplete_variants(compact: np.ndarray, totals: np.ndarray, n_design: int, n_phenotypes: int) -> np.ndarray:
+    """bool ``(m,)``: the variants of pooled ``linear_complete`` rows ``(m, P (K + 3))`` where some phenotype's
+    samples miss a call (its ``N`` is below the phenotype's total, the first value of its ``linear_totals``
+    ``(P (K(K+1)/2 + K + 1),)``); their ``C'C``, ``C'y``, ``y'y`` are not the totals, so they need the full
+    ``linear`` statistics (:func:`engine.stats.linear.solve.sums_from_compact` takes the others)."""
+    cw, tw = complete_width(n_design), totals_width(n_design)
+    incomplete = np.zeros(len(compact), dtype=bool)
     for p in range(n_phenotypes):
-        row, total = compact[:, p * cw:(p + 1) * cw], totals[p * tw:(p + 1) * tw]
-        n_total = total[0]  # C'C[0, 0]: the phenotype's samples
-        incomplete |= np.rint(row[:, 0]) != np.rint(n_total)
-        out[:, p * layout.width:(p + 1) * layout.width] = pack_statistics(
-            layout, np.broadcast_to(total[:n_triu], (m, n_triu)), row[:, 1:k + 1], row[:, k + 1],
-            np.broadcast_to(total[n_triu:n_triu + k], (m, k)), row[:, k + 2], np.full(m, total[-1]))
-    return out, incomplete
+        incomplete |= np.rint(compact[:, p * cw]) != np.rint(totals[p * tw])
+    return incomplete
