@@ -146,13 +146,37 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dic
     results = {}
     cw, tw = complete_width(k), totals_width(k)
     for i, name in enumerate(cohort.phenotypes):
+        design = _design_of_phenotype(executor, cohort, name, totals[i * tw:(i + 1) * tw])
         parts = [(complete_rows, sums_from_compact(compact[complete_rows, i * cw:(i + 1) * cw],
-                                                   totals[i * tw:(i + 1) * tw], k))]
+                                                   totals[i * tw:(i + 1) * tw], k).design_columns(design))]
         if full is not None:
-            parts.append((incomplete_rows, sums_from_packed(full[:, i * layout.width:(i + 1) * layout.width], k)))
+            parts.append((incomplete_rows, sums_from_packed(full[:, i * layout.width:(i + 1) * layout.width], k)
+                          .design_columns(design)))
         result = solve_linear_sums(parts, executor.harmonised.variants)
         results[name] = dataclasses.replace(result, beta=result.beta * table[1, i], se=result.se * table[1, i])
     return results
+
+
+def _design_of_phenotype(executor: RoundExecutor, cohort: CohortRequest, name: str, totals: np.ndarray) -> np.ndarray:
+    """The design columns ``(K',)`` (intercept 0 first) of phenotype ``name``'s model: without a covariate
+    that is constant over the phenotype's own samples (not over the union of the phenotypes' samples,
+    where the standardisation already dropped it), as PLINK 2 leaves it out of that phenotype's
+    regression only ("Not including covariate ... on phenotype ..."), with a warning.
+
+    ``totals`` is the phenotype's ``linear_totals`` row (its standardised ``C'C``); a covariate counts as
+    constant when its variance over the phenotype's samples is not resolved above the fixed-point error
+    of the sums (:func:`engine.cohort.standardise.refine`'s rule)."""
+    k = len(cohort.covariates) + 1
+    cc = np.zeros((k, k))
+    cc[np.triu_indices(k)] = totals[: k * (k + 1) // 2]
+    n_triu = k * (k + 1) // 2
+    moments = np.concatenate([[cc[0, 0], totals[n_triu]], cc[0, 1:], [totals[-1]], np.diag(cc)[1:]])  # n, sums, squares
+    constant = ~refine(identity(k - 1), moments, _resolution(executor), scale_phenotype=True).resolved[1:]
+    if np.any(constant):
+        dropped = [covariate for covariate, flag in zip(cohort.covariates, constant) if flag]
+        log.warning("not including covariate(s) %s in the regression on phenotype %r: constant over its samples "
+                    "(as PLINK 2 does)", ", ".join(dropped), name)
+    return np.flatnonzero(np.r_[True, ~constant])
 
 
 def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:

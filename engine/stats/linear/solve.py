@@ -47,6 +47,11 @@ class LinearSums:
     def shared(self) -> bool:
         return self.cc.ndim == 2
 
+    def design_columns(self, keep: np.ndarray) -> "LinearSums":
+        """The sums of the model with only the design columns ``keep`` (indices, the intercept 0 among them)."""
+        return LinearSums(n=self.n, cc=self.cc[..., keep[:, None], keep[None, :]], cg=self.cg[:, keep], gg=self.gg,
+                          cy=self.cy[..., keep], gy=self.gy, yy=self.yy)
+
 
 def sums_from_packed(packed: np.ndarray, n_design: int) -> LinearSums:
     """:class:`LinearSums` (per variant) of packed statistics ``(m, Q)`` (:class:`engine.stats.linear.kernel.LinearLayout`)."""
