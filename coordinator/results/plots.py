@@ -74,7 +74,7 @@ def _new_figure(width: float, height: float) -> tuple[Figure, Axes]:
 
 def _save(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
-    fig.savefig(path, format="png", dpi=_DPI)
+    fig.savefig(path, format="png", dpi=_DPI, pil_kwargs={"compress_level": 1})  # zlib level: 1 is ~3x faster than 6
     fig.clear()
     return path
 

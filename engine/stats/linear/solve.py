@@ -23,6 +23,8 @@ from engine.stats.qc.dosage import mach_r2
 #: PLINK 2 --glm defaults: variance inflation factor and maximum predictor correlation.
 MAX_VIF = 50.0
 MAX_CORR = 0.999
+#: ERRCODEs of the failed checks, in PLINK 2's order (see :func:`_fit`).
+_ERRCODES = ("CONST_OMITTED_ALLELE", "CORR_TOO_HIGH", "VIF_TOO_HIGH", "DF_TOO_SMALL", "VIF_INFINITE")
 
 
 @dataclass(frozen=True)
@@ -123,14 +125,13 @@ def _fit(sums: LinearSums) -> _Fit:
         sigma2 = (s_yy - beta * s_gy) / df
         se = np.sqrt(sigma2 / s_gg)
         t = beta / se
-    errcode = np.full(len(n), ERRCODE_OK, dtype=object)
-    # PLINK 2's checks, in its order: constant genotype, then collinearity with the covariates.
+    # PLINK 2's checks, in its order (the first failed one names the variant's ERRCODE): constant
+    # genotype, then collinearity with the covariates, then degrees of freedom and a finite SE.
     sum_g = c_g[:, 0]
     centred_gg = sums.gg - sum_g * sum_g / np.where(n > 0, n, 1.0)
-    constant = ~(centred_gg > 1e-8 * np.maximum(sums.gg, 1.0))
     # A biallelic variant's constant genotype is CONST_OMITTED_ALLELE in PLINK 2 whichever allele is
     # fixed (its CONST_ALLELE is for one allele of a multi-allelic variant).
-    errcode[constant] = "CONST_OMITTED_ALLELE"
+    constant = ~(centred_gg > 1e-8 * np.maximum(sums.gg, 1.0))
     sum_c = sums.cc[..., 0, :]
     diag = np.einsum("...ii->...i", sums.cc)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -139,15 +140,11 @@ def _fit(sums: LinearSums) -> _Fit:
         corr = np.abs(cov_gc) / np.sqrt(var_c * centred_gg[:, None])
         vif = centred_gg / s_gg
     corr = np.where(var_c > 1e-12 * np.maximum(diag, 1.0), corr, 0.0)
-    ok = errcode == ERRCODE_OK
-    errcode[ok & (np.nanmax(corr, axis=1, initial=0.0) > MAX_CORR)] = "CORR_TOO_HIGH"
-    ok = errcode == ERRCODE_OK
-    errcode[ok & ~(vif <= MAX_VIF)] = "VIF_TOO_HIGH"
-    ok = errcode == ERRCODE_OK
-    errcode[ok & ~(df > 0)] = "DF_TOO_SMALL"
-    ok = errcode == ERRCODE_OK
-    errcode[ok & ~(np.isfinite(se) & (se > 0))] = "VIF_INFINITE"
-    bad = errcode != ERRCODE_OK
+    failed = [constant, np.nanmax(corr, axis=1, initial=0.0) > MAX_CORR, ~(vif <= MAX_VIF), ~(df > 0),
+              ~(np.isfinite(se) & (se > 0))]
+    code = np.select(failed, np.arange(1, len(failed) + 1), 0)
+    errcode = np.array([ERRCODE_OK, *_ERRCODES], dtype=object)[code]
+    bad = code != 0
     for array in (beta, se, t):
         array[bad] = np.nan
     return _Fit(beta=beta, se=se, t=t, df=df, errcode=errcode)
