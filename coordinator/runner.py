@@ -30,7 +30,7 @@ from coordinator.dp_plan import DpSession
 from coordinator.drivers import DRIVERS, run_linear_phenotypes
 from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
 from coordinator.structure import StructureOutcome, run_structure
-from coordinator.results import ResultPaths, write_results, write_results_of_phenotypes
+from coordinator.results import ResultPaths, write_results
 from coordinator.results.panels import write_phenotype_report
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
 from coordinator.overlap import pairwise_overlaps
@@ -170,18 +170,14 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             # The report shows the wall time: measured up to here (writing the files is in the JSON's).
             summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
                                           wall_seconds=time.perf_counter() - phase.started)
-        summaries = {name: dataclasses.replace(summary, phenotype=name, test=one.test,
-                                               case_count=None if name not in case_controls else case_controls[name][0],
-                                               control_count=None if name not in case_controls else case_controls[name][1])
-                     for name, one in results.items()}
-        if len(results) == 1:
-            all_paths = {name: write_results(one, summaries[name], config.out_dir, name) for name, one in results.items()}
-        elif results:  # data files on a second thread while this one draws the plots
-            written = write_results_of_phenotypes([(one, summaries[name], name) for name, one in results.items()],
-                                                  config.out_dir)
-            all_paths = dict(zip(results, written))
-            for name, one in results.items():
-                summaries[name].write_json(config.out_dir / f"{name}.{one.test}.summary.json")
+        for name, one in results.items():
+            counts = case_controls.get(name)
+            per_phenotype = dataclasses.replace(summary, phenotype=name, test=one.test,
+                                                case_count=None if counts is None else counts[0],
+                                                control_count=None if counts is None else counts[1])
+            all_paths[name] = write_results(one, per_phenotype, config.out_dir, name)
+            if len(results) > 1:
+                per_phenotype.write_json(config.out_dir / f"{name}.{one.test}.summary.json")
         if len(results) > 1:
             files["report"] = write_phenotype_report(results, all_paths, summary, config.out_dir /
                                                      f"{config.output_name}.{config.test_name}.report.html")

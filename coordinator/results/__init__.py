@@ -6,9 +6,7 @@ used one at a time (:mod:`.gwas_ssf`, :mod:`.plots`, :mod:`.report`).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -31,7 +29,6 @@ __all__ = [
     "write_gwas_ssf_meta",
     "write_report",
     "write_results",
-    "write_results_of_phenotypes",
 ]
 
 
@@ -65,53 +62,16 @@ def write_results(result: AssociationResult, summary: RunSummary, out_dir: Path 
         If ``name`` or the test is not a safe file name, the tests of ``result`` and ``summary``
         differ, or a variant field cannot be written to a TSV.
     """
-    paths = _checked_paths(result, summary, out_dir, name)
-    _write_data_files(result, summary, paths)
-    _write_figures(result, summary, paths)
-    return paths
-
-
-def write_results_of_phenotypes(results: Sequence[tuple[AssociationResult, RunSummary, str]],
-                                out_dir: Path | str) -> list[ResultPaths]:
-    """:func:`write_results` for each ``(result, summary, name)`` of a study of several phenotypes.
-
-    The data files (GWAS-SSF, metadata, untested variants) are written by a background thread while
-    this thread draws the plots and writes the reports: matplotlib stays on one thread, and the data
-    files' formatting and compression are numpy and zlib work that releases the GIL, so on two cores
-    the two overlap. Any error of either is raised here.
-    """
-    checked = [(result, summary, _checked_paths(result, summary, out_dir, name)) for result, summary, name in results]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwas-ssf") as writer:
-        pending = [writer.submit(_write_data_files, result, summary, paths) for result, summary, paths in checked]
-        try:
-            for result, summary, paths in checked:
-                _write_figures(result, summary, paths)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        for future in pending:
-            future.result()
-    return [paths for _, _, paths in checked]
-
-
-def _checked_paths(result: AssociationResult, summary: RunSummary, out_dir: Path | str, name: str) -> ResultPaths:
     if result.test != summary.test:
         raise InputError(f"result is for test {result.test!r} but the summary is for {summary.test!r}")
     paths = result_paths(out_dir, name, result.test)
     paths.tsv.parent.mkdir(parents=True, exist_ok=True)
-    return paths
-
-
-def _write_data_files(result: AssociationResult, summary: RunSummary, paths: ResultPaths) -> None:
     write_gwas_ssf(result, paths.tsv)
     tested = testable(result)
     write_gwas_ssf_meta(paths.tsv, summary, sorted_rows=is_sorted(take_rows(result, np.flatnonzero(tested))),
                         n_untested=int((~tested).sum()))
-
-
-def _write_figures(result: AssociationResult, summary: RunSummary, paths: ResultPaths) -> None:
     title = f"{summary.study_id}: {summary.phenotype} ({result.test})"
     manhattan_plot(result, paths.manhattan, title, plaintext=summary.is_plaintext)
     qq_plot(result, paths.qq, title, plaintext=summary.is_plaintext)
     write_report(result, summary, paths, paths.report)
+    return paths

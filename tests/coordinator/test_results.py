@@ -461,30 +461,6 @@ def test_dosage_info_column_is_kept_when_a_variant_is_untestable(tmp_path: Path)
     np.testing.assert_allclose(table["info"][keep], result.info[keep], rtol=1e-5)
 
 
-def test_results_of_several_phenotypes_equal_one_at_a_time(tmp_path: Path) -> None:
-    """The data files written on a second thread are the files :func:`write_results` writes, and an error
-    in one of them (a tab in an allele) is raised."""
-    from coordinator.results import write_results_of_phenotypes
-
-    rng = np.random.default_rng(2)
-    base = small_result()
-    results = [dataclasses.replace(base, beta=base.beta * (1 + rng.random(len(base.beta)))) for _ in range(4)]
-    summaries = [run_summary(phenotype=f"P{i}") for i in range(4)]
-    together = write_results_of_phenotypes([(r, s, f"P{i}") for i, (r, s) in enumerate(zip(results, summaries))],
-                                           tmp_path / "together")
-    for i, (result, summary) in enumerate(zip(results, summaries)):
-        alone = write_results(result, summary, tmp_path / "alone", f"P{i}")
-        assert gzip.open(together[i].tsv).read() == gzip.open(alone.tsv).read()
-        assert together[i].meta.read_text() == alone.meta.read_text().replace(str(tmp_path / "alone"),
-                                                                               str(tmp_path / "together"))
-        assert together[i].manhattan.exists() and together[i].report.exists()
-    bad_variants = dataclasses.replace(base.variants, effect_allele=np.array(["A\tC"] + list(base.variants.effect_allele[1:]),
-                                                                             dtype=object))
-    with pytest.raises(InputError, match="tab"):
-        write_results_of_phenotypes([(dataclasses.replace(base, variants=bad_variants), summaries[0], "bad")],
-                                    tmp_path / "bad")
-
-
 def test_manhattan_thinning_keeps_every_point_below_p_0_01() -> None:
     from coordinator.results.plots import _thin
 
