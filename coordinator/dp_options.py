@@ -77,17 +77,21 @@ def parse_bounds(text: str) -> tuple[tuple[str, float, float], ...]:
     return tuple(sorted(bounds))
 
 
-def request_from_args(args: argparse.Namespace) -> DpRequest | None:
-    """The DP request of a ``local`` run (``None`` without ``--dp-epsilon``)."""
+def dp_table_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``[dp]`` table of a ``local`` run (``None`` without ``--dp-epsilon``), validated by
+    :func:`request_from_toml` as a study file's."""
     if getattr(args, "dp_epsilon", None) is None:
         if getattr(args, "dp_bounds", "") or getattr(args, "dp_collusion", 0):
             raise InputError("--dp-bounds and --dp-collusion need --dp-epsilon")
         return None
-    try:
-        return DpRequest(epsilon=args.dp_epsilon, delta=args.dp_delta, mechanism=args.dp_mechanism,
-                         collusion=args.dp_collusion, bounds=parse_bounds(args.dp_bounds))
+    bounds = parse_bounds(args.dp_bounds)
+    try:  # checked here too, so that a message names the flag rather than the table key
+        DpRequest(epsilon=args.dp_epsilon, delta=args.dp_delta, mechanism=args.dp_mechanism,
+                  collusion=args.dp_collusion, bounds=bounds)
     except ProtocolError as error:
         raise InputError(str(error).replace("dp.", "--dp-")) from None
+    return {"epsilon": args.dp_epsilon, "delta": args.dp_delta, "mechanism": args.dp_mechanism,
+            "collusion": args.dp_collusion, "bounds": {name: [lo, hi] for name, lo, hi in bounds}}
 
 
 def site_budget_from_args(args: argparse.Namespace) -> BudgetPolicy | None:

@@ -2,7 +2,9 @@
 
 A driver receives a :class:`RoundExecutor` and the study's cohort (after the PCA, with its
 ``pca_run``), asks the executor for as many rounds as its algorithm needs (one for linear
-regression; several for iterative fits), then solves. Adding a model means its statistics in
+regression; several for iterative fits), then solves. It returns a :class:`ModelFit`: every
+phenotype's result and the facts the summary reports (excluded covariates, case/control counts),
+so nothing is left behind on the executor. Adding a model means its statistics in
 :mod:`engine.stats.registry`, its entry in :mod:`engine.models` and a driver registered here.
 """
 
@@ -11,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -36,18 +39,48 @@ def _resolution(executor: RoundExecutor) -> float:
     return 0.0 if bits is None else n_sites * 2.0 ** -(bits + 1)
 
 
-def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
-                          scale_phenotype: bool) -> tuple[np.ndarray, CohortRequest]:
+@dataclass(frozen=True)
+class ModelFit:
+    """What a model's driver produced: each phenotype's result (in the cohort's order) and what the
+    summary reports about the fit."""
+
+    results: Mapping[str, AssociationResult]
+    #: covariates left out because they are constant over the pooled cohort (as PLINK 2 does)
+    excluded_covariates: tuple[str, ...] = ()
+    #: pooled (cases, controls) of each case/control phenotype
+    case_controls: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    #: harmonised variants not tested, by reason (e.g. ``--xchr-model 0``)
+    variants_skipped: Mapping[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: "ModelFit") -> "ModelFit":
+        """Both fits' phenotypes (``other``'s facts added to ``self``'s)."""
+        return ModelFit(results={**self.results, **other.results},
+                        excluded_covariates=self.excluded_covariates + tuple(
+                            c for c in other.excluded_covariates if c not in self.excluded_covariates),
+                        case_controls={**other.case_controls, **self.case_controls},
+                        variants_skipped={**self.variants_skipped, **other.variants_skipped})
+
+
+@dataclass(frozen=True)
+class Standardisation:
+    """The study-level centres and scales of a cohort's columns and what finding them showed."""
+
+    table: np.ndarray  # (2, P + k): row 0 centres, row 1 scales; phenotypes first, then covariates
+    cohort: CohortRequest  # without any covariate constant over the pooled cohort
+    excluded_covariates: tuple[str, ...] = ()
+    case_control: tuple[int, int] | None = None  # pooled (cases, controls) of a case/control phenotype
+
+
+def study_standardisation(executor: RoundExecutor, cohort: CohortRequest, scale_phenotype: bool) -> Standardisation:
     """The study-level centres and scales ``(2, 1 + k)`` of the phenotype and covariates
     (:mod:`engine.cohort.standardise`), and the cohort without any constant covariate.
 
     ``moments`` rounds on one variant until every column is centred and scaled into range (usually
     one; more for a column lost to the fixed-point resolution or a constant one). A covariate constant
-    over the pooled cohort is excluded, as PLINK 2 excludes it, with a warning, and recorded in
-    ``executor.excluded_covariates``. Under differential privacy the sites already clip and rescale to
-    the declared bounds (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released:
-    the identity is returned. For a case/control phenotype the case and control counts are recorded in
-    ``executor.case_control``.
+    over the pooled cohort is excluded, as PLINK 2 excludes it, with a warning. Under differential
+    privacy the sites already clip and rescale to the declared bounds
+    (:func:`engine.privacy.dp_release.clip_cohort`) and no extra round is released: the identity is
+    returned. For a case/control phenotype the case and control counts are returned too.
 
     A cohort of ``P`` phenotypes gets a ``(2, P + k)`` table: each phenotype centred and scaled over its
     own samples, the covariates once over the union of the phenotypes' samples (a covariate is dropped
@@ -57,7 +90,8 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
     several = n_pheno > 1
     table = identity(len(cohort.covariates), n_pheno)
     if executor.dp is not None:
-        return table, cohort
+        return Standardisation(table, cohort)
+    case_control = None
     resolution = _resolution(executor)
     first = np.array([0])
     for _ in range(MAX_ROUNDS):
@@ -72,7 +106,7 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
         step = refine(table, totals, resolution, scale_phenotype, per_column_n=several)
         if not scale_phenotype:
             n_cases = int(round(totals[1]))
-            executor.case_control = (n_cases, int(round(totals[0])) - n_cases)
+            case_control = (n_cases, int(round(totals[0])) - n_cases)
         table = step.table
         if step.settled:
             break
@@ -82,13 +116,12 @@ def study_standardisation(executor: RoundExecutor, cohort: CohortRequest,
         if flag:
             raise InputError(f"phenotype {name!r} is constant over the analysed samples of the "
                              f"{len(executor.clients)} sites: nothing to regress")
-    if np.any(constant[n_pheno:]):
-        dropped = tuple(name for name, flag in zip(cohort.covariates, constant[n_pheno:]) if flag)
+    dropped = tuple(name for name, flag in zip(cohort.covariates, constant[n_pheno:]) if flag)
+    if dropped:
         log.warning("excluding covariate(s) %s: constant over the pooled cohort (as PLINK 2 does)", ", ".join(dropped))
-        executor.excluded_covariates += tuple(name for name in dropped if name not in executor.excluded_covariates)
         cohort = dataclasses.replace(cohort, covariates=tuple(c for c in cohort.covariates if c not in dropped))
         table = table[:, np.r_[np.ones(n_pheno, dtype=bool), ~constant[n_pheno:]]]
-    return table, cohort
+    return Standardisation(table, cohort, dropped, case_control)
 
 
 def _check_moments(totals: np.ndarray, n_columns: int, per_column_n: bool) -> None:
@@ -110,17 +143,19 @@ def _check_moments(totals: np.ndarray, n_columns: int, per_column_n: bool) -> No
                                 "masks of the round did not cancel)")
 
 
-def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
+def run_linear(executor: RoundExecutor, cohort: CohortRequest) -> ModelFit:
     """Exact per-variant OLS: the standardisation rounds, one round of sufficient statistics, then the
     batched solve; beta and SE are mapped back to the phenotype's original units."""
-    table, cohort = study_standardisation(executor, cohort, scale_phenotype=True)
+    standard = study_standardisation(executor, cohort, scale_phenotype=True)
+    table, cohort = standard.table, standard.cohort
     layout = LinearLayout(len(cohort.covariates) + 1)
     totals = executor.run("linear", layout.width, cohort=cohort, inputs={STANDARDISE_INPUT: table})
     result = solve_linear(totals, layout.n_design, executor.harmonised.variants)
-    return dataclasses.replace(result, beta=result.beta * table[1, 0], se=result.se * table[1, 0])
+    result = dataclasses.replace(result, beta=result.beta * table[1, 0], se=result.se * table[1, 0])
+    return ModelFit({cohort.phenotype: result}, standard.excluded_covariates)
 
 
-def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dict[str, AssociationResult]:
+def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> ModelFit:
     """Exact per-variant OLS of every phenotype of ``cohort`` from one pass over the genotypes.
 
     Each phenotype and the covariates are standardised first (:func:`study_standardisation`; each
@@ -131,7 +166,8 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dic
     is then solved on its own slice: the complete variants with the phenotype's covariate system solved
     once (:func:`engine.stats.linear.solve.sums_from_compact`), the others variant by variant.
     """
-    table, cohort = study_standardisation(executor, cohort, scale_phenotype=True)
+    standard = study_standardisation(executor, cohort, scale_phenotype=True)
+    table, cohort = standard.table, standard.cohort
     inputs = {STANDARDISE_INPUT: table}
     k, n_pheno = len(cohort.covariates) + 1, len(cohort.phenotypes)
     layout = LinearLayout(k)
@@ -154,7 +190,7 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> dic
                           .design_columns(design)))
         result = solve_linear_sums(parts, executor.harmonised.variants)
         results[name] = dataclasses.replace(result, beta=result.beta * table[1, i], se=result.se * table[1, i])
-    return results
+    return ModelFit(results, standard.excluded_covariates)
 
 
 def _design_of_phenotype(executor: RoundExecutor, cohort: CohortRequest, name: str, totals: np.ndarray) -> np.ndarray:
@@ -179,12 +215,12 @@ def _design_of_phenotype(executor: RoundExecutor, cohort: CohortRequest, name: s
     return np.flatnonzero(np.r_[True, ~constant])
 
 
-def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
+def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> ModelFit:
     """Logistic regression with PLINK 2's firth-fallback (see :mod:`engine.stats.logistic.solve`)."""
     return _run_case_control(executor, cohort, always_firth=False)
 
 
-def run_firth(executor: RoundExecutor, cohort: CohortRequest) -> AssociationResult:
+def run_firth(executor: RoundExecutor, cohort: CohortRequest) -> ModelFit:
     """Firth-penalised logistic regression for every variant (PLINK 2's ``--glm firth``)."""
     return _run_case_control(executor, cohort, always_firth=True)
 
@@ -193,7 +229,7 @@ class _SitesChanged(Exception):
     """A site dropped out during an iterative fit: its earlier rounds no longer match the cohort."""
 
 
-def _run_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool) -> AssociationResult:
+def _run_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool) -> ModelFit:
     """The rounds of :class:`engine.stats.logistic.solve.BinaryTraitFit` until every variant is decided.
 
     A site that drops out of the first round (before anything was released) is left out and the fit
@@ -214,8 +250,9 @@ def _run_case_control(executor: RoundExecutor, cohort: CohortRequest, always_fir
 
 
 def _fit_case_control(executor: RoundExecutor, cohort: CohortRequest, always_firth: bool,
-                      sites: tuple[str, ...]) -> AssociationResult:
-    table, cohort = study_standardisation(executor, cohort, scale_phenotype=False)
+                      sites: tuple[str, ...]) -> ModelFit:
+    standard = study_standardisation(executor, cohort, scale_phenotype=False)
+    table, cohort = standard.table, standard.cohort
     fit = BinaryTraitFit(len(executor.harmonised.variants), len(cohort.covariates) + 1, always_firth=always_firth)
     keep = {KEEP_GENOTYPES_PARAMETER: "1"}  # every round reads the same samples: sites may keep them in memory
     first = True
@@ -238,7 +275,8 @@ def _fit_case_control(executor: RoundExecutor, cohort: CohortRequest, always_fir
                                  f"the {len(sites)} sites: logistic regression needs both{hint}") from None
             log.debug("round %d: solved in %.2f s", executor.rounds, time.perf_counter() - started)
             _log_round(executor, request.analysis, len(request.variants))
-    return fit.result(executor.harmonised.variants)
+    counts = {} if standard.case_control is None else {cohort.phenotype: standard.case_control}
+    return ModelFit({cohort.phenotype: fit.result(executor.harmonised.variants)}, standard.excluded_covariates, counts)
 
 
 def _log_round(executor: RoundExecutor, analysis: str, n_variants: int) -> None:
@@ -246,5 +284,19 @@ def _log_round(executor: RoundExecutor, analysis: str, n_variants: int) -> None:
              {name: done.bytes_sent for name, done in sorted(executor.last_done.items())})
 
 
-DRIVERS: dict[str, Callable[[RoundExecutor, CohortRequest], AssociationResult]] = {
-    "linear": run_linear, "logistic": run_logistic, "firth": run_firth}
+Driver = Callable[[RoundExecutor, CohortRequest], ModelFit]
+
+
+@dataclass(frozen=True)
+class ModelDriver:
+    """How a model is run: ``one`` fits one phenotype; ``many``, when the model has it, fits every
+    phenotype of a cohort from one pass over the genotypes (used when no DP release needs each
+    phenotype's rounds planned and charged on their own)."""
+
+    one: Driver
+    many: Driver | None = None
+
+
+DRIVERS: dict[str, ModelDriver] = {
+    "linear": ModelDriver(run_linear, many=run_linear_phenotypes),
+    "logistic": ModelDriver(run_logistic), "firth": ModelDriver(run_firth)}

@@ -60,9 +60,6 @@ class RoundExecutor:
     last_done: dict[str, TaskDone] = field(default_factory=dict)
     privacy: PrivacySession | None = None  # opened on the first round (for "he": key holder connection)
     protocol_bytes: int = 0  # bytes the secure rounds' key phases added (keys, shares, signatures, reveals)
-    excluded_covariates: tuple[str, ...] = ()  # constant over the pooled cohort (coordinator/drivers.py)
-    case_control: tuple[int, int] | None = None  # pooled (cases, controls) of a case/control model
-    variants_skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (e.g. --xchr-model 0)
 
     @property
     def live_sites(self) -> tuple[str, ...]:

@@ -1,15 +1,10 @@
-"""Running a study: describe the sites, harmonise variants, QC, filter, association, write.
+"""Running a study: describe the sites, harmonise variants, run the study's steps, write.
 
 Rounds go through :class:`coordinator.rounds.RoundExecutor` (concurrent dispatch, streaming
-aggregation under the study's privacy mode, dropout restarts with fresh masks). The phases:
-
-1. QC (:mod:`coordinator.qc`), when the study asks for QC reports, filters or the allelic test:
-   one round of genotype counts over every sample; reports written; ``--geno``/``--hwe``/``--maf``
-   evaluated and the harmonised variant set restricted to the variants that pass;
-2. LD pruning and PCA (:mod:`coordinator.structure`), when asked for: the PCs then serve as
-   covariates ``PC1..PCk`` of the association, each site using its own rows;
-3. the allelic test (``assoc``), one more round of counts split by case/control status;
-4. the model's driver (:mod:`coordinator.drivers`), which decides which rounds to run and solves.
+aggregation under the study's privacy mode, same-round dropout recovery). The steps between
+harmonising and writing are :data:`coordinator.steps.STEPS`, each timed as a phase: the overlap check,
+QC (reports, and filters that restrict later rounds' variants), LD pruning and PCA (whose scores
+become covariates), the allelic test, and the association models' drivers.
 """
 
 from __future__ import annotations
@@ -27,21 +22,16 @@ from engine.audit.coordinator_log import LOG_NAME, CoordinatorLog
 from coordinator.client import SiteClient
 from coordinator.dp_options import restrict_to_ids
 from coordinator.dp_plan import DpSession
-from coordinator.drivers import DRIVERS, run_linear_phenotypes
-from coordinator.qc import QcOutcome, restrict, run_assoc, run_qc
-from coordinator.structure import StructureOutcome, run_structure
 from coordinator.results import ResultPaths, write_results
 from coordinator.results.panels import write_phenotype_report
 from coordinator.rounds import RoundExecutor, describe_sites, require_enough
-from coordinator.overlap import pairwise_overlaps
-from coordinator.sex_chromosomes import by_chromosome_class, by_chromosome_class_phenotypes
+from coordinator.drivers import DRIVERS, ModelFit
+from coordinator.steps import STEPS, StudyState
 from coordinator.study import StudyConfig
 from coordinator.summary import RunSummary, SiteSummary
 from engine.stats.association import AssociationResult
-from engine.errors import InputError, StudyFailed
+from engine.errors import StudyFailed
 from engine.cohort.harmonise import harmonise
-from engine.io.genotype_sources import DOSAGE_FORMATS
-from engine.tasks import CohortRequest
 from engine.version import __version__
 
 log = logging.getLogger("coordinator")
@@ -79,11 +69,8 @@ class _PhaseTimer:
 def run_study(config: StudyConfig) -> StudyOutcome:
     """Run ``config`` end to end and write the results; raises StudyFailed with a clear reason."""
     phase = _PhaseTimer()
-    driver = None
-    if config.glm:
-        driver = DRIVERS.get(config.glm)
-        if driver is None:
-            raise StudyFailed(f"no driver for model {config.glm!r}")
+    if config.glm and config.glm not in DRIVERS:
+        raise StudyFailed(f"no driver for model {config.glm!r}")
     clients = [SiteClient(endpoint, timeout=config.timeout_seconds, tls=config.tls) for endpoint in config.sites]
     pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(clients)), thread_name_prefix="coordinator")
     try:
@@ -98,12 +85,6 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                  harmonised.dropped or "none")
         phase("harmonise")
         config.out_dir.mkdir(parents=True, exist_ok=True)
-        qc: QcOutcome | None = None
-        structure: StructureOutcome | None = None
-        files: dict[str, Path] = {}
-        result = None
-        results: dict[str, AssociationResult] = {}
-        case_controls: dict[str, tuple[int, int]] = {}  # per case/control phenotype
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       transient=True, disable=not config.show_progress) as progress:
             descriptions = {n: d for n, (d, _) in described.items()}
@@ -113,57 +94,35 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                 announce=lambda text: progress.console.print(text, highlight=False, markup=False, soft_wrap=True))
             executor = RoundExecutor(config=config, clients=live, descriptions=descriptions, harmonised=harmonised,
                                      pool=pool, progress=progress, audit=audit, dp=dp, failures=failures)
-            cohort = config.cohort
-            overlaps = pairwise_overlaps(executor) if config.overlap_check else {}
-            if overlaps:
-                phase("overlap check")
-            if config.qc.active or config.assoc:
-                qc = run_qc(executor, config.qc, config.out_dir)
-                files.update(qc.files)
-                if qc.filter is not None:
-                    if not qc.keep.any() and (config.assoc or driver is not None):
-                        raise InputError(f"no variant passes the QC filters {config.qc.filters} "
-                                         f"(dropped: {qc.filter.dropped}): nothing left to test")
-                    executor.harmonised = restrict(executor.harmonised, qc.keep)
-                phase("qc")
-            if config.ld_prune is not None or config.pca is not None:  # before association: PCs as covariates
-                structure = run_structure(executor, config, qc.counts.take(qc.keep) if qc is not None else None)
-                files.update(structure.files)
-                cohort = dataclasses.replace(cohort, pca_run=structure.run_id)  # PC1.. from each site's own scores
-                phase("population structure")
-            if config.assoc and qc is not None:
-                _, files["assoc"] = run_assoc(executor, config, qc.counts.take(qc.keep))
-                phase("allelic test")
-            if driver is not None:
-                results = _associate(executor, config, cohort, case_controls)
-                if not any(d.genotype_format in DOSAGE_FORMATS for d in executor.descriptions.values()):
-                    results = {name: dataclasses.replace(one, info=None) for name, one in results.items()}
-                result = next(iter(results.values()))
-                phase("rounds and solve")
+            state = StudyState(cohort=config.cohort, notes=_id_notes(harmonised.id_mismatches))
+            for step in STEPS:
+                if step.wanted(config):
+                    state = step.run(executor, config, state)
+                    phase(step.name)
+        fit = state.fit or ModelFit({})
+        results = dict(fit.results)
+        result = next(iter(results.values()), None)
+        first_counts = fit.case_controls.get(config.cohort.phenotypes[0]) if config.cohort.phenotypes else None
         summary = RunSummary(
             study_id=config.study_id, test=config.test_name, phenotype=config.cohort.phenotype,
-            covariates=tuple(c for c in config.cohort.covariates if c not in executor.excluded_covariates),
+            covariates=tuple(c for c in config.cohort.covariates if c not in fit.excluded_covariates),
             privacy=config.privacy,
             sites=tuple(_site_summary(c, described, executor) for c in clients),
             n_variants_tested=len(result.variants) if result is not None else len(executor.harmonised.variants),
-            variants_dropped={**harmonised.dropped, **(qc.filter.dropped if qc and qc.filter else {}),
-                              **executor.variants_skipped, **_multiallelic(described)},
+            variants_dropped={**harmonised.dropped,
+                              **(state.qc.filter.dropped if state.qc and state.qc.filter else {}),
+                              **fit.variants_skipped, **_multiallelic(described)},
             rounds=executor.rounds, software_version=__version__,
-            notes=_notes(config, harmonised.id_mismatches, qc) + (structure.notes if structure is not None else ())
-            + ((f"covariate(s) {', '.join(executor.excluded_covariates)} excluded: constant over the pooled "
-                "cohort (as PLINK 2 excludes them)",) if executor.excluded_covariates else ())
-            + ((f"participants shared between sites (private set intersection on IIDs): "
-                + ", ".join(f"{pair}: {n}" for pair, n in overlaps.items()),) if overlaps else ()),
+            notes=state.notes + (executor.dp.notes() if executor.dp is not None else ()),
             insecure_transport=config.tls is None,
-            excluded_covariates=executor.excluded_covariates,
-            case_count=None if executor.case_control is None else executor.case_control[0],
-            control_count=None if executor.case_control is None else executor.case_control[1],
+            excluded_covariates=fit.excluded_covariates,
+            case_count=None if first_counts is None else first_counts[0],
+            control_count=None if first_counts is None else first_counts[1],
             genome_build=config.genome_build,
             genotyping_technology=_technologies(described) or config.genotyping_technology,
-            ancestry_category=config.ancestry_category, participant_overlaps=overlaps,
+            ancestry_category=config.ancestry_category, participant_overlaps=dict(state.overlaps),
         )
-        if executor.dp is not None:
-            summary = dataclasses.replace(summary, notes=summary.notes + executor.dp.notes())
+        files = dict(state.files)
         paths = None
         all_paths: dict[str, ResultPaths] = {}
         if results:
@@ -171,7 +130,7 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             summary = dataclasses.replace(summary, phase_seconds=dict(phase.seconds),
                                           wall_seconds=time.perf_counter() - phase.started)
         for name, one in results.items():
-            counts = case_controls.get(name)
+            counts = fit.case_controls.get(name)
             per_phenotype = dataclasses.replace(summary, phenotype=name, test=one.test,
                                                 case_count=None if counts is None else counts[0],
                                                 control_count=None if counts is None else counts[1])
@@ -195,45 +154,10 @@ def run_study(config: StudyConfig) -> StudyOutcome:
             client.close()
 
 
-def _associate(executor: RoundExecutor, config: StudyConfig, cohort: CohortRequest,
-               case_controls: dict[str, tuple[int, int]]) -> dict[str, AssociationResult]:
-    """Every phenotype's association result, in the study's order (:meth:`StudyConfig.model_cohorts`).
-
-    ``cohort`` is the study's cohort as the run has it (with the PCA's ``pca_run``). The quantitative
-    phenotypes share one round of ``--glm linear`` (one genotype pass at each site); with differential
-    privacy, and for the iterative case/control fits, each phenotype has its own rounds (so each release
-    is planned and charged to the sites' budgets on its own). Every driver runs per chromosome class
-    (:mod:`coordinator.sex_chromosomes`). Each case/control phenotype's case and control counts are
-    put in ``case_controls``.
-    """
-    results: dict[str, AssociationResult] = {}
-    for model, model_cohort in config.model_cohorts():
-        model_cohort = dataclasses.replace(model_cohort, pca_run=cohort.pca_run)
-        if len(model_cohort.phenotypes) > 1 and config.dp is None:
-            results.update(by_chromosome_class_phenotypes(run_linear_phenotypes)(executor, model_cohort))
-            continue
-        driver = by_chromosome_class(DRIVERS[model])  # chrX/Y/MT as PLINK 2 codes them
-        for name in model_cohort.phenotypes:
-            executor.case_control = None
-            results[name] = driver(executor, dataclasses.replace(model_cohort, phenotype=name))
-            if executor.case_control is not None:
-                case_controls[name] = executor.case_control
-    return {name: results[name] for name in config.cohort.phenotypes}
-
-
-def _notes(config: StudyConfig, id_mismatches: int, qc: QcOutcome | None) -> tuple[str, ...]:
-    notes = []
+def _id_notes(id_mismatches: int) -> tuple[str, ...]:
     if id_mismatches:
-        notes.append(f"{id_mismatches} variants matched on position and alleles have different IDs")
-    if qc is not None and qc.filter is not None:
-        flags = " ".join(f"--{name} {value:g}" for name, value in config.qc.filters.items())
-        midp = " (HWE mid-p)" if config.qc.hwe_midp and config.qc.hwe is not None else ""
-        notes.append(f"QC filters before association, PLINK 2 semantics over all samples: {flags}{midp}; "
-                     f"{int(qc.keep.sum())} of {len(qc.keep)} variants kept")
-    if qc is not None and qc.files:
-        notes.append("QC reports (pooled per-variant counts only; per-sample missingness stays at each site): "
-                     + ", ".join(path.name for path in qc.files.values()))
-    return tuple(notes)
+        return (f"{id_mismatches} variants matched on position and alleles have different IDs",)
+    return ()
 
 
 def _multiallelic(described: dict) -> dict[str, int]:

@@ -5,7 +5,7 @@ variants, once for chrY, once for MT, and once for chrX with the .fam sex as an 
 (PLINK 2's default; ``no-x-sex`` leaves it out, ``--xchr-model 0`` skips chrX). Each pass is an
 ordinary run of the driver on a restricted variant set; chrY and MT estimates are then put on PLINK
 2's haploid dosage scale (:data:`engine.sex_chromosomes.HAPLOID_SCALE`). A study of several phenotypes
-runs its one-pass driver the same way (:func:`by_chromosome_class_phenotypes`). See
+runs its one-pass driver the same way. See
 :mod:`engine.sex_chromosomes` for the coding rules and how they were measured.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable
 
 import numpy as np
 
+from coordinator.drivers import Driver, ModelFit
 from coordinator.qc import restrict
 from coordinator.rounds import RoundExecutor
 from engine.stats.association import AssociationResult
@@ -27,34 +27,24 @@ from engine.cohort.sex_chromosomes import AUTOSOMAL, FAM_SEX_COVARIATE, HAPLOID_
 
 log = logging.getLogger("coordinator")
 
-Driver = Callable[[RoundExecutor, CohortRequest], AssociationResult]
-
-
-PhenotypesDriver = Callable[[RoundExecutor, CohortRequest], dict[str, AssociationResult]]
-
 
 def by_chromosome_class(driver: Driver) -> Driver:
-    """``driver`` applied per chromosome class, results merged in harmonised order (skipped chrX left out)."""
-    several = by_chromosome_class_phenotypes(lambda executor, cohort: {"": driver(executor, cohort)})
-    return lambda executor, cohort: several(executor, cohort)[""]
+    """``driver`` applied per chromosome class; each phenotype's results are merged in harmonised
+    order (a skipped chrX is left out and counted in the fit's ``variants_skipped``)."""
 
-
-def by_chromosome_class_phenotypes(driver: PhenotypesDriver) -> PhenotypesDriver:
-    """A driver of several phenotypes (one result per phenotype, :func:`coordinator.drivers.run_linear_phenotypes`)
-    applied per chromosome class; each phenotype's results are merged in harmonised order."""
-
-    def run(executor: RoundExecutor, cohort: CohortRequest) -> dict[str, AssociationResult]:
+    def run(executor: RoundExecutor, cohort: CohortRequest) -> ModelFit:
         classes = chromosome_class(executor.harmonised.variants.chrom)
         if np.all(classes == AUTOSOMAL):
             return driver(executor, cohort)
         config = executor.config
-        parts: list[tuple[np.ndarray, dict[str, AssociationResult]]] = []
+        parts: list[tuple[np.ndarray, ModelFit]] = []
+        skipped: dict[str, int] = {}
         for kind in (AUTOSOMAL, X, Y, MT):
             rows = np.flatnonzero(classes == kind)
             if len(rows) == 0:
                 continue
             if kind == X and config.xchr_model == 0:
-                executor.variants_skipped["chrX (--xchr-model 0)"] = len(rows)
+                skipped["chrX (--xchr-model 0)"] = len(rows)
                 continue
             covariates = cohort.covariates
             if kind == X and config.x_sex:
@@ -62,22 +52,25 @@ def by_chromosome_class_phenotypes(driver: PhenotypesDriver) -> PhenotypesDriver
                     raise ConfigError("differential privacy on chrX needs no-x-sex or --xchr-model 0: the .fam sex "
                                       "covariate has no declared clipping range")
                 covariates = covariates + (FAM_SEX_COVARIATE,)
-            results = _on_subset(executor, driver, rows, dataclasses.replace(cohort, covariates=covariates))
+            fit = _on_subset(executor, driver, rows, dataclasses.replace(cohort, covariates=covariates))
             if kind in (Y, MT):
-                results = {name: dataclasses.replace(result, beta=result.beta * HAPLOID_SCALE,
-                                                     se=result.se * HAPLOID_SCALE)
-                           for name, result in results.items()}
-            parts.append((rows, results))
+                fit = dataclasses.replace(fit, results={
+                    name: dataclasses.replace(result, beta=result.beta * HAPLOID_SCALE, se=result.se * HAPLOID_SCALE)
+                    for name, result in fit.results.items()})
+            parts.append((rows, fit))
         kept = np.sort(np.concatenate([rows for rows, _ in parts]))
         variants = executor.harmonised.variants.take(kept)
-        return {name: _merge([(rows, results[name]) for rows, results in parts], kept, variants)
-                for name in parts[0][1]}
+        facts = ModelFit({}, variants_skipped=skipped)
+        for _, fit in parts:
+            facts = facts + dataclasses.replace(fit, results={})
+        return dataclasses.replace(facts, results={
+            name: _merge([(rows, fit.results[name]) for rows, fit in parts], kept, variants)
+            for name in parts[0][1].results})
 
     return run
 
 
-def _on_subset(executor: RoundExecutor, driver: PhenotypesDriver, rows: np.ndarray,
-               cohort: CohortRequest) -> dict[str, AssociationResult]:
+def _on_subset(executor: RoundExecutor, driver: Driver, rows: np.ndarray, cohort: CohortRequest) -> ModelFit:
     """``driver`` on the harmonised variants ``rows`` and ``cohort``; the executor's variant table is
     restored afterwards (without any site that dropped out meanwhile)."""
     full = executor.harmonised

@@ -1,5 +1,8 @@
 """Command-line options of the population-structure phase: ``--indep-pairwise`` and ``--pca``.
 
+Each is read into its study-file table (``[ld_prune]``, ``[pca]``), which the one study builder
+(:func:`coordinator.study_file.study_from_tables`) validates as it does a study TOML's.
+
 PLINK 2's syntax: ``--indep-pairwise <window>[kb] [step] <r^2>`` (the step defaults to 1 and must be 1
 with ``kb``; ``500 kb`` and ``500kb`` are the same) and ``--pca [count] [approx]`` (10 by default).
 """
@@ -8,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from coordinator.study import PcaSettings
+from typing import Any
+
 from engine.errors import InputError
-from engine.stats.ld.prune import PruneSettings
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +30,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                             "matrix: OUT/pca.eigenval, OUT/pca.eigenvec.var; 'approx': PLINK 2's approx budget")
 
 
-def prune_settings(tokens: list[str] | None) -> PruneSettings | None:
-    """``--indep-pairwise`` tokens as settings (None when absent)."""
+def prune_table(tokens: list[str] | None) -> dict[str, Any] | None:
+    """``--indep-pairwise`` tokens as an ``[ld_prune]`` table (None when absent)."""
     if tokens is None:
         return None
     words = list(tokens)
@@ -45,11 +48,11 @@ def prune_settings(tokens: list[str] | None) -> PruneSettings | None:
         r2 = float(words[-1])
     except ValueError:
         raise InputError(f"--indep-pairwise takes numbers: WINDOW[kb] [STEP] R2, got {' '.join(tokens)!r}") from None
-    return PruneSettings(window, step, r2, kb)
+    return {"window": window, "step": step, "r2": r2, "window_kb": kb}
 
 
-def pca_settings(tokens: list[str] | None) -> PcaSettings | None:
-    """``--pca`` tokens as settings (None when absent)."""
+def pca_table(tokens: list[str] | None) -> dict[str, Any] | None:
+    """``--pca`` tokens as a ``[pca]`` table (None when absent)."""
     if tokens is None:
         return None
     components, approx = 10, False
@@ -60,8 +63,4 @@ def pca_settings(tokens: list[str] | None) -> PcaSettings | None:
             components = int(token)
         else:
             raise InputError(f"--pca takes an optional count and 'approx', got {token!r}")
-    return PcaSettings(components=components, approx=approx)
-
-
-def settings_from_args(args: argparse.Namespace) -> tuple[PruneSettings | None, PcaSettings | None]:
-    return prune_settings(getattr(args, "indep_pairwise", None)), pca_settings(getattr(args, "pca", None))
+    return {"components": components, "approx": approx}

@@ -8,12 +8,27 @@ of which file is wrong.
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
 
 #: Marks a key without a default: it must be present.
 REQUIRED: Any = object()
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The tables of the TOML file ``path``; a :class:`ConfigError` naming ``what`` (e.g. "study
+    file") and the path if it is missing, unreadable or not valid TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
 
 
 def checked_table(value: Any, where: str, known: set[str] | frozenset[str], *, kind: str = "key") -> dict[str, Any]:

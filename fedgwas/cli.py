@@ -28,29 +28,30 @@ reached, so the study could not complete; 1 unexpected internal error (traceback
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
 import threading
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from audit import consortium_cli as audit_cli
 from coordinator import dp_options, structure_cli
 from key_holder import cli as key_holder_cli
-from fedgwas.options import (add_compute_options, add_consent_options, add_qc_options, add_study_options,
-                             data_use_from_args, qc_settings_from_args)
+from fedgwas.options import add_compute_options, add_consent_options, add_qc_options, add_study_options, \
+    qc_table_from_args
+from fedgwas.study_args import check_study, local_study, study_tables, with_endpoints
 from fedgwas.local import LOCAL_COORDINATOR, SiteInput, local_pki, prepare_key_holder, prepare_sites, \
     running_key_holder, running_sites, site_names
-from coordinator.study import QcSettings, StudyConfig, load_study
+from coordinator.study_file import load_study
 from engine.errors import ExitCode, FedGwasError, InputError, ProtocolError, SiteFailure, StudyFailed
 from engine.io.plink import check_bfile
 from engine.cohort.cohort import code_phenotype
 from engine.io.bgen import bgen_samples, read_header, scan_variants
 from engine.io.tables import expand_names, read_sample_table
-from engine.models import CASE_CONTROL_MODELS, GLM_MODELS
-from engine.tasks import PRIVACY_MODES, CohortRequest
+from engine.models import GLM_MODELS
+from engine.tasks import PRIVACY_MODES
 from engine.version import __version__
 from witness import cli as witness_cli
 
@@ -179,14 +180,19 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotypes:
 
 
 def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path | None, covar: Path | None,
-                 covariates: list[str], out: Path, qc: QcSettings | None = None) -> StudyOutcome:
-    dp_request, budget = dp_options.request_from_args(args), dp_options.site_budget_from_args(args)
-    extract = dp_options.read_extract(args.extract) if getattr(args, "extract", None) else None
-    data_use = data_use_from_args(args)
-    ld_prune, pca = structure_cli.settings_from_args(args)
+                 covariates: list[str], out: Path, qc: dict[str, Any] | None = None) -> StudyOutcome:
+    """Validate the study the flags describe, start the local sites (and key holder), run it."""
+    tables = study_tables(args, covariates, qc or {}, out)
+    names = site_names([site_input.path for site_input in inputs])
+    config = check_study(tables, names, out)
+    _check_local_inputs(inputs, pheno, [name for name in config.cohort.phenotypes if name not in config.quantitative],
+                        covar, [name for name in covariates if name not in config.pca_covariates],
+                        case_control=config.assoc or config.cohort.phenotype_coding != "quantitative",
+                        coding="case-control" if config.cohort.phenotype_coding == "quantitative"
+                        else config.cohort.phenotype_coding, missing_value=config.cohort.missing_value)
+    budget = dp_options.site_budget_from_args(args)
     holder = prepare_key_holder(out) if args.privacy == "he" else None
-    pki = None if getattr(args, "insecure_transport", False) else \
-        local_pki(out, site_names([site_input.path for site_input in inputs]))
+    pki = None if getattr(args, "insecure_transport", False) else local_pki(out, names)
     consent = Path(args.consent) if getattr(args, "consent", None) else None
     sites = prepare_sites(inputs, pheno, covar, out, allow_plaintext=args.privacy == "plaintext",
                           he_context_sha256=holder.fingerprint if holder else None, budget=budget,
@@ -203,26 +209,9 @@ def _local_study(args: argparse.Namespace, inputs: list[SiteInput], pheno: Path 
         importer.join()
         from coordinator.runner import run_study
 
-        config = StudyConfig(
-            study_id=getattr(args, "study_id", "demo"), glm=getattr(args, "glm", None) or "",
-            cohort=CohortRequest(args.pheno_name or "", tuple(covariates), _phenotype_coding(args), data_use,
-                                 missing_value=getattr(args, "input_missing_phenotype", -9.0)),
-            privacy=args.privacy,
-            sites=tuple(endpoints), out_dir=out, match_by=getattr(args, "match_by", "position"),
-            block_size=getattr(args, "block_size", 8192), allow_dropout=getattr(args, "allow_dropout", False),
-            min_sites=getattr(args, "min_sites", 2), timeout_seconds=getattr(args, "timeout", 3600.0),
-            requester=LOCAL_COORDINATOR, show_progress=not args.no_progress,
-            tls=None if pki is None else pki[LOCAL_COORDINATOR],
-            key_holder=key_holder.address() if key_holder else "",
-            qc=qc or QcSettings(), assoc=getattr(args, "assoc", False), dp=dp_request, extract=extract,
-            ld_prune=ld_prune, pca=pca, genome_build=getattr(args, "genome_build", "NR"),
-            xchr_model=getattr(args, "xchr_model", 2), x_sex=not getattr(args, "no_x_sex", False),
-            overlap_check=getattr(args, "overlap_check", False),
-            genotyping_technology=tuple(getattr(args, "genotyping_technology", "NR").split(",")),
-            ancestry_category=tuple(getattr(args, "ancestry_category", "NR").split(",")),
-            quantitative=getattr(args, "quantitative", ()),
-        )
-        return run_study(config)
+        tables = with_endpoints(tables, endpoints, None if pki is None else pki[LOCAL_COORDINATOR],
+                                key_holder.address() if key_holder else "")
+        return run_study(dataclasses.replace(local_study(tables, out), show_progress=not args.no_progress))
 
 
 def _report(outcome: StudyOutcome) -> None:
@@ -254,13 +243,13 @@ def _report(outcome: StudyOutcome) -> None:
         print(f"report:  {outcome.paths.report}")
 
 
-def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
-    """Check what a ``local`` run is asked to do; sets ``args.glm`` to linear when a phenotype is
-    given and nothing else is requested (the behaviour before QC existed)."""
-    qc = qc_settings_from_args(args)
+def _local_plan(args: argparse.Namespace, covariates: list[str]) -> dict[str, Any]:
+    """Check what a ``local`` run is asked to do and return its ``[qc]`` table; sets ``args.glm`` to
+    linear when a phenotype is given and nothing else is requested (the behaviour before QC existed)."""
+    qc = qc_table_from_args(args)
     if args.pheno_name and not args.pheno:
         raise InputError("--pheno-name needs --pheno")
-    if args.pheno and not args.pheno_name and (args.glm or not (args.assoc or qc.outputs or args.pca is not None
+    if args.pheno and not args.pheno_name and (args.glm or not (args.assoc or qc.get("outputs") or args.pca is not None
                                                                   or args.indep_pairwise is not None)):
         args.pheno_name = ",".join(read_sample_table(Path(args.pheno)).names)  # PLINK 2: every column
     structure = args.pca is not None or args.indep_pairwise is not None
@@ -273,7 +262,7 @@ def _local_plan(args: argparse.Namespace, covariates: list[str]) -> QcSettings:
             args.glm = "logistic" if binary else "linear"
         if args.glm != "linear":
             args.quantitative = tuple(name for name in names if name not in binary)
-    if args.glm is None and not args.assoc and not qc.outputs and not (structure and not args.pheno_name):
+    if args.glm is None and not args.assoc and not qc.get("outputs") and not (structure and not args.pheno_name):
         if not args.pheno_name:
             raise InputError("nothing to do: give --pheno/--pheno-name with --glm or --assoc, and/or QC reports "
                              "(--freq, --hardy, --missing, --geno-counts), --indep-pairwise or --pca")
@@ -295,17 +284,6 @@ def _is_case_control(values: "np.ndarray", zero_one: bool) -> bool:
     present = values[np.isfinite(values)]
     allowed = (0.0, 1.0) if zero_one else (0.0, 1.0, 2.0)
     return bool(present.size) and bool(np.all(np.isin(present, allowed))) and (zero_one or bool(np.any(present > 0)))
-
-
-def _phenotype_coding(args: argparse.Namespace) -> str:
-    """How the phenotype is read: case/control (1/2, or 0/1 with ``--1``) for logistic and Firth
-    regression (and ``--1`` for the allelic test alone), quantitative otherwise."""
-    case_control = getattr(args, "glm", None) in CASE_CONTROL_MODELS
-    if getattr(args, "case_control_01", False):
-        if not (case_control or (getattr(args, "assoc", False) and not getattr(args, "glm", None))):
-            raise InputError("--1 (0/1 case/control coding) applies to --glm logistic, --glm firth and --assoc")
-        return "case-control-01"
-    return "case-control" if case_control else "quantitative"
 
 
 def _demo(args: argparse.Namespace) -> StudyOutcome:
@@ -337,19 +315,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             config = load_study(args.study, Path(args.out) if args.out else None)
             if args.no_progress:
-                config = StudyConfig(**{**config.__dict__, "show_progress": False})
+                config = dataclasses.replace(config, show_progress=False)
             from coordinator.runner import run_study
 
             outcome = run_study(config)
         elif args.command == "local":
             covariates = expand_names(args.covar_name) if args.covar_name else []
-            pca = structure_cli.pca_settings(args.pca)
-            from_covar = [name for name in covariates if pca is None or name not in pca.covariate_names]
+            pca = structure_cli.pca_table(args.pca)
+            scores = {f"PC{i + 1}" for i in range(pca["components"])} if pca else set()
+            from_covar = [name for name in covariates if name not in scores]
             if from_covar and not args.covar:
                 raise InputError("--covar-name given without --covar" + (f" ({', '.join(from_covar)} do not come "
                                                                          f"from --pca)" if pca else ""))
-            if not args.site_inputs:
-                raise InputError("fedgwas local needs one --bfile, --pfile, --vcf or --bgen per site")
+            if len(args.site_inputs or ()) < 2:
+                raise InputError(f"a federated study needs at least two sites: one --bfile, --pfile, --vcf or "
+                                 f"--bgen per site, got {len(args.site_inputs or ())}")
             qc = _local_plan(args, covariates)
             inputs = [i._replace(vcf_dosage=args.vcf_dosage) if i.fmt == "vcf" and args.vcf_dosage else i
                       for i in args.site_inputs]
@@ -359,12 +339,6 @@ def main(argv: list[str] | None = None) -> int:
                 args.pheno_name = ",".join(expand_names(args.pheno_name))
             pheno = Path(args.pheno) if args.pheno else None
             covar = Path(args.covar) if args.covar else None
-            coding = _phenotype_coding(args)
-            _check_local_inputs(inputs, pheno, [name for name in expand_names(args.pheno_name or "")
-                                                if name not in args.quantitative], covar, from_covar,
-                                case_control=args.assoc or coding != "quantitative",
-                                coding="case-control" if coding == "quantitative" else coding,
-                                missing_value=args.input_missing_phenotype)
             outcome = _local_study(args, inputs, pheno, covar, covariates, Path(args.out), qc)
         else:
             outcome = _demo(args)

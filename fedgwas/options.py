@@ -1,15 +1,16 @@
 """Options the ``fedgwas local`` and ``fedgwas demo`` commands share: the study, consent, QC and site compute.
 
 Each ``add_*`` adds a group of options to a parser; the ``*_from_args`` functions read them back
-into the values the study builder takes (:mod:`coordinator.study`).
+as the study-file tables the one study builder takes (:func:`coordinator.study_file.study_from_tables`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from coordinator.study import GENOME_BUILDS, QcSettings
-from engine.cohort.consent import DataUse
+from typing import Any
+
+from coordinator.study import GENOME_BUILDS
 from engine.errors import InputError
 from engine.tasks import PRIVACY_MODES
 
@@ -70,13 +71,14 @@ def add_consent_options(parser: argparse.ArgumentParser) -> None:
     consent.add_argument("--commercial", action="store_true", help="the study is a commercial (for-profit) use")
 
 
-def data_use_from_args(args: argparse.Namespace) -> DataUse | None:
+def data_use_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``[study] purpose`` and ``commercial`` from ``--purpose``/``--commercial`` ({} without them)."""
     purpose = getattr(args, "purpose", None)
     if getattr(args, "consent", None) and not purpose:
         raise InputError("--consent needs --purpose (the study's data use, e.g. HMB)")
     if getattr(args, "commercial", False) and not purpose:
         raise InputError("--commercial needs --purpose")
-    return DataUse(purpose.upper(), getattr(args, "commercial", False)) if purpose else None
+    return {"purpose": purpose.upper(), "commercial": getattr(args, "commercial", False)} if purpose else {}
 
 
 def threshold(text: str) -> float:
@@ -111,8 +113,9 @@ def add_qc_options(parser: argparse.ArgumentParser) -> None:
                     help="PLINK 1.9's allelic chi-square test of a case/control phenotype (OUT/NAME.assoc)")
 
 
-def qc_settings_from_args(args: argparse.Namespace) -> QcSettings:
-    """QC reports and filters requested on the command line (see :func:`add_qc_options`)."""
+def qc_table_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``[qc]`` table of the QC reports and filters requested on the command line (see
+    :func:`add_qc_options`); only the keys given."""
     outputs = []
     if args.freq:
         outputs.append({"counts": "freq-counts", "cols=+machr2": "freq-machr2"}.get(args.freq, "freq"))
@@ -136,5 +139,6 @@ def qc_settings_from_args(args: argparse.Namespace) -> QcSettings:
         except ValueError:
             raise InputError(f"--hwe threshold {args.hwe[0]!r} is not a number") from None
         hwe_midp = len(args.hwe) == 2
-    return QcSettings(outputs=tuple(outputs), maf=args.maf, geno=args.geno, hwe=hwe, hwe_midp=hwe_midp,
-                      hardy_midp=args.hardy == "midp", mach_r2=mach_r2)
+    table = {"outputs": outputs, "maf": args.maf, "geno": args.geno, "hwe": hwe, "hwe_midp": hwe_midp,
+             "hardy_midp": args.hardy == "midp", "mach_r2_filter": None if mach_r2 is None else list(mach_r2)}
+    return {key: value for key, value in table.items() if value not in (None, False, [])}

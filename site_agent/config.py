@@ -63,12 +63,11 @@ Relative paths are resolved against the directory of the config file. Errors nam
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config_tables import REQUIRED, checked_table, typed_value
+from engine.config_tables import REQUIRED, checked_table, read_toml, typed_value
 from engine.errors import ConfigError
 from engine.io.dosage import VCF_DOSAGE_FIELDS
 from engine.tasks import PRIVACY_MODES
@@ -132,12 +131,7 @@ def _section(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
 def load_site_config(path: Path | str) -> SiteConfig:
     """Read and validate a site config; raises :class:`ConfigError` naming the offending key."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"site config {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"site config {str(path)!r} is not valid TOML: {exc}") from None
+    raw = read_toml(path, "site config")
     known = {"site", "data", "keys", "policy", "compute", "budget", "audit", "tls", "access", "witness"}
     checked_table(raw, f"{str(path)!r}", known, kind="section")
     base = path.parent

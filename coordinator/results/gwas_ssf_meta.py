@@ -115,7 +115,7 @@ def gwas_ssf_meta_text(data_path: Path | str, summary: RunSummary, *, sorted_row
         *_yaml_list("excluded_covariates", list(summary.excluded_covariates), indent="  "),
         f"  rounds: {_yaml_scalar(summary.rounds)}",
         f"  n_variants_tested: {_yaml_scalar(summary.n_variants_tested)}",
-        *([f"  participant_overlaps:"] + [f"    {json.dumps(pair)}: {_yaml_scalar(n)}"
+        *(["  participant_overlaps:"] + [f"    {json.dumps(pair)}: {_yaml_scalar(n)}"
                                           for pair, n in summary.participant_overlaps.items()]
           if summary.participant_overlaps else []),
         f"  untested_file: {_yaml_scalar(untested_path_for(data_path).name)}",

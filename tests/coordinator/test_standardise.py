@@ -48,8 +48,6 @@ class InProcessExecutor:
     dp: None = None
     rounds: int = 0
     last_done: dict = field(default_factory=dict)
-    excluded_covariates: tuple[str, ...] = ()
-    case_control: tuple[int, int] | None = None
 
     @property
     def clients(self) -> list[Cohort]:
@@ -119,8 +117,10 @@ def _executor(genotypes, y, covariates, privacy: str, names=("AGE", "SEX", "ANC"
 
 
 def _run(driver, executor: InProcessExecutor):
-    """A driver on the study's cohort, as the runner calls it."""
-    return driver(executor, executor.config.cohort)
+    """A driver on the study's cohort, as the runner calls it: its one phenotype's result."""
+    fit = driver(executor, executor.config.cohort)
+    (result,) = fit.results.values()
+    return result
 
 
 def _oracle_neg_log10_p(genotypes, y, covariates, binary: bool) -> np.ndarray:
@@ -158,7 +158,7 @@ def test_several_phenotypes_are_standardised_each_over_its_own_samples(privacy: 
         start += cohort.n_samples
         executor.cohorts[i] = dataclasses.replace(cohort, phenotype_matrix=matrix[rows])
     names = ("P1", "P2", "P3")
-    results = run_linear_phenotypes(executor, CohortRequest(",".join(names), ("AGE", "SEX", "ANC")))
+    results = run_linear_phenotypes(executor, CohortRequest(",".join(names), ("AGE", "SEX", "ANC"))).results
     assert list(results) == list(names)
     g = np.concatenate(genotypes)
     for p, name in enumerate(names):
@@ -226,8 +226,9 @@ def test_constant_covariate_is_excluded_and_reported() -> None:
     genotypes, y, covariates = _simulate(4)
     with_constant = np.column_stack([covariates, np.full(len(y), 7.25)])
     executor = _executor(genotypes, y, with_constant, "secagg", names=("AGE", "SEX", "ANC", "SITEFLAG"))
-    result = _run(run_linear, executor)
-    assert executor.excluded_covariates == ("SITEFLAG",)
+    fit = run_linear(executor, executor.config.cohort)
+    assert fit.excluded_covariates == ("SITEFLAG",)
+    (result,) = fit.results.values()
     without = _run(run_linear, _executor(genotypes, y, covariates, "secagg"))
     np.testing.assert_allclose(result.se, without.se, rtol=1e-12)
 

@@ -9,7 +9,7 @@ import pytest
 
 from fedgwas.cli import main
 from coordinator.results.gwas_ssf import read_gwas_ssf
-from coordinator.study import load_study
+from coordinator.study_file import load_study
 from engine.simulate import SimulationSpec, simulate_study
 from site_agent.config import load_site_config
 from site_agent.data import load_site_data

@@ -69,7 +69,7 @@ def test_bad_dp_options_are_refused_as_bad_input(tmp_path: Path, capsys) -> None
 
 
 def test_study_files_declare_dp_and_are_checked_before_any_site_is_asked(tmp_path: Path) -> None:
-    from coordinator.study import load_study
+    from coordinator.study_file import load_study
     from engine.errors import ConfigError
 
     sites = '[[sites]]\nname = "a"\naddress = "x:1"\n[[sites]]\nname = "b"\naddress = "y:1"\n'

@@ -17,7 +17,8 @@ import pytest
 
 from fedgwas.cli import main as fedgwas_main
 from coordinator.results.gwas_ssf import read_gwas_ssf
-from coordinator.study import StudyConfig, load_study
+from coordinator.study import StudyConfig
+from coordinator.study_file import load_study
 from coordinator.client import SiteEndpoint
 from engine.errors import ConfigError
 from engine.simulate import SimulatedStudy, SimulationSpec, simulate_study
@@ -137,7 +138,7 @@ def test_study_file_reads_the_case_control_coding(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="case_control"):
         load_study(path)
     path.write_text(STUDY.format(glm="linear", extra='case_control = "0/1"', a="h:1", b="h:2"))
-    with pytest.raises(ConfigError, match="case_control applies"):
+    with pytest.raises(ConfigError, match="applies to glm"):
         load_study(path)
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from fedgwas.cli import main
-from coordinator.structure_cli import pca_settings, prune_settings
-from coordinator.study import PcaSettings, load_study
+from coordinator.structure_cli import pca_table, prune_table
+from coordinator.study import PcaSettings
+from coordinator.study_file import load_study, pca_settings, prune_settings
 from engine.errors import ConfigError, InputError, ProtocolError
 from engine.stats.ld.kernel import LdPairsStatistic, band_statistics
 from engine.stats.ld.prune import (SMALL_EPSILON, PruneSettings, Window, band_width, constant_at_load, exceeds,
@@ -240,15 +241,21 @@ def test_windows_follow_plink() -> None:
 
 
 def test_settings_and_command_line() -> None:
-    assert prune_settings(["500", "kb", "0.2"]) == PruneSettings(500, 1, 0.2, kb=True)
-    assert prune_settings(["500kb", "1", "0.2"]) == PruneSettings(500, 1, 0.2, kb=True)
-    assert prune_settings(["50", "5", "0.2"]) == PruneSettings(50, 5, 0.2)
-    assert pca_settings([]) == PcaSettings() and pca_settings(["approx", "4"]) == PcaSettings(4, approx=True)
+    def prune(tokens: list[str]) -> PruneSettings | None:
+        return prune_settings(prune_table(tokens), "command line")
+
+    def pca(tokens: list[str]) -> PcaSettings | None:
+        return pca_settings(pca_table(tokens), "command line")
+
+    assert prune(["500", "kb", "0.2"]) == PruneSettings(500, 1, 0.2, kb=True)
+    assert prune(["500kb", "1", "0.2"]) == PruneSettings(500, 1, 0.2, kb=True)
+    assert prune(["50", "5", "0.2"]) == PruneSettings(50, 5, 0.2)
+    assert pca([]) == PcaSettings() and pca(["approx", "4"]) == PcaSettings(4, approx=True)
     for bad in (["50"], ["50", "x", "0.2"], ["50kb", "5", "0.2"], ["50", "60", "0.2"], ["50", "5", "1.5"]):
         with pytest.raises((InputError, ConfigError)):
-            prune_settings(bad)
+            prune(bad)
     with pytest.raises(InputError, match="--pca"):
-        pca_settings(["ten"])
+        pca(["ten"])
     with pytest.raises(ConfigError, match="components"):
         PcaSettings(0)
 

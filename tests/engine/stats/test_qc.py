@@ -10,7 +10,8 @@ import pytest
 from bed_reader import open_bed
 
 from coordinator.results.qc_files import write_afreq, write_assoc, write_gcount, write_hardy, write_vmiss
-from coordinator.study import QcSettings, StudyConfig, load_study
+from coordinator.study import QcSettings, StudyConfig
+from coordinator.study_file import load_study
 from engine.stats.qc.allelic import allelic_test, minor_is_effect
 from engine.stats.association import VariantTable
 from engine.cohort.cohort import Cohort
