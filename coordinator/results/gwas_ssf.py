@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from coordinator.results.tsv_text import NA, block_strings, g6_block, int_block, join_rows, text_block
 from coordinator.summary import RunSummary
-from engine.stats.association import AssociationResult
+from engine.stats.association import AssociationResult, VariantTable
 from engine.errors import InputError
 
 #: Column order of the data file: the GWAS-SSF mandatory columns, encouraged ones, then fedgwas extras.
@@ -209,24 +209,24 @@ def _text_strings(values: npt.ArrayLike, field: str, *, first_row: int = 0,
 
 class _VariantText:
     """The variant columns of a variant table as character blocks ``(n_variants, width)``, built once and
-    reused for every phenotype of a study (the last table formatted is kept; a lock guards it)."""
+    reused for every phenotype of a study (the last table formatted is kept, by identity: tables are not
+    modified in place; a lock guards it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._table: object | None = None
+        self._table: VariantTable | None = None
         self._blocks: tuple[np.ndarray, ...] = ()
 
-    def blocks(self, variants: object) -> tuple[np.ndarray, ...]:
+    def blocks(self, variants: VariantTable) -> tuple[np.ndarray, ...]:
         """(chromosome, position, effect allele, other allele, variant ID) of every row of ``variants``."""
         with self._lock:
             if self._table is not variants:
-                v = variants
                 self._blocks = (
-                    text_block(gwas_ssf_chromosome(v.chrom)),  # type: ignore[attr-defined]
-                    int_block(v.pos),  # type: ignore[attr-defined]
-                    text_block(_text_strings(v.effect_allele, "effect_allele")),  # type: ignore[attr-defined]
-                    text_block(_text_strings(v.other_allele, "other_allele")),  # type: ignore[attr-defined]
-                    text_block(_text_strings(v.variant_id, "variant_id", missing=("", "."))))  # type: ignore[attr-defined]
+                    text_block(gwas_ssf_chromosome(variants.chrom)),
+                    int_block(variants.pos),
+                    text_block(_text_strings(variants.effect_allele, "effect_allele")),
+                    text_block(_text_strings(variants.other_allele, "other_allele")),
+                    text_block(_text_strings(variants.variant_id, "variant_id", missing=("", "."))))
                 self._table = variants
             return self._blocks
 
