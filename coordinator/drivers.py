@@ -23,9 +23,9 @@ from engine.cohort.standardise import MAX_ROUNDS, STANDARDISE_INPUT, identity, m
 from engine.privacy import he_encoding, ring
 from engine.stats.association import AssociationResult
 from engine.errors import InputError, RingOverflowError, StudyFailed
-from engine.stats.linear.compact import complete_width, expand_complete, totals_width
+from engine.stats.linear.compact import complete_width, incomplete_variants, totals_width
 from engine.stats.linear.kernel import LinearLayout
-from engine.stats.linear.solve import solve_linear
+from engine.stats.linear.solve import solve_linear, solve_linear_sums, sums_from_compact, sums_from_packed
 from engine.stats.logistic.solve import BinaryTraitFit, NoCasesOrControls
 from engine.tasks import KEEP_GENOTYPES_PARAMETER, CohortRequest
 
@@ -163,7 +163,8 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> Mod
     and send the compact layout of :mod:`engine.stats.linear.compact` (``K + 3`` values per phenotype
     and variant, plus each phenotype's totals once); the variants where a phenotype's samples miss a
     call (``N`` below the phenotype's total) get the full statistics in one more round. Each phenotype
-    is then solved on its own slice.
+    is then solved on its own slice: the complete variants with the phenotype's covariate system solved
+    once (:func:`engine.stats.linear.solve.sums_from_compact`), the others variant by variant.
     """
     standard = study_standardisation(executor, cohort, scale_phenotype=True)
     table, cohort = standard.table, standard.cohort
@@ -173,18 +174,45 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> Mod
     totals = executor.run("linear_totals", totals_width(k) * n_pheno, cohort=cohort, variants=np.arange(1),
                           inputs=inputs)[0]
     compact = executor.run("linear_complete", complete_width(k) * n_pheno, cohort=cohort, inputs=inputs)
-    full, incomplete = expand_complete(compact, totals, k, n_pheno)
-    if np.any(incomplete):
-        full[incomplete] = executor.run("linear", layout.width * n_pheno, cohort=cohort,
-                                        variants=np.flatnonzero(incomplete), inputs=inputs)
-    log.info("linear: %d of %d variants complete in every phenotype's samples", int((~incomplete).sum()),
-             len(incomplete))
+    incomplete = incomplete_variants(compact, totals, k, n_pheno)
+    complete_rows, incomplete_rows = np.flatnonzero(~incomplete), np.flatnonzero(incomplete)
+    full = executor.run("linear", layout.width * n_pheno, cohort=cohort, variants=incomplete_rows,
+                        inputs=inputs) if len(incomplete_rows) else None
+    log.info("linear: %d of %d variants complete in every phenotype's samples", len(complete_rows), len(incomplete))
     results = {}
+    cw, tw = complete_width(k), totals_width(k)
     for i, name in enumerate(cohort.phenotypes):
-        result = solve_linear(full[:, i * layout.width:(i + 1) * layout.width], layout.n_design,
-                              executor.harmonised.variants)
+        design = _design_of_phenotype(executor, cohort, name, totals[i * tw:(i + 1) * tw])
+        parts = [(complete_rows, sums_from_compact(compact[complete_rows, i * cw:(i + 1) * cw],
+                                                   totals[i * tw:(i + 1) * tw], k).design_columns(design))]
+        if full is not None:
+            parts.append((incomplete_rows, sums_from_packed(full[:, i * layout.width:(i + 1) * layout.width], k)
+                          .design_columns(design)))
+        result = solve_linear_sums(parts, executor.harmonised.variants)
         results[name] = dataclasses.replace(result, beta=result.beta * table[1, i], se=result.se * table[1, i])
     return ModelFit(results, standard.excluded_covariates)
+
+
+def _design_of_phenotype(executor: RoundExecutor, cohort: CohortRequest, name: str, totals: np.ndarray) -> np.ndarray:
+    """The design columns ``(K',)`` (intercept 0 first) of phenotype ``name``'s model: without a covariate
+    that is constant over the phenotype's own samples (not over the union of the phenotypes' samples,
+    where the standardisation already dropped it), as PLINK 2 leaves it out of that phenotype's
+    regression only ("Not including covariate ... on phenotype ..."), with a warning.
+
+    ``totals`` is the phenotype's ``linear_totals`` row (its standardised ``C'C``); a covariate counts as
+    constant when its variance over the phenotype's samples is not resolved above the fixed-point error
+    of the sums (:func:`engine.cohort.standardise.refine`'s rule)."""
+    k = len(cohort.covariates) + 1
+    cc = np.zeros((k, k))
+    cc[np.triu_indices(k)] = totals[: k * (k + 1) // 2]
+    n_triu = k * (k + 1) // 2
+    moments = np.concatenate([[cc[0, 0], totals[n_triu]], cc[0, 1:], [totals[-1]], np.diag(cc)[1:]])  # n, sums, squares
+    constant = ~refine(identity(k - 1), moments, _resolution(executor), scale_phenotype=True).resolved[1:]
+    if np.any(constant):
+        dropped = [covariate for covariate, flag in zip(cohort.covariates, constant) if flag]
+        log.warning("not including covariate(s) %s in the regression on phenotype %r: constant over its samples "
+                    "(as PLINK 2 does)", ", ".join(dropped), name)
+    return np.flatnonzero(np.r_[True, ~constant])
 
 
 def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> ModelFit:

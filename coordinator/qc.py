@@ -34,7 +34,7 @@ from engine.cohort.harmonise import Harmonisation, SiteAlignment
 from engine.cohort.sex_chromosomes import AUTOSOMAL, X, chromosome_class, counts_by_class, x_hwe_neg_log10_p
 from engine.io.genotype_sources import DOSAGE_FORMATS
 from engine.stats.qc.counts import BY_SEX_INPUT, COUNT_COLUMNS, GenotypeCounts, VariantFilter, variant_filter
-from engine.stats.qc.dosage import SUM_COLUMNS, DosageSums, dosage_filters
+from engine.stats.qc.dosage import SUM_COLUMNS, DosageSums, dosage_filters, sums_by_class
 from engine.tasks import CohortRequest
 
 log = logging.getLogger("coordinator")
@@ -123,6 +123,19 @@ def _needs_dosage_sums(executor: RoundExecutor, settings: QcSettings) -> bool:
     return (dosage_sites and frequencies) or settings.mach_r2 is not None or "freq-machr2" in settings.outputs
 
 
+def _dosage_sums(executor: RoundExecutor) -> DosageSums:
+    """Pooled dosage sums over every sample; the chrX/Y/MT rows recounted by PLINK 2's haploid rules from
+    one more ``dosage_sums`` round split by sex (:func:`engine.stats.qc.dosage.sums_by_class`)."""
+    sums = DosageSums.from_totals(executor.run("dosage_sums", len(SUM_COLUMNS), cohort=CohortRequest("")))
+    kind = chromosome_class(executor.harmonised.variants.chrom)
+    rows = np.flatnonzero(kind != AUTOSOMAL)
+    if len(rows) == 0:
+        return sums
+    by_sex = executor.run("dosage_sums", 3 * len(SUM_COLUMNS), cohort=CohortRequest(""), variants=rows,
+                          inputs={BY_SEX_INPUT: np.ones(1)})
+    return sums_by_class(sums, rows, kind[rows], by_sex)
+
+
 def run_qc(executor: RoundExecutor, settings: QcSettings, out_dir: Path, name: str = QC_OUTPUT_NAME) -> QcOutcome:
     """Count genotypes over every sample, write the requested reports, evaluate the filters.
 
@@ -132,9 +145,7 @@ def run_qc(executor: RoundExecutor, settings: QcSettings, out_dir: Path, name: s
     """
     (counts,) = pooled_counts(executor)
     counts, sex = _with_sex_chromosomes(executor, counts)
-    sums = None
-    if _needs_dosage_sums(executor, settings):
-        sums = DosageSums.from_totals(executor.run("dosage_sums", len(SUM_COLUMNS), cohort=CohortRequest("")))
+    sums = _dosage_sums(executor) if _needs_dosage_sums(executor, settings) else None
     variants = executor.harmonised.variants
     kind = chromosome_class(variants.chrom)
     files: dict[str, Path] = {}

@@ -62,3 +62,19 @@ def write_sample_file(path: Path, fid: list[str], iid: list[str], sex: list[int]
     sex = sex or [0] * len(iid)
     lines = ["ID_1 ID_2 missing sex", "0 0 0 D"] + [f"{f} {i} 0 {s}" for f, i, s in zip(fid, iid, sex)]
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def write_bgen_v11(path: Path, variants: list[tuple[str, int, str, str, str]], probabilities: np.ndarray,
+                   compressed: bool = True) -> None:
+    """Write a BGEN v1.1 (layout 1) file: ``probabilities`` ``(m, n, 3)`` uint16 ``P(AA), P(AB), P(BB)`` in
+    units of 1/32768 per variant and sample (stored as given, all zero = missing); no sample IDs (v1.1 has
+    none: give a .sample file). ``variants`` as for :func:`write_bgen`."""
+    m, n, _ = probabilities.shape
+    header = struct.pack("<IIII", 20, m, n, int.from_bytes(b"bgen", "little")) + struct.pack("<I", (1 << 2) | int(compressed))
+    out = [struct.pack("<I", len(header)), header]
+    for j, (chrom, pos, rsid, first, second) in enumerate(variants):
+        raw = np.ascontiguousarray(probabilities[j], dtype="<u2").tobytes()
+        data = struct.pack("<I", len(zlib.compress(raw))) + zlib.compress(raw) if compressed else raw
+        out.append(struct.pack("<I", n) + _text(f"{chrom}:{pos}") + _text(rsid) + _text(chrom) + struct.pack("<I", pos)
+                   + _text(first, "<I") + _text(second, "<I") + data)
+    Path(path).write_bytes(b"".join(out))

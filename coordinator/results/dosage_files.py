@@ -3,7 +3,7 @@
 Same layouts as :mod:`coordinator.results.qc_files` (``#CHROM ID REF ALT ALT_FREQS OBS_CT``; ``ALT_CTS``
 for counts, a dosage sum printed with 8 significant digits, as PLINK 2 prints most of them), plus PLINK 2's ``--freq cols=+machr2``
 layout ``#CHROM ID REF ALT ALT_FREQS MACH_R2 OBS_CT``. ``OBS_CT`` counts the allele observations of
-the samples with a dosage.
+the samples with a dosage (a haploid one counts once, its dosage half: chrX males, chrY, MT).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def write_dosage_afreq(path: Path, variants: VariantTable, sums: DosageSums, *, 
     """``.afreq`` from pooled dosage sums (``.acount`` with ``as_counts``; with ``mach_r2`` the MaCH R2 column)."""
     chrom, ids, ref, alt = _variant_columns(variants)
     if as_counts:
-        return _table(path, HEADERS["acount"], [chrom, ids, ref, alt, _floats(sums.dosage_sum, 8, "nan"),
+        return _table(path, HEADERS["acount"], [chrom, ids, ref, alt, _floats(sums.effect_allele_count, 8, "nan"),
                                                 _ints(sums.allele_observations)])
     columns = [chrom, ids, ref, alt, _floats(sums.effect_allele_frequency, 6, "nan")]
     if mach_r2:

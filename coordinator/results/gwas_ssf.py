@@ -13,31 +13,30 @@ such rows): it goes to the companion file ``NAME.<test>.untested.tsv``, PLINK-st
 1-based row in the full harmonised table). :func:`read_gwas_ssf` puts them back in place.
 
 p-values are written from ``neg_log10_p``, never from a float64 p, so a p of ``1e-400`` is written as
-``1e-400`` rather than ``0``. Formatting is column-wise (one ``map`` per column, one join per block of
-rows) and overlaps with gzip compression in a second thread: about 0.6 s per 100,000 rows on a
-small 2-core machine, dominated by Python's float formatting.
+``1e-400`` rather than ``0``. Formatting is vectorised (:mod:`coordinator.results.tsv_text`: the same
+text as Python's ``%.6g``, built in numpy) and overlaps with gzip compression in a second thread; the
+variant columns (chromosome, position, alleles, ID) are formatted once per variant table and reused by
+every phenotype of a study.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.metadata
-import itertools
 import math
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from coordinator.results.tsv_text import NA, block_strings, g6_block, int_block, join_rows, text_block
 from coordinator.summary import RunSummary
-from engine.stats.association import AssociationResult
+from engine.stats.association import AssociationResult, VariantTable
 from engine.errors import InputError
-
-#: Missing-value marker recommended by GWAS-SSF.
-NA = "#NA"
 
 #: Column order of the data file: the GWAS-SSF mandatory columns, encouraged ones, then fedgwas extras.
 COLUMNS = (
@@ -153,43 +152,38 @@ def p_value_strings(neg_log10_p: npt.ArrayLike) -> list[str]:
         ``%.6g`` of p where p >= 1e-300; below that the mantissa and exponent come from the log,
         e.g. ``400.3 -> "5.01187e-401"``. Missing values are ``#NA``.
     """
-    x = np.asarray(neg_log10_p, dtype=np.float64)
+    return block_strings(p_value_block(neg_log10_p))
+
+
+def p_value_block(neg_log10_p: npt.ArrayLike) -> np.ndarray:
+    """:func:`p_value_strings` as a character block (:mod:`coordinator.results.tsv_text`)."""
+    x = np.asarray(neg_log10_p, dtype=np.float64).ravel()
     x = np.where(x < 0.0, 0.0, x)
+    extreme = ~(x < _LOG_FORMAT_FROM)  # beyond float64's exact range, +inf or NaN: rare
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        p = np.power(10.0, -x)
-    out = list(map(format, p.tolist(), itertools.repeat(".6g", len(p))))
-    for i in np.flatnonzero(~(x < _LOG_FORMAT_FROM)).tolist():  # extreme, +inf or NaN: rare
-        xi = float(x[i])
+        p = np.power(10.0, -np.where(extreme, 0.0, x))
+    out = g6_block(p)
+    rows = np.flatnonzero(extreme)
+    if rows.size == 0:
+        return out
+    texts = []
+    for xi in x[rows].tolist():
         if math.isnan(xi):
-            out[i] = NA
+            texts.append(NA)
         elif math.isinf(xi):
-            out[i] = "0"
+            texts.append("0")
         else:
             exponent = math.floor(-xi)
             mantissa = "%.6g" % 10.0 ** (-xi - exponent)
             if mantissa == "10":  # rounding carried into the next decade
                 mantissa, exponent = "1", exponent + 1
-            out[i] = f"{mantissa}e{exponent}"
+            texts.append(f"{mantissa}e{exponent}")
+    special = text_block(texts)
+    if special.shape[1] > out.shape[1]:
+        out = np.concatenate([out, np.zeros((len(out), special.shape[1] - out.shape[1]), dtype=np.uint8)], axis=1)
+    out[rows] = 0
+    out[rows, : special.shape[1]] = special
     return out
-
-
-def _float_strings(values: npt.ArrayLike, spec: str = ".6g") -> list[str]:
-    """``format(value, spec)`` for each value; NaN and +/-inf become ``#NA``."""
-    arr = np.asarray(values, dtype=np.float64)
-    out = list(map(format, arr.tolist(), itertools.repeat(spec, len(arr))))
-    for i in np.flatnonzero(~np.isfinite(arr)).tolist():
-        out[i] = NA
-    return out
-
-
-def _int_strings(values: npt.ArrayLike) -> list[str]:
-    """Decimal text of integers, formatting each distinct value once (sample sizes repeat a lot)."""
-    ints = np.asarray(values, dtype=np.int64).tolist()
-    distinct = set(ints)
-    if len(distinct) * 4 > len(ints):
-        return list(map(str, ints))
-    mapping = {v: str(v) for v in distinct}
-    return list(map(mapping.__getitem__, ints))
 
 
 def _text_strings(values: npt.ArrayLike, field: str, *, first_row: int = 0,
@@ -204,37 +198,55 @@ def _text_strings(values: npt.ArrayLike, field: str, *, first_row: int = 0,
         if bad in joined:
             row = next(i for i, s in enumerate(out) if bad in s)
             raise InputError(f"{field} {out[row]!r} (row {first_row + row}) contains a tab or line break")
+    if "\x00" in "".join(out):  # a NUL would be read as "no character" by the vectorised writer
+        row = next(i for i, s in enumerate(out) if "\x00" in s)
+        raise InputError(f"{field} {out[row]!r} (row {first_row + row}) contains a NUL character")
     drop = set(missing)
     if drop and not drop.isdisjoint(out):
         out = [NA if s in drop else s for s in out]
     return out
 
 
-def _block_lines(result: AssociationResult, start: int, stop: int) -> str:
-    """Formatted rows ``start:stop`` as one string, each row ending in a newline."""
-    v = result.variants
-    rows = slice(start, stop)
+class _VariantText:
+    """The variant columns of a variant table as character blocks ``(n_variants, width)``, built once and
+    reused for every phenotype of a study (the last table formatted is kept, by identity: tables are not
+    modified in place; a lock guards it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._table: VariantTable | None = None
+        self._blocks: tuple[np.ndarray, ...] = ()
+
+    def blocks(self, variants: VariantTable) -> tuple[np.ndarray, ...]:
+        """(chromosome, position, effect allele, other allele, variant ID) of every row of ``variants``."""
+        with self._lock:
+            if self._table is not variants:
+                self._blocks = (
+                    text_block(gwas_ssf_chromosome(variants.chrom)),
+                    int_block(variants.pos),
+                    text_block(_text_strings(variants.effect_allele, "effect_allele")),
+                    text_block(_text_strings(variants.other_allele, "other_allele")),
+                    text_block(_text_strings(variants.variant_id, "variant_id", missing=("", "."))))
+                self._table = variants
+            return self._blocks
+
+
+_VARIANT_TEXT = _VariantText()
+
+
+def _data_text(result: AssociationResult, rows: np.ndarray) -> bytes:
+    """The data file's lines for ``rows`` of ``result`` (every row testable), each ending in a newline."""
+    chrom, pos, effect, other, variant_id = (block[rows] for block in _VARIANT_TEXT.blocks(result.variants))
     with np.errstate(invalid="ignore", divide="ignore"):
         eaf = result.effect_allele_count[rows] / (2.0 * np.asarray(result.n[rows], dtype=np.float64))
-    columns = [
-        gwas_ssf_chromosome(v.chrom[rows]),
-        _int_strings(v.pos[rows]),
-        _text_strings(v.effect_allele[rows], "effect_allele", first_row=start),
-        _text_strings(v.other_allele[rows], "other_allele", first_row=start),
-        _float_strings(result.beta[rows]),
-        _float_strings(result.se[rows]),
-        _float_strings(eaf),
-        p_value_strings(result.neg_log10_p[rows]),
-        _text_strings(v.variant_id[rows], "variant_id", first_row=start, missing=("", ".")),
-        _int_strings(result.n[rows]),
-        _float_strings(result.stat[rows]),
-        _text_strings(result.errcode[rows], "errcode", first_row=start),
-    ]
+    columns = [chrom, pos, effect, other, g6_block(result.beta[rows]), g6_block(result.se[rows]), g6_block(eaf),
+               p_value_block(result.neg_log10_p[rows]), variant_id, int_block(result.n[rows]),
+               g6_block(result.stat[rows]), text_block(_text_strings(result.errcode[rows], "errcode"))]
     if result.firth is not None:
-        columns += [_float_strings(result.odds_ratio[rows]), np.where(result.firth[rows], "Y", "N").tolist()]
+        columns += [g6_block(result.odds_ratio[rows]), text_block(np.where(result.firth[rows], "Y", "N"))]
     if result.info is not None:
-        columns.append(_float_strings(result.info[rows]))
-    return "".join(["\t".join(fields) + "\n" for fields in zip(*columns)])
+        columns.append(g6_block(result.info[rows]))
+    return join_rows(columns)
 
 
 def untested_path_for(data_path: Path) -> Path:
@@ -255,15 +267,23 @@ def take_rows(result: AssociationResult, rows: np.ndarray) -> AssociationResult:
         test=result.test, variants=result.variants.take(rows), beta=result.beta[rows], se=result.se[rows],
         stat=result.stat[rows], neg_log10_p=result.neg_log10_p[rows], n=result.n[rows],
         effect_allele_count=result.effect_allele_count[rows], errcode=result.errcode[rows],
-        firth=None if result.firth is None else result.firth[rows])
+        firth=None if result.firth is None else result.firth[rows],
+        info=None if result.info is None else result.info[rows])
 
 
 def is_sorted(result: AssociationResult) -> bool:
     """True when the rows are in GWAS-SSF order: chromosome (1-22, 23 X, 24 Y, 25 MT), then position."""
-    codes = gwas_ssf_chromosome(result.variants.chrom)
-    numeric = [int(c) if c.isdigit() else 10**6 for c in codes]
-    keys = list(zip(numeric, codes, np.asarray(result.variants.pos).tolist()))
-    return all(a <= b for a, b in zip(keys, keys[1:]))
+    codes = np.asarray(gwas_ssf_chromosome(result.variants.chrom))
+    distinct, index = np.unique(codes, return_inverse=True)
+    # Rank of each distinct code in (number, then text) order: numeric codes first, by value.
+    order = sorted(range(len(distinct)), key=lambda i: (int(distinct[i]) if distinct[i].isdigit() else 10**6,
+                                                         str(distinct[i])))
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[order] = np.arange(len(distinct))
+    chrom_rank = rank[np.asarray(index).ravel()]
+    pos = np.asarray(result.variants.pos, dtype=np.int64)
+    step = np.diff(chrom_rank)
+    return bool(np.all((step > 0) | ((step == 0) & (np.diff(pos) >= 0))))
 
 
 def write_untested(result: AssociationResult, rows: np.ndarray, path: Path) -> Path:
@@ -287,7 +307,7 @@ def write_untested(result: AssociationResult, rows: np.ndarray, path: Path) -> P
     return path
 
 
-def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel: int = 4) -> Path:
+def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel: int = 1) -> Path:
     """Write ``result`` as a gzipped GWAS-SSF TSV at ``path``, rows in the given (harmonised) order.
 
     The file is written to a temporary name and renamed, so a crash never leaves a truncated file
@@ -301,8 +321,8 @@ def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel
     path
         Output file, conventionally ``DIR/NAME.<test>.tsv.gz`` (see :func:`gwas_ssf_file_name`).
     compresslevel
-        gzip level, 1-9. 4 compresses (in a background thread) about as fast as rows are formatted;
-        6 is twice as slow for files about 6% smaller.
+        gzip level, 1-9. 1 compresses (in a background thread) faster than rows are formatted; 4 takes
+        twice the CPU for files about 7% smaller, 6 six times for 12% smaller.
 
     Returns
     -------
@@ -316,11 +336,9 @@ def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel
     """
     path = Path(path)
     keep = testable(result)
-    full = result
-    if not keep.all():
-        result = take_rows(result, np.flatnonzero(keep))
+    tested = np.flatnonzero(keep)
     tmp = path.with_name(f".{path.name}.partial")
-    n_rows = len(result.variants)
+    n_rows = len(tested)
     try:
         with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
                                                    compresslevel=compresslevel, mtime=0) as gz, \
@@ -330,14 +348,14 @@ def write_gwas_ssf(result: AssociationResult, path: Path | str, *, compresslevel
                 (("info",) if result.info is not None else ())
             pending = compressor.submit(gz.write, ("\t".join(header) + "\n").encode("utf-8"))
             for start in range(0, n_rows, _BLOCK_ROWS):
-                data = _block_lines(result, start, min(start + _BLOCK_ROWS, n_rows)).encode("utf-8")
+                data = _data_text(result, tested[start: start + _BLOCK_ROWS])
                 pending.result()
                 pending = compressor.submit(gz.write, data)
             pending.result()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    write_untested(full, np.flatnonzero(~keep), untested_path_for(path))
+    write_untested(result, np.flatnonzero(~keep), untested_path_for(path))
     return path
 
 

@@ -8,6 +8,7 @@ in a phenotype name cannot break rendering.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -26,6 +27,10 @@ SUGGESTIVE = 1e-5
 PLAINTEXT_LABEL = "PLAINTEXT (development only)"
 
 _DPI = 100
+_MANHATTAN_SIZE = (12.0, 4.0)  # inches
+_MANHATTAN_AXES = (0.06, 0.99, 0.14, 0.88)  # left, right, bottom, top (figure fractions)
+#: Manhattan points with -log10(p) below this (p > 0.01) are thinned to one per pixel and colour.
+_THIN_BELOW = 2.0
 _COLOURS = ("#1f4e79", "#6fa8dc")
 _DISPLAY = {"23": "X", "24": "Y", "25": "MT"}
 #: QQ plots draw every one of the smallest p-values and a log-spaced subset of the rest.
@@ -69,7 +74,7 @@ def _new_figure(width: float, height: float) -> tuple[Figure, Axes]:
 
 def _save(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
-    fig.savefig(path, format="png", dpi=_DPI)
+    fig.savefig(path, format="png", dpi=_DPI, pil_kwargs={"compress_level": 1})  # zlib level: 1 is ~3x faster than 6
     fig.clear()
     return path
 
@@ -128,14 +133,32 @@ def _genome_axis(chrom: np.ndarray, pos: np.ndarray
     return x, ranks, start + span / 2.0, names, (-gap, float(start[-1] + span[-1] + gap))
 
 
+def _thin(x: np.ndarray, y: np.ndarray, colour: np.ndarray, x_extent: tuple[float, float], y_top: float
+          ) -> np.ndarray:
+    """Indices of the points to draw: every point with p <= 0.01 (-log10 p >= 2), and of the others one per
+    pixel of the plot per colour (in drawing order), as GWAS plotting tools thin the null bulk: a dropped
+    point lies within a pixel of a drawn one of its colour, under a marker three pixels wide."""
+    width_px = _MANHATTAN_SIZE[0] * _DPI * (_MANHATTAN_AXES[1] - _MANHATTAN_AXES[0])
+    height_px = _MANHATTAN_SIZE[1] * _DPI * (_MANHATTAN_AXES[3] - _MANHATTAN_AXES[2])
+    bulk = np.flatnonzero(y < _THIN_BELOW)
+    px = np.floor((x[bulk] - x_extent[0]) / (x_extent[1] - x_extent[0]) * width_px).astype(np.int64)
+    py = np.floor(y[bulk] / y_top * height_px).astype(np.int64)
+    cell = (px * (int(height_px) + 2) + py) * 2 + colour[bulk]
+    _, first = np.unique(cell, return_index=True)
+    keep = np.ones(len(y), dtype=bool)
+    keep[bulk] = False
+    keep[bulk[first]] = True
+    return np.flatnonzero(keep)
+
+
 def manhattan_plot(result: AssociationResult, path: Path | str, title: str, *,
                    plaintext: bool = False) -> Path:
     """Write a Manhattan plot of ``result`` to ``path`` (PNG, 12 x 4 in at 100 dpi).
 
     Chromosomes run in natural order (1..22, X, Y, MT, then any other contigs) in alternating colours,
     with lines at genome-wide (5e-8) and suggestive (1e-5) significance. Variants without a p-value
-    are skipped; p = 0 is drawn at the top. Points are rasterised markers, so 10^6 variants take a
-    few seconds.
+    are skipped; p = 0 is drawn at the top. Points are rasterised markers; those with p > 0.01 are thinned
+    to one per pixel and colour (:func:`_thin`), so 10^6 variants take about a second.
 
     Parameters
     ----------
@@ -153,7 +176,7 @@ def manhattan_plot(result: AssociationResult, path: Path | str, title: str, *,
     pathlib.Path
         The written file.
     """
-    fig, ax = _new_figure(12.0, 4.0)
+    fig, ax = _new_figure(*_MANHATTAN_SIZE)
     y_all = np.asarray(result.neg_log10_p, dtype=np.float64)
     keep = ~np.isnan(y_all)
     y = np.maximum(y_all[keep], 0.0)
@@ -162,13 +185,16 @@ def manhattan_plot(result: AssociationResult, path: Path | str, title: str, *,
         x, ranks, centres, names, extent = _genome_axis(np.asarray(result.variants.chrom)[keep],
                                                         np.asarray(result.variants.pos)[keep])
         y = np.where(np.isinf(y), _finite_top(y, genome_wide), y)
+        y_top = max(float(y.max()), genome_wide + 1.0) * 1.05
+        drawn = _thin(x, y, ranks % 2, extent, y_top)
+        x, y, ranks = x[drawn], y[drawn], ranks[drawn]
         for parity, colour in enumerate(_COLOURS):
             sel = ranks % 2 == parity
             ax.plot(x[sel], y[sel], linestyle="none", marker="o", markersize=2.2, markeredgewidth=0,
                     color=colour, rasterized=True)
         ax.set_xticks(centres, names, fontsize=8, rotation=90 if len(names) > 30 else 0)
         ax.set_xlim(*extent)
-        ax.set_ylim(0.0, max(float(y.max()), genome_wide + 1.0) * 1.05)
+        ax.set_ylim(0.0, y_top)
     else:
         ax.text(0.5, 0.5, "no p-values to plot", transform=ax.transAxes, ha="center", va="center")
         ax.set_ylim(0.0, genome_wide + 1.0)
@@ -178,7 +204,8 @@ def manhattan_plot(result: AssociationResult, path: Path | str, title: str, *,
     ax.set_ylabel("-log10(p)")
     ax.set_title(title, parse_math=False)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.88)
+    left, right, bottom, top = _MANHATTAN_AXES
+    fig.subplots_adjust(left=left, right=right, bottom=bottom, top=top)
     if plaintext:
         _mark_plaintext(fig, ax, 26.0)
     return _save(fig, path)
@@ -194,6 +221,19 @@ def _qq_ranks(n: int) -> np.ndarray:
         return np.arange(1, n + 1)
     bulk = np.unique(np.geomspace(_QQ_TAIL + 1, n, _QQ_BULK).round().astype(np.int64))
     return np.concatenate((np.arange(1, _QQ_TAIL + 1), bulk[bulk > _QQ_TAIL]))
+
+
+@functools.lru_cache(maxsize=4)
+def _qq_frame(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ranks, expected -log10 p, lower and upper 95% band) of a QQ plot of ``n`` p-values: the same for
+    every phenotype of a study with as many p-values (the Beta quantiles are the plot's costliest part)."""
+    ranks = _qq_ranks(n)
+    expected = -np.log10(ranks / (n + 1.0))
+    band_hi = -np.log10(stats.beta.ppf(0.025, ranks, n - ranks + 1))
+    band_lo = -np.log10(stats.beta.ppf(0.975, ranks, n - ranks + 1))
+    for array in (ranks, expected, band_lo, band_hi):
+        array.flags.writeable = False
+    return ranks, expected, band_lo, band_hi
 
 
 def qq_plot(result: AssociationResult, path: Path | str, title: str, *, plaintext: bool = False) -> float:
@@ -224,12 +264,9 @@ def qq_plot(result: AssociationResult, path: Path | str, title: str, *, plaintex
     n = observed.size
     fig, ax = _new_figure(5.5, 5.5)
     if n:
-        ranks = _qq_ranks(n)
-        expected = -np.log10(ranks / (n + 1.0))
+        ranks, expected, band_lo, band_hi = _qq_frame(n)
         obs = observed[ranks - 1]
         obs = np.where(np.isinf(obs), _finite_top(obs, float(expected[0])), obs)
-        band_hi = -np.log10(stats.beta.ppf(0.025, ranks, n - ranks + 1))
-        band_lo = -np.log10(stats.beta.ppf(0.975, ranks, n - ranks + 1))
         ax.fill_between(expected, band_lo, band_hi, color="#d9d9d9", linewidth=0, label="95% band")
         top = float(expected[0])
         ax.plot([0.0, top], [0.0, top], color="#c00000", linewidth=0.8)

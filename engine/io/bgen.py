@@ -1,4 +1,4 @@
-"""BGEN v1.2 / v1.3 (layout 2) files: header, sample IDs and per-variant ALT dosages.
+"""BGEN v1.1 (layout 1) and v1.2 / v1.3 (layout 2) files: header, sample IDs and per-variant ALT dosages.
 
 The reader is plain Python over :mod:`struct`, :mod:`zlib` and ``zstandard`` with vectorised numpy
 decoding of the probabilities, so that every structural problem (a truncated file, a sample count
@@ -16,6 +16,12 @@ The counted allele is the *second* allele (PLINK 2's ``--bgen ... ref-first``, U
 convention): its dosage is ``P(het) + 2 P(hom second)`` for a diploid sample, ``2 P(second)`` for a
 haploid one (PLINK 2's 0..2 coding of haploid calls), rounded to PLINK 2's grid of 1/16384 exactly as
 ``plink2 --bgen`` does. A sample flagged missing has dosage NaN.
+
+BGEN v1.1 (layout 1) stores, per variant, the sample count, two alleles, and per sample three 16-bit
+probabilities ``P(AA), P(AB), P(BB)`` (units of 1/32768; zlib-compressed with a length field, or
+not compressed); all three 0 is a missing sample. The dosage of the second allele is
+``(P(AB) + 2 P(BB)) / (P(AA) + P(AB) + P(BB))``, rounded to 1/16384 with ties to even, as PLINK 2
+imports it. v1.1 files carry no sample IDs: they need their ``.sample`` file.
 """
 
 from __future__ import annotations
@@ -102,10 +108,11 @@ def read_header(path: Path) -> BgenHeader:
         compression, layout = flags & 3, (flags >> 2) & 15
         if compression not in _COMPRESSION:
             raise InputError(f"BGEN {str(path)!r}: compression code {compression} is not 0 (none), 1 (zlib) or 2 (zstd)")
-        if layout != 2:
-            version = "v1.1 (layout 1)" if layout == 1 else f"layout {layout}"
-            raise InputError(f"BGEN {str(path)!r} is {version}: only BGEN v1.2/v1.3 (layout 2) is supported; "
-                             f"convert it with `plink2 --bgen FILE ref-first --export bgen-1.2`")
+        if layout not in (1, 2):
+            raise InputError(f"BGEN {str(path)!r} is layout {layout}: only BGEN v1.1 (layout 1) and v1.2/v1.3 "
+                             f"(layout 2) are supported")
+        if layout == 1 and compression == 2:
+            raise InputError(f"BGEN {str(path)!r}: a v1.1 (layout 1) file cannot be zstd-compressed (compression 2)")
         sample_ids = None
         if flags >> 31:
             block_length, n_listed = reader.unpack("<II", "the sample identifier block")
@@ -167,12 +174,23 @@ def scan_variants(header: BgenHeader) -> Iterator[BgenVariantInfo]:
         reader = _Reader(path, handle, size)
         for index in range(header.n_variants):
             what = f"variant {index + 1} of {header.n_variants}"
+            if header.layout == 1:  # v1.1: the sample count first, two alleles, then the probabilities
+                (n_listed,) = reader.unpack("<I", f"the sample count of {what}")
+                if n_listed != header.n_samples:
+                    raise InputError(f"BGEN {str(path)!r}: {what} lists {n_listed} samples, the header {header.n_samples}")
             variant_id = reader.text("<H", f"the ID of {what}")
             rsid = reader.text("<H", f"the rsID of {what}")
             chrom = reader.text("<H", f"the chromosome of {what}")
-            (pos, n_alleles) = reader.unpack("<IH", f"the position of {what}")
+            if header.layout == 1:
+                (pos,) = reader.unpack("<I", f"the position of {what}")
+                n_alleles = 2
+            else:
+                (pos, n_alleles) = reader.unpack("<IH", f"the position of {what}")
             alleles = tuple(reader.text("<I", f"allele {k + 1} of {what}") for k in range(n_alleles))
-            (data_size,) = reader.unpack("<I", f"the genotype data length of {what}")
+            if header.layout == 1 and header.compression == 0:
+                data_size = 6 * header.n_samples  # three 16-bit probabilities per sample
+            else:
+                (data_size,) = reader.unpack("<I", f"the genotype data length of {what}")
             data_offset = handle.tell()
             if data_offset + data_size > size:
                 raise InputError(f"BGEN {str(path)!r} is truncated: {what} needs {data_size} bytes of genotype data "
@@ -215,9 +233,35 @@ def _unpack_bits(buffer: np.ndarray, bits: int, count: int) -> np.ndarray:
     return flat @ (np.uint64(1) << np.arange(bits, dtype=np.uint64))
 
 
+def _decode_layout1(header: BgenHeader, info: BgenVariantInfo, data: bytes, where: str) -> np.ndarray:
+    """v1.1 (layout 1): per sample three 16-bit probabilities ``P(AA), P(AB), P(BB)`` in units of 1/32768,
+    zlib-compressed without a length field; all three 0 means missing."""
+    n = header.n_samples
+    if header.compression == 1:
+        try:
+            raw = zlib.decompress(data)
+        except zlib.error as exc:
+            raise InputError(f"{where}: cannot decompress the genotype data (zlib): {exc}") from None
+    else:
+        raw = data
+    if len(raw) != 6 * n:
+        raise InputError(f"{where}: {len(raw)} bytes of v1.1 probabilities, expected {6 * n} for {n} samples")
+    probabilities = np.frombuffer(raw, dtype="<u2").reshape(n, 3).astype(np.int64)
+    total = probabilities.sum(axis=1)
+    # PLINK 2 normalises by the three probabilities' sum and rounds to its grid of 1/16384, ties to
+    # even (checked against plink2 --bgen on sums other than 32768 and on exact ties).
+    quotient, remainder = np.divmod((probabilities[:, 1] + 2 * probabilities[:, 2]) * 16384, np.maximum(total, 1))
+    up = (2 * remainder > total) | ((2 * remainder == total) & (quotient % 2 == 1))
+    dosage = (quotient + up).astype(np.float64) / 16384.0
+    dosage[total == 0] = np.nan
+    return dosage
+
+
 def decode_dosages(header: BgenHeader, info: BgenVariantInfo, data: bytes) -> np.ndarray:
     """ALT (second allele) dosages ``(n_samples,)`` float64 of a biallelic variant, NaN where missing."""
     where = f"BGEN {str(header.path)!r} variant {info.index + 1} ({info.variant_id or info.rsid})"
+    if header.layout == 1:
+        return _decode_layout1(header, info, data, where)
     raw = _decompress(header, info, data)
     n = header.n_samples
     if len(raw) < 10 + n:

@@ -27,6 +27,7 @@ from coordinator.results import (
     write_results,
 )
 from coordinator.results.gwas_ssf import COLUMNS, gwas_ssf_chromosome, p_value_strings
+from coordinator.results.gwas_ssf import testable as has_every_value
 from coordinator.results.plots import _genome_axis
 from coordinator.results.report import redact_endpoints, result_paths
 from coordinator.summary import RunSummary, SiteSummary
@@ -432,3 +433,41 @@ def test_redact_endpoints() -> None:
     for leak in ("site.example", "::1", "192.168", "hospital", "localhost", "fe80"):
         assert leak not in redacted
     assert redact_endpoints("site did not answer within 30 s") == "site did not answer within 30 s"
+
+
+def test_vectorised_number_text_equals_python_format() -> None:
+    """``%.6g`` and ``%d`` built in numpy (coordinator.results.tsv_text) equal Python's, byte for byte,
+    over magnitudes across float64's range, rounding ties and carries, zeros, NaN and infinities."""
+    from coordinator.results.tsv_text import block_strings, g6_block, int_block, join_rows, text_block
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.normal(size=20000), rng.normal(size=20000) * 10.0 ** rng.integers(-30, 30, 20000),
+                        10.0 ** rng.uniform(-320, 308, 20000), np.rint(rng.normal(size=5000) * 1e4) / 1e4,
+                        [0.0, -0.0, math.nan, math.inf, -math.inf, 1e-5, 9.999995e-5, 999999.5, 9999995.0, 99999.95,
+                         1e16, 1e22, 1e23, 5e-324, 1.0, 0.5, 2.5e-05, 123456789.0, -1.5, 0.000123456789]])
+    expected = [format(v, ".6g") if math.isfinite(v) else "#NA" for v in x.tolist()]
+    assert block_strings(g6_block(x)) == expected
+    ints = np.concatenate([rng.integers(-10**12, 10**12, 5000), np.arange(-1001, 1002), [10**17, 10**18 - 1, 10**18]])
+    assert block_strings(int_block(ints)) == [str(v) for v in ints.tolist()]
+    assert join_rows([text_block(["a", "é"]), g6_block([1.5, math.nan]), int_block([7, -20])]) == \
+        "a\t1.5\t7\né\t#NA\t-20\n".encode()
+
+
+def test_dosage_info_column_is_kept_when_a_variant_is_untestable(tmp_path: Path) -> None:
+    result = dataclasses.replace(small_result(), info=np.linspace(0.1, 0.9, 7))
+    assert not has_every_value(result).all()
+    table = read_gwas_ssf(write_gwas_ssf(result, tmp_path / "s.tsv.gz"))
+    keep = has_every_value(result)
+    np.testing.assert_allclose(table["info"][keep], result.info[keep], rtol=1e-5)
+
+
+def test_manhattan_thinning_keeps_every_point_below_p_0_01() -> None:
+    from coordinator.results.plots import _thin
+
+    rng = np.random.default_rng(4)
+    x = np.sort(rng.uniform(0, 1e6, 200000))
+    y = rng.exponential(0.3, 200000)
+    colour = (x > 5e5).astype(np.int64)
+    kept = _thin(x, y, colour, (0.0, 1e6), 10.0)
+    assert set(np.flatnonzero(y >= 2.0)) <= set(kept.tolist())
+    assert len(kept) < len(y) // 2

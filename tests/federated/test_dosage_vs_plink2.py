@@ -9,6 +9,7 @@ rows to 1e-3, N and the Firth flags exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,26 @@ def test_mach_r2_and_maf_filters_keep_plink2s_variants(cohort: DosageCohort, tmp
     ours = read_gwas_ssf(tmp_path / "out" / "QT1.linear.tsv.gz")
     assert list(ours["variant_id"]) == kept
     assert 0 < len(kept) < len(cohort.ids)  # the filters removed some variants and kept others
+
+
+def test_a_covariate_constant_over_one_phenotypes_samples_is_left_out_of_that_phenotype_only(
+        cohort: DosageCohort, tmp_path: Path) -> None:
+    """PLINK 2 leaves a covariate constant over one phenotype's non-missing samples out of that phenotype's
+    regression only ("Not including covariate ... on phenotype ..."): QTM is QT1 of the males only."""
+    table = read_plink_table(cohort.pheno)
+    covar = read_plink_table(cohort.covar)
+    assert list(table["IID"]) == list(covar["IID"])
+    males = np.asarray(covar["SEX_MALE"], dtype=np.float64) == 1
+    pheno = tmp_path / "pheno_males.txt"
+    text = lambda value: "NA" if np.isnan(value) else f"{value:.10g}"  # noqa: E731
+    pheno.write_text("#FID\tIID\tQT1\tQTM\n" + "".join(
+        f"{f}\t{i}\t{text(q)}\t{text(q if m else np.nan)}\n"
+        for f, i, q, m in zip(table["FID"], table["IID"], table["QT1"], males)))
+    code = main(["local", *cohort.local_args(), "--pheno", str(pheno), "--pheno-name", "QT1,QTM", "--covar",
+                 str(cohort.covar), "--covar-name", ",".join(COVARIATES), "--glm", "linear", "--out",
+                 str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    for name in ("QT1", "QTM"):
+        ref = plink2_glm(dataclasses.replace(cohort, pheno=pheno), name, "linear", tmp_path)
+        assert_matches(read_gwas_ssf(tmp_path / "out" / f"{name}.linear.tsv.gz"), ref, 1e-4)
+    assert "Not including covariate 'SEX_MALE'" in (tmp_path / "plink2_QTM.log").read_text()

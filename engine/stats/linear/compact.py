@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.stats.linear.kernel import LinearLayout, pack_statistics
-from engine.stats.linear.phenotypes import PhenotypeGroups
+from engine.stats.linear.phenotypes import PhenotypeGroups, phenotype_sums
 
 
 def complete_width(n_design: int) -> int:
@@ -32,14 +31,23 @@ def totals_width(n_design: int) -> int:
     return n_design * (n_design + 1) // 2 + n_design + 1
 
 
-def compact_rows(full: np.ndarray, n_design: int, n_phenotypes: int) -> np.ndarray:
-    """``linear_complete`` rows ``(m, P (K + 3))`` taken from full packed statistics ``(m, P Q)``."""
-    layout = LinearLayout(n_design)
-    k = n_design
-    columns = [layout.column(0, 0), *(layout.column(a, k) for a in range(k)), layout.column(k, k),
-               layout.xty_slice.start + k]
-    index = np.concatenate([p * layout.width + np.array(columns) for p in range(n_phenotypes)])
-    return full[:, index]
+def compact_statistics(genotypes: np.ndarray, groups: PhenotypeGroups, flip: np.ndarray | None = None) -> np.ndarray:
+    """``linear_complete`` rows ``(m, P (K + 3))`` of a block of variants, straight from the kernel's sums
+    (:func:`engine.stats.linear.phenotypes.phenotype_sums`), for the other allele where ``flip``: with ``N``
+    and ``C'1`` the observed samples' count and covariate sums (row 0 of ``C'C``), ``C'(2 - g) = 2 C'1 - C'g``,
+    ``(2 - g)'(2 - g) = 4 N - 4 sum(g) + g'g`` and ``(2 - g)'y = 2 sum(y) - g'y``, as
+    :func:`engine.stats.linear.kernel.flip_effect_allele` does for the full layout."""
+    sums = phenotype_sums(genotypes, groups)
+    k = groups.design.shape[1]
+    n_obs, cg, gg, gy = sums.cc[:, :, 0], sums.cg, sums.gg, sums.gy
+    if flip is not None and np.any(flip):
+        cg, gg, gy = cg.copy(), gg.copy(), gy.copy()
+        sum_g = sums.cg[flip, :, 0]
+        cg[flip] = 2.0 * sums.cc[flip, :, :k] - sums.cg[flip]
+        gg[flip] = 4.0 * n_obs[flip] - 4.0 * sum_g + sums.gg[flip]
+        gy[flip] = 2.0 * sums.cy[flip, :, 0] - sums.gy[flip]
+    m, n_pheno = gg.shape
+    return np.concatenate([n_obs[:, :, None], cg, gg[:, :, None], gy[:, :, None]], axis=2).reshape(m, n_pheno * (k + 3))
 
 
 def totals_row(groups: PhenotypeGroups) -> np.ndarray:
@@ -55,23 +63,13 @@ def totals_row(groups: PhenotypeGroups) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def expand_complete(compact: np.ndarray, totals: np.ndarray, n_design: int, n_phenotypes: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Full packed statistics ``(m, P Q)`` from pooled ``linear_complete`` rows and the pooled totals
-    ``(P (K(K+1)/2 + K + 1),)``, and the bool ``(m,)`` of variants where some phenotype had a missing
-    call (their rows are not valid here: they need the full ``linear`` statistics)."""
-    layout = LinearLayout(n_design)
-    k = n_design
-    n_triu = k * (k + 1) // 2
-    cw, tw = complete_width(k), totals_width(k)
-    m = len(compact)
-    out = np.empty((m, n_phenotypes * layout.width))
-    incomplete = np.zeros(m, dtype=bool)
+def incomplete_variants(compact: np.ndarray, totals: np.ndarray, n_design: int, n_phenotypes: int) -> np.ndarray:
+    """bool ``(m,)``: the variants of pooled ``linear_complete`` rows ``(m, P (K + 3))`` where some phenotype's
+    samples miss a call (its ``N`` is below the phenotype's total, the first value of its ``linear_totals``
+    ``(P (K(K+1)/2 + K + 1),)``); their ``C'C``, ``C'y``, ``y'y`` are not the totals, so they need the full
+    ``linear`` statistics (:func:`engine.stats.linear.solve.sums_from_compact` takes the others)."""
+    cw, tw = complete_width(n_design), totals_width(n_design)
+    incomplete = np.zeros(len(compact), dtype=bool)
     for p in range(n_phenotypes):
-        row, total = compact[:, p * cw:(p + 1) * cw], totals[p * tw:(p + 1) * tw]
-        n_total = total[0]  # C'C[0, 0]: the phenotype's samples
-        incomplete |= np.rint(row[:, 0]) != np.rint(n_total)
-        out[:, p * layout.width:(p + 1) * layout.width] = pack_statistics(
-            layout, np.broadcast_to(total[:n_triu], (m, n_triu)), row[:, 1:k + 1], row[:, k + 1],
-            np.broadcast_to(total[n_triu:n_triu + k], (m, k)), row[:, k + 2], np.full(m, total[-1]))
-    return out, incomplete
+        incomplete |= np.rint(compact[:, p * cw]) != np.rint(totals[p * tw])
+    return incomplete

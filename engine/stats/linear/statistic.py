@@ -10,7 +10,7 @@ import numpy as np
 from engine.cohort.cohort import Cohort
 from engine.stats.linear.kernel import LinearLayout, block_statistics, flip_effect_allele, sample_cross_products
 from engine.cohort.standardise import STANDARDISE_INPUT, standardise_cohort
-from engine.stats.linear.compact import compact_rows, complete_width, totals_row, totals_width
+from engine.stats.linear.compact import compact_statistics, complete_width, totals_row, totals_width
 from engine.stats.linear.phenotypes import PhenotypeGroups, group_phenotypes, phenotype_statistics
 from engine.stats.statistic import STANDARDISE_INPUTS, InputSpec
 
@@ -66,8 +66,7 @@ class LinearCompleteStatistic(LinearStatistic):
 
     def block(self, state: _LinearState, genotypes: np.ndarray, flip: np.ndarray,
               inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        full = phenotype_statistics(genotypes, state.groups, flip)
-        return compact_rows(full, state.design.shape[1], state.groups.n_phenotypes)
+        return compact_statistics(genotypes, state.groups, flip)
 
 
 class LinearTotalsStatistic(LinearStatistic):

@@ -20,7 +20,7 @@ from engine.io.genotype_sources import PgenFile, open_genotypes
 from engine.io.bgen import bgen_samples, read_header, scan_variants
 from fedgwas.site_command import main as site_main
 from site_agent.provision import init_site
-from tests.bgen_writer import write_bgen, write_sample_file
+from tests.bgen_writer import write_bgen, write_bgen_v11, write_sample_file
 from tests.plink_tools import run_plink2
 
 N, M = 60, 25
@@ -73,6 +73,37 @@ def test_bgen_13_with_zstd_from_plink2(tmp_path: Path) -> None:
     assert len(ids) == ours.n_samples
 
 
+@pytest.mark.parametrize("compressed", [True, False])
+def test_bgen_11_equals_plink2_import(tmp_path: Path, compressed: bool) -> None:
+    """BGEN v1.1 (layout 1): three 16-bit probabilities per sample, normalised by their sum (which need not
+    be 32768), rounded to 1/16384 with ties to even, all zero = missing; dosages and hard calls as
+    ``plink2 --bgen FILE ref-first`` imports them."""
+    rng = np.random.default_rng(9)
+    probabilities = rng.dirichlet([1, 1, 1], size=(M, N)) * 32768 * rng.choice([1.0, 0.999, 1.001, 0.5, 1.9], (M, N, 1))
+    probabilities = np.minimum(np.rint(probabilities), 65535).astype(np.uint16)
+    probabilities[rng.random((M, N)) < 0.05] = 0
+    probabilities[1, :6] = [[32765, 3, 0], [32763, 5, 0], [0, 3, 32765], [16000, 100, 16000], [1, 0, 0], [0, 0, 1]]  # ties
+    ids = [f"s{i}" for i in range(N)]
+    write_bgen_v11(tmp_path / "v11.bgen", [("1", 100 + j, f"rs{j}", "A", "G") for j in range(M)], probabilities,
+                   compressed=compressed)
+    write_sample_file(tmp_path / "v11.sample", ids, ids)
+    assert read_header(tmp_path / "v11.bgen").layout == 1
+    run_plink2(["--bgen", "v11.bgen", "ref-first", "--sample", "v11.sample", "--make-pgen", "--out", "ref"], cwd=tmp_path)
+    ours = open_genotypes("bgen", tmp_path / "v11.bgen", tmp_path / "cache", sample=tmp_path / "v11.sample")
+    ref = PgenFile(tmp_path / "ref")
+    every = np.arange(M)
+    assert list(ours.manifest.allele1) == list(ref.manifest.allele1) == ["G"] * M
+    np.testing.assert_array_equal(ours.read_dosages(every), ref.read_dosages(every))
+    np.testing.assert_array_equal(ours.read_block(every), ref.read_block(every))
+    assert np.isnan(ours.read_dosages(every)).any()
+    with pytest.raises(InputError, match=r"embeds no sample IDs: give its \.sample file"):
+        bgen_samples(tmp_path / "v11.bgen")
+    cut = tmp_path / "cut11.bgen"
+    cut.write_bytes((tmp_path / "v11.bgen").read_bytes()[:-7])
+    with pytest.raises(InputError, match=r"cut11\.bgen.* is truncated"):
+        list(scan_variants(read_header(cut)))
+
+
 def test_truncated_file_names_the_file_and_the_variant(tmp_path: Path) -> None:
     _bgen(tmp_path / "x.bgen")
     data = (tmp_path / "x.bgen").read_bytes()
@@ -89,9 +120,9 @@ def test_wrong_sample_count_and_unsupported_layout(tmp_path: Path) -> None:
     write_sample_file(tmp_path / "x.sample", ids + ["extra"], ids + ["extra"])
     with pytest.raises(InputError, match=r"x\.sample.* lists 61 samples but BGEN .*x\.bgen.* has 60"):
         bgen_samples(tmp_path / "x.bgen", tmp_path / "x.sample")
-    _bgen(tmp_path / "v11.bgen", layout=1)
-    with pytest.raises(InputError, match=r"v11\.bgen.* is v1\.1 \(layout 1\): only BGEN v1\.2/v1\.3"):
-        read_header(tmp_path / "v11.bgen")
+    _bgen(tmp_path / "l3.bgen", layout=3)
+    with pytest.raises(InputError, match=r"l3\.bgen.* is layout 3: only BGEN v1\.1 \(layout 1\) and v1\.2/v1\.3"):
+        read_header(tmp_path / "l3.bgen")
     (tmp_path / "junk.bgen").write_bytes(struct.pack("<IIIII", 20, 20, 1, 1, 12345) + bytes(40))
     with pytest.raises(InputError, match=r"junk\.bgen.*not 'bgen'"):
         read_header(tmp_path / "junk.bgen")

@@ -23,6 +23,14 @@ def _naive(genotypes: np.ndarray, design: np.ndarray, y: np.ndarray) -> np.ndarr
     return np.array(out)
 
 
+def _compact_rows(full: np.ndarray, k: int, n_pheno: int) -> np.ndarray:
+    """The ``linear_complete`` columns (N, C'g, g'g, g'y) of each phenotype, picked from the full layout."""
+    layout = LinearLayout(k)
+    columns = [layout.column(0, 0), *(layout.column(a, k) for a in range(k)), layout.column(k, k),
+               layout.xty_slice.start + k]
+    return full[:, np.concatenate([p * layout.width + np.array(columns) for p in range(n_pheno)])]
+
+
 def _data(seed: int, dosage: bool):
     rng = np.random.default_rng(seed)
     n, m, k = 300, 40, 3
@@ -86,19 +94,53 @@ def test_a_dp_release_of_several_phenotypes_is_refused() -> None:
         SENSITIVITY["linear"](CohortRequest("A,B"), request)
 
 
-def test_compact_layout_rebuilds_the_full_statistics_of_complete_variants() -> None:
-    """``linear_complete`` rows plus ``linear_totals`` give the full statistics exactly where no
-    phenotype's sample misses the call, and flag the other variants."""
-    from engine.stats.linear.compact import compact_rows, expand_complete, totals_row
+def test_compact_layout_solves_as_the_full_statistics_on_complete_variants() -> None:
+    """``linear_complete`` rows plus ``linear_totals`` flag the variants where some phenotype's sample misses
+    the call, and elsewhere give the same fit as the full statistics (the covariate system solved once)."""
+    from engine.stats.association import VariantTable
+    from engine.stats.linear.compact import compact_statistics, incomplete_variants, totals_row
+    from engine.stats.linear.solve import solve_linear, solve_linear_sums, sums_from_compact, sums_from_packed
 
     genotypes, design, y = _data(6, dosage=True)
     genotypes[:, ::2] = np.nan_to_num(genotypes[:, ::2], nan=1.0)  # even variants: no missing dosage
+    genotypes[:, 4] = 1.0  # a constant one: CONST_OMITTED_ALLELE both ways
     flip = np.zeros(genotypes.shape[1], bool)
     flip[::3] = True
     groups = group_phenotypes(design, y)
+    k, n_pheno = design.shape[1], y.shape[1]
     full = phenotype_statistics(genotypes, groups, flip)
-    rebuilt, incomplete = expand_complete(compact_rows(full, design.shape[1], y.shape[1]), totals_row(groups),
-                                          design.shape[1], y.shape[1])
-    observed_everywhere = ~np.any(np.isnan(genotypes), axis=0)
-    np.testing.assert_array_equal(incomplete, ~observed_everywhere)
-    np.testing.assert_allclose(rebuilt[~incomplete], full[~incomplete], rtol=1e-12, atol=1e-9)
+    compact = compact_statistics(genotypes, groups, flip)
+    np.testing.assert_allclose(compact, _compact_rows(full, k, n_pheno), rtol=1e-12, atol=1e-9)
+    totals = totals_row(groups)
+    incomplete = incomplete_variants(compact, totals, k, n_pheno)
+    np.testing.assert_array_equal(incomplete, np.any(np.isnan(genotypes), axis=0))
+    m = genotypes.shape[1]
+    variants = VariantTable(chrom=np.array(["1"] * m, dtype=object), pos=np.arange(m), variant_id=np.array(["v"] * m, dtype=object),
+                            effect_allele=np.array(["A"] * m, dtype=object), other_allele=np.array(["G"] * m, dtype=object))
+    width, cw, tw = LinearLayout(k).width, k + 3, len(totals) // n_pheno
+    done, rest = np.flatnonzero(~incomplete), np.flatnonzero(incomplete)
+    for p in range(n_pheno):
+        expected = solve_linear(full[:, p * width:(p + 1) * width], k, variants)
+        got = solve_linear_sums([(done, sums_from_compact(compact[done, p * cw:(p + 1) * cw], totals[p * tw:(p + 1) * tw], k)),
+                                 (rest, sums_from_packed(full[rest, p * width:(p + 1) * width], k))], variants)
+        np.testing.assert_array_equal(got.errcode, expected.errcode)
+        assert got.errcode[4] == "CONST_OMITTED_ALLELE"
+        for field in ("beta", "se", "stat", "neg_log10_p", "effect_allele_count", "info"):
+            np.testing.assert_allclose(getattr(got, field), getattr(expected, field), rtol=1e-9, atol=1e-12,
+                                       equal_nan=True, err_msg=field)
+        np.testing.assert_array_equal(got.n, expected.n)
+
+
+def test_a_phenotype_missing_in_most_samples_sums_its_own_rows() -> None:
+    """A missingness pattern lacking most of the cohort is summed over its own samples (not corrected
+    from the cohort's): both ways equal the naive sums."""
+    genotypes, design, y = _data(7, dosage=True)
+    rng = np.random.default_rng(8)
+    y[rng.random(len(y)) < 0.7, 4] = np.nan
+    groups = group_phenotypes(design, y)
+    assert not groups.subtract.all() and groups.subtract.any()
+    width = LinearLayout(design.shape[1]).width
+    stats = phenotype_statistics(genotypes, groups)
+    for p in range(y.shape[1]):
+        np.testing.assert_allclose(stats[:, p * width:(p + 1) * width], _naive(genotypes, design, y[:, p]),
+                                   rtol=1e-10, atol=1e-8)
