@@ -49,6 +49,7 @@ from engine.errors import ExitCode, FedGwasError, InputError, ProtocolError, Sit
 from engine.io.plink import check_bfile
 from engine.cohort.cohort import code_phenotype
 from engine.io.bgen import bgen_samples, read_header, scan_variants
+from engine.io.hard_calls import HardCallRules, add_hard_call_options, hard_call_rules
 from engine.io.tables import expand_names, read_sample_table
 from engine.models import GLM_MODELS
 from engine.tasks import PRIVACY_MODES
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--vcf-dosage", choices=["DS", "GP"],
                        help="read every --vcf's dosages from FORMAT DS or GP (PLINK 2's --vcf FILE dosage=DS) "
                             "instead of its GT hard calls")
+    add_hard_call_options(local, "every --bgen and --vcf --vcf-dosage")
     local.add_argument("--bgen", action=_SiteInputAction, dest="site_inputs", metavar="FILE",
                        help="BGEN v1.2/v1.3 file of one site's imputed dosages, counting the second allele "
                             "(PLINK 2's ref-first); imported once into the site's cache (repeatable)")
@@ -154,7 +156,7 @@ def _check_local_inputs(inputs: list[SiteInput], pheno: Path | None, phenotypes:
     The agents would find the same problems, but only once started, and would report them as site
     failures naming their private copies; here the message names the user's own file (exit 2).
     """
-    for fmt, path, sample, _ in inputs:
+    for fmt, path, sample, *_ in inputs:
         if fmt == "plink1":
             check_bfile(path)
         elif fmt == "bgen":
@@ -241,6 +243,18 @@ def _report(outcome: StudyOutcome) -> None:
     elif outcome.paths is not None:
         print(f"results: {outcome.paths.tsv}")
         print(f"report:  {outcome.paths.report}")
+
+
+def _with_hard_call_rules(inputs: list[SiteInput], rules: HardCallRules) -> list[SiteInput]:
+    """``inputs`` with ``rules`` on every dosage import (--bgen, --vcf with --vcf-dosage), as PLINK 2 applies
+    them; InputError when rules are given but no input imports dosages."""
+    if rules.default:
+        return inputs
+    dosage = [i.fmt == "bgen" or (i.fmt == "vcf" and i.vcf_dosage is not None) for i in inputs]
+    if not any(dosage):
+        raise InputError("--hard-call-threshold/--dosage-erase-threshold apply to dosage imports (--bgen, or --vcf "
+                         "with --vcf-dosage); none was given")
+    return [i._replace(hard_calls=rules) if d else i for i, d in zip(inputs, dosage)]
 
 
 def _local_plan(args: argparse.Namespace, covariates: list[str]) -> dict[str, Any]:
@@ -335,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                       for i in args.site_inputs]
             if args.vcf_dosage and not any(i.fmt == "vcf" for i in inputs):
                 raise InputError("--vcf-dosage applies to --vcf inputs; none was given")
+            inputs = _with_hard_call_rules(inputs, hard_call_rules(args))
             if args.pheno_name:
                 args.pheno_name = ",".join(expand_names(args.pheno_name))
             pheno = Path(args.pheno) if args.pheno else None

@@ -25,6 +25,7 @@ import numpy as np
 from coordinator.client import SiteEndpoint
 from engine.errors import InputError, StudyFailed
 from engine.io.genotype_sources import sample_ids
+from engine.io.hard_calls import HardCallRules
 from engine.io.plink import FamTable, bfile_paths
 from engine.io.tables import SampleTable, read_sample_table
 from engine.privacy.budget import BudgetPolicy
@@ -54,12 +55,14 @@ def local_pki(out_dir: Path, site_names_: Sequence[str]) -> dict[str, TlsFiles]:
 
 class SiteInput(NamedTuple):
     """Genotype inputs of one local site: format (as in engine.io.genotype_sources.FORMATS) and path;
-    a BGEN's ``.sample`` file and a VCF's dosage field (``DS``/``GP``) where given."""
+    a BGEN's ``.sample`` file and a VCF's dosage field (``DS``/``GP``) where given, and the hard-call
+    rules of a dosage import (``--hard-call-threshold``/``--dosage-erase-threshold``)."""
 
     fmt: str
     path: Path
     sample: Path | None = None
     vcf_dosage: str | None = None
+    hard_calls: HardCallRules = HardCallRules()
 
 
 def site_names(paths: Sequence[Path]) -> list[str]:
@@ -139,7 +142,7 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
     roster = provision_roster({name: out_dir / "sites" / name for name in names}, out_dir / "roster.toml", tls)
     sites = []
     for name, site_input in zip(names, inputs):
-        fmt, path, sample, vcf_dosage = SiteInput(*site_input)
+        fmt, path, sample, vcf_dosage, hard_calls = SiteInput(*site_input)
         directory = out_dir / "sites" / name
         directory.mkdir(parents=True, exist_ok=True)
         fam = sample_ids(fmt, Path(path), sample)
@@ -164,7 +167,8 @@ def prepare_sites(inputs: Sequence[SiteInput], pheno: Path | None, covar: Path |
                            consent=None if consent_path is None else str(consent_path), witness=witness,
                            roster=roster, genotyping_technology=genotyping_technology,
                            workers=workers or None, scheduler=scheduler,
-                           sample=None if sample is None else str(sample), vcf_dosage=vcf_dosage)
+                           sample=None if sample is None else str(sample), vcf_dosage=vcf_dosage,
+                           hard_calls=hard_calls)
         sites.append(LocalSite(name=name, directory=directory, config=config))
     return sites
 

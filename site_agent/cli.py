@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 from engine.privacy.roster import identity_fingerprint
 from engine.errors import ConfigError, ExitCode, FedGwasError
 from engine.version import __version__
+from engine.io.hard_calls import add_hard_call_options, hard_call_rules
 from site_agent.compute.settings import check_scheduler_address
 from site_agent.config import GENOTYPE_KEYS, load_site_config
 from site_agent.data import load_site_data
@@ -70,6 +71,7 @@ def _parser(plugins: Sequence[CommandPlugin] = ()) -> argparse.ArgumentParser:
     init.add_argument("--sample", help="the BGEN's .sample file (default: the sample IDs the BGEN embeds)")
     init.add_argument("--vcf-dosage", choices=["DS", "GP"],
                       help="read the VCF's dosages from FORMAT DS or GP instead of its GT hard calls")
+    add_hard_call_options(init, "the BGEN or dosage VCF")
     init.add_argument("--pheno", required=True, help="phenotype file (#FID IID ... or #IID ...)")
     init.add_argument("--covar", help="covariate file (same layout)")
     init.add_argument("--dir", default=".", help="directory for site.toml and keys/ (default: .)")
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None, plugins: Sequence[CommandPlugin] = ()) -
                              consent=args.consent, witness=args.witness, roster=Path(args.roster) if args.roster else None,
                              access=None if args.open_access else DENY_ALL,
                              genotyping_technology=args.genotyping_technology,
-                             sample=args.sample, vcf_dosage=args.vcf_dosage, **_compute_choice(args))
+                             sample=args.sample, vcf_dosage=args.vcf_dosage, hard_calls=hard_call_rules(args),
+                             **_compute_choice(args))
             public = ensure_identity_key(Path(args.dir))
             print(f"wrote {path}; check it with: fedgwas-site check --config {path}")
             print(f"identity key of {args.name!r} for the consortium roster: {public.hex()}")

@@ -12,6 +12,8 @@ Example (``fedgwas-site init`` writes one)::
                                        # .vcf.gz or .bcf file (vcf_dosage = "DS" or "GP": its dosages);
                                        # or bgen = a BGEN v1.2/1.3 file (sample = its .sample file,
                                        # else the IDs it embeds)
+    hard_call_threshold = 0.1          # optional, bgen or vcf with vcf_dosage: PLINK 2's hard-call rules
+    dosage_erase_threshold = 0.0       # (--hard-call-threshold, --dosage-erase-threshold; 0 <= value < 0.5)
     pheno = "/data/gwas/pheno.txt"
     covar = "/data/gwas/covar.txt"     # optional
 
@@ -72,6 +74,7 @@ from typing import Any
 from engine.config_tables import REQUIRED, checked_table, read_toml, typed_value
 from engine.errors import ConfigError
 from engine.io.dosage import VCF_DOSAGE_FIELDS
+from engine.io.hard_calls import HardCallRules
 from engine.tasks import PRIVACY_MODES
 from engine.privacy.budget import BudgetPolicy, policy_from_toml, render_policy
 from protos.pki import TlsFiles
@@ -113,6 +116,7 @@ class SiteConfig:
     compute: ComputeSettings = ComputeSettings()  # [compute] backend: in this process or on a Dask cluster
     sample: Path | None = None  # [data] sample: a BGEN's .sample file (None: the IDs it embeds)
     vcf_dosage: str | None = None  # [data] vcf_dosage: "DS" or "GP" reads a VCF's dosages, not GT
+    hard_calls: HardCallRules = HardCallRules()  # [data] hard_call_threshold, dosage_erase_threshold
 
     @property
     def insecure(self) -> bool:
@@ -188,6 +192,7 @@ def load_site_config(path: Path | str) -> SiteConfig:
     if vcf_dosage is not None and (given[0] != "vcf" or vcf_dosage not in VCF_DOSAGE_FIELDS):
         raise ConfigError(f"{str(path)!r}: [data] vcf_dosage must be one of {list(VCF_DOSAGE_FIELDS)} and goes with "
                           f"vcf only, got {vcf_dosage!r}")
+    hard_calls = _hard_call_rules(data, path, given[0] == "bgen" or vcf_dosage is not None)
     return SiteConfig(
         path=path,
         name=name,
@@ -217,7 +222,22 @@ def load_site_config(path: Path | str) -> SiteConfig:
         compute=compute_from_toml(compute, path, threads, base.resolve() / "cache"),
         sample=resolve(sample),
         vcf_dosage=vcf_dosage,
+        hard_calls=hard_calls,
     )
+
+
+def _hard_call_rules(data: dict[str, Any], path: Path, dosage_import: bool) -> HardCallRules:
+    """``[data] hard_call_threshold`` / ``dosage_erase_threshold``: PLINK 2's rules of a dosage import."""
+    keys = ("hard_call_threshold", "dosage_erase_threshold")
+    values = [_get(data, "data", key, (int, float), path, required=False) for key in keys]
+    if all(value is None for value in values):
+        return HardCallRules()
+    if not dosage_import:
+        raise ConfigError(f"{str(path)!r}: [data] {' and '.join(k for k, v in zip(keys, values) if v is not None)} "
+                          f"go(es) with a dosage import only (bgen, or vcf with vcf_dosage); PLINK 2 applies "
+                          f"neither to the .pgen or hard calls it reads")
+    return HardCallRules.checked(*values, names=(f"{str(path)!r}: [data] {keys[0]}", f"{str(path)!r}: [data] {keys[1]}"),
+                                 error=ConfigError)
 
 
 def _tls_files(tls: dict[str, Any], path: Path, resolve: Any) -> TlsFiles | None:
@@ -244,7 +264,8 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
                        witness: str | None = None, roster: str | None = None,
                        min_participants: int = 2, genotyping_technology: str | None = None,
                        workers: int | str | None = None, scheduler: str | None = None,
-                       sample: str | None = None, vcf_dosage: str | None = None) -> str:
+                       sample: str | None = None, vcf_dosage: str | None = None,
+                       hard_calls: HardCallRules = HardCallRules()) -> str:
     """TOML text of a site config (what ``fedgwas-site init`` writes); ``tls`` None writes
     ``[tls] insecure = true``."""
 
@@ -257,6 +278,9 @@ def render_site_config(*, name: str, listen: str, genotypes: str, pheno: str, co
         lines.append(f"sample = {q(sample)}")
     if vcf_dosage is not None:
         lines.append(f"vcf_dosage = {q(vcf_dosage)}")
+    if not hard_calls.default:
+        lines += [f"hard_call_threshold = {hard_calls.hard_call_threshold!r}",
+                  f"dosage_erase_threshold = {hard_calls.dosage_erase_threshold!r}"]
     if covar is not None:
         lines.append(f"covar = {q(covar)}")
     if consent is not None:

@@ -148,12 +148,14 @@ class SiteData:
         """How a compute worker opens this site's genotype files."""
         config = self.config
         return SourceSpec(config.genotype_format, config.genotypes, config.path.parent / "cache", config.threads,
-                          config.sample, config.vcf_dosage)
+                          config.sample, config.vcf_dosage, config.hard_calls)
 
     def store_for(self, sample_index: np.ndarray) -> StoreSpec:
         """The spill store of the cohort ``sample_index`` (site_agent/compute/store.py), created on first
         use; a site keeps one cohort's store at a time."""
         identity = source_identity(_genotype_file(self.config))
+        if not self.config.hard_calls.default:  # the stored hard calls depend on the hard-call threshold
+            identity += f"|{self.config.hard_calls!r}"
         spill_dir = self.config.compute.spill_dir or self.config.path.parent / "cache"
         spec = store_spec(spill_dir, identity, sample_index, self.genotypes.n_variants)
         with self._lock:
@@ -286,7 +288,8 @@ def load_site_data(config: SiteConfig) -> SiteData:
     return SiteData(
         config=config,
         genotypes=open_genotypes(config.genotype_format, config.genotypes, config.path.parent / "cache",
-                                 num_threads=config.threads, sample=config.sample, vcf_dosage=config.vcf_dosage),
+                                 num_threads=config.threads, sample=config.sample, vcf_dosage=config.vcf_dosage,
+                                 hard_calls=config.hard_calls),
         pheno=read_sample_table(config.pheno),
         covar=None if config.covar is None else read_sample_table(config.covar),
         identity_key=identity,

@@ -10,6 +10,7 @@ import shutil
 from engine.audit.heads import create_signing_key
 from engine.privacy import roster as roster_module
 from engine.errors import InputError
+from engine.io.hard_calls import HardCallRules
 from engine.privacy.budget import BudgetPolicy
 from site_agent.config import render_site_config
 from protos.pki import TlsFiles
@@ -64,13 +65,15 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
               tls: TlsFiles | None = None, access: AccessPolicy | None = None, consent: str | None = None,
               witness: str | None = None, roster: Path | None = None, min_participants: int = 2,
               genotyping_technology: str | None = None, workers: int | str | None = None,
-              scheduler: str | None = None, sample: str | None = None, vcf_dosage: str | None = None) -> Path:
+              scheduler: str | None = None, sample: str | None = None, vcf_dosage: str | None = None,
+              hard_calls: HardCallRules = HardCallRules()) -> Path:
     """Create ``directory/site.toml``, ``directory/keys/identity.key`` and the ledger signing key
     ``directory/keys/ledger-signing.key`` (Ed25519, 0600, public key beside it as ``.pub``); returns the
     config path.
 
     ``genotypes`` is a PLINK 1 or PLINK 2 prefix, a VCF/BCF or a BGEN file, per ``genotype_format``;
-    ``sample`` a BGEN's .sample file, ``vcf_dosage`` ("DS"/"GP") a VCF's dosage field.
+    ``sample`` a BGEN's .sample file, ``vcf_dosage`` ("DS"/"GP") a VCF's dosage field, ``hard_calls``
+    the hard-call rules of a BGEN or dosage-VCF import (InputError for any other format).
 
     An existing key is kept (so re-running never changes a site's identity); an existing config is
     rewritten. ``he_context_sha256`` pins a key holder's public CKKS context and enables mode "he".
@@ -87,6 +90,7 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
     ``workers`` (a number or "auto") or ``scheduler`` ("tcp://host:port") write the ``[compute]``
     backend (site_agent/compute/settings.py); neither: blocks are computed in the agent process.
     """
+    hard_calls.check_applies(genotype_format, vcf_dosage)
     directory.mkdir(parents=True, exist_ok=True)
     ensure_identity_key(directory)
     create_signing_key(directory / "keys" / "ledger-signing.key")  # kept if it exists
@@ -114,5 +118,6 @@ def init_site(name: str, genotypes: str, pheno: str, covar: str | None, director
         genotyping_technology=genotyping_technology,
         workers=workers, scheduler=scheduler,
         sample=None if sample is None else str(Path(sample).resolve()), vcf_dosage=vcf_dosage,
+        hard_calls=hard_calls,
     ), encoding="utf-8")
     return config_path

@@ -10,7 +10,10 @@ What PLINK 2 does on import, and so what this does:
 * dosages are stored on PLINK 2's grid of 1/16384 (pgenlib's writer rounds to it);
 * a hard call is stored where the dosage is within 0.1 of an integer (PLINK 2's default
   ``--hard-call-threshold 0.1``), else the hard call is missing (QC counts use hard calls, as PLINK 2's
-  ``--hardy``/``--missing``/``--geno-counts`` do);
+  ``--hardy``/``--missing``/``--geno-counts`` do); another threshold is applied when the fileset is
+  read (:class:`engine.io.hard_calls.HardCallRules`, pgenlib's writer always stores 0.1's);
+* dosages within ``--dosage-erase-threshold`` of their hard call are erased (replaced by the hard
+  call) before they are written; the cache key includes that threshold, so changing it re-imports;
 * the counted allele (ALT) is the BGEN's second allele (``ref-first``) and the VCF's ALT;
 * multi-allelic variants are skipped and counted, as for ``.pgen`` and VCF hard calls.
 
@@ -30,6 +33,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from engine.errors import InputError
+from engine.io.hard_calls import HardCallRules
 from engine.io.bgen import BgenVariantInfo, bgen_samples, iter_dosages, read_header, scan_variants
 from engine.io.plink import FamTable
 from engine.io.vcf import vcf_records, vcf_samples
@@ -63,8 +67,10 @@ class DosageVariant:
     alt: str
 
 
-def _cache_prefix(cache_dir: Path, sources: Iterable[Path | None], tag: str) -> Path:
-    parts = []
+def _cache_prefix(cache_dir: Path, sources: Iterable[Path | None], tag: str, rules: HardCallRules) -> Path:
+    """The cache entry of an import: keyed by the sources' paths, sizes and times and the erase threshold
+    (the only rule that changes what is written; the hard-call threshold is applied on read)."""
+    parts = [] if rules.dosage_erase_threshold == 0 else [f"dosage_erase_threshold={rules.dosage_erase_threshold!r}"]
     for source in sources:
         if source is not None:
             stat = source.stat()
@@ -83,8 +89,10 @@ def _cached(prefix: Path) -> DosageImport | None:
 
 
 def write_dosage_fileset(prefix: Path, samples: FamTable, variants: list[DosageVariant],
-                         dosages: Iterator[np.ndarray], source: Path, skipped: int) -> DosageImport:
-    """Write ``prefix.pgen/.pvar/.psam`` with the dosages ``(n_samples,)`` (NaN missing) of ``variants``.
+                         dosages: Iterator[np.ndarray], source: Path, skipped: int,
+                         rules: HardCallRules = HardCallRules()) -> DosageImport:
+    """Write ``prefix.pgen/.pvar/.psam`` with the dosages ``(n_samples,)`` (NaN missing) of ``variants``,
+    erasing those within ``rules.dosage_erase_threshold`` of their hard call.
 
     The files are written under temporary names and renamed at the end, so an interrupted import
     leaves no cache entry behind.
@@ -102,6 +110,7 @@ def write_dosage_fileset(prefix: Path, samples: FamTable, variants: list[DosageV
         for dosage in dosages:
             row = batch[filled]
             np.copyto(row, dosage)
+            rules.erase(row)
             row[np.isnan(row)] = _MISSING_DOSAGE
             filled += 1
             if filled == _BATCH:
@@ -126,7 +135,8 @@ def write_dosage_fileset(prefix: Path, samples: FamTable, variants: list[DosageV
         pvar.writelines(f"{v.chrom}\t{v.pos}\t{v.variant_id}\t{v.ref}\t{v.alt}\n" for v in variants)
     partial.replace(f"{prefix}.pgen")
     Path(f"{prefix}.import.json").write_text(json.dumps({"source": str(source), "n_variants": len(variants),
-                                                         "multiallelic_skipped": skipped}))
+                                                         "multiallelic_skipped": skipped,
+                                                         "dosage_erase_threshold": rules.dosage_erase_threshold}))
     if skipped:
         log.warning("%s: %d multi-allelic variants skipped", source, skipped)
     return DosageImport(prefix, len(variants), skipped)
@@ -136,9 +146,10 @@ def _variant_id(variant_id: str, chrom: str, pos: int, ref: str, alt: str) -> st
     return variant_id if variant_id and variant_id != "." else f"{chrom}:{pos}:{ref}:{alt}"
 
 
-def import_bgen(path: Path, sample: Path | None, cache_dir: Path) -> DosageImport:
+def import_bgen(path: Path, sample: Path | None, cache_dir: Path,
+                rules: HardCallRules = HardCallRules()) -> DosageImport:
     """Import a BGEN v1.2/v1.3 (with its ``.sample`` file, or embedded IDs) into ``cache_dir``."""
-    prefix = _cache_prefix(cache_dir, (path, sample), "bgen")
+    prefix = _cache_prefix(cache_dir, (path, sample), "bgen", rules)
     cached = _cached(prefix)
     if cached is not None:
         return cached
@@ -155,9 +166,7 @@ def import_bgen(path: Path, sample: Path | None, cache_dir: Path) -> DosageImpor
         raise InputError(f"BGEN {str(path)!r} has no biallelic variants")
     variants = [DosageVariant(i.chrom, i.pos, _variant_id(i.rsid or i.variant_id, i.chrom, i.pos, *i.alleles),
                          i.alleles[0], i.alleles[1]) for i in infos]
-    return write_dosage_fileset(prefix, samples, variants, iter_dosages(header, infos), path, skipped)
-
-
+    return write_dosage_fileset(prefix, samples, variants, iter_dosages(header, infos), path, skipped, rules)
 
 
 def vcf_dosage(record: Any, field: str, n_samples: int, path: Path) -> np.ndarray:
@@ -182,13 +191,13 @@ def vcf_dosage(record: Any, field: str, n_samples: int, path: Path) -> np.ndarra
     return np.clip(dosage, 0.0, 2.0)
 
 
-def import_vcf_dosage(path: Path, field: str, cache_dir: Path) -> DosageImport:
+def import_vcf_dosage(path: Path, field: str, cache_dir: Path, rules: HardCallRules = HardCallRules()) -> DosageImport:
     """Import the ``DS`` or ``GP`` dosages of a VCF/BCF into ``cache_dir`` (PLINK 2's ``--vcf FILE dosage=FIELD``)."""
     if field not in VCF_DOSAGE_FIELDS:
         raise InputError(f"VCF dosage field {field!r} is not one of {list(VCF_DOSAGE_FIELDS)}")
     if not path.exists():
         raise InputError(f"VCF/BCF {str(path)!r} does not exist")
-    prefix = _cache_prefix(cache_dir, (path,), field.lower())
+    prefix = _cache_prefix(cache_dir, (path,), field.lower(), rules)
     cached = _cached(prefix)
     if cached is not None:
         return cached
@@ -208,4 +217,4 @@ def import_vcf_dosage(path: Path, field: str, cache_dir: Path) -> DosageImport:
         raise InputError(f"VCF {str(path)!r} has no biallelic records")
     n = len(samples)
     dosages = (vcf_dosage(record, field, n, path) for record in vcf_records(path) if len(record.ALT) == 1)
-    return write_dosage_fileset(prefix, samples, variants, dosages, path, skipped)
+    return write_dosage_fileset(prefix, samples, variants, dosages, path, skipped, rules)

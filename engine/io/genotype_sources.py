@@ -31,6 +31,7 @@ from engine.errors import InputError
 from engine.cohort.harmonise import VariantManifest
 from engine.io.bgen import bgen_samples
 from engine.io.dosage import DosageImport, import_bgen, import_vcf_dosage
+from engine.io.hard_calls import HardCallRules
 from engine.io.vcf import vcf_records, vcf_samples
 from engine.io.plink import BedFile, FamTable, MISSING_INT8
 
@@ -251,31 +252,46 @@ class VcfFile(BedFile):
 
 
 class DosagePgenFile(PgenFile):
-    """A BGEN or a VCF's dosages (``DS``/``GP``), imported once into a cached ``.pgen`` (:mod:`engine.io.dosage`)."""
+    """A BGEN or a VCF's dosages (``DS``/``GP``), imported once into a cached ``.pgen`` (:mod:`engine.io.dosage`).
 
-    def __init__(self, imported: DosageImport, genotype_format: str) -> None:
+    Hard calls follow ``rules.hard_call_threshold``: the stored ones (PLINK 2's default 0.1, what
+    pgenlib's writer stores) or, for another threshold, the ones PLINK 2's import would store, made
+    from the dosages as they are read.
+    """
+
+    def __init__(self, imported: DosageImport, genotype_format: str, rules: HardCallRules = HardCallRules()) -> None:
         super().__init__(imported.prefix)
         self.genotype_format = genotype_format
         self.multiallelic_skipped = imported.multiallelic_skipped
+        self.rules = rules
+
+    def read_block(self, variant_index: np.ndarray | slice, sample_index: np.ndarray | None = None) -> np.ndarray:
+        """int8 ALT hard calls ``(n_selected_samples, n_selected_variants)``, Fortran order, -127 missing."""
+        if self.rules.default_hard_calls:
+            return super().read_block(variant_index, sample_index)
+        return np.asfortranarray(self.rules.hard_calls(self.read_dosages(variant_index, sample_index)))
 
 
 def open_genotypes(fmt: str, path: Path, cache_dir: Path, num_threads: int | None = None,
-                   sample: Path | None = None, vcf_dosage: str | None = None) -> GenotypeSource:
+                   sample: Path | None = None, vcf_dosage: str | None = None,
+                   hard_calls: HardCallRules = HardCallRules()) -> GenotypeSource:
     """The genotype source for a site's configured format (``plink1``, ``pgen``, ``vcf`` or ``bgen``).
 
     ``sample`` is a BGEN's ``.sample`` file (None: the IDs embedded in the BGEN); ``vcf_dosage``
-    (``DS`` or ``GP``) reads a VCF's dosages instead of its ``GT`` hard calls.
+    (``DS`` or ``GP``) reads a VCF's dosages instead of its ``GT`` hard calls; ``hard_calls`` are the
+    hard-call rules of a BGEN or dosage-VCF import (PLINK 2 applies none to a ``.pgen`` it reads).
     """
+    hard_calls.check_applies(fmt, vcf_dosage)
     if fmt == "plink1":
         return BedFile(path, num_threads=num_threads)
     if fmt == "pgen":
         return PgenFile(path)
     if fmt == "vcf" and vcf_dosage:
-        return DosagePgenFile(import_vcf_dosage(path, vcf_dosage, cache_dir), "vcf-dosage")
+        return DosagePgenFile(import_vcf_dosage(path, vcf_dosage, cache_dir, hard_calls), "vcf-dosage", hard_calls)
     if fmt == "vcf":
         return VcfFile(path, cache_dir, num_threads=num_threads)
     if fmt == "bgen":
-        return DosagePgenFile(import_bgen(path, sample, cache_dir), "bgen")
+        return DosagePgenFile(import_bgen(path, sample, cache_dir, hard_calls), "bgen", hard_calls)
     raise InputError(f"genotype format {fmt!r} is not one of {list(FORMATS)}")
 
 

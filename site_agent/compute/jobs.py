@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.stats.registry import get_statistic
 from engine.io.genotype_sources import GenotypeSource, open_genotypes
+from engine.io.hard_calls import HardCallRules
 from engine.cohort.sex_chromosomes import haploid_males_on_x, males_only_on_y
 from site_agent.cohort_guard import suppress_rare
 from site_agent.compute.store import StoreSpec, read_through
@@ -37,6 +38,7 @@ class SourceSpec:
     num_threads: int | None = None
     sample: Path | None = None  # a BGEN's .sample file
     vcf_dosage: str | None = None  # "DS"/"GP": a VCF's dosages
+    hard_calls: HardCallRules = HardCallRules()  # a dosage import's hard-call rules
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class _Sources:
         with self._lock:
             if spec not in self._open:
                 source = open_genotypes(spec.genotype_format, spec.path, spec.cache_dir, num_threads=spec.num_threads,
-                                        sample=spec.sample, vcf_dosage=spec.vcf_dosage)
+                                        sample=spec.sample, vcf_dosage=spec.vcf_dosage,
+                                        hard_calls=spec.hard_calls)
                 self._open[spec] = (source, threading.Lock())
             return self._open[spec]
 
