@@ -144,6 +144,9 @@ def _check(config_path: str) -> int:
     skipped = getattr(data.genotypes, "multiallelic_skipped", 0)
     if skipped:
         print(f"  multi-allelic variants skipped: {skipped}")
+    if not config.hard_calls.default:
+        print(f"  hard calls within {config.hard_calls.hard_call_threshold:g} of an integer, dosages erased within "
+              f"{config.hard_calls.dosage_erase_threshold:g} (PLINK 2's --hard-call-threshold/--dosage-erase-threshold)")
     print(f"  phenotypes: {', '.join(data.pheno.names)}")
     if data.covar is not None:
         print(f"  covariates: {', '.join(data.covar.names)}")

@@ -153,6 +153,8 @@ def test_site_init_options(tmp_path: Path, capsys) -> None:
     assert site_main([*base, "--hard-call-threshold", "0.4", "--dosage-erase-threshold", "0.1"]) == 0
     assert load_site_config(tmp_path / "site" / "site.toml").hard_calls == HardCallRules(0.4, 0.1)
     capsys.readouterr()
+    assert site_main(["check", "--config", str(tmp_path / "site" / "site.toml")]) == 0
+    assert "hard calls within 0.4 of an integer, dosages erased within 0.1" in capsys.readouterr().out
     assert site_main([*base, "--hard-call-threshold", "0.5"]) == ExitCode.INPUT
     assert "--hard-call-threshold must be a number with 0 <= value < 0.5" in capsys.readouterr().err
 
