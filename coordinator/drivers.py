@@ -51,14 +51,27 @@ class ModelFit:
     case_controls: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     #: harmonised variants not tested, by reason (e.g. ``--xchr-model 0``)
     variants_skipped: Mapping[str, int] = field(default_factory=dict)
+    #: covariates left out of one phenotype's regression only (constant over that phenotype's samples)
+    phenotype_excluded: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __add__(self, other: "ModelFit") -> "ModelFit":
         """Both fits' phenotypes (``other``'s facts added to ``self``'s)."""
+        excluded = dict(self.phenotype_excluded)
+        for name, covariates in other.phenotype_excluded.items():
+            excluded[name] = _union(excluded.get(name, ()), covariates)
         return ModelFit(results={**self.results, **other.results},
-                        excluded_covariates=self.excluded_covariates + tuple(
-                            c for c in other.excluded_covariates if c not in self.excluded_covariates),
+                        excluded_covariates=_union(self.excluded_covariates, other.excluded_covariates),
                         case_controls={**other.case_controls, **self.case_controls},
-                        variants_skipped={**self.variants_skipped, **other.variants_skipped})
+                        variants_skipped={**self.variants_skipped, **other.variants_skipped},
+                        phenotype_excluded=excluded)
+
+    def excluded_from(self, phenotype: str) -> tuple[str, ...]:
+        """Every covariate left out of ``phenotype``'s regression (study-wide, then its own)."""
+        return _union(self.excluded_covariates, self.phenotype_excluded.get(phenotype, ()))
+
+
+def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return first + tuple(name for name in second if name not in first)
 
 
 @dataclass(frozen=True)
@@ -179,10 +192,12 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> Mod
     full = executor.run("linear", layout.width * n_pheno, cohort=cohort, variants=incomplete_rows,
                         inputs=inputs) if len(incomplete_rows) else None
     log.info("linear: %d of %d variants complete in every phenotype's samples", len(complete_rows), len(incomplete))
-    results = {}
+    results, own_exclusions = {}, {}
     cw, tw = complete_width(k), totals_width(k)
     for i, name in enumerate(cohort.phenotypes):
-        design = _design_of_phenotype(executor, cohort, name, totals[i * tw:(i + 1) * tw])
+        design, dropped = _design_of_phenotype(executor, cohort, name, totals[i * tw:(i + 1) * tw])
+        if dropped:
+            own_exclusions[name] = dropped
         parts = [(complete_rows, sums_from_compact(compact[complete_rows, i * cw:(i + 1) * cw],
                                                    totals[i * tw:(i + 1) * tw], k).design_columns(design))]
         if full is not None:
@@ -190,11 +205,13 @@ def run_linear_phenotypes(executor: RoundExecutor, cohort: CohortRequest) -> Mod
                           .design_columns(design)))
         result = solve_linear_sums(parts, executor.harmonised.variants)
         results[name] = dataclasses.replace(result, beta=result.beta * table[1, i], se=result.se * table[1, i])
-    return ModelFit(results, standard.excluded_covariates)
+    return ModelFit(results, standard.excluded_covariates, phenotype_excluded=own_exclusions)
 
 
-def _design_of_phenotype(executor: RoundExecutor, cohort: CohortRequest, name: str, totals: np.ndarray) -> np.ndarray:
-    """The design columns ``(K',)`` (intercept 0 first) of phenotype ``name``'s model: without a covariate
+def _design_of_phenotype(executor: RoundExecutor, cohort: CohortRequest, name: str,
+                         totals: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The design columns ``(K',)`` (intercept 0 first) of phenotype ``name``'s model, and the covariates
+    left out of it: without a covariate
     that is constant over the phenotype's own samples (not over the union of the phenotypes' samples,
     where the standardisation already dropped it), as PLINK 2 leaves it out of that phenotype's
     regression only ("Not including covariate ... on phenotype ..."), with a warning.
@@ -208,11 +225,11 @@ def _design_of_phenotype(executor: RoundExecutor, cohort: CohortRequest, name: s
     n_triu = k * (k + 1) // 2
     moments = np.concatenate([[cc[0, 0], totals[n_triu]], cc[0, 1:], [totals[-1]], np.diag(cc)[1:]])  # n, sums, squares
     constant = ~refine(identity(k - 1), moments, _resolution(executor), scale_phenotype=True).resolved[1:]
-    if np.any(constant):
-        dropped = [covariate for covariate, flag in zip(cohort.covariates, constant) if flag]
+    dropped = tuple(covariate for covariate, flag in zip(cohort.covariates, constant) if flag)
+    if dropped:
         log.warning("not including covariate(s) %s in the regression on phenotype %r: constant over its samples "
                     "(as PLINK 2 does)", ", ".join(dropped), name)
-    return np.flatnonzero(np.r_[True, ~constant])
+    return np.flatnonzero(np.r_[True, ~constant]), dropped
 
 
 def run_logistic(executor: RoundExecutor, cohort: CohortRequest) -> ModelFit:

@@ -131,9 +131,13 @@ def run_study(config: StudyConfig) -> StudyOutcome:
                                           wall_seconds=time.perf_counter() - phase.started)
         for name, one in results.items():
             counts = fit.case_controls.get(name)
+            excluded = fit.excluded_from(name)
             per_phenotype = dataclasses.replace(summary, phenotype=name, test=one.test,
                                                 case_count=None if counts is None else counts[0],
-                                                control_count=None if counts is None else counts[1])
+                                                control_count=None if counts is None else counts[1],
+                                                excluded_covariates=excluded,
+                                                covariates=tuple(c for c in config.cohort.covariates
+                                                                 if c not in excluded))
             all_paths[name] = write_results(one, per_phenotype, config.out_dir, name)
             if len(results) > 1:
                 per_phenotype.write_json(config.out_dir / f"{name}.{one.test}.summary.json")

@@ -112,6 +112,8 @@ def association(executor: RoundExecutor, config: StudyConfig, state: StudyState)
     excluded = ", ".join(fit.excluded_covariates)
     notes = (f"covariate(s) {excluded} excluded: constant over the pooled cohort (as PLINK 2 excludes them)",) \
         if fit.excluded_covariates else ()
+    notes += tuple(f"covariate(s) {', '.join(covariates)} left out of phenotype {name!r} only: constant over its "
+                   f"samples (as PLINK 2 does)" for name, covariates in fit.phenotype_excluded.items())
     return dataclasses.replace(state, fit=dataclasses.replace(fit, results=results), notes=state.notes + notes)
 
 

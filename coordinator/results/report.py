@@ -138,7 +138,7 @@ def _facts_table(result: AssociationResult, summary: RunSummary, lam: float) -> 
           if summary.case_count is not None and summary.control_count is not None else []),
         *([("Participants shared by sites", "; ".join(f"{pair}: {n}" for pair, n in summary.participant_overlaps.items()))]
           if summary.participant_overlaps else []),
-        *([("Covariates excluded", ", ".join(summary.excluded_covariates) + " (constant over the pooled cohort)")]
+        *([("Covariates excluded", ", ".join(summary.excluded_covariates) + " (constant over the analysed samples)")]
           if summary.excluded_covariates else []),
         ("Sites contributing", f"{len(summary.contributing_sites)} of {len(summary.sites)}"),
         ("Variants tested", f"{summary.n_variants_tested:,}"),

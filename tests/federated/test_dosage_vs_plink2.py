@@ -10,6 +10,7 @@ rows to 1e-3, N and the Firth flags exactly.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,9 @@ def test_a_covariate_constant_over_one_phenotypes_samples_is_left_out_of_that_ph
         ref = plink2_glm(dataclasses.replace(cohort, pheno=pheno), name, "linear", tmp_path)
         assert_matches(read_gwas_ssf(tmp_path / "out" / f"{name}.linear.tsv.gz"), ref, 1e-4)
     assert "Not including covariate 'SEX_MALE'" in (tmp_path / "plink2_QTM.log").read_text()
+    # ... and says so: in QTM's summary (and the study's notes), not in QT1's.
+    summaries = {name: json.loads((tmp_path / "out" / f"{name}.linear.summary.json").read_text())
+                 for name in ("QT1", "QTM")}
+    assert summaries["QTM"]["excluded_covariates"] == ["SEX_MALE"] and "SEX_MALE" not in summaries["QTM"]["covariates"]
+    assert summaries["QT1"]["excluded_covariates"] == [] and "SEX_MALE" in summaries["QT1"]["covariates"]
+    assert any("left out of phenotype 'QTM' only" in note for note in summaries["QTM"]["notes"])
