@@ -87,6 +87,11 @@ def haploid_males_on_x(genotypes: np.ndarray, flip: np.ndarray, is_x: np.ndarray
     return out, np.zeros_like(flip)
 
 
+#: Tables less likely than the observed one by more than this factor (e^-46 ~ 1e-20) are left out of
+#: the chrX exact test's sums: even 10^9 of them move the p-value by less than 1e-11 of itself.
+_X_HWE_NEGLIGIBLE_LOG = 46.0
+
+
 def x_hwe_neg_log10_p(female_hom1: np.ndarray, female_het: np.ndarray, female_hom2: np.ndarray,
                       male1: np.ndarray, male2: np.ndarray, midp: bool = False) -> np.ndarray:
     """-log10 p of the exact Hardy-Weinberg test for chrX (Graffelman & Weir 2016), as PLINK 2's ``.hardy.x``.
@@ -94,40 +99,59 @@ def x_hwe_neg_log10_p(female_hom1: np.ndarray, female_het: np.ndarray, female_ho
     Conditional on the allele counts over females (two alleles each) and males (one each), the
     probability of ``m1`` male allele-1 copies and ``h`` female heterozygotes is
     ``C(n_m, m1) n_f! / (f11! h! f22!) 2^h n1! n2! / N!``; the p-value sums the tables no more likely
-    than the observed one (``midp``: half the tables as likely). Arrays ``(v,)`` of counts; the
-    enumeration is over ``(m1, h)`` per variant (``O(n_m n_f)``), in log space with a 1e-9 relative tie
-    tolerance. Variants with no allele observed get NaN.
+    than the observed one (``midp``: half the tables as likely). Arrays ``(v,)`` of counts. Per
+    variant, the tables are enumerated one male count at a time (a row: every female heterozygote count
+    of the right parity, in log space), outward from the most likely male count until a row's most
+    likely table is negligible against the observed one (:data:`_X_HWE_NEGLIGIBLE_LOG`): memory is
+    ``O(n_f)`` and the rows visited grow with ``sqrt(n_m)``, so biobank-sized chrX counts are tested
+    without building the ``n_m × n_f`` grid. Ties within 1e-9 relative. No allele observed: NaN.
     """
-    from scipy.special import gammaln  # coordinator side only
-
     out = np.full(len(female_het), np.nan)
     for i in range(len(female_het)):
         f11, h, f22, m1, m2 = (int(v[i]) for v in (female_hom1, female_het, female_hom2, male1, male2))
-        n_f, n_m = f11 + h + f22, m1 + m2
-        n1 = 2 * f11 + h + m1
-        total = 2 * n_f + n_m
-        if total == 0:
-            continue
-        males = np.arange(n_m + 1)[:, None]
-        hets = np.arange(n_f + 1)[None, :]
-        twice_f11 = n1 - males - hets
-        f11_grid = twice_f11 // 2
-        f22_grid = n_f - f11_grid - hets
-        valid = (twice_f11 >= 0) & (twice_f11 % 2 == 0) & (f22_grid >= 0) & (n_m - males >= 0)
-        with np.errstate(invalid="ignore"):
-            log_p = (gammaln(n_m + 1) - gammaln(males + 1) - gammaln(n_m - males + 1) + gammaln(n_f + 1)
-                     - gammaln(np.maximum(f11_grid, 0) + 1) - gammaln(hets + 1) - gammaln(np.maximum(f22_grid, 0) + 1)
-                     + hets * np.log(2.0))
-        log_p = np.where(valid, log_p, -np.inf)
-        observed = log_p[m1, h]
-        top = log_p.max()
-        weights = np.exp(log_p - top)
-        tol = 1e-9 * max(1.0, abs(observed))
-        less = weights[log_p < observed - tol].sum()
-        equal = weights[np.abs(log_p - observed) <= tol].sum()
-        p = (less + (equal / 2 if midp else equal)) / weights.sum()
-        out[i] = -np.log10(min(p, 1.0))
+        if f11 + h + f22 + m1 + m2:
+            out[i] = _x_hwe_one(f11, h, f22, m1, m2, midp=midp)
     return out
+
+
+def _x_hwe_one(f11: int, h: int, f22: int, m1: int, m2: int, midp: bool) -> float:
+    """:func:`x_hwe_neg_log10_p` of one variant's counts (at least one allele observed)."""
+    from scipy.special import gammaln  # coordinator side only
+
+    n_f, n_m = f11 + h + f22, m1 + m2
+    n1 = 2 * f11 + h + m1
+    constant = gammaln(n_m + 1) + gammaln(n_f + 1)
+
+    def row(males: int) -> np.ndarray:
+        """log P of every table with ``males`` male allele-1 copies (female hets of the right parity)."""
+        female_alleles = n1 - males
+        hets = np.arange(female_alleles % 2, min(female_alleles, 2 * n_f - female_alleles) + 1, 2)
+        f11_row = (female_alleles - hets) // 2
+        return (constant - gammaln(males + 1) - gammaln(n_m - males + 1) - gammaln(f11_row + 1) - gammaln(hets + 1)
+                - gammaln(n_f - f11_row - hets + 1) + hets * np.log(2.0))
+
+    low, high = max(0, n1 - 2 * n_f), min(n_m, n1)  # male counts with a valid female table
+    observed = float(row(m1)[(h - (n1 - m1) % 2) // 2])
+    tol = 1e-9 * max(1.0, abs(observed))
+    floor = observed - _X_HWE_NEGLIGIBLE_LOG
+    mode = min(max(round(n_m * n1 / (2 * n_f + n_m)), low), high)
+    rows = []
+    for start, stop, step in ((mode, high + 1, 1), (mode - 1, low - 1, -1)):
+        previous = np.inf
+        for males in range(start, stop, step):
+            values = row(males)
+            best = float(values.max())
+            if best < floor and best <= previous:  # past the peak and negligible: so is every row further out
+                break
+            rows.append(values)
+            previous = best
+    log_p = np.concatenate(rows)
+    top = max(float(log_p.max()), observed)
+    weights = np.exp(log_p - top)
+    less = weights[log_p < observed - tol].sum()
+    equal = weights[np.abs(log_p - observed) <= tol].sum()
+    p = (less + (equal / 2 if midp else equal)) / weights.sum()
+    return float(-np.log10(min(p, 1.0)))
 
 
 def counts_by_class(kind: np.ndarray, male: np.ndarray, female: np.ndarray, unknown: np.ndarray) -> dict[str, np.ndarray]:

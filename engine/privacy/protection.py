@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -166,7 +167,7 @@ class BlockAggregator(_Contributions):
 
 
 @dataclass
-class _RoundParts:
+class _RoundParts(ABC):
     """Every site's blocks of one secure round, kept apart until the survivors are known.
 
     ``sizes`` are the values (ring elements) per block; ``n_parties`` the round's participants (the
@@ -183,8 +184,9 @@ class _RoundParts:
 
     privacy = ""
 
+    @abstractmethod
     def _parse(self, site: str, block: int, payload: bytes) -> object:
-        raise NotImplementedError
+        """One site's block decoded from its wire bytes (validated; may raise ProtocolError)."""
 
     def _keep(self, site: str, block: int, parsed: object) -> object:
         return parsed

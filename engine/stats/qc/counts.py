@@ -13,6 +13,7 @@ the allelic test (:mod:`engine.stats.qc.allelic`) needs.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -107,8 +108,35 @@ class QcStatistic:
 _NONE = np.zeros(0, dtype=np.int64)  # placeholder default of the haploid counts (replaced by zeros)
 
 
+class AlleleFrequencies(ABC):
+    """Frequencies derived from a class's ``effect_allele_count`` and ``allele_observations`` ``(m,)``
+    (hard-call counts and dosage sums alike)."""
+
+    @property
+    @abstractmethod
+    def effect_allele_count(self) -> np.ndarray:
+        """Effect allele copies (or dosage) per variant."""
+
+    @property
+    @abstractmethod
+    def allele_observations(self) -> np.ndarray:
+        """Alleles observed per variant (2 per diploid call, 1 per haploid one)."""
+
+    @property
+    def effect_allele_frequency(self) -> np.ndarray:
+        """Effect (ALT) allele frequency among the observed alleles; NaN where none was observed."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.effect_allele_count / self.allele_observations
+
+    @property
+    def nonmajor_frequency(self) -> np.ndarray:
+        """PLINK 2's MAF: the frequency of the less common allele; NaN where none was observed."""
+        freq = self.effect_allele_frequency
+        return np.minimum(freq, 1.0 - freq)
+
+
 @dataclass(frozen=True)
-class GenotypeCounts:
+class GenotypeCounts(AlleleFrequencies):
     """Pooled genotype counts per variant, shapes ``(m,)`` int64, in the study's orientation.
 
     ``hom_effect`` counts samples homozygous for the effect allele (PLINK 2's ALT for ``.bed``
@@ -180,18 +208,6 @@ class GenotypeCounts:
     @property
     def allele_observations(self) -> np.ndarray:
         return 2 * self.n_observed + self.n_haploid
-
-    @property
-    def effect_allele_frequency(self) -> np.ndarray:
-        """Effect (ALT) allele frequency among called alleles; NaN where nothing was called."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.effect_allele_count / self.allele_observations
-
-    @property
-    def nonmajor_frequency(self) -> np.ndarray:
-        """PLINK 2's MAF: the frequency of the less common allele; NaN where nothing was called."""
-        freq = self.effect_allele_frequency
-        return np.minimum(freq, 1.0 - freq)
 
     @property
     def missing_rate(self) -> np.ndarray:

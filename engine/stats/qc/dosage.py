@@ -29,7 +29,7 @@ from engine.cohort.cohort import Cohort
 from engine.errors import InputError
 from engine.stats.linear.kernel import missing_calls
 from engine.cohort.sex_chromosomes import MT, X, Y
-from engine.stats.qc.counts import BY_SEX_INPUT, SMALL_EPSILON, VariantFilter
+from engine.stats.qc.counts import BY_SEX_INPUT, SMALL_EPSILON, AlleleFrequencies, VariantFilter
 from engine.stats.statistic import InputSpec
 
 #: Values per variant: samples with a dosage, sum of dosages, sum of squared dosages.
@@ -62,7 +62,7 @@ def dosage_sums(genotypes: np.ndarray, flip: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class DosageSums:
+class DosageSums(AlleleFrequencies):
     """Pooled dosage sums per variant, shapes ``(m,)``, in the study's allele orientation: of the samples
     counted as diploid (``n_observed``, ``dosage_sum``, ``dosage_squares``) and, on the sex chromosomes, of
     those counted as haploid (``hap_*``; zeros elsewhere). ``r2_reported`` is False where PLINK 2 reports
@@ -105,17 +105,6 @@ class DosageSums:
     def effect_allele_count(self) -> np.ndarray:
         """Effect allele dosage (``ALT_CTS``): a haploid dosage counts half."""
         return self.dosage_sum + 0.5 * self.hap_sum  # type: ignore[operator]
-
-    @property
-    def effect_allele_frequency(self) -> np.ndarray:
-        """PLINK 2's dosage-based ALT frequency; NaN without dosages."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.effect_allele_count / self.allele_observations
-
-    @property
-    def nonmajor_frequency(self) -> np.ndarray:
-        freq = self.effect_allele_frequency
-        return np.minimum(freq, 1.0 - freq)
 
     @property
     def mach_r2(self) -> np.ndarray:
